@@ -1,0 +1,55 @@
+"""The project's exceptions: one base, narrow subclasses, each under the nearest built-in."""
+
+from __future__ import annotations
+
+
+class AgentMemoryError(Exception):
+    """Base class for every error this project raises on purpose."""
+
+
+class InvalidIdError(AgentMemoryError, ValueError):
+    """An id, namespace or other key part is empty, too long, or has a forbidden character."""
+
+
+class ConflictError(AgentMemoryError):
+    """A versioned write found a different version than the one it expected."""
+
+    def __init__(self, key: str, expected: int | None, actual: int | None) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        msg = (
+            f"version conflict on {key!r}: expected version {expected}, found {actual}; "
+            "read the document again and retry the change"
+        )
+        super().__init__(msg)
+
+
+class StaleFencingTokenError(AgentMemoryError):
+    """A write carried a fencing token lower than one already seen for that key."""
+
+    def __init__(self, key: str, token: int, highest: int) -> None:
+        self.key = key
+        self.token = token
+        self.highest = highest
+        msg = (
+            f"write to {key!r} rejected: fencing token {token} is older than {highest}; "
+            "the lock this write relied on was lost to another holder"
+        )
+        super().__init__(msg)
+
+
+class LockLostError(AgentMemoryError):
+    """A lease expired or was taken by another holder while it was believed held."""
+
+
+class LockTimeoutError(AgentMemoryError, TimeoutError):
+    """A lock could not be acquired within the time allowed."""
+
+
+class PoisonMessageError(AgentMemoryError, ValueError):
+    """A stream entry is not a valid event and cannot be processed."""
+
+
+class ServerStartError(AgentMemoryError, RuntimeError):
+    """An embedded Redis or PostgreSQL server did not start."""
