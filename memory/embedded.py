@@ -92,6 +92,15 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path)
     raise ServerStartError(msg)
 
 
+@dataclass(frozen=True, slots=True)
+class _RunAs:
+    """The user a server process runs as; all None means this process's own user."""
+
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: list[int] | None = None
+
+
 class _Server:
     """A server process owned by this object: started, waited for, stopped."""
 
@@ -121,25 +130,29 @@ class _Server:
     def _prepare(self) -> None:
         """Create what the server needs before its first start."""
 
-    def _run_as(self) -> dict[str, int]:
-        return {}
+    def _run_as(self) -> _RunAs:
+        return _RunAs()
 
     def start(self, timeout: float = 30.0) -> None:
         if self.running:
             return
         self._prepare()
         started = time.monotonic()
+        run_as = self._run_as()
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self._proc = subprocess.Popen(
                 self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent(self.stop_signal),  # noqa: PLW1509
-                **self._run_as(),  # type: ignore[arg-type]
+                user=run_as.uid,
+                group=run_as.gid,
+                extra_groups=run_as.extra_groups,
             )
+        what = f"{self.name} on port {self.port}"
         try:
-            _wait_until(self._ready_or_dead, timeout, f"{self.name} on port {self.port}", self.log_path)
+            _wait_until(self._ready_or_dead, timeout, what, self.log_path)
         except BaseException:
             self.stop()
             raise
@@ -227,7 +240,9 @@ class EmbeddedPostgres(_Server):
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, stop cleanly
 
-    def __init__(self, data_dir: Path, port: int | None = None, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, bin_dir: Path | None = None
+    ) -> None:
         super().__init__(data_dir, port)
         self.bin_dir = bin_dir or find_postgres_bin()
         self.pgdata = data_dir / "pgdata"
@@ -236,21 +251,20 @@ class EmbeddedPostgres(_Server):
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _run_as(self) -> dict[str, int]:
+    def _run_as(self) -> _RunAs:
         if os.geteuid() != 0:
-            return {}
+            return _RunAs()
         user = pwd.getpwnam(_UNPRIVILEGED_USER)  # postgres refuses to run as root
-        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}  # type: ignore[dict-item]
+        return _RunAs(uid=user.pw_uid, gid=user.pw_gid, extra_groups=[])
 
     def _prepare(self) -> None:
         if (self.pgdata / "PG_VERSION").exists():
             return
         self.pgdata.mkdir(parents=True, exist_ok=True)
         run_as = self._run_as()
-        if run_as:
+        if run_as.uid is not None and run_as.gid is not None:
             self.data_dir.chmod(0o755)
-            os.chown(self.pgdata, run_as["user"], run_as["group"])
-            os.chown(self.log_path.parent, run_as["user"], run_as["group"])
+            os.chown(self.pgdata, run_as.uid, run_as.gid)
         cmd = [
             str(self.bin_dir / "initdb"),
             "-D", str(self.pgdata),
@@ -260,7 +274,14 @@ class EmbeddedPostgres(_Server):
             "--no-sync",
             "--no-instructions",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, check=False, **run_as)  # type: ignore[call-overload]  # noqa: S603
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            check=False,
+            user=run_as.uid,
+            group=run_as.gid,
+            extra_groups=run_as.extra_groups,
+        )
         if result.returncode != 0:
             msg = f"initdb failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
             raise ServerStartError(msg)
@@ -279,7 +300,7 @@ class EmbeddedPostgres(_Server):
         ]  # fmt: skip
 
     def _ready(self) -> bool:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
             check=False,
         )

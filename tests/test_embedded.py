@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -20,7 +21,7 @@ with local_servers() as urls:
 """
 
 
-def _server_pids(port: int) -> list[int]:
+def _server_pids(port: int | None) -> list[int]:
     return [
         c.pid
         for c in psutil.net_connections("tcp")
@@ -32,7 +33,9 @@ def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        alive = [
+            p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+        ]
         time.sleep(0.05)
     return alive
 
@@ -47,7 +50,7 @@ def test_servers_die_when_their_owner_is_killed(tmp_path: Path) -> None:
     )
     assert owner.stdout is not None
     redis_url, db_url = owner.stdout.readline().decode().split()
-    ports = [int(redis_url.rsplit(":", 1)[1].split("/")[0]), int(db_url.rsplit(":", 1)[1].split("/")[0])]
+    ports = [urlsplit(redis_url).port, urlsplit(db_url).port]
     pids = [pid for port in ports for pid in _server_pids(port)]
     assert len(pids) == 2, f"expected a Redis and a PostgreSQL listener, found {pids}"
 

@@ -1,0 +1,88 @@
+"""A local write-ahead log: operations an agent could not send yet, kept on disk in order.
+
+When Redis is unreachable an agent appends each write here instead of losing it, and replays
+the log in order once Redis is back. The log is a SQLite database in WAL mode with
+``synchronous=FULL``: an append has reached the disk when :meth:`WriteAheadLog.append`
+returns, so the log survives the agent's own crash and restart. Replay relies on every logged
+operation being idempotent (facts carry idempotency keys, events carry dedupe keys), so an
+operation that did reach Redis before the connection dropped is not applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wal (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    args TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WalEntry:
+    seq: int
+    kind: str
+    args: dict[str, Any]
+
+
+class WriteAheadLog:
+    """An ordered, durable queue of pending operations in one local file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+        self._lock = anyio.Lock()
+
+    async def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(lambda: self._db.execute(sql, params).fetchall())
+
+    async def append(self, kind: str, args: Mapping[str, Any]) -> int:
+        """Record one operation durably; returns its sequence number."""
+        rows = await self._run(
+            "INSERT INTO wal (kind, args) VALUES (?, ?) RETURNING seq", (kind, json.dumps(args))
+        )
+        return int(rows[0][0])
+
+    async def pending(self, limit: int = 100) -> list[WalEntry]:
+        """The oldest operations not yet marked done, in the order they were appended."""
+        rows = await self._run("SELECT seq, kind, args FROM wal ORDER BY seq LIMIT ?", (limit,))
+        return [WalEntry(seq, kind, json.loads(args)) for seq, kind, args in rows]
+
+    async def done(self, seq: int) -> None:
+        """Forget an operation once its effect is in Redis."""
+        await self._run("DELETE FROM wal WHERE seq = ?", (seq,))
+
+    async def count(self) -> int:
+        rows = await self._run("SELECT count(*) FROM wal")
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
