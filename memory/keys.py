@@ -46,7 +46,9 @@ class Keyspace:
         validate_id(self.namespace, "namespace")
 
     def _key(self, *parts: str) -> str:
-        return ":".join(("agentmem", self.namespace, *parts))
+        # The namespace is a hash tag: every key of one namespace maps to one cluster slot,
+        # so a Lua script may touch any of them (ids can never contain braces).
+        return ":".join(("agentmem", f"{{{self.namespace}}}", *parts))
 
     # facts
     def fact_seq(self) -> str:

@@ -1,0 +1,1 @@
+"""The orchestrator: launches and supervises agent processes, shows progress, writes the report."""
