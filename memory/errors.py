@@ -11,6 +11,10 @@ class InvalidIdError(AgentMemoryError, ValueError):
     """An id, namespace or other key part is empty, too long, or has a forbidden character."""
 
 
+class InvalidValueError(AgentMemoryError, ValueError):
+    """A value to store is not acceptable (empty text, metadata that is not JSON, ...)."""
+
+
 class ConflictError(AgentMemoryError):
     """A versioned write found a different version than the one it expected."""
 

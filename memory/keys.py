@@ -54,12 +54,9 @@ class Keyspace:
     def fact_seq(self) -> str:
         return self._key("fact", "seq")
 
-    def fact(self, fact_id: int) -> str:
-        return self._key("fact", str(fact_id))
-
-    def fact_prefix(self) -> str:
-        """Prefix of every fact hash; a Lua script appends the numeric id."""
-        return self._key("fact", "")
+    def fact_records(self) -> str:
+        """Hash from fact id to the fact's JSON record."""
+        return self._key("fact", "records")
 
     def category(self, category: str) -> str:
         return self._key("category", validate_id(category, "category"))
@@ -74,6 +71,10 @@ class Keyspace:
     # status
     def status(self, agent_id: str) -> str:
         return self._key("status", validate_id(agent_id, "agent_id"))
+
+    def status_prefix(self) -> str:
+        """Prefix of every status key; a Lua script appends the agent id."""
+        return self._key("status", "")
 
     def live_agents(self) -> str:
         """Sorted set of agent ids scored by the time their status expires."""

@@ -1,0 +1,190 @@
+"""Shared facts, indexed by category: one round trip to store a batch, one to read a category.
+
+Layout (keys from :class:`~memory.keys.Keyspace`): a counter allocates fact ids; one hash maps
+id to the fact's JSON record; one sorted set per category holds its fact ids (score = id, so a
+category reads back in id order); a hash maps idempotency keys to the id they produced.
+
+The article stores a fact with INCR, then HSET, then SADD (three round trips, and a crash
+between them leaves a half-written fact) and reads a category with SMEMBERS followed by one
+HGETALL per fact. Here a Lua script stores any number of facts atomically in one round trip,
+and another reads a whole category in one, however many facts it holds. Metadata is kept as
+JSON, so its types survive the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as redis
+
+from memory._codec import as_str, utc_now
+from memory.errors import InvalidValueError
+from memory.keys import Keyspace, validate_id
+
+_STORE = """
+-- KEYS: 1 id counter, 2 records hash, 3 idempotency hash, 4 categories set, 5.. category sets
+-- ARGV: 4 per fact: category-key index, category, idempotency key ('' for none), record JSON
+local ids = {}
+for i = 0, #ARGV / 4 - 1 do
+  local key_index, category = tonumber(ARGV[i * 4 + 1]), ARGV[i * 4 + 2]
+  local idem, record = ARGV[i * 4 + 3], ARGV[i * 4 + 4]
+  local id = false
+  if idem ~= '' then id = redis.call('HGET', KEYS[3], idem) end
+  if id then
+    ids[i + 1] = tonumber(id)
+  else
+    id = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2], id, record)
+    redis.call('ZADD', KEYS[key_index], id, id)
+    redis.call('SADD', KEYS[4], category)
+    if idem ~= '' then redis.call('HSET', KEYS[3], idem, id) end
+    ids[i + 1] = id
+  end
+end
+return ids
+"""
+
+_READ_CATEGORY = """
+-- KEYS: 1 category set, 2 records hash. Returns id1, record1, id2, record2, ... in id order.
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for first = 1, #ids, 4000 do
+  local chunk = {}
+  for i = first, math.min(first + 3999, #ids) do chunk[#chunk + 1] = ids[i] end
+  local records = redis.call('HMGET', KEYS[2], unpack(chunk))
+  for i = 1, #chunk do
+    out[#out + 1] = chunk[i]
+    out[#out + 1] = records[i]
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewFact:
+    """A fact to store. With an idempotency key, storing it again returns the first id."""
+
+    fact: str
+    category: str
+    metadata: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A stored fact."""
+
+    id: int
+    fact: str
+    category: str
+    agent_id: str
+    timestamp: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class FactStore:
+    """Facts shared by every agent of one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+        self._client = client
+        self._keys = keys
+        self._store = client.register_script(_STORE)
+        self._read_category = client.register_script(_READ_CATEGORY)
+
+    async def store_fact(
+        self,
+        agent_id: str,
+        fact: str,
+        category: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Store one fact in one round trip; returns its id."""
+        ids = await self.store_facts(agent_id, [NewFact(fact, category, metadata, idempotency_key)])
+        return ids[0]
+
+    async def store_facts(self, agent_id: str, facts: Sequence[NewFact]) -> list[int]:
+        """Store a batch atomically in one round trip; returns the ids in input order."""
+        validate_id(agent_id, "agent_id")
+        if not facts:
+            return []
+        now = utc_now().isoformat()
+        category_keys: dict[str, int] = {}
+        args: list[str | int] = []
+        for new in facts:
+            key = self._keys.category(new.category)
+            index = category_keys.setdefault(key, len(category_keys) + 5)
+            record = _record(new, agent_id, now)
+            args += [index, new.category, new.idempotency_key or "", record]
+        keys = [
+            self._keys.fact_seq(),
+            self._keys.fact_records(),
+            self._keys.idempotency(),
+            self._keys.categories(),
+            *category_keys,
+        ]
+        ids = await self._store(keys=keys, args=args)
+        return [int(i) for i in ids]
+
+    async def get_facts_by_category(self, category: str) -> list[Fact]:
+        """Every fact of a category, in id order, in one round trip."""
+        keys = [self._keys.category(category), self._keys.fact_records()]
+        flat = await self._read_category(keys=keys)
+        return [
+            _parse(int(flat[i]), flat[i + 1])
+            for i in range(0, len(flat), 2)
+            if flat[i + 1] is not None
+        ]
+
+    async def get_facts(self, ids: Sequence[int]) -> list[Fact]:
+        """The facts with these ids (unknown ids are skipped), in the order asked, in one call."""
+        if not ids:
+            return []
+        records = await self._client.hmget(self._keys.fact_records(), [str(i) for i in ids])
+        return [_parse(i, r) for i, r in zip(ids, records, strict=True) if r is not None]
+
+    async def list_categories(self) -> list[str]:
+        """Every category that holds at least one fact, sorted."""
+        return sorted(as_str(c) for c in await self._client.smembers(self._keys.categories()))
+
+    async def count_facts(self) -> int:
+        """How many facts this namespace holds."""
+        return int(await self._client.hlen(self._keys.fact_records()))
+
+
+def _record(new: NewFact, agent_id: str, timestamp: str) -> str:
+    if not isinstance(new.fact, str) or not new.fact.strip():
+        msg = f"fact text must be a non-empty string, got {new.fact!r}"
+        raise InvalidValueError(msg)
+    if new.idempotency_key is not None:
+        validate_id(new.idempotency_key, "idempotency_key")
+    record = {
+        "fact": new.fact,
+        "category": new.category,
+        "agent_id": agent_id,
+        "timestamp": timestamp,
+        "metadata": dict(new.metadata or {}),
+    }
+    try:
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        msg = f"metadata of fact {new.fact[:40]!r} is not JSON ({exc}); use JSON types only"
+        raise InvalidValueError(msg) from exc
+
+
+def _parse(fact_id: int, raw: bytes | str) -> Fact:
+    record = json.loads(as_str(raw))
+    return Fact(
+        id=fact_id,
+        fact=record["fact"],
+        category=record["category"],
+        agent_id=record["agent_id"],
+        timestamp=datetime.fromisoformat(record["timestamp"]),
+        metadata=record["metadata"],
+    )

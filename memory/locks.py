@@ -1,0 +1,205 @@
+"""Distributed locks: leases with a random token, a fencing token, safe release and renewal.
+
+A lease is granted by ``SET key token NX PX ttl``; in the same script the resource's fence
+counter is incremented, so every grant of a resource carries a larger fencing token than the
+one before. Release and renewal are compare-and-act scripts that touch the lock only while it
+still holds this lease's token; the article's GET-then-DEL can delete a lock that expired and
+was granted to someone else between the two commands.
+
+A lease can still expire under a holder that stalls (a GC pause, SIGSTOP, a slow disk). That
+is what the fencing token is for: stores that accept writes from lock holders
+(:meth:`memory.shared_db.SharedAgentDB.write`) reject a token lower than one they have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from memory._codec import as_str
+from memory.errors import InvalidValueError, LockLostError, LockTimeoutError
+from memory.keys import Keyspace, validate_id
+
+logger = logging.getLogger(__name__)
+
+_ACQUIRE = """
+-- KEYS: 1 lock, 2 fence counter. ARGV: 1 lease value, 2 ttl ms.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {redis.call('INCR', KEYS[2]), ''}
+end
+return {0, redis.call('GET', KEYS[1]) or ''}
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_RETRY_MIN = 0.01
+_RETRY_MAX = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A granted lock. ``fencing_token`` grows with every grant of the same resource."""
+
+    resource: str
+    agent_id: str
+    token: str
+    fencing_token: int
+    ttl_seconds: float
+
+    @property
+    def value(self) -> str:
+        """What the lock key holds while this lease is current."""
+        return f"{self.agent_id}/{self.token}"
+
+
+class HeldLock:
+    """A lease held by :meth:`LockManager.lock`, renewed in the background while held."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.lost = False
+
+    @property
+    def fencing_token(self) -> int:
+        return self.lease.fencing_token
+
+    def check(self) -> None:
+        """Raise :class:`LockLostError` if the lease expired or was taken by another holder."""
+        if self.lost:
+            msg = (
+                f"lock on {self.lease.resource!r} held by {self.lease.agent_id!r} was lost; "
+                "another holder may have it now, so do not write on its behalf"
+            )
+            raise LockLostError(msg)
+
+
+class LockManager:
+    """Locks on the resources of one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+        self._client = client
+        self._keys = keys
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
+
+    async def acquire_lock(
+        self, resource: str, agent_id: str, ttl_seconds: float = 30.0
+    ) -> Lease | None:
+        """Take the lock if it is free, in one round trip; None when someone else holds it."""
+        lease, _ = await self._try_acquire(resource, agent_id, ttl_seconds)
+        return lease
+
+    async def release_lock(self, lease: Lease) -> bool:
+        """Release the lock if this lease still holds it; never touches another holder's."""
+        released = await self._release(keys=[self._keys.lock(lease.resource)], args=[lease.value])
+        return bool(released)
+
+    async def extend_lock(self, lease: Lease, ttl_seconds: float | None = None) -> bool:
+        """Reset the lease's time to live if it still holds the lock."""
+        ttl_ms = _ttl_ms(lease.ttl_seconds if ttl_seconds is None else ttl_seconds)
+        extended = await self._extend(
+            keys=[self._keys.lock(lease.resource)], args=[lease.value, ttl_ms]
+        )
+        return bool(extended)
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        resource: str,
+        agent_id: str,
+        *,
+        ttl_seconds: float = 30.0,
+        timeout: float = 10.0,  # noqa: ASYNC109 - bounds the wait to acquire, not the block
+    ) -> AsyncIterator[HeldLock]:
+        """Hold a lock for the block: wait up to ``timeout`` for it, renew it while held.
+
+        If a renewal finds the lease gone, ``held.lost`` becomes true and ``held.check()``
+        raises; call it before acting on the lock's behalf, and pass ``held.fencing_token``
+        to stores that check it.
+        """
+        lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout)
+        held = HeldLock(lease)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew, held)
+                try:
+                    yield held
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    if not await self.release_lock(lease):
+                        held.lost = True
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    logger.warning("could not release %s (it expires by itself): %s", resource, exc)
+
+    async def _try_acquire(
+        self, resource: str, agent_id: str, ttl_seconds: float
+    ) -> tuple[Lease | None, str]:
+        validate_id(agent_id, "agent_id")
+        lease = Lease(resource, agent_id, secrets.token_hex(16), 0, ttl_seconds)
+        keys = [self._keys.lock(resource), self._keys.fence(resource)]
+        fence, holder = await self._acquire(keys=keys, args=[lease.value, _ttl_ms(ttl_seconds)])
+        if int(fence) == 0:
+            return None, as_str(holder).rsplit("/", 1)[0]
+        return Lease(resource, agent_id, lease.token, int(fence), ttl_seconds), ""
+
+    async def _wait_for(
+        self, resource: str, agent_id: str, ttl_seconds: float, wait_seconds: float
+    ) -> Lease:
+        delay = _RETRY_MIN
+        holder = ""
+        with anyio.move_on_after(wait_seconds):
+            while True:
+                lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
+                if lease is not None:
+                    return lease
+                await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, _RETRY_MAX)
+        msg = (
+            f"could not lock {resource!r} within {wait_seconds} s; "
+            f"it is held by {holder or 'another agent'!r}"
+        )
+        raise LockTimeoutError(msg)
+
+    async def _renew(self, held: HeldLock) -> None:
+        """Extend the lease every third of its TTL; mark it lost once it cannot be."""
+        lease = held.lease
+        interval = lease.ttl_seconds / 3
+        deadline = anyio.current_time() + lease.ttl_seconds
+        while not held.lost:
+            await anyio.sleep(interval)
+            try:
+                if await self.extend_lock(lease):
+                    deadline = anyio.current_time() + lease.ttl_seconds
+                    continue
+                held.lost = True
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                logger.warning("could not renew the lock on %s: %s", lease.resource, exc)
+                held.lost = anyio.current_time() >= deadline
+        logger.warning("lost the lock on %s (%s)", lease.resource, lease.agent_id)
+
+
+def _ttl_ms(ttl_seconds: float) -> int:
+    if ttl_seconds <= 0:
+        msg = f"a lock's ttl_seconds must be positive, got {ttl_seconds}"
+        raise InvalidValueError(msg)
+    return max(1, int(ttl_seconds * 1000))

@@ -1,0 +1,108 @@
+"""Agent status with a TTL heartbeat: an agent that stops beating disappears by itself.
+
+Each status is a JSON string that expires after its TTL, and a sorted set scores every agent
+id by the time its status expires, so listing the live agents is one script: drop the expired
+members, then read the rest. Both scripts take the time from the Redis server, so clients
+with skewed clocks agree on who is alive. (The article's status never expires: a crashed agent
+looks busy forever.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as redis
+
+from memory._codec import as_str
+from memory.errors import InvalidValueError
+from memory.keys import Keyspace, validate_id
+
+_SET = """
+-- KEYS: 1 status key, 2 live-agents zset. ARGV: 1 agent id, 2 ttl ms, 3 status, 4 detail
+local t = redis.call('TIME')
+local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl_ms = tonumber(ARGV[2])
+local status = cjson.encode({status = ARGV[3], detail = ARGV[4], updated_ms = now_ms,
+                             expires_ms = now_ms + ttl_ms})
+redis.call('SET', KEYS[1], status, 'PX', ttl_ms)
+redis.call('ZADD', KEYS[2], now_ms + ttl_ms, ARGV[1])
+return status
+"""
+
+_LIVE = """
+-- KEYS: 1 live-agents zset. ARGV: 1 status key prefix. Returns id1, status1, id2, ...
+local t = redis.call('TIME')
+local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  local status = redis.call('GET', ARGV[1] .. id)
+  if status then
+    out[#out + 1] = id
+    out[#out + 1] = status
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """What an agent last said it was doing, and until when that holds."""
+
+    agent_id: str
+    status: str
+    detail: str
+    updated_at: datetime
+    expires_at: datetime
+
+
+class StatusBoard:
+    """The status of every agent in one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+        self._client = client
+        self._keys = keys
+        self._set = client.register_script(_SET)
+        self._live = client.register_script(_LIVE)
+
+    async def set_agent_status(
+        self, agent_id: str, status: str, detail: str = "", ttl_seconds: float = 15.0
+    ) -> AgentStatus:
+        """Publish an agent's status; it expires after ``ttl_seconds`` unless set again."""
+        validate_id(agent_id, "agent_id")
+        if ttl_seconds <= 0:
+            msg = f"ttl_seconds must be positive, got {ttl_seconds}"
+            raise InvalidValueError(msg)
+        keys = [self._keys.status(agent_id), self._keys.live_agents()]
+        raw = await self._set(keys=keys, args=[agent_id, int(ttl_seconds * 1000), status, detail])
+        return _parse(agent_id, raw)
+
+    async def get_agent_status(self, agent_id: str) -> AgentStatus | None:
+        """An agent's live status, or None once it expired."""
+        raw = await self._client.get(self._keys.status(agent_id))
+        return None if raw is None else _parse(agent_id, raw)
+
+    async def list_live_agents(self) -> list[AgentStatus]:
+        """Every agent whose status has not expired, sorted by id, in one round trip."""
+        flat = await self._live(keys=[self._keys.live_agents()], args=[self._keys.status_prefix()])
+        statuses = [_parse(as_str(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return sorted(statuses, key=lambda s: s.agent_id)
+
+
+def _parse(agent_id: str, raw: bytes | str) -> AgentStatus:
+    record = json.loads(as_str(raw))
+    return AgentStatus(
+        agent_id=agent_id,
+        status=record["status"],
+        detail=record["detail"],
+        updated_at=_from_ms(record["updated_ms"]),
+        expires_at=_from_ms(record["expires_ms"]),
+    )
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)

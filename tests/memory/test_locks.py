@@ -1,0 +1,126 @@
+"""Locks: mutual exclusion, fencing tokens, safe release, renewal and loss detection."""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+import redis.asyncio as redis
+
+from memory.agent_memory import RedisAgentMemory
+from memory.errors import LockLostError, LockTimeoutError
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def memory(redis_client: redis.Redis, namespace: str) -> RedisAgentMemory:
+    return RedisAgentMemory(redis_client, namespace)
+
+
+async def test_twenty_contenders_never_hold_the_lock_at_the_same_time(
+    memory: RedisAgentMemory,
+) -> None:
+    """Recorded hold intervals of 20 tasks contending for one lock never overlap."""
+    intervals: list[tuple[float, float, int]] = []
+
+    async def contender(n: int) -> None:
+        async with memory.lock("doc", f"agent-{n}", ttl_seconds=5, timeout=30) as held:
+            start = anyio.current_time()
+            await anyio.sleep(0.01)
+            intervals.append((start, anyio.current_time(), held.fencing_token))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(contender, n)
+
+    intervals.sort()
+    assert len(intervals) == 20
+    for (_, end, _), (start, _, _) in itertools.pairwise(intervals):
+        assert end <= start
+    tokens = [token for *_, token in intervals]
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 20
+
+
+async def test_fencing_tokens_increase_with_every_grant(memory: RedisAgentMemory) -> None:
+    """Each grant of a resource carries a larger fencing token than the one before."""
+    tokens = []
+    for _ in range(3):
+        lease = await memory.acquire_lock("doc", "a-1")
+        assert lease
+        tokens.append(lease.fencing_token)
+        assert await memory.release_lock(lease)
+
+    assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
+
+
+async def test_a_held_lock_is_not_granted_again(memory: RedisAgentMemory) -> None:
+    """A second acquire of a held lock returns a falsy result."""
+    assert await memory.acquire_lock("doc", "a-1")
+    assert not await memory.acquire_lock("doc", "a-2")
+
+
+async def test_a_non_holder_cannot_release_or_extend_the_lock(memory: RedisAgentMemory) -> None:
+    """Releasing with an expired lease leaves the new holder's lock in place."""
+    old = await memory.acquire_lock("doc", "a-1", ttl_seconds=0.1)
+    assert old
+    await anyio.sleep(0.2)
+    new = await memory.acquire_lock("doc", "a-2", ttl_seconds=10)
+    assert new
+
+    assert not await memory.release_lock(old)
+    assert not await memory.extend_lock(old)
+    assert not await memory.acquire_lock("doc", "a-3")
+    assert await memory.release_lock(new)
+
+
+async def test_extending_a_lease_keeps_the_lock_past_its_first_ttl(
+    memory: RedisAgentMemory,
+) -> None:
+    """An extended lease is still held after its original TTL has passed."""
+    lease = await memory.acquire_lock("doc", "a-1", ttl_seconds=0.3)
+    assert lease
+    assert await memory.extend_lock(lease, ttl_seconds=5)
+    await anyio.sleep(0.4)
+
+    assert not await memory.acquire_lock("doc", "a-2")
+
+
+async def test_the_lock_block_renews_a_lease_longer_than_its_ttl(memory: RedisAgentMemory) -> None:
+    """Held in ``async with``, a lease outlives its TTL because it is renewed."""
+    async with memory.lock("doc", "a-1", ttl_seconds=0.3) as held:
+        await anyio.sleep(0.8)
+        assert not await memory.acquire_lock("doc", "a-2")
+        held.check()
+
+    assert await memory.acquire_lock("doc", "a-2")
+
+
+async def test_the_lock_block_reports_a_lease_taken_behind_its_back(
+    memory: RedisAgentMemory, redis_client: redis.Redis
+) -> None:
+    """When the lock is deleted and re-granted, the holder learns it lost the lease."""
+    async with memory.lock("doc", "a-1", ttl_seconds=0.3) as held:
+        await redis_client.delete(memory.keys.lock("doc"))
+        thief = await memory.acquire_lock("doc", "a-2", ttl_seconds=10)
+        assert thief
+        assert thief.fencing_token > held.fencing_token
+        await anyio.sleep(0.3)
+        assert held.lost
+        with pytest.raises(LockLostError, match="was lost"):
+            held.check()
+
+    assert not await memory.acquire_lock("doc", "a-3")  # the thief's lock survived the exit
+
+
+async def test_waiting_for_a_held_lock_times_out_naming_the_holder(
+    memory: RedisAgentMemory,
+) -> None:
+    """``lock`` gives up after its timeout with an error that names the holder."""
+    assert await memory.acquire_lock("doc", "holder-1", ttl_seconds=10)
+
+    with pytest.raises(LockTimeoutError, match="holder-1"):
+        async with memory.lock("doc", "a-2", timeout=0.2):
+            pass
