@@ -91,9 +91,9 @@ class Keyspace:
     def stream(self, name: str) -> str:
         return self._key("stream", validate_id(name, "stream"))
 
+    def publish_keys(self, name: str) -> str:
+        """Hash from publish idempotency key to the entry id it produced."""
+        return self._key("published", validate_id(name, "stream"))
+
     def dead_letters(self, name: str) -> str:
         return self._key("dlq", validate_id(name, "stream"))
-
-    def deliveries(self, name: str, group: str) -> str:
-        """Hash of entry id to failed-delivery count for one consumer group."""
-        return self._key("failures", validate_id(name, "stream"), validate_id(group, "group"))

@@ -1,0 +1,73 @@
+"""``AgentEvent``: one entry of a run's stream, and how it maps to the entry's fields.
+
+Four fields: ``type``, ``agent``, ``ts`` (ISO 8601, UTC) and ``payload`` (one JSON object, so
+its types survive; the article stringifies every value). An entry that does not parse as an
+event raises :class:`~memory.errors.PoisonMessageError`, which consumers dead-letter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from memory._codec import as_str, utc_now
+from memory.errors import InvalidValueError, PoisonMessageError
+
+
+class AgentEvent(BaseModel):
+    """Something an agent did or asks for: one entry of a run's stream."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_type: str = Field(min_length=1, max_length=200)
+    agent_id: str = Field(min_length=1, max_length=256)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime = Field(default_factory=utc_now)
+    event_id: str | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            msg = "timestamp must be timezone-aware"
+            raise ValueError(msg)
+        return value.astimezone(UTC)
+
+    def to_fields(self) -> dict[str, str]:
+        """The stream entry's fields."""
+        try:
+            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            msg = f"payload of {self.event_type!r} is not JSON ({exc}); use JSON types only"
+            raise InvalidValueError(msg) from exc
+        return {
+            "type": self.event_type,
+            "agent": self.agent_id,
+            "ts": self.timestamp.isoformat(),
+            "payload": payload,
+        }
+
+    @classmethod
+    def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> AgentEvent:
+        """Parse a stream entry; anything that is not a valid event is a poison message."""
+        try:
+            data = {as_str(k): as_str(v) for k, v in fields.items()}
+            payload = json.loads(data["payload"])
+            if not isinstance(payload, dict):
+                msg = f"payload is a JSON {type(payload).__name__}, not an object"
+                raise TypeError(msg)  # noqa: TRY301 - reported as a poison message below
+            return cls(
+                event_type=data["type"],
+                agent_id=data["agent"],
+                payload=payload,
+                timestamp=datetime.fromisoformat(data["ts"]),
+                event_id=entry_id,
+            )
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            msg = f"stream entry {entry_id} is not a valid event: {reason}"
+            raise PoisonMessageError(msg) from exc

@@ -1,0 +1,184 @@
+"""Consumer groups: several workers of one role share a stream, and nothing is lost.
+
+A worker acknowledges an entry only after its effect is durable. An entry it took but never
+acknowledged (the worker crashed, or was killed) stays pending in the group; once it has been
+idle for ``reclaim_idle_ms`` any live worker of the group claims it (XAUTOCLAIM) before
+reading new entries. Every delivery counts: an entry that failed, or crashed its worker,
+``max_deliveries`` times is moved to the dead-letter stream with the reason, and so is an
+entry that is not a valid event at all, at its first delivery. A consumer never crashes on
+bad input.
+
+A failure that may be transient (:meth:`ConsumerGroup.fail` without ``final``) is retried
+after a backoff that doubles with each attempt: the entry is left pending and its idle time
+is set so that it becomes reclaimable after that backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+from memory._codec import as_str, utc_now
+from memory.agent_event import AgentEvent
+from memory.errors import PoisonMessageError
+from memory.keys import validate_id
+
+logger = logging.getLogger(__name__)
+
+_FIRST_RETRY_MS = 250
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One entry handed to this worker; ``attempts`` counts every delivery, this one included."""
+
+    entry_id: str
+    event: AgentEvent
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry that a consumer group gave up on, with the reason."""
+
+    dead_letter_id: str
+    entry_id: str
+    group: str
+    reason: str
+    fields: dict[str, str]
+    failed_at: datetime
+
+
+class ConsumerGroup:
+    """One worker (``consumer``) of a consumer group (``name``) on one stream."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        stream_key: str,
+        dead_letter_key: str,
+        name: str,
+        consumer: str,
+        max_deliveries: int = 5,
+        reclaim_idle_ms: int = 30_000,
+    ) -> None:
+        self.client = client
+        self.stream_key = stream_key
+        self.dead_letter_key = dead_letter_key
+        self.name = validate_id(name, "group")
+        self.consumer = validate_id(consumer, "consumer")
+        self.max_deliveries = max_deliveries
+        self.reclaim_idle_ms = reclaim_idle_ms
+
+    async def ensure(self, start_id: str = "0") -> None:
+        """Create the group (and the stream) unless it exists; new groups start at ``start_id``."""
+        try:
+            await self.client.xgroup_create(self.stream_key, self.name, start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
+        """Entries to work on: reclaimed ones from dead workers first, else new ones.
+
+        Blocks up to ``block_ms`` for new entries. Entries that are not valid events, or have
+        been delivered more than ``max_deliveries`` times, are dead-lettered here and never
+        returned.
+        """
+        entries, attempts = await self._reclaim(count)
+        if not entries:
+            reply: Any = await self.client.xreadgroup(
+                self.name, self.consumer, {self.stream_key: ">"}, count=count, block=block_ms
+            )
+            entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
+        deliveries = []
+        for raw_id, fields in entries:
+            entry_id = as_str(raw_id)
+            tries = attempts.get(entry_id, 1)
+            try:
+                event = AgentEvent.from_fields(entry_id, fields)
+            except PoisonMessageError as exc:
+                await self._dead_letter(entry_id, fields, str(exc))
+                continue
+            if tries > self.max_deliveries:
+                reason = f"delivered {tries} times and never acknowledged (its worker crashed?)"
+                await self._dead_letter(entry_id, fields, reason)
+                continue
+            deliveries.append(Delivery(entry_id, event, tries))
+        return deliveries
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Mark the entry done for this group; call only once its effect is durable."""
+        await self.client.xack(self.stream_key, self.name, delivery.entry_id)
+
+    async def fail(self, delivery: Delivery, reason: str, *, final: bool = False) -> bool:
+        """Record a failed attempt; returns True when the entry was dead-lettered.
+
+        Unless ``final`` or out of attempts, the entry is retried after a backoff.
+        """
+        if final or delivery.attempts >= self.max_deliveries:
+            fields = delivery.event.to_fields()
+            await self._dead_letter(delivery.entry_id, fields, reason)
+            return True
+        backoff_ms = min(self.reclaim_idle_ms, _FIRST_RETRY_MS * 2 ** (delivery.attempts - 1))
+        await self.client.xclaim(
+            self.stream_key,
+            self.name,
+            self.consumer,
+            0,
+            [delivery.entry_id],
+            idle=self.reclaim_idle_ms - backoff_ms,
+            justid=True,
+        )
+        logger.info(
+            "%s failed (attempt %d of %d), retry in %d ms: %s",
+            delivery.entry_id,
+            delivery.attempts,
+            self.max_deliveries,
+            backoff_ms,
+            reason,
+        )
+        return False
+
+    async def _reclaim(self, count: int) -> tuple[list[Any], dict[str, int]]:
+        """Claim entries idle past ``reclaim_idle_ms``; returns them and their delivery counts."""
+        reply = await self.client.xautoclaim(
+            self.stream_key, self.name, self.consumer, self.reclaim_idle_ms, "0-0", count=count
+        )
+        claimed = [entry for entry in reply[1] if entry[1] is not None]
+        if not claimed:
+            return [], {}
+        first, last = as_str(claimed[0][0]), as_str(claimed[-1][0])
+        pending: Any = await self.client.xpending_range(
+            self.stream_key, self.name, first, last, len(claimed) * 4, self.consumer
+        )
+        attempts = {as_str(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        logger.info("reclaimed %d entries from stalled workers", len(claimed))
+        return claimed, attempts
+
+    async def _dead_letter(self, entry_id: str, fields: Any, reason: str) -> None:
+        """Move the entry to the dead-letter stream and acknowledge it, atomically."""
+        original = {as_str(k): _text(v) for k, v in fields.items()}
+        letter = {
+            "entry_id": entry_id,
+            "group": self.name,
+            "reason": reason[:2000],
+            "fields": json.dumps(original, ensure_ascii=False),
+            "failed_at": utc_now().isoformat(),
+        }
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead_letter_key, letter)  # type: ignore[arg-type]
+            pipe.xack(self.stream_key, self.name, entry_id)
+            await pipe.execute()
+        logger.warning("dead-lettered %s for group %s: %s", entry_id, self.name, reason)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,266 @@
+"""``EventStore``: the run's event log and handoffs on a Redis Stream.
+
+Each :class:`AgentEvent` is one stream entry with four fields: ``type``, ``agent``, ``ts``
+(ISO 8601, UTC) and ``payload`` (one JSON object, so its types survive). Readers get the
+whole log (:meth:`EventStore.read_events`, :meth:`EventStore.replay`), follow it live
+(:meth:`EventStore.subscribe`), or share it as workers of a consumer group
+(:meth:`EventStore.group`, see :mod:`memory.consumer`). Entries that cannot be processed end
+in a dead-letter stream, where they can be listed and requeued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+from memory._codec import as_str
+from memory.agent_event import AgentEvent
+from memory.consumer import ConsumerGroup, DeadLetter
+from memory.errors import AgentMemoryError, PoisonMessageError
+from memory.keys import Keyspace, validate_id
+from memory.projection import Projection
+
+__all__ = ["AgentEvent", "DeadLetter", "EventStore"]
+
+logger = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+_PUBLISH_ONCE = """
+-- KEYS: 1 stream, 2 publish-key hash. ARGV: 1 publish key, then field, value pairs.
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if id then return id end
+id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], ARGV[1], id)
+return id
+"""
+
+_REQUEUE = """
+-- KEYS: 1 dead-letter stream, 2 stream. ARGV: 1 dead-letter id.
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local fields = found[1][2]
+local original
+for i = 1, #fields, 2 do
+  if fields[i] == 'fields' then original = cjson.decode(fields[i + 1]) end
+end
+local args = {}
+for name, value in pairs(original) do
+  args[#args + 1] = name
+  args[#args + 1] = value
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(args))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"""
+
+
+class EventStore:
+    """One stream of a namespace: publish, read, follow, replay, consume as a group."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "default",
+        stream: str = "events",
+        *,
+        max_deliveries: int = 5,
+        reclaim_idle_ms: int = 30_000,
+    ) -> None:
+        self.client = client
+        self.keys = Keyspace(namespace)
+        self.stream = validate_id(stream, "stream")
+        self.stream_key = self.keys.stream(stream)
+        self.dead_letter_key = self.keys.dead_letters(stream)
+        self.max_deliveries = max_deliveries
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self._requeue = client.register_script(_REQUEUE)
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        namespace: str = "default",
+        stream: str = "events",
+        *,
+        max_deliveries: int = 5,
+        reclaim_idle_ms: int = 30_000,
+    ) -> Self:
+        """An event store on a new client for ``url``, closed by :meth:`aclose`."""
+        store = cls(
+            redis.Redis.from_url(url),
+            namespace,
+            stream,
+            max_deliveries=max_deliveries,
+            reclaim_idle_ms=reclaim_idle_ms,
+        )
+        store._owns_client = True
+        return store
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
+        """Append an event; with a key, appending again returns the first entry's id."""
+        fields = event.to_fields()
+        if idempotency_key is None:
+            return as_str(await self.client.xadd(self.stream_key, fields))  # type: ignore[arg-type]
+        validate_id(idempotency_key, "idempotency_key")
+        flat = [value for pair in fields.items() for value in pair]
+        entry_id = await self._publish_once(
+            keys=[self.stream_key, self.keys.publish_keys(self.stream)],
+            args=[idempotency_key, *flat],
+        )
+        return as_str(entry_id)
+
+    async def publish_many(self, events: Sequence[AgentEvent]) -> list[str]:
+        """Append several events atomically and in order, in one round trip."""
+        if not events:
+            return []
+        async with self.client.pipeline(transaction=True) as pipe:
+            for event in events:
+                pipe.xadd(self.stream_key, event.to_fields())  # type: ignore[arg-type]
+            return [as_str(entry_id) for entry_id in await pipe.execute()]
+
+    async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:
+        """Up to ``count`` events after ``since`` (exclusive), oldest first."""
+        entries: Any = await self.client.xrange(self.stream_key, f"({since}", "+", count=count)
+        return self._parse(entries or [])
+
+    async def subscribe(
+        self, last_id: str = "$", *, block_ms: int = 1000
+    ) -> AsyncIterator[AgentEvent]:
+        """Follow the stream: every event after ``last_id`` ("$": after the newest now)."""
+        if last_id == "$":
+            last_id = await self.last_id()
+        while True:
+            reply: Any = await self.client.xread(
+                {self.stream_key: last_id}, count=100, block=block_ms
+            )
+            for _stream, entries in reply or []:
+                for event in self._parse(entries):
+                    yield event
+                last_id = as_str(entries[-1][0])
+
+    async def replay(self, projection: Projection[S], since: str = "0-0", *, page: int = 1000) -> S:
+        """Rebuild a view by applying every event after ``since`` to the projection, in order."""
+        state = projection.initial()
+        while True:
+            entries: Any = await self.client.xrange(self.stream_key, f"({since}", "+", count=page)
+            if not entries:
+                return state
+            for event in self._parse(entries):
+                state = projection.apply(state, event)
+            since = as_str(entries[-1][0])
+
+    async def last_id(self) -> str:
+        """The id of the newest entry ever added, or "0-0" for a stream that does not exist."""
+        try:
+            info: Any = await self.client.xinfo_stream(self.stream_key)
+        except ResponseError:
+            return "0-0"
+        return as_str(info["last-generated-id"])
+
+    def group(self, name: str, consumer: str) -> ConsumerGroup:
+        """A worker of consumer group ``name``; call ``ensure()`` once before ``read()``."""
+        return ConsumerGroup(
+            self.client,
+            stream_key=self.stream_key,
+            dead_letter_key=self.dead_letter_key,
+            name=name,
+            consumer=consumer,
+            max_deliveries=self.max_deliveries,
+            reclaim_idle_ms=self.reclaim_idle_ms,
+        )
+
+    async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters of this stream."""
+        entries: Any = await self.client.xrange(self.dead_letter_key, "-", "+", count=count)
+        letters = []
+        for entry_id, raw in entries or []:
+            data = {as_str(k): as_str(v) for k, v in raw.items()}
+            letters.append(
+                DeadLetter(
+                    dead_letter_id=as_str(entry_id),
+                    entry_id=data.get("entry_id", ""),
+                    group=data.get("group", ""),
+                    reason=data.get("reason", ""),
+                    fields=json.loads(data.get("fields", "{}")),
+                    failed_at=datetime.fromisoformat(data["failed_at"]),
+                )
+            )
+        return letters
+
+    async def requeue(self, dead_letter_id: str) -> str:
+        """Append a dead letter's original entry to the stream again; returns its new id."""
+        entry_id = await self._requeue(
+            keys=[self.dead_letter_key, self.stream_key], args=[dead_letter_id]
+        )
+        if entry_id is None:
+            msg = (
+                f"no dead letter {dead_letter_id!r} on stream {self.stream!r}; "
+                "list them with `agentmem dead-letters`"
+            )
+            raise AgentMemoryError(msg)
+        return as_str(entry_id)
+
+    async def trim_acknowledged(self) -> int:
+        """Drop the entries every group has acknowledged; returns how many were dropped.
+
+        The cut is the oldest entry any group still needs: its oldest pending entry, or the
+        first entry after the last one it was given. Without groups nothing is dropped.
+        """
+        try:
+            groups = await self.client.xinfo_groups(self.stream_key)
+        except ResponseError:
+            return 0
+        if not groups:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for info in groups:
+                pipe.xpending(self.stream_key, info["name"])
+            pendings = await pipe.execute()
+        needed = []
+        for info, pending in zip(groups, pendings, strict=True):
+            if pending["pending"]:
+                needed.append(_parse_id(as_str(pending["min"])))
+            else:
+                ms, seq = _parse_id(as_str(info["last-delivered-id"]))
+                needed.append((ms, seq + 1))
+        ms, seq = min(needed)
+        return int(await self.client.xtrim(self.stream_key, minid=f"{ms}-{seq}", approximate=False))
+
+    def _parse(self, entries: Sequence[Any]) -> list[AgentEvent]:
+        events = []
+        for entry_id, fields in entries:
+            try:
+                events.append(AgentEvent.from_fields(as_str(entry_id), fields))
+            except PoisonMessageError as exc:
+                logger.warning("skipping %s", exc)
+        return events
+
+
+def _parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
