@@ -136,6 +136,7 @@ class _Server:
     def start(self, timeout: float = 30.0) -> None:
         if self.running:
             return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         started = time.monotonic()
         run_as = self._run_as()

@@ -1,0 +1,70 @@
+"""Versioned schema migrations for PostgreSQL: ``memory/migrations/NNNN_name.sql``, in order.
+
+Each file runs once, in its own transaction, and is recorded in ``agentmem_migrations``.
+A session-level advisory lock serialises concurrent migrators, so several agent processes
+that connect at the same moment migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+_LOCK_ID = 0x61_67_65_6E_74_6D_65_6D  # "agentmem"
+_BOOTSTRAP = """
+CREATE TABLE IF NOT EXISTS agentmem_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """Every migration shipped with the package, in version order."""
+    found = []
+    for entry in resources.files("memory").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply the migrations this database lacks; returns the versions applied now."""
+    applied_now = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        try:
+            await conn.execute(_BOOTSTRAP)
+            done = {
+                row["version"]
+                for row in await conn.fetch("SELECT version FROM agentmem_migrations")
+            }
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO agentmem_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+                logger.info("applied migration %04d %s", migration.version, migration.name)
+                applied_now.append(migration.version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    return applied_now

@@ -1,0 +1,221 @@
+"""``SharedAgentDB``: versioned JSON documents on PostgreSQL with optimistic locking.
+
+Every write appends a new version; no version is ever overwritten, so the whole history of a
+document (who wrote each version, when, holding which fencing token) stays readable. A write
+may name the version it was based on (``expected_version``); if another writer got there
+first it fails with :class:`~memory.errors.ConflictError` and writes nothing, and
+:meth:`SharedAgentDB.update` turns that into a bounded, jittered retry of the whole
+read-modify-write. A write may also carry a lock's fencing token: one lower than the highest
+already seen for that key is refused (:class:`~memory.errors.StaleFencingTokenError`), which
+makes a lock holder that stalled past its lease harmless.
+
+Each write is one round trip: the check and the append run in a server-side function
+(migration ``0001``) under the key's head-row lock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from memory.errors import ConflictError, InvalidIdError, InvalidValueError, StaleFencingTokenError
+from memory.keys import validate_id
+from memory.migrate import migrate
+from memory.retry import retrying
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]{0,255}$")
+_COLUMNS = "key, version, value::text AS value, agent_id, created_at, fencing_token"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One version of a document."""
+
+    key: str
+    value: Any
+    version: int
+    agent_id: str
+    created_at: datetime
+    fencing_token: int | None = None
+
+
+class SharedAgentDB:
+    """Versioned documents of one namespace, shared by every agent.
+
+    Pass a pool you own (run :meth:`migrate` once), or use :meth:`connect`, which creates a
+    pool, migrates, and closes the pool in :meth:`close`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, namespace: str = "default") -> None:
+        self.pool = pool
+        self.namespace = validate_id(namespace, "namespace")
+        self.conflicts = 0  # version conflicts met by this instance's writes (for metrics)
+        self._owns_pool = False
+
+    @classmethod
+    async def connect(
+        cls, dsn: str, namespace: str = "default", *, min_size: int = 1, max_size: int = 10
+    ) -> Self:
+        """A store on a new pool for ``dsn``, migrated, closed by :meth:`close`."""
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        db = cls(pool, namespace)
+        db._owns_pool = True
+        try:
+            await db.migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return db
+
+    async def migrate(self) -> list[int]:
+        """Bring the schema up to date; returns the migrations applied now."""
+        return await migrate(self.pool)
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self.pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def read(self, key: str, version: int | None = None) -> Document | None:
+        """The latest version of a document, or the given one; None if there is none."""
+        _check_key(key)
+        if version is None:
+            sql = (
+                f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 "
+                "ORDER BY version DESC LIMIT 1"
+            )
+            row = await self.pool.fetchrow(sql, self.namespace, key)
+        else:
+            sql = (
+                f"SELECT {_COLUMNS} FROM documents "
+                "WHERE namespace = $1 AND key = $2 AND version = $3"
+            )
+            row = await self.pool.fetchrow(sql, self.namespace, key, version)
+        return None if row is None else _document(row)
+
+    async def read_many(self, keys: Sequence[str]) -> dict[str, Document]:
+        """The latest version of each document that exists, in one query."""
+        for key in keys:
+            _check_key(key)
+        sql = (
+            f"SELECT DISTINCT ON (key) {_COLUMNS} FROM documents "
+            "WHERE namespace = $1 AND key = ANY($2::text[]) ORDER BY key, version DESC"
+        )
+        rows = await self.pool.fetch(sql, self.namespace, list(keys))
+        return {row["key"]: _document(row) for row in rows}
+
+    async def history(self, key: str) -> list[Document]:
+        """Every version of a document, oldest first."""
+        _check_key(key)
+        sql = f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 ORDER BY version"
+        return [_document(row) for row in await self.pool.fetch(sql, self.namespace, key)]
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """The keys of every document (starting with ``prefix``), sorted."""
+        sql = (
+            "SELECT key FROM document_heads "
+            "WHERE namespace = $1 AND version > 0 AND starts_with(key, $2) ORDER BY key"
+        )
+        return [row["key"] for row in await self.pool.fetch(sql, self.namespace, prefix)]
+
+    async def write(
+        self,
+        key: str,
+        value: Any,
+        agent_id: str,
+        expected_version: int | None = None,
+        *,
+        fencing_token: int | None = None,
+    ) -> Document:
+        """Append a new version, in one round trip.
+
+        ``expected_version``: None writes whatever the current version is; 0 only if the
+        document does not exist yet; n only if n is still the latest version (else
+        :class:`ConflictError`). A ``fencing_token`` lower than one this key has already
+        seen is refused with :class:`StaleFencingTokenError`. Nothing is written on error.
+        """
+        _check_key(key)
+        validate_id(agent_id, "agent_id")
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            msg = f"value for {key!r} is not JSON ({exc}); use JSON types only"
+            raise InvalidValueError(msg) from exc
+        row = await self.pool.fetchrow(
+            "SELECT * FROM agentmem_write($1, $2, $3::text::jsonb, $4, $5, $6)",
+            self.namespace,
+            key,
+            encoded,
+            agent_id,
+            expected_version,
+            fencing_token,
+        )
+        assert row is not None
+        if row["outcome"] == "stale":
+            raise StaleFencingTokenError(key, fencing_token or 0, row["highest_token"])
+        if row["outcome"] == "conflict":
+            self.conflicts += 1
+            raise ConflictError(key, expected_version, row["version"])
+        return Document(
+            key, json.loads(encoded), row["version"], agent_id, row["created_at"], fencing_token
+        )
+
+    async def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        agent_id: str,
+        *,
+        fencing_token: int | None = None,
+        attempts: int = 50,
+    ) -> Document:
+        """Read, apply ``fn`` to the value (None if absent), write; retry on conflict.
+
+        ``fn`` may run more than once, so it must not have side effects.
+        """
+        async for attempt in retrying(
+            ConflictError, attempts=attempts, timeout=60.0, initial=0.005, maximum=0.2
+        ):
+            with attempt:
+                current = await self.read(key)
+                value = fn(None if current is None else current.value)
+                expected = 0 if current is None else current.version
+                return await self.write(key, value, agent_id, expected, fencing_token=fencing_token)
+        raise AssertionError  # pragma: no cover - retrying re-raises the last error
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY.match(key):
+        msg = (
+            f"document key {str(key)[:60]!r} is invalid: use 1-256 characters from "
+            "letters, digits and / _ . - (starting with a letter or digit)"
+        )
+        raise InvalidIdError(msg)
+
+
+def _document(row: asyncpg.Record) -> Document:
+    return Document(
+        key=row["key"],
+        value=json.loads(row["value"]),
+        version=row["version"],
+        agent_id=row["agent_id"],
+        created_at=row["created_at"],
+        fencing_token=row["fencing_token"],
+    )

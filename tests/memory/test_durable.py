@@ -1,0 +1,89 @@
+"""Writes through the write-ahead log: kept while Redis is away, sent once when it is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis.asyncio as redis
+
+from memory.agent_memory import RedisAgentMemory
+from memory.durable import DurableWriter
+from memory.embedded import EmbeddedRedis, ServerUrls
+from memory.errors import InvalidIdError
+from memory.events import AgentEvent, EventStore
+from memory.facts import NewFact
+from memory.wal import WriteAheadLog
+
+pytestmark = pytest.mark.anyio
+
+
+def facts(*texts: str) -> list[NewFact]:
+    return [NewFact(text, "notes", {"n": i}, f"key-{text}") for i, text in enumerate(texts)]
+
+
+def hello(n: int) -> AgentEvent:
+    return AgentEvent(event_type="hello", agent_id="a-1", payload={"n": n})
+
+
+async def test_writes_made_while_redis_is_down_arrive_once_in_order_when_it_is_back(
+    tmp_path: Path, namespace: str
+) -> None:
+    """Stop Redis, write, restart it, flush: every write lands, in order, exactly once."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+        memory, events = RedisAgentMemory(client, namespace), EventStore(client, namespace)
+        async with WriteAheadLog(tmp_path / "wal.db") as wal:
+            writer = DurableWriter(memory, events, wal)
+            assert await writer.store_facts("a-1", facts("before"))
+
+            server.stop()
+            assert not await writer.store_facts("a-1", facts("during-1", "during-2"))
+            assert not await writer.publish(hello(1), idempotency_key="hello-1")
+            assert not await writer.store_facts("a-1", facts("before"))  # a retry of a sent one
+            assert await writer.pending() == 3
+
+            server.start()  # same data directory, append-only file: data survives
+            assert await writer.flush() == 0
+            assert await writer.flush() == 0
+
+        stored = await memory.get_facts_by_category("notes")
+        assert [f.fact for f in stored] == ["before", "during-1", "during-2"]
+        assert [e.payload for e in await events.read_events()] == [{"n": 1}]
+        await client.aclose()
+    finally:
+        server.stop()
+
+
+async def test_the_log_outlives_the_agent_and_is_sent_by_its_next_life(
+    tmp_path: Path, servers: ServerUrls, namespace: str
+) -> None:
+    """Entries left in the log by a crashed agent are sent by the writer that reopens it."""
+    down = redis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        first_life = DurableWriter(RedisAgentMemory(down), EventStore(down, namespace), wal)
+        await first_life.store_facts("a-1", facts("kept"))
+        await first_life.publish(hello(2), idempotency_key="hello-2")
+    await down.aclose()
+
+    client = redis.Redis.from_url(servers.redis_url)
+    memory, events = RedisAgentMemory(client, namespace), EventStore(client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        assert await DurableWriter(memory, events, wal).flush() == 0
+    assert [f.fact for f in await memory.get_facts_by_category("notes")] == ["kept"]
+    assert len(await events.read_events()) == 1
+    await client.aclose()
+
+
+async def test_facts_without_an_idempotency_key_are_refused(
+    tmp_path: Path, redis_client: redis.Redis, namespace: str
+) -> None:
+    """A write that could be applied twice on replay is not accepted into the log."""
+    memory, events = RedisAgentMemory(redis_client, namespace), EventStore(redis_client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(memory, events, wal)
+        with pytest.raises(InvalidIdError, match="idempotency key"):
+            await writer.store_facts("a-1", [NewFact("no key", "notes")])
+        assert await writer.pending() == 0
