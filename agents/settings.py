@@ -10,7 +10,7 @@ class Settings(BaseSettings):
     """Settings for the orchestrator and every agent process (env prefix ``AGENTMEM_``,
     except the standard ``REDIS_URL``, ``DATABASE_URL`` and ``OPENAI_*`` names)."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTMEM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AGENTMEM_", extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")

@@ -1,0 +1,138 @@
+"""Run one agent process: ``python -m agents <role> --run-id RUN --instance N``.
+
+Reads the settings once, logs JSON lines to stderr, runs the role's loop until SIGTERM or
+SIGINT, and exits 0 on a clean stop or non-zero (with a one-line reason) on an error it
+cannot recover from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import anyio
+from pydantic import ValidationError
+
+from agents import research, reviewer, writer
+from agents.protocol import Role
+from agents.runtime import Handler, run_agent
+from agents.settings import Settings
+from memory.errors import AgentMemoryError, InvalidIdError
+from memory.keys import validate_id
+
+HANDLERS: dict[Role, Handler] = {
+    Role.RESEARCH: research.handle,
+    Role.WRITER: writer.handle,
+    Role.REVIEW: reviewer.handle,
+}
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+logger = logging.getLogger("agents")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: ts, level, logger, agent, msg (and exc when present)."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__()
+        self.agent_id = agent_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "agent": self.agent_id,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m agents",
+        description="Run one agent process of a run; it coordinates with the others only "
+        "through Redis and PostgreSQL (REDIS_URL, DATABASE_URL).",
+    )
+    parser.add_argument("role", choices=[r.value for r in Role], help="which agent to run")
+    parser.add_argument("--run-id", required=True, help="the run to work on (its namespace)")
+    parser.add_argument(
+        "--instance", type=int, default=1, help="instance number within the role (default 1)"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = parser.parse_args(argv)
+    if args.instance < 1:
+        parser.error(f"--instance must be 1 or more, got {args.instance}")
+    try:
+        validate_id(args.run_id, "--run-id")
+    except InvalidIdError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def setup_logging(agent_id: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines(agent_id))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("httpx", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+async def run_until_signalled(settings: Settings, role: Role, run_id: str, instance: int) -> None:
+    """Run the agent; SIGTERM or SIGINT cancels it, and the runtime closes what it opened."""
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logger.info("received %s; stopping", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        await run_agent(settings, role, run_id, instance, HANDLERS[role])
+        tg.cancel_scope.cancel()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    role = Role(args.role)
+    setup_logging(f"{role}-{args.instance}", args.log_level)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        logger.error("invalid settings in the environment: %s", exc)  # noqa: TRY400
+        return EXIT_USAGE
+    try:
+        anyio.run(run_until_signalled, settings, role, args.run_id, args.instance)
+    except Exception as exc:  # the last stop: report why, in one line each, and exit non-zero
+        for error in _leaves(exc):
+            if isinstance(error, AgentMemoryError | OSError):
+                logger.error("stopped: %s", error)  # noqa: TRY400
+            else:
+                logger.error("stopped by an unexpected error: %r", error, exc_info=error)  # noqa: TRY400
+        return EXIT_ERROR
+    logger.info("stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The research agent: plans the report's sections and stores the facts its sources support.
+
+On ``run.requested`` it asks the LLM for a plan (one section per theme), extracts facts from
+each source, keeps only facts whose quote is verbatim in the source, and stores them as
+shared facts, one category per section. Then it hands every section that has facts to the
+writers. Each step is idempotent, so a redelivered request repeats nothing:
+
+- the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
+- a source whose facts are already stored is not extracted again, and every fact carries an
+  idempotency key (hash of source name and quote), so a retry never duplicates one;
+- the plan document records that the handoffs were published, so they are published once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import anyio
+
+from agents.documents import PLAN_KEY
+from agents.models import Extraction, Plan
+from agents.prompts import load_prompt
+from agents.protocol import EventType, RunPlanned, RunRequested, SectionAssigned, SectionPlan
+from agents.runtime import Context
+from memory.errors import ConflictError
+from memory.events import AgentEvent
+from memory.facts import Fact, NewFact
+from memory.shared_db import Document
+
+logger = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 1500
+
+
+async def handle(ctx: Context, event: AgentEvent) -> None:
+    """Plan, extract and store facts, then hand each section to the writers (once)."""
+    request = RunRequested.model_validate(event.payload)
+    plan = await _stored_plan(ctx, request)
+    if plan.value["published"]:
+        logger.info("run already planned and handed off; nothing to do")
+        return
+    sections = [SectionPlan.model_validate(s) for s in plan.value["sections"]]
+    fact_ids = await _extract_all(ctx, request, sections, plan.value["source_sections"])
+
+    planned = [s for s in sections if fact_ids[s.section_id]]
+    for dropped in (s for s in sections if not fact_ids[s.section_id]):
+        logger.warning("section %s has no facts in the sources; dropped", dropped.section_id)
+    fact_count = sum(len(fact_ids[s.section_id]) for s in planned)
+    ran = RunPlanned(topic=request.topic, sections=planned, fact_count=fact_count)
+    await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
+    await ctx.events.publish_many(
+        [
+            ctx.event(EventType.RUN_PLANNED, ran),
+            *(ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=s)) for s in planned),
+        ]
+    )
+    done = {**plan.value, "published": True, "planned": ran.model_dump(mode="json")}
+    await ctx.db.write(PLAN_KEY, done, ctx.agent_id, expected_version=plan.version)
+    logger.info("planned %d sections with %d facts", len(planned), fact_count)
+
+
+async def _stored_plan(ctx: Context, request: RunRequested) -> Document:
+    """The run's plan: the stored one if there is one, else a new one from the LLM, stored."""
+    existing = await ctx.db.read(PLAN_KEY)
+    if existing is not None:
+        return existing
+    await ctx.status("planning sections")
+    sources = [{"name": s.name, "excerpt": s.text[:EXCERPT_CHARS]} for s in request.sources]
+    plan = await ctx.llm.generate(
+        task="plan",
+        instructions=load_prompt("research"),
+        payload={"topic": request.topic, "sources": sources},
+        output=Plan,
+    )
+    sections = [
+        SectionPlan(section_id=s.section_id, title=s.title, description=s.description)
+        for s in plan.sections
+    ]
+    value = {
+        "topic": request.topic,
+        "sections": [s.model_dump(mode="json") for s in sections],
+        "source_sections": _source_sections(plan, request),
+        "published": False,
+    }
+    try:
+        return await ctx.db.write(PLAN_KEY, value, ctx.agent_id, expected_version=0)
+    except ConflictError:  # another research instance stored its plan first: use that one
+        stored = await ctx.db.read(PLAN_KEY)
+        assert stored is not None
+        return stored
+
+
+def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
+    """Which section each source's facts are extracted for (the first section naming it)."""
+    owner: dict[str, str] = {}
+    for section in plan.sections:
+        for name in section.sources:
+            owner.setdefault(name, section.section_id)
+    fallback = plan.sections[0].section_id
+    return {s.name: owner.get(s.name, fallback) for s in request.sources}
+
+
+async def _extract_all(
+    ctx: Context,
+    request: RunRequested,
+    sections: list[SectionPlan],
+    source_sections: dict[str, str],
+) -> dict[str, set[int]]:
+    """Extract and store each source's facts; returns the fact ids stored per section."""
+    fact_ids: dict[str, set[int]] = {s.section_id: set() for s in sections}
+    stored = await _stored_facts(ctx, sections)
+    for fact in stored:
+        fact_ids[fact.category].add(fact.id)
+    done = {fact.metadata.get("source") for fact in stored}
+
+    async def extract(source_index: int) -> None:
+        source = request.sources[source_index]
+        await ctx.status(f"extracting facts from {source.name}")
+        payload = {
+            "topic": request.topic,
+            "sections": [s.model_dump(mode="json") for s in sections],
+            "section_id": source_sections[source.name],
+            "source": {"name": source.name, "text": source.text},
+        }
+        extraction = await ctx.llm.generate(
+            task="extract",
+            instructions=load_prompt("research"),
+            payload=payload,
+            output=Extraction,
+        )
+        facts = _verified(extraction, source.name, source.text, set(fact_ids))
+        if facts:
+            ids = await ctx.memory.store_facts(ctx.agent_id, facts)
+            for fact, fact_id in zip(facts, ids, strict=True):
+                fact_ids[fact.category].add(fact_id)
+        logger.info("stored %d facts from %s", len(facts), source.name)
+
+    async with anyio.create_task_group() as tg:
+        for index, source in enumerate(request.sources):
+            if source.name in done:
+                logger.info("facts from %s already stored; not extracting again", source.name)
+            else:
+                tg.start_soon(extract, index)
+    return fact_ids
+
+
+async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]:
+    """Every fact already stored for the planned sections (from an earlier attempt)."""
+    found: list[Fact] = []
+
+    async def fetch(category: str) -> None:
+        found.extend(await ctx.memory.get_facts_by_category(category))
+
+    async with anyio.create_task_group() as tg:
+        for section in sections:
+            tg.start_soon(fetch, section.category)
+    return found
+
+
+def _verified(
+    extraction: Extraction, source_name: str, text: str, section_ids: set[str]
+) -> list[NewFact]:
+    """The extracted facts worth storing: a known section and a quote verbatim in the source."""
+    facts: list[NewFact] = []
+    for item in extraction.facts:
+        if item.section_id not in section_ids or not item.quote or item.quote not in text:
+            logger.warning("dropped a fact from %s: quote not in the source", source_name)
+            continue
+        metadata: dict[str, Any] = {"source": source_name, "quote": item.quote}
+        key = hashlib.sha256(f"{source_name}\n{item.quote}".encode()).hexdigest()
+        facts.append(NewFact(item.fact, item.section_id, metadata, key))
+    return facts

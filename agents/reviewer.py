@@ -1,0 +1,133 @@
+"""The review agent: approves a draft version or sends it back with comments.
+
+On ``section.drafted`` it reads that version of the draft and the section's facts, asks the
+LLM for a review, and checks the citations itself: every cited id must be a fact of the
+section's category and every paragraph must cite one, whatever the LLM says. Then it
+approves the section, accepts it at the round limit, or requests a revision.
+
+The review of a version is stored once (``review/<id>/<version>``, ``expected_version=0``)
+before its decision is published, so a redelivered handoff republishes the same decision
+instead of asking the LLM again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agents.documents import PLAN_KEY, draft_key, review_key
+from agents.models import Review, SectionDraft
+from agents.prompts import load_prompt
+from agents.protocol import (
+    EventType,
+    SectionApproved,
+    SectionDrafted,
+    SectionRevisionRequested,
+)
+from agents.runtime import Context
+from memory.errors import ConflictError
+from memory.events import AgentEvent
+from memory.facts import Fact
+from memory.shared_db import Document
+
+logger = logging.getLogger(__name__)
+
+
+async def handle(ctx: Context, event: AgentEvent) -> None:
+    """Review one draft version (once) and publish the decision."""
+    drafted = SectionDrafted.model_validate(event.payload)
+    key = review_key(drafted.section_id, drafted.version)
+    docs = await ctx.db.read_many([key, PLAN_KEY])
+    record = docs.get(key)
+    if record is None:
+        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
+        record = await _review(ctx, topic, drafted)
+    else:
+        logger.info("%s was reviewed already; publishing its decision again", key)
+    await ctx.events.publish(_decision(ctx, record.value))
+
+
+async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document:
+    """Review the draft version and store the review; returns the stored record."""
+    section_id = drafted.section_id
+    draft = await ctx.db.read(draft_key(section_id), version=drafted.version)
+    if draft is None:
+        msg = f"draft {draft_key(section_id)} version {drafted.version} does not exist"
+        raise LookupError(msg)
+    facts = await ctx.memory.get_facts_by_category(section_id)
+    await ctx.status(f"reviewing section {section_id} version {drafted.version}")
+    review = await ctx.llm.generate(
+        task="review",
+        instructions=load_prompt("review"),
+        payload={
+            "topic": topic,
+            "section": draft.value["section"],
+            "facts": [
+                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
+            ],
+            "draft": {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]},
+            "round": drafted.round,
+        },
+        output=Review,
+    )
+    problems = citation_problems(
+        SectionDraft.model_validate(
+            {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]}
+        ),
+        facts,
+    )
+    approved = review.approved and not problems
+    if approved:
+        decision = EventType.SECTION_APPROVED
+    elif drafted.round + 1 >= ctx.settings.review_rounds:
+        decision = EventType.SECTION_ROUND_LIMIT
+    else:
+        decision = EventType.SECTION_REVISION_REQUESTED
+    value = {
+        "section_id": section_id,
+        "version": drafted.version,
+        "round": drafted.round,
+        "approved": approved,
+        "comments": [*problems, *review.comments],
+        "decision": decision.value,
+    }
+    key = review_key(section_id, drafted.version)
+    try:
+        record = await ctx.db.write(key, value, ctx.agent_id, expected_version=0)
+    except ConflictError:  # another reviewer stored its review of this version first
+        stored = await ctx.db.read(key)
+        assert stored is not None
+        return stored
+    logger.info("%s version %d: %s", section_id, drafted.version, decision.value)
+    return record
+
+
+def citation_problems(draft: SectionDraft, facts: list[Fact]) -> list[str]:
+    """What is wrong with the draft's citations, checked here rather than trusted to the LLM."""
+    known = {fact.id for fact in facts}
+    problems: list[str] = []
+    unknown = sorted({c for p in draft.paragraphs for c in p.citations} - known)
+    if unknown:
+        cited = ", ".join(f"[F{c}]" for c in unknown)
+        problems.append(f"Cites {cited}, which are not facts of this section; cite only those.")
+    uncited = [i + 1 for i, p in enumerate(draft.paragraphs) if not p.citations]
+    if uncited:
+        problems.append(f"Paragraphs {uncited} cite no fact; every claim needs a citation.")
+    if not draft.paragraphs:
+        problems.append("The draft has no paragraphs.")
+    return problems
+
+
+def _decision(ctx: Context, record: dict[str, Any]) -> AgentEvent:
+    """The event that carries a stored review's decision."""
+    decision = EventType(record["decision"])
+    section_id, version, round_ = record["section_id"], record["version"], record["round"]
+    if decision == EventType.SECTION_REVISION_REQUESTED:
+        payload: SectionApproved | SectionRevisionRequested = SectionRevisionRequested(
+            section_id=section_id, version=version, round=round_ + 1, comments=record["comments"]
+        )
+    else:
+        payload = SectionApproved(
+            section_id=section_id, version=version, round=round_, comments=record["comments"]
+        )
+    return ctx.event(decision, payload)

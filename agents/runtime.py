@@ -1,0 +1,184 @@
+"""The loop every agent role shares: open the stores, heartbeat, take handoffs, run the handler.
+
+A role is one async function ``handle(ctx, event)``. The runtime reads the run's stream
+through the role's consumer group, calls the handler for the event types the role acts on
+(``HANDLED_BY``), and acknowledges an entry only after the handler returned, that is after
+its effect is durable. A failed entry is retried on a later delivery and dead-lettered after
+``max_deliveries``; a bad payload or an LLM failure is final at once. Every final failure is
+published as an ``agent.failed`` event so the person running the run sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.llm import LLM, LLMError, make_llm
+from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
+from agents.settings import Settings
+from memory.agent_memory import RedisAgentMemory
+from memory.consumer import ConsumerGroup, Delivery
+from memory.errors import AgentMemoryError
+from memory.events import AgentEvent, EventStore
+from memory.retry import retrying
+from memory.shared_db import SharedAgentDB
+
+logger = logging.getLogger(__name__)
+
+# Errors that mean "a server is unreachable right now": wait and try again, never crash.
+UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+_RETRY_READ_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler works with: who it is, its settings, and the stores it may use."""
+
+    agent_id: str
+    role: Role
+    settings: Settings
+    memory: RedisAgentMemory
+    events: EventStore
+    db: SharedAgentDB
+    llm: LLM
+    state: str = "starting"
+    detail: str = ""
+
+    async def status(self, detail: str, state: str = "working") -> None:
+        """Publish what this agent is doing now; the heartbeat repeats it until it changes."""
+        self.state, self.detail = state, detail
+        await self.beat()
+
+    async def beat(self) -> None:
+        """Refresh this agent's status (and its TTL); an unreachable Redis is only logged."""
+        try:
+            await self.memory.set_agent_status(
+                self.agent_id,
+                self.state,
+                self.detail,
+                ttl_seconds=self.settings.status_ttl_seconds,
+            )
+        except UNREACHABLE as exc:
+            logger.warning("cannot publish status %r: %s", self.state, exc)
+
+    def event(self, event_type: EventType, payload: BaseModel) -> AgentEvent:
+        """An event from this agent, ready to publish."""
+        return AgentEvent(
+            event_type=event_type,
+            agent_id=self.agent_id,
+            payload=payload.model_dump(mode="json"),
+        )
+
+
+Handler = Callable[[Context, AgentEvent], Awaitable[None]]
+
+
+async def run_agent(
+    settings: Settings, role: Role, run_id: str, instance: int, handler: Handler
+) -> None:
+    """Open this agent's stores, then heartbeat and serve handoffs until cancelled."""
+    if settings.redis_url is None or settings.database_url is None:
+        msg = "REDIS_URL and DATABASE_URL must both be set for an agent process"
+        raise AgentMemoryError(msg)
+    agent_id = f"{role}-{instance}"
+    async with AsyncExitStack() as stack:
+        memory = RedisAgentMemory.from_url(settings.redis_url, namespace=run_id)
+        stack.push_async_callback(memory.aclose)
+        events = EventStore.from_url(
+            settings.redis_url,
+            namespace=run_id,
+            stream=RUN_STREAM,
+            max_deliveries=settings.max_deliveries,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
+        )
+        stack.push_async_callback(events.aclose)
+        db = await _connect_db(settings.database_url.get_secret_value(), run_id)
+        stack.push_async_callback(db.close)
+        llm = make_llm(settings)
+        aclose = getattr(llm, "aclose", None)
+        if aclose is not None:
+            stack.push_async_callback(aclose)
+
+        ctx = Context(agent_id, role, settings, memory, events, db, llm)
+        group = events.group(role.value, agent_id)
+        async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
+            with attempt:
+                await group.ensure()
+        logger.info("%s ready on run %s", agent_id, run_id)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat, ctx)
+                await serve(ctx, group, handler)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await ctx.status("shutting down", state="stopping")
+
+
+async def _connect_db(dsn: str, namespace: str) -> SharedAgentDB:
+    async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
+        with attempt:
+            return await SharedAgentDB.connect(dsn, namespace=namespace)
+    raise AssertionError  # unreachable: retrying re-raises the last error
+
+
+async def heartbeat(ctx: Context) -> None:
+    """Refresh the status every ``heartbeat_seconds`` so it outlives its TTL while alive."""
+    while True:
+        await ctx.beat()
+        await anyio.sleep(ctx.settings.heartbeat_seconds)
+
+
+async def serve(ctx: Context, group: ConsumerGroup, handler: Handler) -> None:
+    """Take handoffs one at a time, forever; a lost server is waited out, not fatal."""
+    while True:
+        if ctx.state != "idle":
+            await ctx.status("waiting for work", state="idle")
+        try:
+            for delivery in await group.read(count=1, block_ms=1000):
+                await process(ctx, group, delivery, handler)
+        except UNREACHABLE as exc:
+            logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS)
+            await anyio.sleep(_RETRY_READ_SECONDS)
+
+
+async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler) -> None:
+    """Run the handler for one delivery; ack on success, fail (retry or dead-letter) otherwise."""
+    event = delivery.event
+    if event.event_type not in HANDLED_BY[ctx.role]:
+        await group.ack(delivery)
+        return
+    await ctx.status(f"handling {event.event_type} (attempt {delivery.attempts})")
+    try:
+        await handler(ctx, event)
+    except ValidationError as exc:
+        await _give_up(ctx, group, delivery, f"bad payload: {exc}")
+    except LLMError as exc:
+        await _give_up(ctx, group, delivery, f"LLM failed: {exc}")
+    except Exception as exc:
+        if isinstance(exc, UNREACHABLE) and not isinstance(exc, AgentMemoryError):
+            raise  # leave the entry pending: it is retried once the server is back
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("%s %s failed: %s", event.event_type, delivery.entry_id, reason)
+        if await group.fail(delivery, reason):
+            await _report_failure(ctx, event, reason)
+    else:
+        await group.ack(delivery)
+
+
+async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reason: str) -> None:
+    """Dead-letter a delivery that no retry can fix, and tell the user."""
+    logger.error("%s %s failed for good: %s", delivery.event.event_type, delivery.entry_id, reason)
+    await group.fail(delivery, reason, final=True)
+    await _report_failure(ctx, delivery.event, reason)
+
+
+async def _report_failure(ctx: Context, event: AgentEvent, reason: str) -> None:
+    failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
+    await ctx.events.publish(ctx.event(EventType.AGENT_FAILED, failed))

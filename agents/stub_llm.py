@@ -1,0 +1,183 @@
+"""A deterministic stand-in for the LLM that works from its input, for the demo and tests.
+
+It answers the same four tasks as a real model, from what it is given and nothing else:
+
+- ``plan``: one section per source, titled by the source's first heading.
+- ``extract``: the source's informative sentences, each quoted verbatim (sentences with
+  figures, names or dates first), at most :data:`MAX_FACTS` per source.
+- ``write``: paragraphs built from the section's facts, each citing the facts it states. A
+  first draft covers only the first :data:`FIRST_DRAFT_SHARE` of the facts, as a hurried first
+  draft would; a revision covers every fact the review named.
+- ``review``: checks it can compute: every paragraph cites a fact, every citation is a fact of
+  the section, at least :data:`MIN_COVERAGE` of the section's facts are cited, the length is
+  within bounds. The comments say exactly what is missing.
+
+So with enough facts a section gets one revision round and is then approved, and the report
+says only what its sources say.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agents.llm import LLMError
+from agents.models import (
+    ExtractedFact,
+    Extraction,
+    Paragraph,
+    Plan,
+    PlannedSection,
+    Review,
+    SectionDraft,
+)
+
+T = TypeVar("T", bound=BaseModel)
+
+MAX_FACTS = 8
+FIRST_DRAFT_SHARE = 0.6
+MIN_COVERAGE = 0.8
+MIN_CHARS, MAX_CHARS = 40, 6000
+FACTS_PER_PARAGRAPH = 2
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_INFORMATIVE = re.compile(r"\d|\b[A-Z][a-zA-Z]+\b.*\b[A-Z][a-zA-Z]+\b")
+
+
+class StubLLM:
+    """An :class:`agents.llm.LLM` that needs no network and always gives the same answer."""
+
+    async def generate(
+        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
+    ) -> T:
+        del instructions  # the stub's behaviour is fixed; the prompt is for real models
+        tasks = {"plan": plan, "extract": extract, "write": write, "review": review}
+        if task not in tasks:
+            msg = f"the stub LLM does not know the task {task!r}"
+            raise LLMError(msg)
+        answer = tasks[task](payload)
+        return output.model_validate(answer.model_dump())
+
+
+def plan(payload: Mapping[str, Any]) -> Plan:
+    """One section per source, in the order given."""
+    sections: list[PlannedSection] = []
+    taken: set[str] = set()
+    for source in payload["sources"]:
+        text = source.get("excerpt") or source.get("text") or ""
+        title = _heading(text) or _title_from_name(source["name"])
+        section_id = _unique(_slug(title), taken)
+        sentences = _sentences(text)
+        description = sentences[0] if sentences else title
+        sections.append(
+            PlannedSection(
+                section_id=section_id,
+                title=title,
+                description=description[:1000],
+                sources=[source["name"]],
+            )
+        )
+    return Plan(sections=sections)
+
+
+def extract(payload: Mapping[str, Any]) -> Extraction:
+    """The source's most informative sentences, quoted verbatim, in source order."""
+    text = payload["source"]["text"]
+    sentences = [s for s in _sentences(text) if 40 <= len(s) <= 600 and s in text]
+    ranked = sorted(range(len(sentences)), key=lambda i: (not _INFORMATIVE.search(sentences[i]), i))
+    chosen = sorted(ranked[:MAX_FACTS])
+    section_id = payload["section_id"]
+    return Extraction(
+        facts=[
+            ExtractedFact(section_id=section_id, fact=sentences[i], quote=sentences[i])
+            for i in chosen
+        ]
+    )
+
+
+def write(payload: Mapping[str, Any]) -> SectionDraft:
+    """Paragraphs stating the facts, each citing them; a first draft covers only some."""
+    facts = payload["facts"]
+    if payload.get("previous") is None and not payload.get("comments"):
+        facts = facts[: max(1, math.ceil(len(facts) * FIRST_DRAFT_SHARE))]
+    paragraphs = []
+    for start in range(0, len(facts), FACTS_PER_PARAGRAPH):
+        group = facts[start : start + FACTS_PER_PARAGRAPH]
+        text = " ".join(_as_sentence(f["fact"]) for f in group)
+        paragraphs.append(Paragraph(text=text, citations=[int(f["id"]) for f in group]))
+    if not paragraphs:
+        note = f"No facts about {payload['section']['title']} were found in the sources."
+        paragraphs.append(Paragraph(text=note, citations=[]))
+    return SectionDraft(title=payload["section"]["title"], paragraphs=paragraphs)
+
+
+def review(payload: Mapping[str, Any]) -> Review:
+    """Approve only a draft whose citations, coverage and length all check out."""
+    facts = {int(f["id"]): f["fact"] for f in payload["facts"]}
+    paragraphs = payload["draft"]["paragraphs"]
+    cited = {int(c) for p in paragraphs for c in p["citations"]}
+    comments = []
+    uncited = [i + 1 for i, p in enumerate(paragraphs) if not p["citations"]]
+    if uncited:
+        comments.append(f"Paragraphs {uncited} cite no fact; every claim needs a citation.")
+    unknown = sorted(cited - facts.keys())
+    if unknown:
+        comments.append(f"Citations {unknown} are not facts of this section.")
+    missing = [i for i in sorted(facts) if i not in cited]
+    if facts and len(cited & facts.keys()) < MIN_COVERAGE * len(facts):
+        named = "; ".join(f"[F{i}] {_clip(facts[i])}" for i in missing)
+        comments.append(f"Covers {len(cited & facts.keys())} of {len(facts)} facts. Add: {named}")
+    length = sum(len(p["text"]) for p in paragraphs)
+    if not MIN_CHARS <= length <= MAX_CHARS:
+        comments.append(f"Length {length} characters is outside {MIN_CHARS}-{MAX_CHARS}.")
+    return Review(approved=not comments, comments=comments)
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences of the prose (headings, list markers and code dropped), whitespace-normalised."""
+    sentences = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "```", "|", ">")):
+            continue
+        stripped = re.sub(r"^([-*+]|\d+\.)\s+", "", stripped)
+        sentences += [s.strip() for s in _SENTENCE_END.split(stripped) if s.strip()]
+    return sentences
+
+
+def _heading(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip() or None
+    return None
+
+
+def _title_from_name(name: str) -> str:
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[-_]+", " ", stem).strip().capitalize() or "Notes"
+
+
+def _slug(title: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60].rstrip("-")
+    return slug or "section"
+
+
+def _unique(slug: str, taken: set[str]) -> str:
+    candidate, n = slug, 2
+    while candidate in taken:
+        candidate, n = f"{slug}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _as_sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

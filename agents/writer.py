@@ -1,0 +1,124 @@
+"""The writing agent: writes (or revises) one section into the versioned draft store.
+
+On ``section.assigned`` (round 0) or ``section.revision_requested`` (round n) it holds the
+section's lock, writes a new version of ``section/<id>`` from the section's facts, and hands
+the version to review. The write carries the version it read (optimistic locking) and the
+lock's fencing token, so a writer that lost its lease, or raced another writer, cannot
+clobber a newer draft. A repeated handoff writes nothing: if the draft already has a version
+for that round, the writer hands that version to review again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agents.documents import PLAN_KEY, draft_key
+from agents.models import SectionDraft
+from agents.prompts import load_prompt
+from agents.protocol import (
+    EventType,
+    SectionAssigned,
+    SectionDrafted,
+    SectionPlan,
+    SectionRevisionRequested,
+)
+from agents.runtime import Context
+from memory.events import AgentEvent
+from memory.shared_db import Document
+
+logger = logging.getLogger(__name__)
+
+
+async def handle(ctx: Context, event: AgentEvent) -> None:
+    """Write the section for the requested round (once) and hand it to review."""
+    section: SectionPlan | None
+    if event.event_type == EventType.SECTION_ASSIGNED:
+        section = SectionAssigned.model_validate(event.payload).section
+        section_id, round_, comments = section.section_id, 0, []
+    else:
+        revision = SectionRevisionRequested.model_validate(event.payload)
+        section, section_id = None, revision.section_id
+        round_, comments = revision.round, revision.comments
+
+    key = draft_key(section_id)
+    lock_ttl = ctx.settings.lock_ttl_seconds
+    async with ctx.memory.lock(f"section-{section_id}", ctx.agent_id, ttl_seconds=lock_ttl) as held:
+        docs = await ctx.db.read_many([key, PLAN_KEY])
+        current = docs.get(key)
+        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
+        if current is not None and current.value["round"] > round_:
+            logger.info("%s is already at round %d; stale handoff", key, current.value["round"])
+            return
+        if current is None or current.value["round"] < round_:
+            if section is None:
+                section = _section_of(current, section_id)
+            await ctx.status(f"writing section {section_id} (round {round_})")
+            value = await _write(
+                ctx, topic=topic, section=section, current=current, round_=round_, comments=comments
+            )
+            held.check()  # the lease must still be ours right before the write
+            current = await ctx.db.write(
+                key,
+                value,
+                ctx.agent_id,
+                expected_version=current.version if current is not None else 0,
+                fencing_token=held.fencing_token,
+            )
+            logger.info("wrote %s version %d (round %d)", key, current.version, round_)
+        else:
+            logger.info("%s already has round %d; handing it to review again", key, round_)
+        drafted = SectionDrafted(section_id=section_id, version=current.version, round=round_)
+        await ctx.events.publish(ctx.event(EventType.SECTION_DRAFTED, drafted))
+
+
+def _section_of(current: Document | None, section_id: str) -> SectionPlan:
+    """The section's plan, as stored with its draft (a revision always has a draft)."""
+    if current is None:
+        msg = f"revision requested for section {section_id!r}, which has no draft to revise"
+        raise LookupError(msg)
+    return SectionPlan.model_validate(current.value["section"])
+
+
+async def _write(
+    ctx: Context,
+    *,
+    topic: str,
+    section: SectionPlan,
+    current: Document | None,
+    round_: int,
+    comments: list[str],
+) -> dict[str, Any]:
+    """Ask the LLM for the section from its facts; returns the draft document's value."""
+    facts = await ctx.memory.get_facts_by_category(section.category)
+    known = {fact.id for fact in facts}
+    previous = None
+    if current is not None:
+        previous = {"markdown": current.value["markdown"], "version": current.version}
+    draft = await ctx.llm.generate(
+        task="write",
+        instructions=load_prompt("writer"),
+        payload={
+            "topic": topic,
+            "section": section.model_dump(mode="json"),
+            "facts": [
+                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
+            ],
+            "previous": previous,
+            "comments": comments,
+        },
+        output=SectionDraft,
+    )
+    citations = sorted({c for p in draft.paragraphs for c in p.citations})
+    unknown = [c for c in citations if c not in known]
+    if unknown:
+        logger.warning("draft of %s cites unknown facts %s", section.section_id, unknown)
+    return {
+        "section_id": section.section_id,
+        "section": section.model_dump(mode="json"),
+        "title": draft.title,
+        "markdown": draft.to_markdown(),
+        "paragraphs": [p.model_dump(mode="json") for p in draft.paragraphs],
+        "citations": citations,
+        "round": round_,
+    }

@@ -1,0 +1,113 @@
+"""The stub LLM answers from its input: real quotes, cited facts, computable reviews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.models import Extraction, Plan, Review, SectionDraft
+from agents.stub_llm import StubLLM
+
+pytestmark = pytest.mark.anyio
+
+SOURCES = Path(__file__).resolve().parents[2] / "sources"
+
+
+def source(name: str) -> dict[str, str]:
+    return {"name": name, "text": (SOURCES / name).read_text()}
+
+
+async def extract(llm: StubLLM, name: str) -> Extraction:
+    payload = {"topic": "t", "section_id": "s", "source": source(name)}
+    return await llm.generate(task="extract", instructions="", payload=payload, output=Extraction)
+
+
+async def test_extracted_facts_are_verbatim_quotes_of_their_own_source() -> None:
+    """Every quote is in the source it came from; different sources give different facts."""
+    llm = StubLLM()
+    streams = await extract(llm, "01-redis-streams.md")
+    locks = await extract(llm, "02-locks-and-fencing.md")
+    text = source("01-redis-streams.md")["text"]
+
+    assert len(streams.facts) >= 4
+    assert all(f.quote in text for f in streams.facts)
+    assert {f.fact for f in streams.facts}.isdisjoint({f.fact for f in locks.facts})
+    assert streams == await extract(llm, "01-redis-streams.md")
+
+
+async def test_the_plan_has_one_section_per_source_titled_by_its_heading() -> None:
+    """Section titles come from the sources' headings, ids are unique slugs."""
+    sources = [source(p.name) for p in sorted(SOURCES.glob("*.md"))]
+    plan = await StubLLM().generate(
+        task="plan", instructions="", payload={"topic": "t", "sources": sources}, output=Plan
+    )
+
+    assert next(s.title for s in plan.sections) == "Redis Streams and consumer groups"
+    assert len({s.section_id for s in plan.sections}) == len(sources)
+    assert [s.sources for s in plan.sections] == [[s["name"]] for s in sources]
+
+
+async def test_a_partial_first_draft_is_sent_back_and_its_revision_approved() -> None:
+    """The first draft misses facts, the review names them, the revision covers them."""
+    llm = StubLLM()
+    facts: list[dict[str, Any]] = [
+        {"id": 10 + i, "fact": f.fact, "source": "s"}
+        for i, f in enumerate((await extract(llm, "02-locks-and-fencing.md")).facts)
+    ]
+    section = {"section_id": "locks", "title": "Locks", "description": ""}
+    payload: dict[str, Any] = {"topic": "t", "section": section, "facts": facts, "previous": None}
+
+    first = await llm.generate(
+        task="write", instructions="", payload={**payload, "comments": []}, output=SectionDraft
+    )
+    verdict = await llm.generate(
+        task="review",
+        instructions="",
+        output=Review,
+        payload={"section": section, "facts": facts, "draft": first.model_dump(), "round": 0},
+    )
+    cited = {c for p in first.paragraphs for c in p.citations}
+    assert cited < {f["id"] for f in facts}
+    assert not verdict.approved
+    missing = sorted({f["id"] for f in facts} - cited)
+    assert all(f"[F{i}]" in verdict.comments[-1] for i in missing)
+
+    revised = await llm.generate(
+        task="write",
+        instructions="",
+        output=SectionDraft,
+        payload={
+            **payload,
+            "previous": {"markdown": first.to_markdown(), "version": 1},
+            "comments": verdict.comments,
+        },
+    )
+    second = await llm.generate(
+        task="review",
+        instructions="",
+        output=Review,
+        payload={"section": section, "facts": facts, "draft": revised.model_dump(), "round": 1},
+    )
+    assert second.approved, second.comments
+    assert "[F10]" in revised.to_markdown()
+
+
+async def test_a_draft_citing_facts_of_another_section_is_not_approved() -> None:
+    """Citations outside the section's facts are named in the review."""
+    facts = [{"id": 1, "fact": "A fact that is long enough to count here.", "source": "s"}]
+    draft = {
+        "title": "T",
+        "paragraphs": [{"text": "Some claim that is long enough.", "citations": [99]}],
+    }
+
+    verdict = await StubLLM().generate(
+        task="review",
+        instructions="",
+        output=Review,
+        payload={"section": {}, "facts": facts, "draft": draft, "round": 0},
+    )
+
+    assert not verdict.approved
+    assert any("[99]" in c for c in verdict.comments)
