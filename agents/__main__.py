@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from agents import research, reviewer, writer
 from agents.protocol import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
+from memory.embedded import die_with_parent
 from memory.errors import AgentMemoryError, InvalidIdError
 from memory.keys import validate_id
 
@@ -114,6 +116,10 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    parent = os.getppid()
+    die_with_parent(signal.SIGTERM)()  # never outlive the orchestrator, even if it is killed
+    if os.getppid() != parent:  # it died before the request took effect
+        return EXIT_ERROR
     role = Role(args.role)
     setup_logging(f"{role}-{args.instance}", args.log_level)
     try:

@@ -44,7 +44,9 @@ MIN_COVERAGE = 0.8
 MIN_CHARS, MAX_CHARS = 40, 6000
 FACTS_PER_PARAGRAPH = 2
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+# A sentence ends at . ! or ? before a capital, except after an initial ("H. T. Kung").
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+(?=[A-Z0-9\"'(])")
+_NEEDS_CONTEXT = re.compile(r"^(It|Its|This|These|That|They|Their|He|She|His|Her)\b")
 _INFORMATIVE = re.compile(r"\d|\b[A-Z][a-zA-Z]+\b.*\b[A-Z][a-zA-Z]+\b")
 
 
@@ -88,7 +90,7 @@ def extract(payload: Mapping[str, Any]) -> Extraction:
     """The source's most informative sentences, quoted verbatim, in source order."""
     text = payload["source"]["text"]
     sentences = [s for s in _sentences(text) if 40 <= len(s) <= 600 and s in text]
-    ranked = sorted(range(len(sentences)), key=lambda i: (not _INFORMATIVE.search(sentences[i]), i))
+    ranked = sorted(range(len(sentences)), key=lambda i: (_rank(sentences[i]), i))
     chosen = sorted(ranked[:MAX_FACTS])
     section_id = payload["section_id"]
     return Extraction(
@@ -135,6 +137,13 @@ def review(payload: Mapping[str, Any]) -> Review:
     if not MIN_CHARS <= length <= MAX_CHARS:
         comments.append(f"Length {length} characters is outside {MIN_CHARS}-{MAX_CHARS}.")
     return Review(approved=not comments, comments=comments)
+
+
+def _rank(sentence: str) -> int:
+    """0 for a self-contained sentence with figures or names, 1 for other ones, 2 for the rest."""
+    if _NEEDS_CONTEXT.match(sentence):
+        return 2
+    return 0 if _INFORMATIVE.search(sentence) else 1
 
 
 def _sentences(text: str) -> list[str]:

@@ -42,7 +42,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
     """A ``preexec_fn`` that asks the kernel to send ``sig`` when the parent exits."""
 
     def preexec() -> None:
@@ -146,7 +146,7 @@ class _Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(self.stop_signal),  # noqa: PLW1509
+                preexec_fn=die_with_parent(self.stop_signal),  # noqa: PLW1509
                 user=run_as.uid,
                 group=run_as.gid,
                 extra_groups=run_as.extra_groups,

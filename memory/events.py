@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -150,7 +150,7 @@ class EventStore:
 
     async def subscribe(
         self, last_id: str = "$", *, block_ms: int = 1000
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Follow the stream: every event after ``last_id`` ("$": after the newest now)."""
         if last_id == "$":
             last_id = await self.last_id()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 import asyncpg
 
 logger = logging.getLogger(__name__)
 
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 0x61_67_65_6E_74_6D_65_6D  # "agentmem"
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS agentmem_migrations (
@@ -35,10 +36,9 @@ class Migration:
 def migrations() -> list[Migration]:
     """Every migration shipped with the package, in version order."""
     found = []
-    for entry in resources.files("memory").joinpath("migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            number, _, rest = entry.name.partition("_")
-            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        number, _, rest = path.name.partition("_")
+        found.append(Migration(int(number), rest.removesuffix(".sql"), path.read_text()))
     return sorted(found, key=lambda m: m.version)
 
 

@@ -1,0 +1,91 @@
+"""Live progress for a person: each agent's status, each section's state and draft version.
+
+On a terminal it is a live table (rich), refreshed twice a second from the agents' status
+heartbeats and the run's events; elsewhere (CI, pipes, ``--quiet`` off) one line per event.
+"""
+
+from __future__ import annotations
+
+import anyio
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from agents.protocol import EventType
+from memory.agent_event import AgentEvent
+from memory.agent_memory import RedisAgentMemory
+from memory.status import AgentStatus
+from orchestrator.tracker import RunState
+
+_STATE_STYLE = {"approved": "green", "round limit": "yellow", "revising": "magenta"}
+
+
+class Progress:
+    """Shows a run's progress on ``console``: a live table, plain lines, or nothing."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+
+    def message(self, text: str) -> None:
+        """A one-off line (a restart, a warning), shown in every mode but quiet."""
+        if not self.quiet:
+            self.console.print(text, soft_wrap=True)
+
+    def event(self, event: AgentEvent) -> None:
+        """One line per event when there is no live table."""
+        if self.quiet or self.live:
+            return
+        time = event.timestamp.strftime("%H:%M:%S")
+        line = f"{time} {event.agent_id:<12} {event.event_type:<28} {_brief(event)}"
+        self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    async def follow(self, memory: RedisAgentMemory, state: RunState) -> None:
+        """Refresh the live table until cancelled (returns at once when not live)."""
+        if not self.live:
+            return
+        with Live(console=self.console, refresh_per_second=4, transient=False) as live:
+            while True:
+                agents = await memory.list_live_agents()
+                live.update(render(state, agents))
+                await anyio.sleep(0.5)
+
+
+def render(state: RunState, agents: list[AgentStatus]) -> Group:
+    """The agents table and the sections table."""
+    agent_table = Table(title="Agents", expand=True)
+    for column in ("agent", "status", "doing"):
+        agent_table.add_column(column)
+    for status in agents:
+        agent_table.add_row(status.agent_id, status.status, status.detail)
+    sections = Table(title=f"Sections ({state.fact_count} facts)", expand=True)
+    for column in ("section", "state", "version", "round", "last agent"):
+        sections.add_column(column)
+    for section in state.sections.values():
+        style = _STATE_STYLE.get(section.state, "")
+        sections.add_row(
+            section.plan.title,
+            f"[{style}]{section.state}[/]" if style else section.state,
+            str(section.version or "-"),
+            str(section.round),
+            section.agent,
+        )
+    if not state.planned:
+        sections.add_row("(planning…)", "", "", "", "")
+    return Group(agent_table, sections)
+
+
+def _brief(event: AgentEvent) -> str:
+    payload = event.payload
+    if event.event_type == EventType.RUN_PLANNED:
+        return f"{len(payload.get('sections', []))} sections, {payload.get('fact_count')} facts"
+    if event.event_type == EventType.SECTION_ASSIGNED:
+        return str(payload.get("section", {}).get("section_id", ""))
+    if "section_id" in payload:
+        return (
+            f"{payload['section_id']} v{payload.get('version', '?')} round {payload.get('round')}"
+        )
+    if event.event_type == EventType.AGENT_FAILED:
+        return f"{payload.get('step')}: {payload.get('error')}"
+    return ""

@@ -1,0 +1,225 @@
+"""One run, start to finish: request, launch, follow, report, stop.
+
+The orchestrator decides order and supervision only. It publishes the request on the run's
+stream, launches the agents, follows the stream until every planned section is settled, and
+writes the report from what the agents left in the memory layer. It never does an agent's work,
+and it knows no Redis key or SQL: it talks to the stores through :mod:`memory`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from agents.protocol import RUN_STREAM, EventType, Role, RunCompleted, RunRequested, SourceDoc
+from agents.settings import Settings
+from memory.agent_event import AgentEvent
+from memory.agent_memory import RedisAgentMemory
+from memory.errors import AgentMemoryError
+from memory.events import EventStore
+from memory.retry import retrying
+from memory.shared_db import SharedAgentDB
+from orchestrator.progress import Progress
+from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
+from orchestrator.supervisor import AgentSpec, Supervisor
+from orchestrator.tracker import RunState, RunTracker
+
+logger = logging.getLogger(__name__)
+
+ORCHESTRATOR = "orchestrator"
+
+
+class RunFailedError(AgentMemoryError, RuntimeError):
+    """The run cannot finish: an agent failed for good, or it ran out of time."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    report_path: Path
+    record_path: Path
+    state: RunState
+    timings: dict[str, float]
+
+
+def new_run_id() -> str:
+    """``run-<UTC date and time>-<random>``: sortable, unique, a valid namespace."""
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def agent_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands ``settings`` to an agent process."""
+    env = dict(os.environ)
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        alias = field.validation_alias
+        key = alias if isinstance(alias, str) else f"AGENTMEM_{name.upper()}"
+        env[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def agent_specs(writers: int) -> list[AgentSpec]:
+    """One research agent, ``writers`` writing agents, one review agent."""
+    return [
+        AgentSpec(Role.RESEARCH),
+        *(AgentSpec(Role.WRITER, n) for n in range(1, writers + 1)),
+        AgentSpec(Role.REVIEW),
+    ]
+
+
+async def run_report(
+    settings: Settings,
+    *,
+    run_id: str,
+    topic: str,
+    sources: Sequence[SourceDoc],
+    writers: int,
+    progress: Progress,
+) -> RunResult:
+    """Run the agents on ``sources`` until the report is written; returns where it is."""
+    if settings.redis_url is None or settings.database_url is None:
+        msg = "run_report needs REDIS_URL and DATABASE_URL (the CLI starts local servers)"
+        raise AgentMemoryError(msg)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    async with AsyncExitStack() as stack:
+        memory = RedisAgentMemory.from_url(settings.redis_url, namespace=run_id)
+        stack.push_async_callback(memory.aclose)
+        events = EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM)
+        stack.push_async_callback(events.aclose)
+        await _check_redis(memory, settings.redis_url)
+        db = await SharedAgentDB.connect(settings.database_url.get_secret_value(), run_id)
+        stack.push_async_callback(db.close)
+        timings["connect"] = time.monotonic() - started
+
+        request = RunRequested(topic=topic, sources=list(sources))
+        await events.publish(
+            AgentEvent(
+                event_type=EventType.RUN_REQUESTED,
+                agent_id=ORCHESTRATOR,
+                payload=request.model_dump(mode="json"),
+            ),
+            idempotency_key="run-requested",
+        )
+        supervisor = Supervisor(
+            run_id,
+            agent_env(settings),
+            Path(settings.data_dir) / "logs" / run_id,
+            notify=progress.message,
+        )
+        state = await _follow(
+            settings,
+            supervisor=supervisor,
+            memory=memory,
+            events=events,
+            progress=progress,
+            writers=writers,
+        )
+        timings["agents"] = time.monotonic() - started - timings["connect"]
+
+        report_path, record_path = await _write_outputs(
+            settings, run_id, state, memory, events, db, timings, started
+        )
+        done = RunCompleted(report_path=str(report_path))
+        await events.publish(
+            AgentEvent(
+                event_type=EventType.RUN_COMPLETED,
+                agent_id=ORCHESTRATOR,
+                payload=done.model_dump(mode="json"),
+            ),
+            idempotency_key="run-completed",
+        )
+    return RunResult(run_id, report_path, record_path, state, timings)
+
+
+async def _check_redis(memory: RedisAgentMemory, url: str) -> None:
+    try:
+        async for attempt in retrying((RedisConnectionError, OSError), attempts=5, timeout=10):
+            with attempt:
+                await memory.client.ping()
+    except (RedisConnectionError, OSError) as exc:
+        msg = f"cannot reach Redis at {_redact(url)}: {exc}; start it or fix REDIS_URL"
+        raise AgentMemoryError(msg) from exc
+
+
+async def _follow(
+    settings: Settings,
+    *,
+    supervisor: Supervisor,
+    memory: RedisAgentMemory,
+    events: EventStore,
+    progress: Progress,
+    writers: int,
+) -> RunState:
+    """Run the agents and follow the log until every section is settled."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    try:
+        with anyio.fail_after(settings.run_timeout_seconds):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(supervisor.run, agent_specs(writers))
+                tg.start_soon(progress.follow, memory, state)
+                async with aclosing(events.subscribe("0-0")) as log:
+                    async for event in log:
+                        state = tracker.apply(state, event)
+                        progress.event(event)
+                        if state.failures:
+                            msg = f"the run cannot finish: {state.failures[0]}"
+                            raise RunFailedError(msg)
+                        if state.done:
+                            break
+                tg.cancel_scope.cancel()
+    except TimeoutError as exc:
+        pending = [s for s, v in state.sections.items() if v.state not in ("approved",)]
+        msg = (
+            f"the run did not finish within {settings.run_timeout_seconds:.0f} s "
+            f"(sections not done: {', '.join(pending) or 'none planned yet'}); "
+            f"see the agent logs in {supervisor.log_dir}"
+        )
+        raise RunFailedError(msg) from exc
+    return state
+
+
+async def _write_outputs(  # noqa: PLR0917
+    settings: Settings,
+    run_id: str,
+    state: RunState,
+    memory: RedisAgentMemory,
+    events: EventStore,
+    db: SharedAgentDB,
+    timings: dict[str, float],
+    started: float,
+) -> tuple[Path, Path]:
+    drafts = await final_drafts(db, state)
+    facts = await memory.get_facts(cited_ids(drafts))
+    reports = Path(settings.reports_dir)
+    await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
+    report_path = reports / f"{run_id}.md"
+    record_path = reports / f"{run_id}.json"
+    await anyio.Path(report_path).write_text(render_markdown(run_id, state, drafts, facts))
+    timings["total"] = time.monotonic() - started
+    record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)
+    await anyio.Path(record_path).write_text(dump_json(record))
+    return report_path, record_path
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,134 @@
+"""Launch agent processes and keep them running until the run is over.
+
+Each agent is a separate OS process, ``python -m agents <role> --run-id R --instance N``,
+with its settings in its environment and its JSON log lines in a file of its own. A process
+that exits while the run still needs it is restarted with a growing backoff, a bounded number
+of times. When the supervisor is cancelled (the run finished, failed, timed out, or the user
+pressed Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
+kernel for SIGTERM if the orchestrator itself dies, so none outlives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from anyio.abc import Process
+
+from agents.protocol import Role
+from memory.errors import AgentMemoryError
+
+logger = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+
+
+class AgentCrashedError(AgentMemoryError, RuntimeError):
+    """An agent kept exiting and ran out of restarts."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    role: Role
+    instance: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.instance}"
+
+
+class Supervisor:
+    """Runs agent processes for one run; cancel :meth:`run` to stop them all."""
+
+    def __init__(
+        self,
+        run_id: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        max_restarts: int = 5,
+        notify: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.run_id = run_id
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.max_restarts = max_restarts
+        self.notify = notify
+        self.processes: dict[str, Process] = {}
+        self.restarts: dict[str, int] = {}
+
+    async def run(self, specs: Sequence[AgentSpec]) -> None:
+        """Start every agent and keep each one alive; returns only by cancellation or error."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        async with anyio.create_task_group() as tg:
+            for spec in specs:
+                tg.start_soon(self._keep_alive, spec)
+
+    def command(self, spec: AgentSpec) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "agents",
+            spec.role.value,
+            "--run-id",
+            self.run_id,
+            "--instance",
+            str(spec.instance),
+        ]
+
+    async def _keep_alive(self, spec: AgentSpec) -> None:
+        restarts = 0
+        while True:
+            code = await self._run_once(spec)
+            restarts += 1
+            self.restarts[spec.name] = restarts
+            if restarts > self.max_restarts:
+                msg = (
+                    f"agent {spec.name} exited {restarts} times (last exit code {code}); "
+                    f"see its log in {self.log_dir / (spec.name + '.log')}"
+                )
+                raise AgentCrashedError(msg)
+            delay = min(0.5 * 2 ** (restarts - 1), 10.0)
+            self.notify(f"{spec.name} exited with code {code}; restarting in {delay:.1f} s")
+            logger.warning("%s exited with code %s; restart %d", spec.name, code, restarts)
+            await anyio.sleep(delay)
+
+    async def _run_once(self, spec: AgentSpec) -> int:
+        """Run the agent until it exits (returns its code) or the supervisor is cancelled."""
+        log_path = self.log_dir / f"{spec.name}.log"
+        with log_path.open("ab") as log:
+            process = await anyio.open_process(
+                self.command(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
+        self.processes[spec.name] = process
+        try:
+            return await process.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _terminate(process)
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each agent's current process."""
+        return {name: p.pid for name, p in self.processes.items() if p.returncode is None}
+
+
+async def _terminate(process: Process) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after the grace period."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with anyio.move_on_after(GRACE_SECONDS):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
