@@ -1,0 +1,67 @@
+"""The CLI refuses bad input with a clear message and a usage exit code, before starting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+runner = CliRunner()
+
+
+def text(output: str) -> str:
+    """The output without rich's box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--writers", "0"], "--writers"),
+        (["run", "--writers", "9"], "--writers"),
+        (["run", "--llm", "gpt"], "--llm"),
+        (["run", "--run-id", "bad:id"], "contains ':'"),
+        (["run", "--run-id", "x" * 300], "the limit is 256"),
+        (["run", "--topic", "   "], "topic"),
+        (["run", "--timeout", "0"], "--timeout"),
+        (["inspect", "has space"], "whitespace"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
+    """Each bad argument is named in the error, and nothing is started."""
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 2
+    assert message in text(result.output)
+
+
+def test_an_unusable_sources_folder_exits_2_naming_it(tmp_path: Path) -> None:
+    """A sources folder without text files is refused before any server starts."""
+    result = runner.invoke(app, ["run", "--sources", str(tmp_path)])
+
+    assert result.exit_code == 2
+    assert "no .md or .txt files" in text(result.output)
+    assert "starting local" not in result.output
+
+
+def test_invalid_environment_settings_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed AGENTMEM_ variable is reported by name."""
+    monkeypatch.setenv("AGENTMEM_REVIEW_ROUNDS", "many")
+
+    result = runner.invoke(app, ["run"])
+
+    assert result.exit_code == 2
+    assert "review_rounds" in text(result.output)
+
+
+def test_help_describes_every_command() -> None:
+    """--help lists the commands a user needs."""
+    result = runner.invoke(app, ["--help"])
+
+    assert result.exit_code == 0
+    for command in ("run", "inspect", "dead-letters", "requeue"):
+        assert command in result.output
