@@ -1,0 +1,46 @@
+"""The benchmark harness runs end to end at tiny sizes, so it cannot rot (nothing is timed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memory.embedded import ServerUrls
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_the_quick_bench_writes_every_figure_and_a_chart(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """``python -m bench --quick`` exits 0 and writes the JSON (all suites) and the chart."""
+    env = {**os.environ, "REDIS_URL": servers.redis_url, "DATABASE_URL": servers.database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "latest.json").read_text())
+    assert set(record["results"]) == {
+        "floor",
+        "facts",
+        "category",
+        "handoffs",
+        "locks",
+        "documents",
+    }
+    assert record["results"]["documents"]["contended"]["lost_updates"] == 0
+    assert {t["target"] for t in record["targets"]} >= {"handoff p99 (ms)"}
+    assert (tmp_path / "latest.png").stat().st_size > 1000
