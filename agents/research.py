@@ -42,20 +42,18 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         logger.info("run already planned and handed off; nothing to do")
         return
     sections = [SectionPlan.model_validate(s) for s in plan.value["sections"]]
-    fact_ids = await _extract_all(ctx, request, sections, plan.value["source_sections"])
+    fact_keys = await _extract_all(ctx, request, sections, plan.value["source_sections"])
 
-    planned = [s for s in sections if fact_ids[s.section_id]]
-    for dropped in (s for s in sections if not fact_ids[s.section_id]):
+    planned = [s for s in sections if fact_keys[s.section_id]]
+    for dropped in (s for s in sections if not fact_keys[s.section_id]):
         logger.warning("section %s has no facts in the sources; dropped", dropped.section_id)
-    fact_count = sum(len(fact_ids[s.section_id]) for s in planned)
+    fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
     ran = RunPlanned(topic=request.topic, sections=planned, fact_count=fact_count)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
-    await ctx.events.publish_many(
-        [
-            ctx.event(EventType.RUN_PLANNED, ran),
-            *(ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=s)) for s in planned),
-        ]
-    )
+    await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key="planned")
+    for section in planned:
+        assigned = ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section))
+        await ctx.writer.publish(assigned, idempotency_key=f"assigned/{section.section_id}")
     done = {**plan.value, "published": True, "planned": ran.model_dump(mode="json")}
     await ctx.db.write(PLAN_KEY, done, ctx.agent_id, expected_version=plan.version)
     logger.info("planned %d sections with %d facts", len(planned), fact_count)
@@ -107,12 +105,12 @@ async def _extract_all(
     request: RunRequested,
     sections: list[SectionPlan],
     source_sections: dict[str, str],
-) -> dict[str, set[int]]:
-    """Extract and store each source's facts; returns the fact ids stored per section."""
-    fact_ids: dict[str, set[int]] = {s.section_id: set() for s in sections}
+) -> dict[str, set[str]]:
+    """Extract and store each source's facts; returns the facts' keys per section."""
+    fact_keys: dict[str, set[str]] = {s.section_id: set() for s in sections}
     stored = await _stored_facts(ctx, sections)
     for fact in stored:
-        fact_ids[fact.category].add(fact.id)
+        fact_keys[fact.category].add(_fact_key(fact.metadata["source"], fact.metadata["quote"]))
     done = {fact.metadata.get("source") for fact in stored}
 
     async def extract(source_index: int) -> None:
@@ -130,11 +128,11 @@ async def _extract_all(
             payload=payload,
             output=Extraction,
         )
-        facts = _verified(extraction, source.name, source.text, set(fact_ids))
-        if facts:
-            ids = await ctx.memory.store_facts(ctx.agent_id, facts)
-            for fact, fact_id in zip(facts, ids, strict=True):
-                fact_ids[fact.category].add(fact_id)
+        facts = _verified(extraction, source.name, source.text, set(fact_keys))
+        if not await ctx.writer.store_facts(ctx.agent_id, facts):
+            logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
+        for fact in facts:
+            fact_keys[fact.category].add(fact.idempotency_key or "")
         logger.info("stored %d facts from %s", len(facts), source.name)
 
     async with anyio.create_task_group() as tg:
@@ -143,7 +141,7 @@ async def _extract_all(
                 logger.info("facts from %s already stored; not extracting again", source.name)
             else:
                 tg.start_soon(extract, index)
-    return fact_ids
+    return fact_keys
 
 
 async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]:
@@ -159,6 +157,11 @@ async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]
     return found
 
 
+def _fact_key(source_name: str, quote: str) -> str:
+    """The idempotency key of a fact: the same quote of the same source is the same fact."""
+    return hashlib.sha256(f"{source_name}\n{quote}".encode()).hexdigest()
+
+
 def _verified(
     extraction: Extraction, source_name: str, text: str, section_ids: set[str]
 ) -> list[NewFact]:
@@ -169,6 +172,7 @@ def _verified(
             logger.warning("dropped a fact from %s: quote not in the source", source_name)
             continue
         metadata: dict[str, Any] = {"source": source_name, "quote": item.quote}
-        key = hashlib.sha256(f"{source_name}\n{item.quote}".encode()).hexdigest()
-        facts.append(NewFact(item.fact, item.section_id, metadata, key))
+        facts.append(
+            NewFact(item.fact, item.section_id, metadata, _fact_key(source_name, item.quote))
+        )
     return facts

@@ -44,7 +44,8 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         record = await _review(ctx, topic, drafted)
     else:
         logger.info("%s was reviewed already; publishing its decision again", key)
-    await ctx.events.publish(_decision(ctx, record.value))
+    key = f"decision/{drafted.section_id}/{drafted.version}"
+    await ctx.writer.publish(_decision(ctx, record.value), idempotency_key=key)
 
 
 async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document:

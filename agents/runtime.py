@@ -14,8 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
+import asyncpg
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,16 +27,37 @@ from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
 from memory.consumer import ConsumerGroup, Delivery
+from memory.durable import DurableWriter
 from memory.errors import AgentMemoryError
 from memory.events import AgentEvent, EventStore
 from memory.retry import retrying
 from memory.shared_db import SharedAgentDB
+from memory.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
 # Errors that mean "a server is unreachable right now": wait and try again, never crash.
-UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+)
 _RETRY_READ_SECONDS = 1.0
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for a lost connection to Redis or PostgreSQL (not for this project's own errors)."""
+    return isinstance(exc, UNREACHABLE) and not isinstance(exc, AgentMemoryError)
+
+
+# A handler that meets an unreachable server is re-run (it is idempotent) within these bounds
+# before its handoff is left pending for a later delivery.
+_OUTAGE_ATTEMPTS = 30
+_OUTAGE_SECONDS = 90.0
 
 
 @dataclass(slots=True)
@@ -48,6 +71,7 @@ class Context:
     events: EventStore
     db: SharedAgentDB
     llm: LLM
+    writer: DurableWriter
     state: str = "starting"
     detail: str = ""
 
@@ -106,7 +130,10 @@ async def run_agent(
         if aclose is not None:
             stack.push_async_callback(aclose)
 
-        ctx = Context(agent_id, role, settings, memory, events, db, llm)
+        wal = WriteAheadLog(Path(settings.data_dir) / "wal" / run_id / f"{agent_id}.db")
+        stack.callback(wal.close)
+        writer = DurableWriter(memory, events, wal)
+        ctx = Context(agent_id, role, settings, memory, events, db, llm, writer)
         group = events.group(role.value, agent_id)
         async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
             with attempt:
@@ -115,6 +142,7 @@ async def run_agent(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(heartbeat, ctx)
+                tg.start_soon(writer.run)
                 await serve(ctx, group, handler)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
@@ -156,13 +184,17 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
         return
     await ctx.status(f"handling {event.event_type} (attempt {delivery.attempts})")
     try:
-        await handler(ctx, event)
+        async for attempt in retrying(
+            is_unreachable, attempts=_OUTAGE_ATTEMPTS, timeout=_OUTAGE_SECONDS, maximum=5.0
+        ):
+            with attempt:
+                await handler(ctx, event)
     except ValidationError as exc:
         await _give_up(ctx, group, delivery, f"bad payload: {exc}")
     except LLMError as exc:
         await _give_up(ctx, group, delivery, f"LLM failed: {exc}")
     except Exception as exc:
-        if isinstance(exc, UNREACHABLE) and not isinstance(exc, AgentMemoryError):
+        if is_unreachable(exc):
             raise  # leave the entry pending: it is retried once the server is back
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("%s %s failed: %s", event.event_type, delivery.entry_id, reason)
@@ -181,4 +213,5 @@ async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reaso
 
 async def _report_failure(ctx: Context, event: AgentEvent, reason: str) -> None:
     failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
-    await ctx.events.publish(ctx.event(EventType.AGENT_FAILED, failed))
+    key = f"failed/{ctx.role}/{event.event_id}"
+    await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)

@@ -69,7 +69,8 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         else:
             logger.info("%s already has round %d; handing it to review again", key, round_)
         drafted = SectionDrafted(section_id=section_id, version=current.version, round=round_)
-        await ctx.events.publish(ctx.event(EventType.SECTION_DRAFTED, drafted))
+        key = f"drafted/{section_id}/{current.version}"
+        await ctx.writer.publish(ctx.event(EventType.SECTION_DRAFTED, drafted), idempotency_key=key)
 
 
 def _section_of(current: Document | None, section_id: str) -> SectionPlan:

@@ -33,7 +33,7 @@ def _wait(initial: float, maximum: float) -> Callable[[tenacity.RetryCallState],
 
 
 def retrying(
-    on: type[BaseException] | tuple[type[BaseException], ...],
+    on: type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool],
     *,
     attempts: int = 5,
     timeout: float = 30.0,
@@ -42,11 +42,17 @@ def retrying(
 ) -> tenacity.AsyncRetrying:
     """An ``AsyncRetrying`` that retries only ``on`` these exceptions, within bounds.
 
+    ``on`` is an exception type, a tuple of them, or a predicate on the exception.
+
     Use as ``async for attempt in retrying(...): with attempt: ...``; the last error is
     re-raised unchanged when the bounds are spent.
     """
     return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(on),
+        retry=(
+            tenacity.retry_if_exception_type(on)
+            if isinstance(on, type | tuple)
+            else tenacity.retry_if_exception(on)
+        ),
         stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(timeout),
         wait=_wait(initial, maximum),
         reraise=True,
