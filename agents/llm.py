@@ -147,7 +147,7 @@ def make_llm(settings: Settings) -> LLM:
     if settings.use_stub_llm:
         from agents.stub_llm import StubLLM
 
-        return StubLLM()
+        return StubLLM(delay_seconds=settings.stub_delay_seconds)
     if settings.openai_api_key is None and settings.openai_base_url is None:
         msg = "AGENTMEM_LLM=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local endpoint)"
         raise LLMError(msg)

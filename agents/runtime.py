@@ -17,10 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import asyncpg
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.llm import LLM, LLMError, make_llm
 from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
@@ -30,28 +27,13 @@ from memory.consumer import ConsumerGroup, Delivery
 from memory.durable import DurableWriter
 from memory.errors import AgentMemoryError
 from memory.events import AgentEvent, EventStore
-from memory.retry import retrying
+from memory.retry import UNREACHABLE, is_unreachable, retrying
 from memory.shared_db import SharedAgentDB
 from memory.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
-# Errors that mean "a server is unreachable right now": wait and try again, never crash.
-UNREACHABLE: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,
-)
 _RETRY_READ_SECONDS = 1.0
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """True for a lost connection to Redis or PostgreSQL (not for this project's own errors)."""
-    return isinstance(exc, UNREACHABLE) and not isinstance(exc, AgentMemoryError)
 
 
 # A handler that meets an unreachable server is re-run (it is idempotent) within these bounds

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     llm_max_attempts: int = Field(default=4, ge=1, le=10)
     log_prompts: bool = False
+    stub_delay_seconds: float = Field(default=0.0, ge=0, le=60)  # simulated LLM latency
 
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     status_ttl_seconds: int = Field(default=10, ge=1)

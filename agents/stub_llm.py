@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import anyio
 from pydantic import BaseModel
 
 from agents.llm import LLMError
@@ -51,12 +52,21 @@ _INFORMATIVE = re.compile(r"\d|\b[A-Z][a-zA-Z]+\b.*\b[A-Z][a-zA-Z]+\b")
 
 
 class StubLLM:
-    """An :class:`agents.llm.LLM` that needs no network and always gives the same answer."""
+    """An :class:`agents.llm.LLM` that needs no network and always gives the same answer.
+
+    ``delay_seconds`` makes each call take that long, like a real model (for demos and
+    fault-injection tests that need work to be in flight).
+    """
+
+    def __init__(self, delay_seconds: float = 0.0) -> None:
+        self.delay_seconds = delay_seconds
 
     async def generate(
         self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
     ) -> T:
         del instructions  # the stub's behaviour is fixed; the prompt is for real models
+        if self.delay_seconds:
+            await anyio.sleep(self.delay_seconds)
         tasks = {"plan": plan, "extract": extract, "write": write, "review": review}
         if task not in tasks:
             msg = f"the stub LLM does not know the task {task!r}"

@@ -21,19 +21,16 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memory.agent_memory import RedisAgentMemory
 from memory.errors import InvalidIdError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
+from memory.retry import UNREACHABLE
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
-# Errors meaning "Redis cannot be reached right now": keep the entry and try later.
-UNREACHABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _FACTS = "store_facts"
 _PUBLISH = "publish"

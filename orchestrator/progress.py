@@ -6,7 +6,10 @@ heartbeats and the run's events; elsewhere (CI, pipes, ``--quiet`` off) one line
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
+from redis.exceptions import RedisError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -46,8 +49,10 @@ class Progress:
         if not self.live:
             return
         with Live(console=self.console, refresh_per_second=4, transient=False) as live:
+            agents: list[AgentStatus] = []
             while True:
-                agents = await memory.list_live_agents()
+                with contextlib.suppress(RedisError, OSError):  # an outage only stales the table
+                    agents = await memory.list_live_agents()
                 live.update(render(state, agents))
                 await anyio.sleep(0.5)
 

@@ -28,7 +28,7 @@ from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.errors import AgentMemoryError
 from memory.events import EventStore
-from memory.retry import retrying
+from memory.retry import UNREACHABLE, is_unreachable, retrying
 from memory.shared_db import SharedAgentDB
 from orchestrator.progress import Progress
 from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
@@ -131,18 +131,20 @@ async def run_report(
         )
         timings["agents"] = time.monotonic() - started - timings["connect"]
 
-        report_path, record_path = await _write_outputs(
-            settings, run_id, state, memory, events, db, timings, started
-        )
-        done = RunCompleted(report_path=str(report_path))
-        await events.publish(
-            AgentEvent(
-                event_type=EventType.RUN_COMPLETED,
-                agent_id=ORCHESTRATOR,
-                payload=done.model_dump(mode="json"),
-            ),
-            idempotency_key="run-completed",
-        )
+        async for attempt in retrying(is_unreachable, attempts=30, timeout=120, maximum=5):
+            with attempt:
+                report_path, record_path = await _write_outputs(
+                    settings, run_id, state, memory, events, db, timings, started
+                )
+                done = RunCompleted(report_path=str(report_path))
+                await events.publish(
+                    AgentEvent(
+                        event_type=EventType.RUN_COMPLETED,
+                        agent_id=ORCHESTRATOR,
+                        payload=done.model_dump(mode="json"),
+                    ),
+                    idempotency_key="run-completed",
+                )
     return RunResult(run_id, report_path, record_path, state, timings)
 
 
@@ -173,15 +175,7 @@ async def _follow(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(supervisor.run, agent_specs(writers))
                 tg.start_soon(progress.follow, memory, state)
-                async with aclosing(events.subscribe("0-0")) as log:
-                    async for event in log:
-                        state = tracker.apply(state, event)
-                        progress.event(event)
-                        if state.failures:
-                            msg = f"the run cannot finish: {state.failures[0]}"
-                            raise RunFailedError(msg)
-                        if state.done:
-                            break
+                await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()
     except TimeoutError as exc:
         pending = [s for s, v in state.sections.items() if v.state not in ("approved",)]
@@ -192,6 +186,30 @@ async def _follow(
         )
         raise RunFailedError(msg) from exc
     return state
+
+
+async def _watch(
+    events: EventStore, tracker: RunTracker, state: RunState, progress: Progress
+) -> None:
+    """Apply the log's events to ``state`` until the run is settled; ride out Redis outages."""
+    last_id = "0-0"
+    while True:
+        try:
+            async with aclosing(events.subscribe(last_id)) as log:
+                async for event in log:
+                    last_id = event.event_id or last_id
+                    tracker.apply(state, event)
+                    progress.event(event)
+                    if state.failures:
+                        msg = f"the run cannot finish: {state.failures[0]}"
+                        raise RunFailedError(msg)
+                    if state.done:
+                        return
+        except UNREACHABLE as exc:
+            if isinstance(exc, AgentMemoryError):
+                raise
+            progress.message(f"[yellow]Redis unreachable ({exc}); waiting for it…[/]")
+            await anyio.sleep(1.0)
 
 
 async def _write_outputs(  # noqa: PLR0917

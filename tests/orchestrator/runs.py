@@ -1,0 +1,160 @@
+"""Helpers for tests that run the whole system in processes and break things while it runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import redis.asyncio as redis
+
+from agents.documents import draft_key
+from agents.stub_llm import extract
+from memory.agent_memory import RedisAgentMemory
+from memory.events import AgentEvent, EventStore
+from memory.shared_db import SharedAgentDB
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "sources"
+
+
+def cli_env(redis_url: str, database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "AGENTMEM_DATA_DIR": str(tmp_path / "data"),
+        "AGENTMEM_REPORTS_DIR": str(tmp_path / "reports"),
+        "AGENTMEM_LLM": "stub",
+        **extra,
+    }
+
+
+def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``agentmem`` in a process of its own; stdout and stderr captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 200) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stdout, stderr
+
+
+async def wait_for_event(
+    redis_url: str, run_id: str, accept: Callable[[AgentEvent], bool], within: float = 60
+) -> AgentEvent:
+    """The first event of the run's log that ``accept`` accepts (polling, so it rides outages)."""
+    client = redis.Redis.from_url(redis_url)
+    store = EventStore(client, run_id, "run")
+    try:
+        with anyio.fail_after(within):
+            while True:
+                for event in await store.read_events(count=10_000):
+                    if accept(event):
+                        return event
+                await anyio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+def agent_processes(run_id: str, role: str | None = None) -> list[psutil.Process]:
+    """Live agent processes of the run (optionally of one role)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if run_id not in cmdline or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if "agents" in cmdline and (role is None or role in cmdline):
+            found.append(proc)
+    return found
+
+
+def all_processes_of(run_id: str) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if run_id in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+def wait_until_gone(run_id: str, timeout: float = 15) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while (left := all_processes_of(run_id)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def expected_fact_count() -> int:
+    """How many facts a clean run stores from the bundled sources (the stub is deterministic)."""
+    return sum(
+        len(extract({"section_id": "x", "source": {"name": p.name, "text": p.read_text()}}).facts)
+        for p in SOURCES.glob("*.md")
+    )
+
+
+@dataclass
+class Outcome:
+    report: str
+    record: dict[str, Any]
+
+
+def outcome(stdout: str) -> Outcome:
+    path = Path(stdout.strip().splitlines()[-1].removeprefix("Report: "))
+    return Outcome(path.read_text(), json.loads(path.with_suffix(".json").read_text()))
+
+
+async def assert_run_is_whole(redis_url: str, database_url: str, run_id: str, out: Outcome) -> None:
+    """The invariants every run must keep, whatever broke during it.
+
+    Every section once, every cited fact real and from its source, the clean run's fact
+    count with no duplicate, one handoff per section, every draft version accounted for
+    (versions 1..n, one per review round).
+    """
+    sections = out.record["sections"]
+    assert len(sections) == len(list(SOURCES.glob("*.md")))
+    for section in sections:
+        assert out.report.count(f"## {section['title']}\n") == 1
+        assert section["state"] == "approved"
+
+    client = redis.Redis.from_url(redis_url)
+    memory = RedisAgentMemory(client, run_id)
+    assert await memory.count_facts() == expected_fact_count()
+    cited = sorted({int(n) for n in re.findall(r"\[F(\d+)\]", out.report)})
+    facts = await memory.get_facts(cited)
+    await client.aclose()
+    assert [f.id for f in facts] == cited
+    sources = {p.name: p.read_text() for p in SOURCES.glob("*.md")}
+    assert all(f.metadata["quote"] in sources[f.metadata["source"]] for f in facts)
+    texts = [f["fact"] for f in out.record["facts"]]
+    assert len(texts) == len(set(texts)), "a fact was stored twice"
+
+    types = [e["event_type"] for e in out.record["events"]]
+    assert types.count("run.planned") == 1
+    assert types.count("section.assigned") == len(sections)
+    assert types.count("section.approved") == len(sections)
+
+    db = await SharedAgentDB.connect(database_url, run_id)
+    try:
+        for section in sections:
+            history = await db.history(draft_key(section["section_id"]))
+            assert [d.version for d in history] == list(range(1, len(history) + 1))
+            rounds = [d.value["round"] for d in history]
+            assert rounds == list(range(len(history))), f"duplicate or lost version: {rounds}"
+    finally:
+        await db.close()

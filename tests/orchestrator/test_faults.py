@@ -1,0 +1,177 @@
+"""Faults injected into whole runs: killed agents, lost servers, poison handoffs, a broken LLM.
+
+Each test runs the real CLI, agents and servers in separate processes, breaks something
+while the run is in flight, and checks the invariants of :func:`assert_run_is_whole`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import redis.asyncio as redis
+
+from memory.embedded import EmbeddedPostgres, EmbeddedRedis, ServerUrls
+from memory.keys import Keyspace
+from tests.agents.fake_openai_server import Script, error, fake_openai
+from tests.orchestrator.runs import (
+    agent_processes,
+    assert_run_is_whole,
+    cli_env,
+    finish,
+    outcome,
+    start_cli,
+    wait_for_event,
+    wait_until_gone,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
+
+# Each stub LLM call takes this long, so that work is in flight when the fault hits.
+SLOW = {
+    "AGENTMEM_STUB_DELAY_SECONDS": "0.2",
+    "AGENTMEM_RECLAIM_IDLE_MS": "1500",
+    "AGENTMEM_LOCK_TTL_SECONDS": "3",
+}
+
+
+def run_id() -> str:
+    return f"fault-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_writer_killed_mid_handoff_is_restarted_and_its_work_reclaimed(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """SIGKILL of the busy writer: it is restarted, its handoff reclaimed, nothing doubled."""
+    rid = run_id()
+    env = cli_env(servers.redis_url, servers.database_url, tmp_path, **SLOW)
+    process = start_cli(env, "run", "--run-id", rid)
+
+    await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "section.assigned")
+    await anyio.sleep(0.1)  # the writer has taken the handoff and is writing
+    [writer] = agent_processes(rid, "writer")
+    writer.send_signal(signal.SIGKILL)
+
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert "writer-1 exited with code -9; restarting" in stdout
+    await assert_run_is_whole(servers.redis_url, servers.database_url, rid, outcome(stdout))
+    assert wait_until_gone(rid) == []
+
+
+async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """Redis stops for 3 s mid-run; agents log their writes locally and the run completes."""
+    rid = run_id()
+    own = EmbeddedRedis(tmp_path / "redis")
+    own.start()
+    try:
+        env = cli_env(own.url, servers.database_url, tmp_path, **SLOW)
+        process = start_cli(env, "run", "--run-id", rid)
+        await wait_for_event(own.url, rid, lambda e: e.event_type == "section.drafted")
+
+        await anyio.to_thread.run_sync(own.stop)
+        await anyio.sleep(3)
+        await anyio.to_thread.run_sync(own.start)
+
+        code, stdout, stderr = finish(process)
+        assert code == 0, stderr[-3000:]
+        await assert_run_is_whole(own.url, servers.database_url, rid, outcome(stdout))
+        assert wait_until_gone(rid) == []
+    finally:
+        own.stop()
+
+
+@pytest.fixture
+def pg_dir() -> Iterator[Path]:
+    """A data folder the unprivileged PostgreSQL user can reach (pytest's tmp_path is 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="agentmem-pg-"))
+    folder.chmod(0o755)
+    yield folder / "pg"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_a_postgres_restart_mid_run_loses_and_duplicates_no_version(
+    servers: ServerUrls, tmp_path: Path, pg_dir: Path
+) -> None:
+    """PostgreSQL stops for 3 s mid-run; draft writes are retried and the run completes."""
+    rid = run_id()
+    own = EmbeddedPostgres(pg_dir)
+    own.start()
+    try:
+        env = cli_env(servers.redis_url, own.url, tmp_path, **SLOW)
+        process = start_cli(env, "run", "--run-id", rid)
+        await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "section.drafted")
+
+        await anyio.to_thread.run_sync(own.stop)
+        await anyio.sleep(3)
+        await anyio.to_thread.run_sync(own.start)
+
+        code, stdout, stderr = finish(process)
+        assert code == 0, stderr[-3000:]
+        await assert_run_is_whole(servers.redis_url, own.url, rid, outcome(stdout))
+        assert wait_until_gone(rid) == []
+    finally:
+        own.stop()
+
+
+async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """Malformed entries written into the run's stream never stop the run; the CLI shows them."""
+    rid = run_id()
+    client = redis.Redis.from_url(servers.redis_url)
+    stream = Keyspace(rid).stream("run")
+    await client.xadd(stream, {"garbage": "yes"})
+    await client.xadd(
+        stream, {"type": "section.drafted", "agent": "x", "ts": "now", "payload": "{"}
+    )
+    await client.aclose()
+    env = cli_env(servers.redis_url, servers.database_url, tmp_path)
+
+    code, stdout, stderr = finish(start_cli(env, "run", "--quiet", "--run-id", rid))
+    assert code == 0, stderr[-3000:]
+    await assert_run_is_whole(servers.redis_url, servers.database_url, rid, outcome(stdout))
+
+    code, listing, _ = finish(start_cli(env, "dead-letters", rid))
+    assert code == 0
+    assert listing.count("not a valid event") == 6  # two entries, seen by three groups
+    letter_id = listing.split()[0]
+    code, requeued, _ = finish(start_cli(env, "requeue", rid, letter_id))
+    assert code == 0
+    assert "requeued as entry" in requeued
+
+
+async def test_an_llm_that_keeps_failing_fails_the_run_clearly_without_hanging(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """Every LLM call answers 500: bounded retries, an agent.failed event, exit 1, no leftovers."""
+    rid = run_id()
+    script = Script([error(500)])
+    with fake_openai(script) as url:
+        env = cli_env(
+            servers.redis_url,
+            servers.database_url,
+            tmp_path,
+            AGENTMEM_LLM="openai",
+            OPENAI_BASE_URL=url,
+            OPENAI_API_KEY="sk-test",
+            AGENTMEM_LLM_MAX_ATTEMPTS="2",
+        )
+        started = time.monotonic()
+        code, _, stderr = finish(start_cli(env, "run", "--quiet", "--run-id", rid), timeout=120)
+
+    assert code == 1
+    assert "LLM task 'plan' failed after 2 attempts" in " ".join(stderr.split())
+    assert time.monotonic() - started < 60
+    failed = await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "agent.failed")
+    assert failed.agent_id == "research-1"
+    assert wait_until_gone(rid) == []
