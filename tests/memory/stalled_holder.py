@@ -2,9 +2,9 @@
 
 ``python -m tests.memory.stalled_holder REDIS_URL DATABASE_URL NAMESPACE``.
 
-Takes the lock ``doc`` (TTL 1 s), prints ``locked <token>``, waits for a line on stdin, then writes ``doc`` with its fencing token (as
-a holder that does not know it stalled would) and prints the outcome and whether its lock
-block noticed the lease was lost.
+Takes the lock ``doc`` (TTL 1 s), prints ``locked <token>``, waits for a line on stdin, then
+writes ``doc`` with its fencing token (as a holder that does not know it stalled would) and
+prints the outcome and whether its lock block noticed the lease was lost.
 """
 
 from __future__ import annotations
