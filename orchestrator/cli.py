@@ -8,6 +8,7 @@ Redis and PostgreSQL servers in the data directory and stop them when they exit.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.documents import draft_key
-from agents.protocol import RUN_STREAM
+from agents.protocol import RUN_STREAM, SourceDoc
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
 from memory.consumer import DeadLetter
@@ -30,6 +31,13 @@ from memory.errors import AgentMemoryError, InvalidIdError
 from memory.events import EventStore
 from memory.keys import validate_id
 from memory.shared_db import SharedAgentDB
+from orchestrator.chaos import (
+    ChaosOutcome,
+    ChaosServers,
+    chaos_run,
+    chaos_settings,
+    clean_fact_count,
+)
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
 from orchestrator.sources import load_sources
@@ -262,8 +270,77 @@ def requeue(
     console.print(f"requeued as entry {entry_id}")
 
 
+@app.command()
+def chaos(
+    runs: Annotated[int, typer.Option(min=1, max=100, help="How many runs.")] = 10,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the first run (default: random); printed.")
+    ] = None,
+    writers: Annotated[int, typer.Option(min=1, max=8, help="Writing agent processes.")] = 2,
+) -> None:
+    """Run the demo repeatedly while killing agents and restarting Redis and PostgreSQL.
+
+    Uses local servers of its own (it must stop and start them), the stub LLM, and fast
+    failure-detection settings; checks every run against the invariants and a clean run.
+    """
+    settings = _settings()
+    first = seed if seed is not None else secrets.randbelow(1_000_000)
+    console.print(
+        f"chaos: {runs} runs, seeds {first}..{first + runs - 1} (repeat with --seed {first})"
+    )
+    docs = load_sources(PROJECT_SOURCES)
+    try:
+        outcomes = anyio.run(lambda: _chaos(settings, runs, first, writers, docs))
+    except Exception as exc:
+        _fail_on_known(exc)
+    table = Table(title="chaos runs")
+    for column in ("seed", "injected (and when the log moved on again)", "seconds", "result"):
+        table.add_column(column)
+    for outcome in outcomes:
+        injected = "; ".join(i.describe() for i in outcome.injections) or "(run ended first)"
+        verdict = "[green]whole[/]" if outcome.ok else f"[red]{'; '.join(outcome.problems)}[/]"
+        table.add_row(str(outcome.seed), injected, f"{outcome.seconds:.1f}", verdict)
+    console.print(table)
+    failed = [o.seed for o in outcomes if not o.ok]
+    if failed:
+        _fail(f"{len(failed)} of {runs} runs broke an invariant; seeds {failed}")
+    console.print(f"all {runs} runs whole")
+
+
+async def _chaos(
+    base: Settings, runs: int, first: int, writers: int, docs: list[SourceDoc]
+) -> list[ChaosOutcome]:
+    servers = ChaosServers()
+    await anyio.to_thread.run_sync(servers.start)
+    try:
+        settings = chaos_settings(base, servers)
+        expected = await clean_fact_count(settings, DEFAULT_TOPIC, docs)
+        console.print(f"clean run: {expected} facts")
+        outcomes = []
+        for seed in range(first, first + runs):
+            outcome = await chaos_run(
+                settings,
+                servers,
+                seed=seed,
+                topic=DEFAULT_TOPIC,
+                sources=docs,
+                expected_facts=expected,
+                writers=writers,
+            )
+            mark = "[green]whole[/]" if outcome.ok else "[red]BROKEN[/]"
+            console.print(
+                f"  seed {seed}: {len(outcome.injections)} faults, {outcome.seconds:.1f} s, {mark}"
+            )
+            outcomes.append(outcome)
+        return outcomes
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(servers.stop)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)  # reconnects after an outage
     app()
 
 

@@ -1,0 +1,242 @@
+"""``agentmem chaos``: runs the demo while killing agents and restarting Redis and PostgreSQL.
+
+Each run gets its own seed (the session's seed plus the run's index), which fixes what is
+injected and when, so a failing run can be repeated with ``--seed``. The servers are local
+ones started here (chaos must be able to stop and start them). After each run the invariants
+of :mod:`orchestrator.checks` are checked against a clean run's fact count, and no agent
+process may be left running.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import psutil
+from pydantic import SecretStr
+from rich.console import Console
+
+from agents.protocol import SourceDoc
+from agents.settings import Settings
+from memory.agent_memory import RedisAgentMemory
+from memory.embedded import EmbeddedPostgres, EmbeddedRedis
+from memory.shared_db import SharedAgentDB
+from orchestrator.checks import run_problems
+from orchestrator.progress import Progress
+from orchestrator.run import RunResult, run_report
+
+ACTIONS = ("kill", "kill", "redis", "postgres")
+
+
+@dataclass
+class Injection:
+    action: str
+    target: str
+    at: float  # seconds after the run started
+    down: float = 0.0
+    ended: datetime | None = None
+    recovered_after: float | None = None  # first event after the injection ended
+
+    def describe(self) -> str:
+        what = (
+            f"kill {self.target}"
+            if self.action == "kill"
+            else f"{self.target} down {self.down:.1f}s"
+        )
+        recovery = (
+            f", next event +{self.recovered_after:.1f}s" if self.recovered_after is not None else ""
+        )
+        return f"{what} @{self.at:.1f}s{recovery}"
+
+
+@dataclass
+class ChaosOutcome:
+    seed: int
+    run_id: str
+    seconds: float
+    injections: list[Injection] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class ChaosServers:
+    """Local Redis and PostgreSQL that chaos may stop and start at will."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="agentmem-chaos-"))
+        self.folder.chmod(0o755)
+        self.redis = EmbeddedRedis(self.folder / "redis")
+        self.postgres = EmbeddedPostgres(self.folder / "postgres")
+
+    def start(self) -> None:
+        self.redis.start()
+        self.postgres.start()
+
+    def stop(self) -> None:
+        self.redis.stop()
+        self.postgres.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def chaos_settings(base: Settings, servers: ChaosServers) -> Settings:
+    """Fast failure detection and a slow-enough stub, so faults land on work in flight."""
+    return base.model_copy(
+        update={
+            "redis_url": servers.redis.url,
+            "database_url": SecretStr(servers.postgres.url),
+            "llm": "stub",
+            "stub_delay_seconds": 0.2,
+            "reclaim_idle_ms": 1500,
+            "lock_ttl_seconds": 3,
+            "heartbeat_seconds": 1.0,
+            "status_ttl_seconds": 3,
+            "run_timeout_seconds": 240.0,
+            "data_dir": str(servers.folder / "data"),
+            "reports_dir": str(servers.folder / "reports"),
+        }
+    )
+
+
+async def clean_fact_count(settings: Settings, topic: str, sources: list[SourceDoc]) -> int:
+    """The number of facts a run without faults stores: the baseline for every chaos run."""
+    result = await run_report(
+        settings,
+        run_id=f"chaos-clean-{secrets.token_hex(3)}",
+        topic=topic,
+        sources=sources,
+        writers=1,
+        progress=Progress(_quiet_console(), quiet=True),
+    )
+    return result.state.fact_count
+
+
+async def chaos_run(
+    settings: Settings,
+    servers: ChaosServers,
+    *,
+    seed: int,
+    topic: str,
+    sources: list[SourceDoc],
+    expected_facts: int,
+    writers: int = 2,
+) -> ChaosOutcome:
+    """One run of the demo with faults injected at moments drawn from ``seed``."""
+    rng = random.Random(seed)
+    run_id = f"chaos-{seed}-{secrets.token_hex(2)}"
+    outcome = ChaosOutcome(seed, run_id, 0.0)
+    started = time.monotonic()
+    finished = anyio.Event()
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        try:
+            results.append(
+                await run_report(
+                    settings,
+                    run_id=run_id,
+                    topic=topic,
+                    sources=sources,
+                    writers=writers,
+                    progress=Progress(_quiet_console(), quiet=True),
+                )
+            )
+        except Exception as exc:
+            outcome.problems.append(f"the run failed: {exc}")
+        finally:
+            finished.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        for _ in range(rng.randint(2, 4)):
+            with anyio.move_on_after(rng.uniform(0.3, 2.0)):
+                await finished.wait()
+            if finished.is_set():
+                break
+            injection = await _inject(rng, servers, run_id, time.monotonic() - started)
+            if injection is not None:
+                outcome.injections.append(injection)
+    outcome.seconds = time.monotonic() - started
+    if results:
+        outcome.problems += await _check(settings, results[0], sources, expected_facts)
+        _recovery_times(outcome, results[0])
+    leftovers = _agent_processes(run_id)
+    if leftovers:
+        outcome.problems.append(f"{len(leftovers)} agent processes left running")
+    return outcome
+
+
+async def _inject(
+    rng: random.Random, servers: ChaosServers, run_id: str, at: float
+) -> Injection | None:
+    action = rng.choice(ACTIONS)
+    if action == "kill":
+        agents = sorted(_agent_processes(run_id), key=lambda p: p.pid)
+        if not agents:
+            return None
+        victim = rng.choice(agents)
+        name = f"{victim.cmdline()[3]}-{victim.cmdline()[-1]}"
+        victim.send_signal(signal.SIGKILL)
+        return Injection("kill", name, at, ended=datetime.now(UTC))
+    server = servers.redis if action == "redis" else servers.postgres
+    down = rng.uniform(1.0, 3.0)
+    await anyio.to_thread.run_sync(server.stop)
+    await anyio.sleep(down)
+    await anyio.to_thread.run_sync(server.start)
+    return Injection(
+        action, "Redis" if action == "redis" else "PostgreSQL", at, down, datetime.now(UTC)
+    )
+
+
+async def _check(
+    settings: Settings, result: RunResult, sources: list[SourceDoc], expected: int
+) -> list[str]:
+    assert settings.redis_url is not None
+    assert settings.database_url is not None
+    report = await anyio.Path(result.report_path).read_text()
+    record = json.loads(await anyio.Path(result.record_path).read_text())
+    async with (
+        RedisAgentMemory.from_url(settings.redis_url, result.run_id) as memory,
+        await SharedAgentDB.connect(settings.database_url.get_secret_value(), result.run_id) as db,
+    ):
+        return await run_problems(
+            memory, db, report=report, record=record, sources=sources, expected_facts=expected
+        )
+
+
+def _recovery_times(outcome: ChaosOutcome, result: RunResult) -> None:
+    """For each injection, how long after it ended the log moved on (from the run record)."""
+    record = json.loads(result.record_path.read_text())
+    stamps = sorted(datetime.fromisoformat(e["timestamp"]) for e in record["events"])
+    for injection in outcome.injections:
+        later = [t for t in stamps if injection.ended and t > injection.ended]
+        if later and injection.ended:
+            injection.recovered_after = (later[0] - injection.ended).total_seconds()
+
+
+def _agent_processes(run_id: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if (
+            run_id in cmdline
+            and "agents" in cmdline
+            and proc.info["status"] != psutil.STATUS_ZOMBIE
+        ):
+            found.append(proc)
+    return found
+
+
+def _quiet_console() -> Console:
+    return Console(quiet=True)
