@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -17,11 +16,12 @@ import anyio
 import psutil
 import redis.asyncio as redis
 
-from agents.documents import draft_key
 from agents.stub_llm import extract
 from memory.agent_memory import RedisAgentMemory
 from memory.events import AgentEvent, EventStore
 from memory.shared_db import SharedAgentDB
+from orchestrator.checks import run_problems
+from orchestrator.sources import load_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "sources"
@@ -120,41 +120,21 @@ def outcome(stdout: str) -> Outcome:
 
 
 async def assert_run_is_whole(redis_url: str, database_url: str, run_id: str, out: Outcome) -> None:
-    """The invariants every run must keep, whatever broke during it.
-
-    Every section once, every cited fact real and from its source, the clean run's fact
-    count with no duplicate, one handoff per section, every draft version accounted for
-    (versions 1..n, one per review round).
-    """
-    sections = out.record["sections"]
-    assert len(sections) == len(list(SOURCES.glob("*.md")))
-    for section in sections:
-        assert out.report.count(f"## {section['title']}\n") == 1
-        assert section["state"] == "approved"
-
+    """The invariants of :func:`orchestrator.checks.run_problems`, plus: every section approved."""
+    assert len(out.record["sections"]) == len(list(SOURCES.glob("*.md")))
+    assert all(s["state"] == "approved" for s in out.record["sections"])
     client = redis.Redis.from_url(redis_url)
-    memory = RedisAgentMemory(client, run_id)
-    assert await memory.count_facts() == expected_fact_count()
-    cited = sorted({int(n) for n in re.findall(r"\[F(\d+)\]", out.report)})
-    facts = await memory.get_facts(cited)
-    await client.aclose()
-    assert [f.id for f in facts] == cited
-    sources = {p.name: p.read_text() for p in SOURCES.glob("*.md")}
-    assert all(f.metadata["quote"] in sources[f.metadata["source"]] for f in facts)
-    texts = [f["fact"] for f in out.record["facts"]]
-    assert len(texts) == len(set(texts)), "a fact was stored twice"
-
-    types = [e["event_type"] for e in out.record["events"]]
-    assert types.count("run.planned") == 1
-    assert types.count("section.assigned") == len(sections)
-    assert types.count("section.approved") == len(sections)
-
     db = await SharedAgentDB.connect(database_url, run_id)
     try:
-        for section in sections:
-            history = await db.history(draft_key(section["section_id"]))
-            assert [d.version for d in history] == list(range(1, len(history) + 1))
-            rounds = [d.value["round"] for d in history]
-            assert rounds == list(range(len(history))), f"duplicate or lost version: {rounds}"
+        problems = await run_problems(
+            RedisAgentMemory(client, run_id),
+            db,
+            report=out.report,
+            record=out.record,
+            sources=load_sources(SOURCES),
+            expected_facts=expected_fact_count(),
+        )
     finally:
         await db.close()
+        await client.aclose()
+    assert problems == []
