@@ -3,7 +3,8 @@
     python -m bench [--quick] [--only NAME ...] [--repeat N] [--out DIR]
 
 Uses REDIS_URL / DATABASE_URL when set, else starts local servers. Prints a table, checks
-the targets, and writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and a chart.
+the targets of issue #5, and writes ``<out>/<timestamp>.json``, ``<out>/latest.json`` and
+``<out>/latest.png``. Exits 1 if an update was lost in the contended test.
 """
 
 from __future__ import annotations
@@ -22,20 +23,31 @@ from typing import Any
 import anyio
 import redis.asyncio as redis
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import suites
+from bench import documents, facts, floor, handoffs, locks, pipeline
+from bench.harness import Context, Figures, Sizes
 from bench.report import chart, print_tables, targets
 from memory.embedded import local_servers
 
 DESCRIPTION = "Benchmark the memory layer against the naive approach and the round-trip floor."
-NAMES = ("floor", "facts", "category", "handoffs", "locks", "documents", "demo")
-console = Console(width=None if sys.stdout.isatty() else 150)
+Suite = Callable[[Context], Awaitable[Figures]]
+SUITES: dict[str, Suite] = {
+    "floor": floor.floor,
+    "facts": facts.store,
+    "category": facts.read_category,
+    "handoffs": handoffs.handoffs,
+    "locks": locks.locks,
+    "documents": documents.documents,
+}
+NAMES = (*SUITES, "demo")
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these benchmarks")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=str(NAMES))
     parser.add_argument("--repeat", type=int, help="repetitions per measurement")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder")
     args = parser.parse_args()
@@ -45,31 +57,35 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run_all(
-    redis_url: str, database_url: str, sizes: suites.Sizes, only: set[str], out: Path
-) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+    redis_url: str, database_url: str, sizes: Sizes, only: list[str], out: Path
+) -> Figures:
+    results: Figures = {}
     client = redis.Redis.from_url(redis_url)
-    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("floor", lambda: suites.floor(client, sizes)),
-        ("facts", lambda: suites.facts_store(client, sizes)),
-        ("category", lambda: suites.category_read(client, sizes)),
-        ("handoffs", lambda: suites.handoffs(redis_url, sizes)),
-        ("locks", lambda: suites.locks(client, sizes)),
-        ("documents", lambda: suites.documents(database_url, sizes)),
-    ]
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} benchmarks"),
+        TimeElapsedColumn(),
+    )
     try:
-        with console.status("benchmarking…") as status:
-            for name, step in steps:
-                if name in only:
-                    status.update(f"benchmarking {name}…")
-                    results[name] = await step()
-                    console.print(f"[green]✓[/] {name}")
-            if "demo" in only and sizes.demo:
-                status.update("running the demo with the stub LLM…")
-                results["demo"] = await anyio.to_thread.run_sync(
-                    suites.demo, redis_url, database_url, out
-                )
-                console.print("[green]✓[/] demo")
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("starting", total=len(only))
+
+            def say(text: str) -> None:
+                progress.update(task, description=text)
+
+            ctx = Context(redis_url, database_url, client, sizes, say)
+            for name in only:
+                if name == "demo":
+                    say(f"demo: agentmem run with the stub LLM, {sizes.demo_runs} run(s)")
+                    results[name] = await anyio.to_thread.run_sync(
+                        pipeline.demo, redis_url, database_url, out, sizes.demo_runs
+                    )
+                else:
+                    results[name] = await SUITES[name](ctx)
+                progress.advance(task)
+                console.print(f"[green]✓[/] {name}")
     finally:
         await client.aclose()
     return results
@@ -77,16 +93,16 @@ async def run_all(
 
 def main() -> None:
     args = parse_args()
-    sizes = suites.Sizes.quick() if args.quick else suites.Sizes()
+    sizes = Sizes.quick() if args.quick else Sizes()
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
-    only = set(args.only or NAMES)
+    only = [name for name in NAMES if name in (args.only or NAMES)]
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     with local_servers(os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")) as urls:
         results = anyio.run(run_all, urls.redis_url, urls.database_url, sizes, only, out)
-    record = {
+    record: dict[str, Any] = {
         "started": started.isoformat(),
         "seconds": (datetime.now(UTC) - started).total_seconds(),
         "machine": {
@@ -94,17 +110,23 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
         },
+        "servers": {
+            "redis": "REDIS_URL" if os.environ.get("REDIS_URL") else "embedded",
+            "postgres": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded",
+        },
         "sizes": dataclasses.asdict(sizes),
         "results": results,
         "targets": targets(results),
     }
     print_tables(console, record)
-    stamp = started.strftime("%Y%m%d-%H%M%S")
     text = json.dumps(record, indent=2)
-    (out / f"{stamp}.json").write_text(text)
+    (out / f"{started:%Y%m%d-%H%M%S}.json").write_text(text)
     (out / "latest.json").write_text(text)
     chart_path = chart(results, out / "latest.png")
     console.print(f"results: {out / 'latest.json'}; chart: {chart_path}")
+    if results.get("documents", {}).get("contended", {}).get("lost_updates"):
+        console.print("[red]an update was lost in the contended test[/]")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,25 @@ class NaiveMemory:
         self.client = client
         self.prefix = f"naive:{namespace}"
 
+    def fact_key(self, fact_id: int | str) -> str:
+        return f"{self.prefix}:fact:{fact_id}"
+
+    def category_key(self, category: str) -> str:
+        return f"{self.prefix}:category:{category}"
+
     async def store_fact(
         self, agent_id: str, fact: str, category: str, metadata: dict[str, Any] | None = None
     ) -> int:
         fact_id = int(await self.client.incr(f"{self.prefix}:fact_counter"))
         record: dict[str | bytes, str] = {"fact": fact, "agent_id": agent_id, "category": category}
         record.update({k: str(v) for k, v in (metadata or {}).items()})
-        await self.client.hset(f"{self.prefix}:fact:{fact_id}", mapping=record)  # type: ignore[arg-type]
-        await self.client.sadd(f"{self.prefix}:category:{category}", fact_id)
+        await self.client.hset(self.fact_key(fact_id), mapping=record)  # type: ignore[arg-type]
+        await self.client.sadd(self.category_key(category), fact_id)
         return fact_id
 
     async def get_facts_by_category(self, category: str) -> list[dict[Any, Any]]:
-        ids = await self.client.smembers(f"{self.prefix}:category:{category}")
-        return [await self.client.hgetall(f"{self.prefix}:fact:{as_str(i)}") for i in ids]
+        ids = await self.client.smembers(self.category_key(category))
+        return [await self.client.hgetall(self.fact_key(as_str(i))) for i in ids]
 
     async def acquire_lock(self, resource: str, agent_id: str, ttl: int = 30) -> bool:
         return bool(
