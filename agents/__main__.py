@@ -24,7 +24,7 @@ from agents.protocol import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
 from memory.embedded import die_with_parent
-from memory.errors import AgentMemoryError, InvalidIdError
+from memory.errors import AgentMemoryError, InvalidIdError, leaves
 from memory.keys import validate_id
 
 HANDLERS: dict[Role, Handler] = {
@@ -107,13 +107,6 @@ async def run_until_signalled(settings: Settings, role: Role, run_id: str, insta
         tg.cancel_scope.cancel()
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (possibly nested) exception groups, or ``exc`` itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     parent = os.getppid()
@@ -130,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         anyio.run(run_until_signalled, settings, role, args.run_id, args.instance)
     except Exception as exc:  # the last stop: report why, in one line each, and exit non-zero
-        for error in _leaves(exc):
+        for error in leaves(exc):
             if isinstance(error, AgentMemoryError | OSError):
                 logger.error("stopped: %s", error)  # noqa: TRY400
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -140,6 +141,33 @@ class OpenAILLM:
         except ValidationError:
             logger.warning("LLM %s answer does not fit %s; asking again", task, output.__name__)
             raise
+
+
+class TimedLLM:
+    """An :class:`LLM` that logs how long each call took (``llm_call task=... seconds=...``).
+
+    The orchestrator sums these lines from the agents' logs to report how much of a run's
+    time was spent waiting for the model.
+    """
+
+    def __init__(self, inner: LLM) -> None:
+        self.inner = inner
+
+    async def generate(
+        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
+    ) -> T:
+        started = time.perf_counter()
+        try:
+            return await self.inner.generate(
+                task=task, instructions=instructions, payload=payload, output=output
+            )
+        finally:
+            logger.info("llm_call task=%s seconds=%.6f", task, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def make_llm(settings: Settings) -> LLM:

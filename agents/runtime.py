@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from agents.llm import LLM, LLMError, make_llm
+from agents.llm import LLM, LLMError, TimedLLM, make_llm
 from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
@@ -107,10 +107,8 @@ async def run_agent(
         stack.push_async_callback(events.aclose)
         db = await _connect_db(settings.database_url.get_secret_value(), run_id)
         stack.push_async_callback(db.close)
-        llm = make_llm(settings)
-        aclose = getattr(llm, "aclose", None)
-        if aclose is not None:
-            stack.push_async_callback(aclose)
+        llm = TimedLLM(make_llm(settings))
+        stack.push_async_callback(llm.aclose)
 
         wal = WriteAheadLog(Path(settings.data_dir) / "wal" / run_id / f"{agent_id}.db")
         stack.callback(wal.close)

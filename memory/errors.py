@@ -57,3 +57,10 @@ class PoisonMessageError(AgentMemoryError, ValueError):
 
 class ServerStartError(AgentMemoryError, RuntimeError):
     """An embedded Redis or PostgreSQL server did not start."""
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc`` and its nested exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -27,7 +28,7 @@ from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
 from memory.consumer import DeadLetter
 from memory.embedded import local_servers
-from memory.errors import AgentMemoryError, InvalidIdError
+from memory.errors import AgentMemoryError, InvalidIdError, leaves
 from memory.events import EventStore
 from memory.keys import validate_id
 from memory.shared_db import SharedAgentDB
@@ -72,16 +73,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 def _fail_on_known(exc: BaseException) -> NoReturn:
     """Exit with the message of every project error inside ``exc``; re-raise anything else."""
-    leaves = _leaves(exc)
-    if all(isinstance(e, AgentMemoryError | OSError) for e in leaves):
-        _fail("; ".join(str(e) for e in leaves))
+    errors_inside = leaves(exc)
+    if all(isinstance(e, AgentMemoryError | OSError) for e in errors_inside):
+        _fail("; ".join(str(e) for e in errors_inside))
     raise exc
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 def _run_id(value: str) -> str:
@@ -98,7 +93,10 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     if not (settings.redis_url and database_url):
         console.print("[dim]starting local Redis and PostgreSQL (REDIS_URL/DATABASE_URL unset)…[/]")
     data_dir = Path(settings.data_dir) / "servers"
+    started = time.monotonic()
     with local_servers(settings.redis_url, database_url, data_dir) as urls:
+        if not (settings.redis_url and database_url):
+            console.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
             update={"redis_url": urls.redis_url, "database_url": SecretStr(urls.database_url)}
         )
@@ -161,8 +159,9 @@ def run(
         _fail_on_known(exc)
     t = result.timings
     progress.message(
-        f"done in {t['total']:.1f} s (connect {t['connect']:.1f} s, agents {t['agents']:.1f} s); "
-        f"record: {result.record_path}"
+        f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
+        f"agents {t['agents']:.1f} s, of which agents waited {t['llm_by_agents']:.2f} s "
+        f"for the LLM in total); record: {result.record_path}"
     )
     console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
 

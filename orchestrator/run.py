@@ -30,6 +30,7 @@ from memory.errors import AgentMemoryError
 from memory.events import EventStore
 from memory.retry import UNREACHABLE, is_unreachable, retrying
 from memory.shared_db import SharedAgentDB
+from orchestrator.logs import llm_seconds
 from orchestrator.progress import Progress
 from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
 from orchestrator.supervisor import AgentSpec, Supervisor
@@ -130,6 +131,8 @@ async def run_report(
             writers=writers,
         )
         timings["agents"] = time.monotonic() - started - timings["connect"]
+        by_agent = await anyio.to_thread.run_sync(llm_seconds, supervisor.log_dir)
+        timings["llm_by_agents"] = sum(by_agent.values())
 
         async for attempt in retrying(is_unreachable, attempts=30, timeout=120, maximum=5):
             with attempt:
