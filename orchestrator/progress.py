@@ -50,11 +50,14 @@ class Progress:
             return
         with Live(console=self.console, refresh_per_second=4, transient=False) as live:
             agents: list[AgentStatus] = []
-            while True:
-                with contextlib.suppress(RedisError, OSError):  # an outage only stales the table
-                    agents = await memory.list_live_agents()
-                live.update(render(state, agents))
-                await anyio.sleep(0.5)
+            try:
+                while True:
+                    with contextlib.suppress(RedisError, OSError):  # an outage stales the table
+                        agents = await memory.list_live_agents()
+                    live.update(render(state, agents))
+                    await anyio.sleep(0.5)
+            finally:
+                live.update(render(state, agents))  # the final state, as the run ended
 
 
 def render(state: RunState, agents: list[AgentStatus]) -> Group:
