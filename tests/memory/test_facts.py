@@ -164,3 +164,19 @@ async def test_metadata_that_is_not_json_is_rejected_and_nothing_is_stored(
             "a", [NewFact("ok", "c"), NewFact("bad", "c", {"when": datetime.now(UTC)})]
         )
     assert await memory.count_facts() == 0
+
+
+async def test_facts_round_trip_on_a_client_that_decodes_responses(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """The store works the same whether the client returns bytes or str."""
+    client = redis.Redis.from_url(servers.redis_url, decode_responses=True)
+    memory = RedisAgentMemory(client, namespace)
+    await memory.store_facts("a", [NewFact("one", "c", {"n": 1}), NewFact("two", "c")])
+
+    facts = await memory.get_facts_by_category("c")
+
+    assert [(f.fact, f.metadata) for f in facts] == [("one", {"n": 1}), ("two", {})]
+    assert [f.fact for f in await memory.get_facts([facts[1].id])] == ["two"]
+    assert await memory.list_categories() == ["c"]
+    await client.aclose()
