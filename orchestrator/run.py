@@ -103,7 +103,7 @@ async def run_report(
         events = EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM)
         stack.push_async_callback(events.aclose)
         await _check_redis(memory, settings.redis_url)
-        db = await SharedAgentDB.connect(settings.database_url.get_secret_value(), run_id)
+        db = await _connect_db(settings.database_url.get_secret_value(), run_id)
         stack.push_async_callback(db.close)
         timings["connect"] = time.monotonic() - started
 
@@ -159,6 +159,19 @@ async def _check_redis(memory: RedisAgentMemory, url: str) -> None:
     except (RedisConnectionError, OSError) as exc:
         msg = f"cannot reach Redis at {_redact(url)}: {exc}; start it or fix REDIS_URL"
         raise AgentMemoryError(msg) from exc
+
+
+async def _connect_db(dsn: str, run_id: str) -> SharedAgentDB:
+    try:
+        async for attempt in retrying(is_unreachable, attempts=5, timeout=10):
+            with attempt:
+                return await SharedAgentDB.connect(dsn, run_id)
+    except UNREACHABLE as exc:
+        if not is_unreachable(exc):
+            raise
+        msg = f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}; start it or fix DATABASE_URL"
+        raise AgentMemoryError(msg) from exc
+    raise AssertionError  # pragma: no cover - retrying re-raises the last error
 
 
 async def _follow(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from memory.embedded import ServerUrls
 from orchestrator.cli import app
 
 runner = CliRunner()
@@ -65,3 +66,28 @@ def test_help_describes_every_command() -> None:
     assert result.exit_code == 0
     for command in ("run", "inspect", "dead-letters", "requeue"):
         assert command in result.output
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "database_url", "message"),
+    [
+        ("redis://127.0.0.1:1/0", None, "cannot reach Redis at redis://127.0.0.1:1/0"),
+        (None, "postgresql://u:secret@127.0.0.1:1/db", "cannot reach PostgreSQL"),
+    ],
+)
+def test_an_unreachable_server_fails_the_run_with_a_clear_message(
+    servers: ServerUrls,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str | None,
+    database_url: str | None,
+    message: str,
+) -> None:
+    """A configured server that does not answer ends the run with exit 1, naming it."""
+    monkeypatch.setenv("REDIS_URL", redis_url or servers.redis_url)
+    monkeypatch.setenv("DATABASE_URL", database_url or servers.database_url)
+
+    result = runner.invoke(app, ["run", "--quiet"])
+
+    assert result.exit_code == 1
+    assert message in text(result.output)
+    assert "secret" not in result.output
