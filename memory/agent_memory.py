@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any, Self
 
 import redis.asyncio as redis
 
+from memory._resource import AsyncResource
 from memory.facts import Fact, FactStore, NewFact
 from memory.keys import Keyspace
 from memory.locks import HeldLock, Lease, LockManager
 from memory.status import AgentStatus, StatusBoard
 
 
-class RedisAgentMemory:
+class RedisAgentMemory(AsyncResource):
     """Facts, status and locks shared by the agents of one namespace.
 
     Pass a client you own, or use :meth:`from_url`, which creates one and closes it in
@@ -44,17 +44,6 @@ class RedisAgentMemory:
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # facts
     async def store_fact(

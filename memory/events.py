@@ -14,13 +14,13 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from memory._codec import as_str
+from memory._resource import AsyncResource
 from memory.agent_event import AgentEvent
 from memory.consumer import ConsumerGroup, DeadLetter
 from memory.errors import AgentMemoryError, PoisonMessageError
@@ -62,7 +62,7 @@ return id
 """
 
 
-class EventStore:
+class EventStore(AsyncResource):
     """One stream of a namespace: publish, read, follow, replay, consume as a group."""
 
     def __init__(
@@ -109,17 +109,6 @@ class EventStore:
     async def aclose(self) -> None:
         if self._owns_client:
             await self.client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event; with a key, appending again returns the first entry's id."""

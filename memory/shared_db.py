@@ -20,11 +20,11 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 
+from memory._resource import AsyncResource
 from memory.errors import ConflictError, InvalidIdError, InvalidValueError, StaleFencingTokenError
 from memory.keys import validate_id
 from memory.migrate import migrate
@@ -46,7 +46,7 @@ class Document:
     fencing_token: int | None = None
 
 
-class SharedAgentDB:
+class SharedAgentDB(AsyncResource):
     """Versioned documents of one namespace, shared by every agent.
 
     Pass a pool you own (run :meth:`migrate` once), or use :meth:`connect`, which creates a
@@ -79,18 +79,11 @@ class SharedAgentDB:
         return await migrate(self.pool)
 
     async def close(self) -> None:
+        """Close the pool if this store created it (``connect``)."""
         if self._owns_pool:
             await self.pool.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         await self.close()
 
     async def read(self, key: str, version: int | None = None) -> Document | None:

@@ -15,11 +15,12 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.to_thread
+
+from memory._resource import AsyncResource
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wal (
@@ -37,7 +38,7 @@ class WalEntry:
     args: dict[str, Any]
 
 
-class WriteAheadLog:
+class WriteAheadLog(AsyncResource):
     """An ordered, durable queue of pending operations in one local file."""
 
     def __init__(self, path: Path) -> None:
@@ -76,13 +77,5 @@ class WriteAheadLog:
     def close(self) -> None:
         self._db.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         self.close()
