@@ -66,28 +66,30 @@ async def test_a_writer_killed_mid_handoff_is_restarted_and_its_work_reclaimed(
     assert wait_until_gone(rid) == []
 
 
+async def run_with_outage(
+    server: EmbeddedRedis | EmbeddedPostgres, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """Run the CLI, stop ``server`` for 3 s once a draft exists, and check the run is whole."""
+    rid = run_id()
+    process = start_cli(cli_env(redis_url, database_url, tmp_path, **SLOW), "run", "--run-id", rid)
+    await wait_for_event(redis_url, rid, lambda e: e.event_type == "section.drafted")
+
+    await anyio.to_thread.run_sync(server.stop)
+    await anyio.sleep(3)
+    await anyio.to_thread.run_sync(server.start)
+
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    await assert_run_is_whole(redis_url, database_url, rid, outcome(stdout))
+    assert wait_until_gone(rid) == []
+
+
 async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(
     servers: ServerUrls, tmp_path: Path
 ) -> None:
     """Redis stops for 3 s mid-run; agents log their writes locally and the run completes."""
-    rid = run_id()
-    own = EmbeddedRedis(tmp_path / "redis")
-    own.start()
-    try:
-        env = cli_env(own.url, servers.database_url, tmp_path, **SLOW)
-        process = start_cli(env, "run", "--run-id", rid)
-        await wait_for_event(own.url, rid, lambda e: e.event_type == "section.drafted")
-
-        await anyio.to_thread.run_sync(own.stop)
-        await anyio.sleep(3)
-        await anyio.to_thread.run_sync(own.start)
-
-        code, stdout, stderr = finish(process)
-        assert code == 0, stderr[-3000:]
-        await assert_run_is_whole(own.url, servers.database_url, rid, outcome(stdout))
-        assert wait_until_gone(rid) == []
-    finally:
-        own.stop()
+    with EmbeddedRedis(tmp_path / "redis") as own:
+        await run_with_outage(own, own.url, servers.database_url, tmp_path)
 
 
 @pytest.fixture
@@ -103,24 +105,8 @@ async def test_a_postgres_restart_mid_run_loses_and_duplicates_no_version(
     servers: ServerUrls, tmp_path: Path, pg_dir: Path
 ) -> None:
     """PostgreSQL stops for 3 s mid-run; draft writes are retried and the run completes."""
-    rid = run_id()
-    own = EmbeddedPostgres(pg_dir)
-    own.start()
-    try:
-        env = cli_env(servers.redis_url, own.url, tmp_path, **SLOW)
-        process = start_cli(env, "run", "--run-id", rid)
-        await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "section.drafted")
-
-        await anyio.to_thread.run_sync(own.stop)
-        await anyio.sleep(3)
-        await anyio.to_thread.run_sync(own.start)
-
-        code, stdout, stderr = finish(process)
-        assert code == 0, stderr[-3000:]
-        await assert_run_is_whole(servers.redis_url, own.url, rid, outcome(stdout))
-        assert wait_until_gone(rid) == []
-    finally:
-        own.stop()
+    with EmbeddedPostgres(pg_dir) as own:
+        await run_with_outage(own, servers.redis_url, own.url, tmp_path)
 
 
 async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
