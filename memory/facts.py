@@ -115,10 +115,13 @@ class FactStore:
             return []
         now = utc_now().isoformat()
         category_keys: dict[str, int] = {}
+        category_key_names: list[str] = []
         args: list[str | int] = []
         for new in facts:
-            key = self._keys.category(new.category)
-            index = category_keys.setdefault(key, len(category_keys) + 5)
+            index = category_keys.get(new.category)
+            if index is None:  # validate and build each category's key once per batch
+                index = category_keys[new.category] = len(category_keys) + 5
+                category_key_names.append(self._keys.category(new.category))
             record = _record(new, agent_id, now)
             args += [index, new.category, new.idempotency_key or "", record]
         keys = [
@@ -126,7 +129,7 @@ class FactStore:
             self._keys.fact_records(),
             self._keys.idempotency(),
             self._keys.categories(),
-            *category_keys,
+            *category_key_names,
         ]
         ids = await self._store(keys=keys, args=args)
         return [int(i) for i in ids]
@@ -135,8 +138,7 @@ class FactStore:
         """Every fact of a category, in id order, in one round trip."""
         keys = [self._keys.category(category), self._keys.fact_records()]
         flat = await self._read_category(keys=keys)
-        ids = [int(i) for i, raw in zip(flat[::2], flat[1::2], strict=True) if raw is not None]
-        return [_fact(i, r) for i, r in zip(ids, _loads_all(flat[1::2]), strict=True)]
+        return parse_records(flat[::2], flat[1::2])
 
     async def get_facts(self, ids: Sequence[int]) -> list[Fact]:
         """The facts with these ids (unknown ids are skipped), in the order asked, in one call."""
@@ -174,7 +176,13 @@ def _record(new: NewFact, agent_id: str, timestamp: str) -> str:
         raise InvalidValueError(msg) from exc
 
 
-def _loads_all(raws: list[bytes | str | None]) -> list[dict[str, Any]]:
+def parse_records(ids: Sequence[Any], raws: Sequence[bytes | str | None]) -> list[Fact]:
+    """Typed facts from ids and their raw JSON records (missing records are skipped)."""
+    present = [int(i) for i, raw in zip(ids, raws, strict=True) if raw is not None]
+    return [_fact(i, r) for i, r in zip(present, _loads_all(raws), strict=True)]
+
+
+def _loads_all(raws: Sequence[bytes | str | None]) -> list[dict[str, Any]]:
     """Parse many JSON records with one ``json.loads`` call (twice as fast as one per record)."""
     present = [raw for raw in raws if raw is not None]
     if present and isinstance(present[0], str):  # a client created with decode_responses
