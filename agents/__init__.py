@@ -1,1 +1,21 @@
-"""The agent processes: research, writer and review roles, the runtime they share, the LLM."""
+"""The agent processes: research, writer and review roles, the runtime they share, the LLM.
+
+Run one with ``python -m agents <role> --run-id RUN --instance N``.
+"""
+
+from agents.llm import LLM, LLMError, OpenAILLM, make_llm
+from agents.protocol import RUN_STREAM, EventType, Role
+from agents.settings import Settings
+from agents.stub_llm import StubLLM
+
+__all__ = [
+    "LLM",
+    "RUN_STREAM",
+    "EventType",
+    "LLMError",
+    "OpenAILLM",
+    "Role",
+    "Settings",
+    "StubLLM",
+    "make_llm",
+]
