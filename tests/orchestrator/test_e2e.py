@@ -52,3 +52,10 @@ async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
         }
     assert authors <= {f"writer-{n}" for n in range(1, writers + 1)}
     assert wait_until_gone(run_id) == []
+
+    first = out.record["sections"][0]["section_id"]
+    code, shown, _ = finish(start_cli(env, "inspect", run_id, "--facts", "--section", first))
+    assert code == 0
+    assert "approved" in shown
+    assert f"{first} version 2" in " ".join(shown.split())
+    assert shown.count("[F") >= len(out.record["facts"])
