@@ -39,6 +39,11 @@ RETRYABLE: tuple[type[Exception], ...] = (
     json.JSONDecodeError,
 )
 
+# Backoff between attempts: jittered, exponential from about a second, so that a rate limit
+# has time to clear (retry waits are zero in tests, see memory.retry.set_testing).
+BACKOFF_INITIAL_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 20.0
+
 
 class LLMError(AgentMemoryError, RuntimeError):
     """The LLM gave no usable answer within the allowed attempts."""
@@ -112,7 +117,13 @@ class OpenAILLM:
         if self.log_prompts:
             logger.debug("LLM %s request: %s", task, messages)
         try:
-            async for attempt in retrying(RETRYABLE, attempts=self.max_attempts, timeout=600.0):
+            async for attempt in retrying(
+                RETRYABLE,
+                attempts=self.max_attempts,
+                timeout=600.0,
+                initial=BACKOFF_INITIAL_SECONDS,
+                maximum=BACKOFF_MAX_SECONDS,
+            ):
                 with attempt:
                     return await self._complete(task, messages, output)
         except RETRYABLE as exc:

@@ -6,9 +6,13 @@ is validated against it (and retried, within bounds, when it does not fit).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _SECTION_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+FactId = Annotated[int, Field(ge=1)]
 
 
 class _Output(BaseModel):
@@ -48,7 +52,9 @@ class Paragraph(_Output):
     """A paragraph of a section and the ids of the facts it rests on."""
 
     text: str = Field(min_length=1, max_length=4000)
-    citations: list[int] = Field(default_factory=list, description="fact ids, e.g. [3, 7]")
+    citations: list[FactId] = Field(
+        default_factory=list, max_length=50, description="fact ids, e.g. [3, 7]"
+    )
 
 
 class SectionDraft(_Output):

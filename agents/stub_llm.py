@@ -7,13 +7,14 @@ It answers the same four tasks as a real model, from what it is given and nothin
   figures, names or dates first), at most :data:`MAX_FACTS` per source.
 - ``write``: paragraphs built from the section's facts, each citing the facts it states. A
   first draft covers only the first :data:`FIRST_DRAFT_SHARE` of the facts, as a hurried first
-  draft would; a revision covers every fact the review named.
+  draft would; a revision (a previous draft or review comments given) covers all of them.
 - ``review``: checks it can compute: every paragraph cites a fact, every citation is a fact of
   the section, at least :data:`MIN_COVERAGE` of the section's facts are cited, the length is
   within bounds. The comments say exactly what is missing.
 
-So with enough facts a section gets one revision round and is then approved, and the report
-says only what its sources say.
+So a section with three or more facts gets exactly one revision round and is then approved
+(with one or two, the first draft already cites them all), and the report says only what its
+sources say. Same input, same answer: nothing is random and nothing is canned.
 """
 
 from __future__ import annotations
@@ -140,9 +141,13 @@ def review(payload: Mapping[str, Any]) -> Review:
     if unknown:
         comments.append(f"Citations {unknown} are not facts of this section.")
     missing = [i for i in sorted(facts) if i not in cited]
-    if facts and len(cited & facts.keys()) < MIN_COVERAGE * len(facts):
-        named = "; ".join(f"[F{i}] {_clip(facts[i])}" for i in missing)
-        comments.append(f"Covers {len(cited & facts.keys())} of {len(facts)} facts. Add: {named}")
+    needed = math.ceil(MIN_COVERAGE * len(facts))
+    if len(cited & facts.keys()) < needed:
+        named = "; ".join(f"[F{i}] {_clip(facts[i]).rstrip('.')}" for i in missing)
+        comments.append(
+            f"Not yet covered ({len(cited & facts.keys())} of {len(facts)} facts cited, "
+            f"at least {needed} needed): {named}"
+        )
     length = sum(len(p["text"]) for p in paragraphs)
     if not MIN_CHARS <= length <= MAX_CHARS:
         comments.append(f"Length {length} characters is outside {MIN_CHARS}-{MAX_CHARS}.")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,18 +13,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One scripted HTTP answer, sent after ``delay`` seconds."""
+
+    status: int
+    body: str
+    delay: float = 0.0
+
+
 @dataclass
 class Script:
     """Answers to give, in order (the last one repeats), and the requests received."""
 
-    answers: list[tuple[int, str]]
+    answers: list[Answer]
     requests: list[dict[str, Any]] = field(default_factory=list)
 
-    def next_answer(self) -> tuple[int, str]:
+    def next_answer(self) -> Answer:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
-def completion(content: str) -> tuple[int, str]:
+def completion(content: str) -> Answer:
     """A 200 answer whose message content is ``content``."""
     body = {
         "id": "chatcmpl-test",
@@ -38,29 +49,41 @@ def completion(content: str) -> tuple[int, str]:
         ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
-    return 200, json.dumps(body)
+    return Answer(200, json.dumps(body))
 
 
-def error(status: int) -> tuple[int, str]:
+def error(status: int) -> Answer:
     """An error answer with ``status`` in the OpenAI error format."""
-    return status, json.dumps({"error": {"message": f"scripted {status}", "type": "test"}})
+    return Answer(status, json.dumps({"error": {"message": f"scripted {status}", "type": "test"}}))
+
+
+def slow(answer: Answer, seconds: float) -> Answer:
+    """``answer``, sent only after ``seconds`` (to make the client time out)."""
+    return dataclasses.replace(answer, delay=seconds)
 
 
 @contextmanager
 def fake_openai(script: Script) -> Iterator[str]:
     """Serve ``script`` on a free loopback port; yields the base URL (``.../v1``)."""
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
-            script.requests.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
-            status, body = script.next_answer()
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            request = {"path": self.path, "body": json.loads(self.rfile.read(length))}
+            with lock:
+                script.requests.append(request)
+                answer = script.next_answer()
+            time.sleep(answer.delay)
+            data = answer.body.encode()
+            try:
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

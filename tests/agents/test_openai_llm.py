@@ -11,19 +11,19 @@ from agents.llm import LLMError, OpenAILLM, make_llm
 from agents.models import Review
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
-from tests.agents.fake_openai_server import Script, completion, error, fake_openai
+from tests.agents.fake_openai_server import Script, completion, error, fake_openai, slow
 
 pytestmark = pytest.mark.anyio
 
 APPROVED = json.dumps({"approved": True, "comments": ["fine"]})
 
 
-def settings(base_url: str, attempts: int = 5) -> Settings:
+def settings(base_url: str, attempts: int = 5, timeout: float = 5) -> Settings:
     return Settings(
         openai_api_key=SecretStr("sk-test"),
         openai_base_url=base_url,
         llm_model="test-model",
-        llm_timeout_seconds=5,
+        llm_timeout_seconds=timeout,
         llm_max_attempts=attempts,
     )
 
@@ -74,6 +74,18 @@ async def test_an_endpoint_that_keeps_failing_raises_a_clear_error_after_bounded
         await llm.aclose()
 
     assert len(script.requests) == 3
+
+
+async def test_a_request_that_times_out_is_retried_and_the_next_answer_used() -> None:
+    """An answer slower than the timeout counts as a failed attempt, not a hang."""
+    script = Script([slow(completion(APPROVED), 2.0), completion(APPROVED)])
+    with fake_openai(script) as url:
+        llm = OpenAILLM.from_settings(settings(url, timeout=0.3))
+        result = await review(llm)
+        await llm.aclose()
+
+    assert result.approved
+    assert len(script.requests) == 2
 
 
 async def test_a_refused_request_is_not_retried() -> None:

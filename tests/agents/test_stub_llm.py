@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agents.llm import LLMError
 from agents.models import Extraction, Plan, Review, SectionDraft
 from agents.stub_llm import StubLLM
 
@@ -111,3 +112,37 @@ async def test_a_draft_citing_facts_of_another_section_is_not_approved() -> None
 
     assert not verdict.approved
     assert any("[99]" in c for c in verdict.comments)
+
+
+async def test_a_draft_cites_only_the_facts_it_was_given_and_states_them() -> None:
+    """Citations are the given ids, and each cited fact's text is in its paragraph."""
+    llm = StubLLM()
+    extraction = await extract(llm, "05-heartbeats.md")
+    facts: list[dict[str, Any]] = [
+        {"id": 40 + i, "fact": f.fact, "source": "s"} for i, f in enumerate(extraction.facts)
+    ]
+    by_id = {f["id"]: f["fact"] for f in facts}
+    payload = {
+        "topic": "t",
+        "section": {"section_id": "h", "title": "Heartbeats", "description": ""},
+        "facts": facts,
+        "previous": None,
+        "comments": [],
+        "extra": "ignored",
+    }
+
+    draft = await llm.generate(task="write", instructions="", payload=payload, output=SectionDraft)
+
+    assert draft.title == "Heartbeats"
+    for paragraph in draft.paragraphs:
+        assert 1 <= len(paragraph.citations) <= 3
+        assert all(by_id[c].rstrip(".") in paragraph.text for c in paragraph.citations)
+    assert draft == await llm.generate(
+        task="write", instructions="", payload=payload, output=SectionDraft
+    )
+
+
+async def test_an_unknown_task_is_an_llm_error() -> None:
+    """The stub refuses tasks it does not know instead of inventing an answer."""
+    with pytest.raises(LLMError, match="summarise"):
+        await StubLLM().generate(task="summarise", instructions="", payload={}, output=Review)
