@@ -161,3 +161,21 @@ async def test_an_llm_that_keeps_failing_fails_the_run_clearly_without_hanging(
     failed = await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "agent.failed")
     assert failed.agent_id == "research-1"
     assert wait_until_gone(rid) == []
+
+
+async def test_agents_and_servers_stop_when_the_orchestrator_is_interrupted_or_killed(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """Ctrl-C stops everything and exits 130; SIGKILL of the orchestrator takes the agents along."""
+    for sig, expected_code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
+        rid = run_id()
+        env = cli_env(servers.redis_url, servers.database_url, tmp_path, **SLOW)
+        process = start_cli(env, "run", "--run-id", rid)
+        await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "run.planned")
+        assert len(agent_processes(rid)) == 3
+
+        process.send_signal(sig)
+        code, _, stderr = finish(process, timeout=30)
+
+        assert code == expected_code, stderr[-2000:]
+        assert wait_until_gone(rid) == []
