@@ -164,11 +164,7 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
         return
     await ctx.status(f"handling {event.event_type} (attempt {delivery.attempts})")
     try:
-        async for attempt in retrying(
-            is_unreachable, attempts=_OUTAGE_ATTEMPTS, timeout=_OUTAGE_SECONDS, maximum=5.0
-        ):
-            with attempt:
-                await handler(ctx, event)
+        await _run_claimed(ctx, group, delivery, handler)
     except ValidationError as exc:
         await _give_up(ctx, group, delivery, f"bad payload: {exc}")
     except LLMError as exc:
@@ -182,6 +178,37 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
             await _report_failure(ctx, event, reason)
     else:
         await group.ack(delivery)
+
+
+async def _run_claimed(
+    ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler
+) -> None:
+    """Run the handler (re-run through server outages) while keeping its entry claimed."""
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keep_claimed, ctx, group, delivery)
+        try:
+            async for attempt in retrying(
+                is_unreachable, attempts=_OUTAGE_ATTEMPTS, timeout=_OUTAGE_SECONDS, maximum=5.0
+            ):
+                with attempt:
+                    await handler(ctx, delivery.event)
+        except Exception as exc:  # re-raised below, outside the task group
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+async def keep_claimed(ctx: Context, group: ConsumerGroup, delivery: Delivery) -> None:
+    """While the handler runs, reset the entry's idle time so no other worker reclaims it."""
+    interval = ctx.settings.reclaim_idle_ms / 3000
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await group.touch(delivery)
+        except UNREACHABLE as exc:
+            logger.warning("cannot keep %s claimed: %s", delivery.entry_id, exc)
 
 
 async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reason: str) -> None:

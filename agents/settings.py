@@ -26,8 +26,8 @@ class Settings(BaseSettings):
 
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     status_ttl_seconds: int = Field(default=10, ge=1)
-    lock_ttl_seconds: int = Field(default=30, ge=1)
-    reclaim_idle_ms: int = Field(default=15_000, ge=100)
+    lock_ttl_seconds: int = Field(default=10, ge=1)  # renewed every third while held
+    reclaim_idle_ms: int = Field(default=5_000, ge=100)  # live workers keep theirs claimed
     max_deliveries: int = Field(default=5, ge=1)
     review_rounds: int = Field(default=3, ge=1, le=10)
 

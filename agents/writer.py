@@ -42,8 +42,12 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         round_, comments = revision.round, revision.comments
 
     key = draft_key(section_id)
-    lock_ttl = ctx.settings.lock_ttl_seconds
-    async with ctx.memory.lock(f"section-{section_id}", ctx.agent_id, ttl_seconds=lock_ttl) as held:
+    ttl = ctx.settings.lock_ttl_seconds
+    # Wait longer than one lease: a holder that died releases the lock by expiry at the latest.
+    lock = ctx.memory.lock(
+        f"section-{section_id}", ctx.agent_id, ttl_seconds=ttl, timeout=ttl * 1.5
+    )
+    async with lock as held:
         docs = await ctx.db.read_many([key, PLAN_KEY])
         current = docs.get(key)
         topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""

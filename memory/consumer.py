@@ -8,6 +8,9 @@ reading new entries. Every delivery counts: an entry that failed, or crashed its
 entry that is not a valid event at all, at its first delivery. A consumer never crashes on
 bad input.
 
+A worker on a long step calls :meth:`ConsumerGroup.touch` now and then, so that its live
+entries are never mistaken for a dead worker's.
+
 A failure that may be transient (:meth:`ConsumerGroup.fail` without ``final``) is retried
 after a backoff that doubles with each attempt: the entry is left pending and its idle time
 is set so that it becomes reclaimable after that backoff.
@@ -117,6 +120,13 @@ class ConsumerGroup:
     async def ack(self, delivery: Delivery) -> None:
         """Mark the entry done for this group; call only once its effect is durable."""
         await self.client.xack(self.stream_key, self.name, delivery.entry_id)
+
+    async def touch(self, delivery: Delivery) -> None:
+        """Reset the entry's idle time: this worker is alive and still on it, so it is not
+        reclaimed by another while a long step (an LLM call) is under way."""
+        await self.client.xclaim(
+            self.stream_key, self.name, self.consumer, 0, [delivery.entry_id], justid=True
+        )
 
     async def fail(self, delivery: Delivery, reason: str, *, final: bool = False) -> bool:
         """Record a failed attempt; returns True when the entry was dead-lettered.

@@ -149,3 +149,24 @@ async def test_a_requeued_dead_letter_is_consumed_again(store: EventStore) -> No
     assert await store.dead_letters() == []
     with pytest.raises(AgentMemoryError, match="no dead letter"):
         await store.requeue(letter.dead_letter_id)
+
+
+async def test_an_entry_its_live_worker_keeps_touching_is_not_reclaimed(
+    store: EventStore,
+) -> None:
+    """A worker on a long step touches its entry; another worker does not take it over."""
+    await store.publish(task(3))
+    busy = store.group("writers", "busy-1")
+    await busy.ensure()
+    [delivery] = await busy.read(count=1)
+    other = store.group("writers", "other-1")
+
+    for _ in range(4):
+        await anyio.sleep(0.1)
+        await busy.touch(delivery)
+        assert await other.read(count=1, block_ms=10) == []
+
+    await anyio.sleep(0.25)  # it stops touching (it died): now the entry moves on
+    [reclaimed] = await other.read(count=1, block_ms=10)
+    assert reclaimed.entry_id == delivery.entry_id
+    assert reclaimed.attempts == 2
