@@ -38,8 +38,11 @@ _RETRY_READ_SECONDS = 1.0
 
 # A handler that meets an unreachable server is re-run (it is idempotent) within these bounds
 # before its handoff is left pending for a later delivery.
-_OUTAGE_ATTEMPTS = 30
+# Waits stay short (at most a second), so work resumes within about a second of the server's
+# return rather than after a long backoff.
+_OUTAGE_ATTEMPTS = 200
 _OUTAGE_SECONDS = 90.0
+_OUTAGE_MAX_WAIT = 1.0
 
 
 @dataclass(slots=True)
@@ -189,7 +192,10 @@ async def _run_claimed(
         tg.start_soon(keep_claimed, ctx, group, delivery)
         try:
             async for attempt in retrying(
-                is_unreachable, attempts=_OUTAGE_ATTEMPTS, timeout=_OUTAGE_SECONDS, maximum=5.0
+                is_unreachable,
+                attempts=_OUTAGE_ATTEMPTS,
+                timeout=_OUTAGE_SECONDS,
+                maximum=_OUTAGE_MAX_WAIT,
             ):
                 with attempt:
                     await handler(ctx, delivery.event)
