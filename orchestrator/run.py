@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents.protocol import RUN_STREAM, EventType, Role, RunCompleted, RunRequested, SourceDoc
@@ -108,14 +108,7 @@ async def run_report(
         timings["connect"] = time.monotonic() - started
 
         request = RunRequested(topic=topic, sources=list(sources))
-        await events.publish(
-            AgentEvent(
-                event_type=EventType.RUN_REQUESTED,
-                agent_id=ORCHESTRATOR,
-                payload=request.model_dump(mode="json"),
-            ),
-            idempotency_key="run-requested",
-        )
+        await _announce(events, EventType.RUN_REQUESTED, request)
         supervisor = Supervisor(
             run_id,
             agent_env(settings),
@@ -140,15 +133,16 @@ async def run_report(
                     settings, run_id, state, memory, events, db, timings, started
                 )
                 done = RunCompleted(report_path=str(report_path))
-                await events.publish(
-                    AgentEvent(
-                        event_type=EventType.RUN_COMPLETED,
-                        agent_id=ORCHESTRATOR,
-                        payload=done.model_dump(mode="json"),
-                    ),
-                    idempotency_key="run-completed",
-                )
+                await _announce(events, EventType.RUN_COMPLETED, done)
     return RunResult(run_id, report_path, record_path, state, timings)
+
+
+async def _announce(events: EventStore, event_type: EventType, payload: BaseModel) -> None:
+    """Publish the orchestrator's own event, once (it is keyed by its type)."""
+    event = AgentEvent(
+        event_type=event_type, agent_id=ORCHESTRATOR, payload=payload.model_dump(mode="json")
+    )
+    await events.publish(event, idempotency_key=f"orchestrator/{event_type}")
 
 
 async def _check_redis(memory: RedisAgentMemory, url: str) -> None:
