@@ -117,7 +117,9 @@ async def run_agent(
         stack.callback(wal.close)
         writer = DurableWriter(memory, events, wal)
         ctx = Context(agent_id, role, settings, memory, events, db, llm, writer)
-        group = events.group(role.value, agent_id)
+        group = events.group(
+            role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
+        )
         async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
             with attempt:
                 await group.ensure()

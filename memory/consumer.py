@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,9 @@ from memory.keys import validate_id
 logger = logging.getLogger(__name__)
 
 _FIRST_RETRY_MS = 250
+
+# Told about a valid event given up on because its deliveries kept crashing their workers.
+GiveUp = Callable[[AgentEvent, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +75,10 @@ class ConsumerGroup:
         consumer: str,
         max_deliveries: int = 5,
         reclaim_idle_ms: int = 30_000,
+        on_give_up: GiveUp | None = None,
     ) -> None:
         self.client = client
+        self.on_give_up = on_give_up
         self.stream_key = stream_key
         self.dead_letter_key = dead_letter_key
         self.name = validate_id(name, "group")
@@ -113,6 +119,8 @@ class ConsumerGroup:
             if tries > self.max_deliveries:
                 reason = f"delivered {tries} times and never acknowledged (its worker crashed?)"
                 await self._dead_letter(entry_id, fields, reason)
+                if self.on_give_up is not None:
+                    await self.on_give_up(event, reason)
                 continue
             deliveries.append(Delivery(entry_id, event, tries))
         return deliveries

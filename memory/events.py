@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 from memory._codec import as_str
 from memory._resource import AsyncResource
 from memory.agent_event import AgentEvent
-from memory.consumer import ConsumerGroup, DeadLetter
+from memory.consumer import ConsumerGroup, DeadLetter, GiveUp
 from memory.errors import AgentMemoryError, PoisonMessageError
 from memory.keys import Keyspace, validate_id
 from memory.projection import Projection
@@ -171,8 +171,12 @@ class EventStore(AsyncResource):
             return "0-0"
         return as_str(info["last-generated-id"])
 
-    def group(self, name: str, consumer: str) -> ConsumerGroup:
-        """A worker of consumer group ``name``; call ``ensure()`` once before ``read()``."""
+    def group(self, name: str, consumer: str, *, on_give_up: GiveUp | None = None) -> ConsumerGroup:
+        """A worker of consumer group ``name``; call ``ensure()`` once before ``read()``.
+
+        ``on_give_up`` is awaited for each valid event this worker dead-letters because its
+        deliveries kept crashing their workers (so someone hears about it).
+        """
         return ConsumerGroup(
             self.client,
             stream_key=self.stream_key,
@@ -181,6 +185,7 @@ class EventStore(AsyncResource):
             consumer=consumer,
             max_deliveries=self.max_deliveries,
             reclaim_idle_ms=self.reclaim_idle_ms,
+            on_give_up=on_give_up,
         )
 
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:

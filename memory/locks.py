@@ -136,13 +136,17 @@ class LockManager:
         """
         lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout)
         held = HeldLock(lease)
+        error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew, held)
                 try:
                     yield held
-                finally:
-                    tg.cancel_scope.cancel()
+                except BaseException as exc:  # re-raised as is, below
+                    error = exc  # raised outside the task group, so it is not wrapped
+                tg.cancel_scope.cancel()
+            if error is not None:
+                raise error
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 try:

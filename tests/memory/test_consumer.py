@@ -99,9 +99,16 @@ async def test_a_worker_that_crashes_on_an_entry_every_time_dead_letters_it(
         assert len(await worker.read(count=1, block_ms=10)) == 1  # ... and it crashes
         await anyio.sleep(0.25)
 
-    assert await store.group("writers", "next-1").read(count=1, block_ms=10) == []
+    told: list[tuple[AgentEvent, str]] = []
+
+    async def give_up(event: AgentEvent, reason: str) -> None:
+        told.append((event, reason))
+
+    assert await store.group("writers", "next-1", on_give_up=give_up).read(block_ms=10) == []
     [letter] = await store.dead_letters()
     assert "never acknowledged" in letter.reason
+    [(event, reason)] = told
+    assert (event.payload, reason) == ({"n": 1}, letter.reason)
 
 
 @pytest.mark.parametrize(

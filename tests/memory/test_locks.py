@@ -124,3 +124,19 @@ async def test_waiting_for_a_held_lock_times_out_naming_the_holder(
     with pytest.raises(LockTimeoutError, match="holder-1"):
         async with memory.lock("doc", "a-2", timeout=0.2):
             pass
+
+
+async def test_an_error_inside_the_lock_block_propagates_as_itself(
+    memory: RedisAgentMemory,
+) -> None:
+    """The block's own exception comes out unwrapped (no exception group), and the lock is freed."""
+
+    async def fail_while_holding() -> None:
+        async with memory.lock("doc", "a-1", ttl_seconds=5):
+            msg = "boom"
+            raise KeyError(msg)
+
+    with pytest.raises(KeyError, match="boom"):
+        await fail_while_holding()
+
+    assert await memory.acquire_lock("doc", "a-2")
