@@ -29,6 +29,7 @@ from agents.protocol import SourceDoc
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
 from memory.embedded import EmbeddedPostgres, EmbeddedRedis
+from memory.errors import leaves
 from memory.shared_db import SharedAgentDB
 from orchestrator.checks import run_problems
 from orchestrator.progress import Progress
@@ -153,7 +154,7 @@ async def chaos_run(
                 )
             )
         except Exception as exc:
-            outcome.problems.append(f"the run failed: {exc}")
+            outcome.problems.append(f"the run failed: {'; '.join(map(str, leaves(exc)))}")
         finally:
             finished.set()
 
