@@ -50,6 +50,10 @@ class Keyspace:
         # so a Lua script may touch any of them (ids can never contain braces).
         return ":".join(("agentmem", f"{{{self.namespace}}}", *parts))
 
+    def pattern(self) -> str:
+        """A SCAN pattern matching every key of this namespace (ids never contain '*')."""
+        return self._key("*")
+
     # facts
     def fact_seq(self) -> str:
         return self._key("fact", "seq")

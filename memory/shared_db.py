@@ -128,6 +128,15 @@ class SharedAgentDB(AsyncResource):
         )
         return [row["key"] for row in await self.pool.fetch(sql, self.namespace, prefix)]
 
+    async def drop_all(self) -> int:
+        """Delete every document of this namespace, all versions; returns how many versions."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM document_heads WHERE namespace = $1", self.namespace)
+            status = await conn.execute(
+                "DELETE FROM documents WHERE namespace = $1", self.namespace
+            )
+        return int(status.split()[-1])
+
     async def write(
         self,
         key: str,

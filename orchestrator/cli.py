@@ -31,6 +31,7 @@ from memory.embedded import local_servers
 from memory.errors import AgentMemoryError, InvalidIdError, leaves
 from memory.events import EventStore
 from memory.keys import validate_id
+from memory.namespace import drop_redis_namespace
 from memory.shared_db import SharedAgentDB
 from orchestrator.chaos import (
     ChaosOutcome,
@@ -267,6 +268,36 @@ def requeue(
     except Exception as exc:
         _fail_on_known(exc)
     console.print(f"requeued as entry {entry_id}")
+
+
+@app.command()
+def forget(
+    run_id: Annotated[str, typer.Argument(help="The run to delete.", callback=_run_id)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a run: its facts, events, statuses, locks (Redis) and documents (PostgreSQL).
+
+    Reports and records already written to the reports folder are kept.
+    """
+    if not yes:
+        typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
+    settings = _settings()
+
+    async def go(ready: Settings) -> tuple[int, int]:
+        assert ready.redis_url is not None
+        assert ready.database_url is not None
+        async with (
+            RedisAgentMemory.from_url(ready.redis_url, namespace=run_id) as memory,
+            await SharedAgentDB.connect(ready.database_url.get_secret_value(), run_id) as db,
+        ):
+            return await drop_redis_namespace(memory.client, run_id), await db.drop_all()
+
+    try:
+        with _servers(settings) as ready:
+            keys, versions = anyio.run(go, ready)
+    except Exception as exc:
+        _fail_on_known(exc)
+    console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
 
 
 @app.command()

@@ -59,3 +59,10 @@ async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
     assert "approved" in shown
     assert f"{first} version 2" in " ".join(shown.split())
     assert shown.count("[F") >= len(out.record["facts"])
+
+    code, forgotten, _ = finish(start_cli(env, "forget", run_id, "--yes"))
+    assert code == 0
+    assert "Redis keys and" in forgotten
+    code, _, missing = finish(start_cli(env, "inspect", run_id))
+    assert code == 1
+    assert "has no events here" in " ".join(missing.split())
