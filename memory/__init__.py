@@ -25,6 +25,7 @@ from memory.errors import (
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
 from memory.locks import HeldLock, Lease
+from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
 from memory.shared_db import Document, SharedAgentDB
 from memory.status import AgentStatus
@@ -57,4 +58,5 @@ __all__ = [
     "SharedAgentDB",
     "StaleFencingTokenError",
     "WriteAheadLog",
+    "drop_redis_namespace",
 ]
