@@ -53,12 +53,14 @@ class Supervisor:
         log_dir: Path,
         *,
         max_restarts: int = 5,
+        first_backoff: float = 0.5,
         notify: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.run_id = run_id
         self.env = dict(env)
         self.log_dir = log_dir
         self.max_restarts = max_restarts
+        self.first_backoff = first_backoff
         self.notify = notify
         self.processes: dict[str, Process] = {}
         self.restarts: dict[str, int] = {}
@@ -94,7 +96,7 @@ class Supervisor:
                     f"see its log in {self.log_dir / (spec.name + '.log')}"
                 )
                 raise AgentCrashedError(msg)
-            delay = min(0.5 * 2 ** (restarts - 1), 10.0)
+            delay = min(self.first_backoff * 2 ** (restarts - 1), 10.0)
             self.notify(f"{spec.name} exited with code {code}; restarting in {delay:.1f} s")
             logger.warning("%s exited with code %s; restart %d", spec.name, code, restarts)
             await anyio.sleep(delay)
