@@ -24,6 +24,7 @@ import anyio
 import psutil
 from pydantic import SecretStr
 from rich.console import Console
+from rich.table import Table
 
 from agents.protocol import SourceDoc
 from agents.settings import Settings
@@ -241,3 +242,54 @@ def _agent_processes(run_id: str) -> list[psutil.Process]:
 
 def _quiet_console() -> Console:
     return Console(quiet=True)
+
+
+async def chaos_session(
+    base: Settings,
+    *,
+    runs: int,
+    first_seed: int,
+    writers: int,
+    topic: str,
+    sources: list[SourceDoc],
+    console: Console,
+) -> list[ChaosOutcome]:
+    """A clean run for the baseline, then ``runs`` chaos runs, seeds ``first_seed`` onwards."""
+    servers = ChaosServers()
+    await anyio.to_thread.run_sync(servers.start)
+    try:
+        settings = chaos_settings(base, servers)
+        expected = await clean_fact_count(settings, topic, sources)
+        console.print(f"clean run: {expected} facts")
+        outcomes = []
+        for seed in range(first_seed, first_seed + runs):
+            outcome = await chaos_run(
+                settings,
+                servers,
+                seed=seed,
+                topic=topic,
+                sources=sources,
+                expected_facts=expected,
+                writers=writers,
+            )
+            mark = "[green]whole[/]" if outcome.ok else "[red]BROKEN[/]"
+            console.print(
+                f"  seed {seed}: {len(outcome.injections)} faults, {outcome.seconds:.1f} s, {mark}"
+            )
+            outcomes.append(outcome)
+        return outcomes
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(servers.stop)
+
+
+def outcomes_table(outcomes: list[ChaosOutcome]) -> Table:
+    """One row per run: its seed, what was injected, how long it took, and the verdict."""
+    table = Table(title="chaos runs")
+    for column in ("seed", "injected (and when the log moved on again)", "seconds", "result"):
+        table.add_column(column)
+    for outcome in outcomes:
+        injected = "; ".join(i.describe() for i in outcome.injections) or "(run ended first)"
+        verdict = "[green]whole[/]" if outcome.ok else f"[red]{'; '.join(outcome.problems)}[/]"
+        table.add_row(str(outcome.seed), injected, f"{outcome.seconds:.1f}", verdict)
+    return table

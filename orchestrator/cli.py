@@ -20,10 +20,8 @@ import anyio
 import typer
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
-from rich.table import Table
 
-from agents.documents import draft_key
-from agents.protocol import RUN_STREAM, SourceDoc
+from agents.protocol import RUN_STREAM
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
 from memory.consumer import DeadLetter
@@ -33,17 +31,11 @@ from memory.events import EventStore
 from memory.keys import validate_id
 from memory.namespace import drop_redis_namespace
 from memory.shared_db import SharedAgentDB
-from orchestrator.chaos import (
-    ChaosOutcome,
-    ChaosServers,
-    chaos_run,
-    chaos_settings,
-    clean_fact_count,
-)
+from orchestrator.chaos import chaos_session, outcomes_table
+from orchestrator.inspection import show_run
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
 from orchestrator.sources import load_sources
-from orchestrator.tracker import RunTracker
 
 PROJECT_SOURCES = Path(__file__).resolve().parent.parent / "sources"
 DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"
@@ -177,53 +169,14 @@ def inspect(
     """Show a finished run: its sections, and on request its facts, events or versions."""
     settings = _settings()
     with _servers(settings) as ready:
-        anyio.run(lambda: _inspect(ready, run_id, facts=facts, events=events, section=section))
-
-
-async def _inspect(
-    settings: Settings, run_id: str, *, facts: bool, events: bool, section: str | None
-) -> None:
-    assert settings.redis_url
-    assert settings.database_url
-    async with (
-        RedisAgentMemory.from_url(settings.redis_url, namespace=run_id) as memory,
-        EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM) as log,
-        await SharedAgentDB.connect(settings.database_url.get_secret_value(), run_id) as db,
-    ):
-        state = await log.replay(RunTracker())
-        if not state.events:
-            _fail(
-                f"run {run_id!r} has no events here; "
-                "are REDIS_URL and AGENTMEM_DATA_DIR the same as for the run?"
-            )
-        table = Table(title=f"{run_id}: {state.topic}")
-        for column in ("section", "state", "version", "revisions"):
-            table.add_column(column)
-        for s in state.sections.values():
-            table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
-        console.print(table)
-        console.print(
-            f"{state.events} events, {state.fact_count} facts, report: {state.report_path}"
+        found = anyio.run(
+            lambda: show_run(ready, run_id, console, facts=facts, events=events, section=section)
         )
-        if facts:
-            for category in await memory.list_categories():
-                for fact in await memory.get_facts_by_category(category):
-                    source = fact.metadata.get("source")
-                    console.print(f"[F{fact.id}] ({category}, {source}) {fact.fact}", markup=False)
-        if events:
-            for event in await log.read_events(count=10_000):
-                console.print(
-                    f"{event.event_id} {event.timestamp:%H:%M:%S.%f} {event.agent_id:<12} "
-                    f"{event.event_type} {event.payload}",
-                    markup=False,
-                )
-        if section is not None:
-            for doc in await db.history(draft_key(section)):
-                console.rule(
-                    f"{section} version {doc.version} by {doc.agent_id} at "
-                    f"{doc.created_at:%H:%M:%S} (fencing token {doc.fencing_token})"
-                )
-                console.print(doc.value.get("markdown", doc.value), markup=False)
+    if not found:
+        _fail(
+            f"run {run_id!r} has no events here; "
+            "are REDIS_URL and AGENTMEM_DATA_DIR the same as for the run?"
+        )
 
 
 @app.command("dead-letters")
@@ -320,52 +273,24 @@ def chaos(
     )
     docs = load_sources(PROJECT_SOURCES)
     try:
-        outcomes = anyio.run(lambda: _chaos(settings, runs, first, writers, docs))
+        outcomes = anyio.run(
+            lambda: chaos_session(
+                settings,
+                runs=runs,
+                first_seed=first,
+                writers=writers,
+                topic=DEFAULT_TOPIC,
+                sources=docs,
+                console=console,
+            )
+        )
     except Exception as exc:
         _fail_on_known(exc)
-    table = Table(title="chaos runs")
-    for column in ("seed", "injected (and when the log moved on again)", "seconds", "result"):
-        table.add_column(column)
-    for outcome in outcomes:
-        injected = "; ".join(i.describe() for i in outcome.injections) or "(run ended first)"
-        verdict = "[green]whole[/]" if outcome.ok else f"[red]{'; '.join(outcome.problems)}[/]"
-        table.add_row(str(outcome.seed), injected, f"{outcome.seconds:.1f}", verdict)
-    console.print(table)
+    console.print(outcomes_table(outcomes))
     failed = [o.seed for o in outcomes if not o.ok]
     if failed:
         _fail(f"{len(failed)} of {runs} runs broke an invariant; seeds {failed}")
     console.print(f"all {runs} runs whole")
-
-
-async def _chaos(
-    base: Settings, runs: int, first: int, writers: int, docs: list[SourceDoc]
-) -> list[ChaosOutcome]:
-    servers = ChaosServers()
-    await anyio.to_thread.run_sync(servers.start)
-    try:
-        settings = chaos_settings(base, servers)
-        expected = await clean_fact_count(settings, DEFAULT_TOPIC, docs)
-        console.print(f"clean run: {expected} facts")
-        outcomes = []
-        for seed in range(first, first + runs):
-            outcome = await chaos_run(
-                settings,
-                servers,
-                seed=seed,
-                topic=DEFAULT_TOPIC,
-                sources=docs,
-                expected_facts=expected,
-                writers=writers,
-            )
-            mark = "[green]whole[/]" if outcome.ok else "[red]BROKEN[/]"
-            console.print(
-                f"  seed {seed}: {len(outcome.injections)} faults, {outcome.seconds:.1f} s, {mark}"
-            )
-            outcomes.append(outcome)
-        return outcomes
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(servers.stop)
 
 
 def main() -> None:
