@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 chaos: $(STAMP)
-	$(BIN)/agentmem chaos $(CHAOS_ARGS)
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .agentmem

@@ -23,7 +23,7 @@ from agents import research, reviewer, writer
 from agents.protocol import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
-from memory.embedded import die_with_parent
+from devservers.process import die_with_parent
 from memory.errors import AgentMemoryError, InvalidIdError, leaves
 from memory.keys import validate_id
 

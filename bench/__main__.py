@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from bench import documents, facts, floor, handoffs, locks, pipeline
 from bench.harness import Context, Figures, Sizes
 from bench.report import chart, print_tables, targets
-from memory.embedded import local_servers
+from devservers import local_servers
 
 DESCRIPTION = "Benchmark the memory layer against the naive approach and the round-trip floor."
 Suite = Callable[[Context], Awaitable[Figures]]

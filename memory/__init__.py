@@ -19,7 +19,6 @@ from memory.errors import (
     LockLostError,
     LockTimeoutError,
     PoisonMessageError,
-    ServerStartError,
     StaleFencingTokenError,
 )
 from memory.events import EventStore
@@ -54,7 +53,6 @@ __all__ = [
     "PoisonMessageError",
     "Projection",
     "RedisAgentMemory",
-    "ServerStartError",
     "SharedAgentDB",
     "StaleFencingTokenError",
     "WriteAheadLog",

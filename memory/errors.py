@@ -55,10 +55,6 @@ class PoisonMessageError(AgentMemoryError, ValueError):
     """A stream entry is not a valid event and cannot be processed."""
 
 
-class ServerStartError(AgentMemoryError, RuntimeError):
-    """An embedded Redis or PostgreSQL server did not start."""
-
-
 def leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside ``exc`` and its nested exception groups, or ``exc`` itself."""
     if isinstance(exc, BaseExceptionGroup):

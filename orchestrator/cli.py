@@ -8,7 +8,6 @@ Redis and PostgreSQL servers in the data directory and stop them when they exit.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,22 +22,18 @@ from rich.console import Console
 
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
+from devservers import local_servers
 from memory.agent_memory import RedisAgentMemory
 from memory.consumer import DeadLetter
-from memory.embedded import local_servers
 from memory.errors import AgentMemoryError, InvalidIdError, leaves
 from memory.events import EventStore
 from memory.keys import validate_id
 from memory.namespace import drop_redis_namespace
 from memory.shared_db import SharedAgentDB
-from orchestrator.chaos import chaos_session, outcomes_table
 from orchestrator.inspection import show_run
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
-from orchestrator.sources import load_sources
-
-PROJECT_SOURCES = Path(__file__).resolve().parent.parent / "sources"
-DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"
+from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -251,46 +246,6 @@ def forget(
     except Exception as exc:
         _fail_on_known(exc)
     console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
-
-
-@app.command()
-def chaos(
-    runs: Annotated[int, typer.Option(min=1, max=100, help="How many runs.")] = 10,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of the first run (default: random); printed.")
-    ] = None,
-    writers: Annotated[int, typer.Option(min=1, max=8, help="Writing agent processes.")] = 2,
-) -> None:
-    """Run the demo repeatedly while killing agents and restarting Redis and PostgreSQL.
-
-    Uses local servers of its own (it must stop and start them), the stub LLM, and fast
-    failure-detection settings; checks every run against the invariants and a clean run.
-    """
-    settings = _settings()
-    first = seed if seed is not None else secrets.randbelow(1_000_000)
-    console.print(
-        f"chaos: {runs} runs, seeds {first}..{first + runs - 1} (repeat with --seed {first})"
-    )
-    docs = load_sources(PROJECT_SOURCES)
-    try:
-        outcomes = anyio.run(
-            lambda: chaos_session(
-                settings,
-                runs=runs,
-                first_seed=first,
-                writers=writers,
-                topic=DEFAULT_TOPIC,
-                sources=docs,
-                console=console,
-            )
-        )
-    except Exception as exc:
-        _fail_on_known(exc)
-    console.print(outcomes_table(outcomes))
-    failed = [o.seed for o in outcomes if not o.ok]
-    if failed:
-        _fail(f"{len(failed)} of {runs} runs broke an invariant; seeds {failed}")
-    console.print(f"all {runs} runs whole")
 
 
 def main() -> None:

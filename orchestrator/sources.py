@@ -10,6 +10,8 @@ from memory.errors import AgentMemoryError
 SUFFIXES = (".md", ".markdown", ".txt")
 MAX_FILE_BYTES = 1_000_000
 MAX_FILES = 50
+PROJECT_SOURCES = Path(__file__).resolve().parent.parent / "sources"
+DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"
 
 
 class SourceError(AgentMemoryError, ValueError):

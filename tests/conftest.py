@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from memory.embedded import ServerUrls, local_servers
+from devservers import ServerUrls, local_servers
 from memory.retry import set_testing
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memory.embedded import ServerUrls
+from devservers import ServerUrls
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {"floor", "facts", "category", "handoffs", "locks", "documents", "demo"}

@@ -14,7 +14,7 @@ import psutil
 
 _OWNER = """
 import os, sys, time
-from memory.embedded import local_servers
+from devservers import local_servers
 with local_servers() as urls:
     print(urls.redis_url, urls.database_url, flush=True)
     time.sleep(600)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
+from devservers import EmbeddedRedis, ServerUrls
 from memory.agent_memory import RedisAgentMemory
 from memory.durable import DurableWriter
-from memory.embedded import EmbeddedRedis, ServerUrls
 from memory.errors import InvalidIdError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as redis
 
+from devservers import ServerUrls
 from memory.agent_memory import RedisAgentMemory
-from memory.embedded import ServerUrls
 from memory.errors import InvalidIdError, InvalidValueError
 from memory.facts import NewFact
 from tests.memory.roundtrips import CountingConnection, counting_client

@@ -6,7 +6,7 @@ import anyio
 import asyncpg
 import pytest
 
-from memory.embedded import ServerUrls
+from devservers import ServerUrls
 from memory.migrate import migrate, migrations
 from memory.shared_db import SharedAgentDB
 

@@ -12,8 +12,8 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
+from devservers import ServerUrls
 from memory.agent_memory import RedisAgentMemory
-from memory.embedded import ServerUrls
 from memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio

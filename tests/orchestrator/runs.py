@@ -17,10 +17,10 @@ import psutil
 import redis.asyncio as redis
 
 from agents.stub_llm import extract
+from chaos.invariants import run_problems
 from memory.agent_memory import RedisAgentMemory
 from memory.events import AgentEvent, EventStore
 from memory.shared_db import SharedAgentDB
-from orchestrator.checks import run_problems
 from orchestrator.sources import load_sources
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def outcome(stdout: str) -> Outcome:
 
 
 async def assert_run_is_whole(redis_url: str, database_url: str, run_id: str, out: Outcome) -> None:
-    """The invariants of :func:`orchestrator.checks.run_problems`, plus: every section approved."""
+    """The invariants of :func:`chaos.invariants.run_problems`, plus: every section approved."""
     assert len(out.record["sections"]) == len(list(SOURCES.glob("*.md")))
     assert all(s["state"] == "approved" for s in out.record["sections"])
     client = redis.Redis.from_url(redis_url)

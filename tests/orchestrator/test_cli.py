@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from memory.embedded import ServerUrls
+from devservers import ServerUrls
 from orchestrator.cli import app
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agents.documents import draft_key
-from memory.embedded import ServerUrls
+from devservers import ServerUrls
 from memory.shared_db import SharedAgentDB
 from tests.orchestrator.runs import (
     assert_run_is_whole,

@@ -18,7 +18,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from memory.embedded import EmbeddedPostgres, EmbeddedRedis, ServerUrls
+from devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
 from memory.keys import Keyspace
 from tests.agents.fake_openai_server import Script, error, fake_openai
 from tests.orchestrator.runs import (

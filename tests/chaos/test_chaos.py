@@ -1,4 +1,4 @@
-"""``agentmem chaos`` itself: one seeded run with faults, checked, and nothing left behind."""
+"""``python -m chaos`` itself: one seeded run with faults, checked, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_a_seeded_chaos_run_injects_faults_and_finds_the_run_whole() -> None:
     """Seed 5 kills agents and stops Redis; the run still keeps every invariant."""
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "chaos", "--runs", "1", "--seed", "5"],
+        [sys.executable, "-m", "chaos", "--runs", "1", "--seed", "5"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,9 +1,9 @@
-"""``agentmem chaos``: runs the demo while killing agents and restarting Redis and PostgreSQL.
+"""``python -m chaos`` (``make chaos``): runs the demo while killing agents and restarting Redis and PostgreSQL.
 
 Each run gets its own seed (the session's seed plus the run's index), which fixes what is
 injected and when, so a failing run can be repeated with ``--seed``. The servers are local
 ones started here (chaos must be able to stop and start them). After each run the invariants
-of :mod:`orchestrator.checks` are checked against a clean run's fact count, and no agent
+of :mod:`chaos.invariants` are checked against a clean run's fact count, and no agent
 process may be left running.
 """
 
@@ -28,11 +28,11 @@ from rich.table import Table
 
 from agents.protocol import SourceDoc
 from agents.settings import Settings
+from chaos.invariants import run_problems
+from devservers import EmbeddedPostgres, EmbeddedRedis
 from memory.agent_memory import RedisAgentMemory
-from memory.embedded import EmbeddedPostgres, EmbeddedRedis
 from memory.errors import leaves
 from memory.shared_db import SharedAgentDB
-from orchestrator.checks import run_problems
 from orchestrator.progress import Progress
 from orchestrator.run import RunResult, run_report
 

@@ -10,7 +10,6 @@ the process that started it ends (``PR_SET_PDEATHSIG``), so no server outlives i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -27,29 +26,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from memory.errors import ServerStartError
+from devservers.process import die_with_parent, free_port
+from memory.errors import AgentMemoryError
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+
+class ServerStartError(AgentMemoryError, RuntimeError):
+    """A local Redis or PostgreSQL server did not start."""
+
+
 _UNPRIVILEGED_USER = "nobody"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def die_with_parent(sig: signal.Signals) -> Callable[[], None]:
-    """A ``preexec_fn`` that asks the kernel to send ``sig`` when the parent exits."""
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-
-    return preexec
 
 
 def _package_dir(package: str) -> Path | None:

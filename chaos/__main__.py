@@ -1,0 +1,85 @@
+"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+
+import anyio
+from pydantic import ValidationError
+from rich.console import Console
+
+from agents.settings import Settings
+from chaos.session import chaos_session, outcomes_table
+from memory.errors import AgentMemoryError, leaves
+from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m chaos",
+        description="Run the demo repeatedly while killing agents and stopping or crashing "
+        "Redis and PostgreSQL; check every run against the invariants and a clean run. Uses "
+        "local servers of its own (it must stop and start them) and the stub LLM.",
+    )
+    parser.add_argument("--runs", type=int, default=10, help="how many runs (default 10)")
+    parser.add_argument("--seed", type=int, help="seed of the first run (default: random)")
+    parser.add_argument("--writers", type=int, default=2, help="writing agents (default 2)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 100:
+        parser.error(f"--runs must be 1 to 100, got {args.runs}")
+    if not 1 <= args.writers <= 8:
+        parser.error(f"--writers must be 1 to 8, got {args.writers}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+    console = Console()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        console.print(f"error: invalid configuration in the environment: {exc}", markup=False)
+        return 2
+    first = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    console.print(
+        f"chaos: {args.runs} runs, seeds {first}..{first + args.runs - 1} "
+        f"(repeat with --seed {first})"
+    )
+    docs = load_sources(PROJECT_SOURCES)
+    try:
+        outcomes = anyio.run(
+            lambda: chaos_session(
+                settings,
+                runs=args.runs,
+                first_seed=first,
+                writers=args.writers,
+                topic=DEFAULT_TOPIC,
+                sources=docs,
+                console=console,
+            )
+        )
+    except Exception as exc:
+        inside = leaves(exc)
+        if not all(isinstance(e, AgentMemoryError | OSError) for e in inside):
+            raise
+        console.print(f"error: {'; '.join(map(str, inside))}", markup=False)
+        return 1
+    console.print(outcomes_table(outcomes))
+    failed = [o.seed for o in outcomes if not o.ok]
+    if failed:
+        console.print(
+            f"error: {len(failed)} of {args.runs} runs broke an invariant; seeds {failed}"
+        )
+        return 1
+    console.print(f"all {args.runs} runs whole")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
