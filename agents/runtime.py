@@ -22,14 +22,21 @@ from pydantic import BaseModel, ValidationError
 from agents.llm import LLM, LLMError, TimedLLM, make_llm
 from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
 from agents.settings import Settings
-from memory.agent_memory import RedisAgentMemory
-from memory.consumer import ConsumerGroup, Delivery
-from memory.durable import DurableWriter
-from memory.errors import AgentMemoryError
-from memory.events import AgentEvent, EventStore
-from memory.retry import UNREACHABLE, is_unreachable, retrying
-from memory.shared_db import SharedAgentDB
-from memory.wal import WriteAheadLog
+from memory import (
+    AgentEvent,
+    ConsumerGroup,
+    Delivery,
+    DurableWriter,
+    EventStore,
+    Memory,
+    MemoryConfig,
+    RedisAgentMemory,
+    ServerUnavailableError,
+    SharedAgentDB,
+    WriteAheadLog,
+    open_memory,
+    retrying,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +81,7 @@ class Context:
                 self.detail,
                 ttl_seconds=self.settings.status_ttl_seconds,
             )
-        except UNREACHABLE as exc:
+        except ServerUnavailableError as exc:
             logger.warning("cannot publish status %r: %s", self.state, exc)
 
     def event(self, event_type: EventType, payload: BaseModel) -> AgentEvent:
@@ -93,34 +100,26 @@ async def run_agent(
     settings: Settings, role: Role, run_id: str, instance: int, handler: Handler
 ) -> None:
     """Open this agent's stores, then heartbeat and serve handoffs until cancelled."""
-    if settings.redis_url is None or settings.database_url is None:
-        msg = "REDIS_URL and DATABASE_URL must both be set for an agent process"
-        raise AgentMemoryError(msg)
+    config = settings.memory_config()
     agent_id = f"{role}-{instance}"
     async with AsyncExitStack() as stack:
-        memory = RedisAgentMemory.from_url(settings.redis_url, namespace=run_id)
-        stack.push_async_callback(memory.aclose)
-        events = EventStore.from_url(
-            settings.redis_url,
-            namespace=run_id,
-            stream=RUN_STREAM,
+        m = await _open(stack, config, run_id)
+        events = m.events(
+            RUN_STREAM,
             max_deliveries=settings.max_deliveries,
             reclaim_idle_ms=settings.reclaim_idle_ms,
         )
-        stack.push_async_callback(events.aclose)
-        db = await _connect_db(settings.database_url.get_secret_value(), run_id)
-        stack.push_async_callback(db.close)
         llm = TimedLLM(make_llm(settings))
         stack.push_async_callback(llm.aclose)
 
         wal = WriteAheadLog(Path(settings.data_dir) / "wal" / run_id / f"{agent_id}.db")
         stack.callback(wal.close)
-        writer = DurableWriter(memory, events, wal)
-        ctx = Context(agent_id, role, settings, memory, events, db, llm, writer)
+        writer = DurableWriter(m.memory, events, wal)
+        ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
         group = events.group(
             role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
         )
-        async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
+        async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
             with attempt:
                 await group.ensure()
         logger.info("%s ready on run %s", agent_id, run_id)
@@ -134,10 +133,11 @@ async def run_agent(
                 await ctx.status("shutting down", state="stopping")
 
 
-async def _connect_db(dsn: str, namespace: str) -> SharedAgentDB:
-    async for attempt in retrying(UNREACHABLE, attempts=10, timeout=30.0):
+async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:
+    """The run's stores on one Redis client and one pool; servers still starting are waited for."""
+    async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
         with attempt:
-            return await SharedAgentDB.connect(dsn, namespace=namespace)
+            return await stack.enter_async_context(open_memory(config, run_id))
     raise AssertionError  # unreachable: retrying re-raises the last error
 
 
@@ -156,7 +156,7 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler) -> None:
         try:
             for delivery in await group.read(count=1, block_ms=1000):
                 await process(ctx, group, delivery, handler)
-        except UNREACHABLE as exc:
+        except ServerUnavailableError as exc:
             logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS)
             await anyio.sleep(_RETRY_READ_SECONDS)
 
@@ -175,7 +175,7 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
     except LLMError as exc:
         await _give_up(ctx, group, delivery, f"LLM failed: {exc}")
     except Exception as exc:
-        if is_unreachable(exc):
+        if isinstance(exc, ServerUnavailableError):
             raise  # leave the entry pending: it is retried once the server is back
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("%s %s failed: %s", event.event_type, delivery.entry_id, reason)
@@ -194,7 +194,7 @@ async def _run_claimed(
         tg.start_soon(keep_claimed, ctx, group, delivery)
         try:
             async for attempt in retrying(
-                is_unreachable,
+                ServerUnavailableError,
                 attempts=_OUTAGE_ATTEMPTS,
                 timeout=_OUTAGE_SECONDS,
                 maximum=_OUTAGE_MAX_WAIT,
@@ -215,7 +215,7 @@ async def keep_claimed(ctx: Context, group: ConsumerGroup, delivery: Delivery) -
         await anyio.sleep(interval)
         try:
             await group.touch(delivery)
-        except UNREACHABLE as exc:
+        except ServerUnavailableError as exc:
             logger.warning("cannot keep %s claimed: %s", delivery.entry_id, exc)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memory import InvalidConfigError, MemoryConfig
 
 
 class Settings(BaseSettings):
@@ -12,8 +16,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AGENTMEM_", extra="ignore", populate_by_name=True)
 
-    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # Redis and PostgreSQL
+    command_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # each command / query
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
@@ -38,3 +44,29 @@ class Settings(BaseSettings):
     @property
     def use_stub_llm(self) -> bool:
         return self.llm == "stub" or (self.llm == "auto" and self.openai_api_key is None)
+
+    @model_validator(mode="after")
+    def _llm_is_usable(self) -> Self:
+        self.check_llm()
+        return self
+
+    def check_llm(self) -> None:
+        """Raise :class:`InvalidConfigError` if the chosen LLM cannot work as configured."""
+        if self.llm == "openai" and self.openai_api_key is None:
+            msg = (
+                "AGENTMEM_LLM=openai needs OPENAI_API_KEY (for a local endpoint that ignores "
+                "keys, any value will do, with OPENAI_BASE_URL pointing at it)"
+            )
+            raise InvalidConfigError(msg)
+
+    def memory_config(self) -> MemoryConfig:
+        """How to reach the servers; both URLs must be set (the CLI starts local ones)."""
+        if self.redis_url is None or self.database_url is None:
+            msg = "REDIS_URL and DATABASE_URL must both be set"
+            raise InvalidConfigError(msg)
+        return MemoryConfig(
+            redis_url=self.redis_url.get_secret_value(),
+            database_url=self.database_url.get_secret_value(),
+            connect_timeout=self.connect_timeout_seconds,
+            command_timeout=self.command_timeout_seconds,
+        )

@@ -1,4 +1,4 @@
-"""``python -m chaos`` (``make chaos``): runs the demo while killing agents and restarting Redis and PostgreSQL.
+"""Chaos runs: the demo runs while agents are killed and Redis and PostgreSQL are stopped.
 
 Each run gets its own seed (the session's seed plus the run's index), which fixes what is
 injected and when, so a failing run can be repeated with ``--seed``. The servers are local
@@ -30,9 +30,7 @@ from agents.protocol import SourceDoc
 from agents.settings import Settings
 from chaos.invariants import run_problems
 from devservers import EmbeddedPostgres, EmbeddedRedis
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import leaves
-from memory.shared_db import SharedAgentDB
+from memory import leaves, open_memory
 from orchestrator.progress import Progress
 from orchestrator.run import RunResult, run_report
 
@@ -96,7 +94,7 @@ def chaos_settings(base: Settings, servers: ChaosServers) -> Settings:
     """Fast failure detection and a slow-enough stub, so faults land on work in flight."""
     return base.model_copy(
         update={
-            "redis_url": servers.redis.url,
+            "redis_url": SecretStr(servers.redis.url),
             "database_url": SecretStr(servers.postgres.url),
             "llm": "stub",
             "stub_delay_seconds": 0.2,
@@ -204,16 +202,11 @@ async def _inject(
 async def _check(
     settings: Settings, result: RunResult, sources: list[SourceDoc], expected: int
 ) -> list[str]:
-    assert settings.redis_url is not None
-    assert settings.database_url is not None
     report = await anyio.Path(result.report_path).read_text()
     record = json.loads(await anyio.Path(result.record_path).read_text())
-    async with (
-        RedisAgentMemory.from_url(settings.redis_url, result.run_id) as memory,
-        await SharedAgentDB.connect(settings.database_url.get_secret_value(), result.run_id) as db,
-    ):
+    async with open_memory(settings.memory_config(), result.run_id) as m:
         return await run_problems(
-            memory, db, report=report, record=record, sources=sources, expected_facts=expected
+            m.memory, m.db, report=report, record=record, sources=sources, expected_facts=expected
         )
 
 

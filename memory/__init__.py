@@ -4,30 +4,39 @@
 - :class:`EventStore` / :class:`AgentEvent`: the event log and handoffs (Redis Streams),
   with consumer groups, dead letters and replay.
 - :class:`SharedAgentDB`: versioned documents with optimistic locking (PostgreSQL).
+- :func:`open_memory` / :class:`MemoryConfig`: the one way a process opens all of them, on one
+  Redis client and one PostgreSQL pool, with connect and command timeouts.
 - :class:`DurableWriter` / :class:`WriteAheadLog`: writes that survive a lost Redis.
 """
 
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
+from memory.connections import MemoryConfig, redact
 from memory.consumer import ConsumerGroup, DeadLetter, Delivery
 from memory.durable import DurableWriter
 from memory.errors import (
     AgentMemoryError,
     ConflictError,
+    InvalidConfigError,
     InvalidIdError,
     InvalidValueError,
     LockLostError,
     LockTimeoutError,
     PoisonMessageError,
+    ServerUnavailableError,
     StaleFencingTokenError,
+    StoreError,
+    leaves,
 )
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
 from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
+from memory.retry import retrying
 from memory.shared_db import Document, SharedAgentDB
 from memory.status import AgentStatus
+from memory.stores import Memory, open_memory
 from memory.wal import WriteAheadLog
 
 __all__ = [
@@ -44,17 +53,26 @@ __all__ = [
     "EventStore",
     "Fact",
     "HeldLock",
+    "InvalidConfigError",
     "InvalidIdError",
     "InvalidValueError",
     "Lease",
     "LockLostError",
     "LockTimeoutError",
+    "Memory",
+    "MemoryConfig",
     "NewFact",
     "PoisonMessageError",
     "Projection",
     "RedisAgentMemory",
+    "ServerUnavailableError",
     "SharedAgentDB",
     "StaleFencingTokenError",
+    "StoreError",
     "WriteAheadLog",
     "drop_redis_namespace",
+    "leaves",
+    "open_memory",
+    "redact",
+    "retrying",
 ]

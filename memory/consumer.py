@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
+from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
 from memory.agent_event import AgentEvent
 from memory.errors import PoisonMessageError
@@ -62,6 +63,7 @@ class DeadLetter:
     failed_at: datetime
 
 
+@translate_errors
 class ConsumerGroup:
     """One worker (``consumer``) of a consumer group (``name``) on one stream."""
 

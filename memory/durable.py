@@ -23,10 +23,9 @@ from typing import Any
 import anyio
 
 from memory.agent_memory import RedisAgentMemory
-from memory.errors import InvalidIdError
+from memory.errors import InvalidIdError, ServerUnavailableError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
-from memory.retry import UNREACHABLE
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class DurableWriter:
                 for entry in entries:
                     try:
                         await self._send(entry)
-                    except UNREACHABLE as exc:
+                    except ServerUnavailableError as exc:
                         left = await self.wal.count()
                         logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
                         self._backlog.set()

@@ -60,3 +60,15 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
+
+
+class ServerUnavailableError(AgentMemoryError, ConnectionError):
+    """Redis or PostgreSQL cannot be reached, or did not answer in time (retry later)."""
+
+
+class StoreError(AgentMemoryError, RuntimeError):
+    """Redis or PostgreSQL refused an operation for a reason other than an outage."""
+
+
+class InvalidConfigError(AgentMemoryError, ValueError):
+    """A server URL or credential is unusable (retrying will not help: fix the setting)."""

@@ -19,9 +19,11 @@ from typing import Any, Self, TypeVar
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
+from memory._boundary import translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
 from memory.agent_event import AgentEvent
+from memory.connections import MemoryConfig, redis_client
 from memory.consumer import ConsumerGroup, DeadLetter, GiveUp
 from memory.errors import AgentMemoryError, PoisonMessageError
 from memory.keys import Keyspace, validate_id
@@ -62,6 +64,7 @@ return id
 """
 
 
+@translate_errors
 class EventStore(AsyncResource):
     """One stream of a namespace: publish, read, follow, replay, consume as a group."""
 
@@ -83,7 +86,6 @@ class EventStore(AsyncResource):
         self.reclaim_idle_ms = reclaim_idle_ms
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._requeue = client.register_script(_REQUEUE)
-        self._owns_client = False
 
     @classmethod
     def from_url(
@@ -95,20 +97,18 @@ class EventStore(AsyncResource):
         max_deliveries: int = 5,
         reclaim_idle_ms: int = 30_000,
     ) -> Self:
-        """An event store on a new client for ``url``, closed by :meth:`aclose`."""
+        """An event store on a client of its own for ``url`` (default timeouts), closed by
+        :meth:`aclose`; processes use :func:`memory.stores.open_memory` instead."""
+        client = redis_client(MemoryConfig(redis_url=url))
         store = cls(
-            redis.Redis.from_url(url),
+            client,
             namespace,
             stream,
             max_deliveries=max_deliveries,
             reclaim_idle_ms=reclaim_idle_ms,
         )
-        store._owns_client = True
+        store.own(client.aclose)
         return store
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self.client.aclose()
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event; with a key, appending again returns the first entry's id."""

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, cast
 
 import redis.asyncio as redis
 
+from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
@@ -86,6 +87,7 @@ class Fact(NamedTuple):
     metadata: dict[str, Any]
 
 
+@translate_errors
 class FactStore:
     """Facts shared by every agent of one namespace."""
 

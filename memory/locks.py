@@ -9,6 +9,12 @@ was granted to someone else between the two commands.
 A lease can still expire under a holder that stalls (a GC pause, SIGSTOP, a slow disk). That
 is what the fencing token is for: stores that accept writes from lock holders
 (:meth:`memory.shared_db.SharedAgentDB.write`) reject a token lower than one they have seen.
+
+A holder also keeps its own clock on the lease. The server starts the lease's TTL after it
+receives the request, so the request's send time plus the TTL, less a margin for clock-rate
+drift (1 % of the TTL plus 2 ms, as Redlock allows), is a local deadline that passes before
+the server can grant the lock to anyone else. :attr:`HeldLock.lost` turns true at that
+deadline unless a renewal moved it, even when Redis is unreachable and no renewal can answer.
 """
 
 from __future__ import annotations
@@ -21,11 +27,15 @@ from dataclasses import dataclass
 
 import anyio
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from memory._boundary import translate_errors
 from memory._codec import as_str
-from memory.errors import InvalidValueError, LockLostError, LockTimeoutError
+from memory.errors import (
+    InvalidValueError,
+    LockLostError,
+    LockTimeoutError,
+    ServerUnavailableError,
+)
 from memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
@@ -50,6 +60,14 @@ return 0
 
 _RETRY_MIN = 0.01
 _RETRY_MAX = 0.2
+_DRIFT_FACTOR = 0.01  # share of the TTL kept back for clock-rate drift (Redlock's figure)
+_DRIFT_FIXED = 0.002  # seconds
+_RENEW_RETRY = 0.25  # seconds between renewal attempts while Redis does not answer
+
+
+def _valid_until(sent_at: float, ttl_seconds: float) -> float:
+    """The local time before which a lease granted (or extended) at ``sent_at`` still holds."""
+    return sent_at + ttl_seconds * (1 - _DRIFT_FACTOR) - _DRIFT_FIXED
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +89,23 @@ class Lease:
 class HeldLock:
     """A lease held by :meth:`LockManager.lock`, renewed in the background while held."""
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, valid_until: float) -> None:
         self.lease = lease
-        self.lost = False
+        self.valid_until = valid_until  # on anyio's clock; moved by each renewal
+        self._lost = False
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease was found gone, or its local deadline passed unrenewed."""
+        return self._lost or anyio.current_time() >= self.valid_until
+
+    def mark_lost(self) -> None:
+        self._lost = True
+
+    @property
+    def remaining(self) -> float:
+        """Seconds until the local deadline (0 once lost)."""
+        return 0.0 if self._lost else max(0.0, self.valid_until - anyio.current_time())
 
     @property
     def fencing_token(self) -> int:
@@ -89,6 +121,7 @@ class HeldLock:
             raise LockLostError(msg)
 
 
+@translate_errors
 class LockManager:
     """Locks on the resources of one namespace."""
 
@@ -134,8 +167,8 @@ class LockManager:
         raises; call it before acting on the lock's behalf, and pass ``held.fencing_token``
         to stores that check it.
         """
-        lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout)
-        held = HeldLock(lease)
+        sent_at, lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout)
+        held = HeldLock(lease, _valid_until(sent_at, ttl_seconds))
         error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -151,8 +184,8 @@ class LockManager:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 try:
                     if not await self.release_lock(lease):
-                        held.lost = True
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                        held.mark_lost()
+                except ServerUnavailableError as exc:
                     logger.warning("could not release %s (it expires by itself): %s", resource, exc)
 
     async def _try_acquire(
@@ -168,14 +201,16 @@ class LockManager:
 
     async def _wait_for(
         self, resource: str, agent_id: str, ttl_seconds: float, wait_seconds: float
-    ) -> Lease:
+    ) -> tuple[float, Lease]:
+        """The lease, once granted, and the local time its request was sent."""
         delay = _RETRY_MIN
         holder = ""
         with anyio.move_on_after(wait_seconds):
             while True:
+                sent_at = anyio.current_time()
                 lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
                 if lease is not None:
-                    return lease
+                    return sent_at, lease
                 await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, _RETRY_MAX)
         msg = (
@@ -185,20 +220,27 @@ class LockManager:
         raise LockTimeoutError(msg)
 
     async def _renew(self, held: HeldLock) -> None:
-        """Extend the lease every third of its TTL; mark it lost once it cannot be."""
+        """Extend the lease every third of its TTL; it is lost once found gone, or once its
+        local deadline passes without a renewal (however long Redis takes to answer)."""
         lease = held.lease
         interval = lease.ttl_seconds / 3
-        deadline = anyio.current_time() + lease.ttl_seconds
+        wait = interval
         while not held.lost:
-            await anyio.sleep(interval)
-            try:
-                if await self.extend_lock(lease):
-                    deadline = anyio.current_time() + lease.ttl_seconds
+            await anyio.sleep(min(wait, held.remaining))
+            if held.lost:
+                break
+            sent_at = anyio.current_time()
+            with anyio.move_on_after(held.remaining):
+                try:
+                    if not await self.extend_lock(lease):
+                        held.mark_lost()
+                        break
+                    held.valid_until = _valid_until(sent_at, lease.ttl_seconds)
+                    wait = interval
                     continue
-                held.lost = True
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                logger.warning("could not renew the lock on %s: %s", lease.resource, exc)
-                held.lost = anyio.current_time() >= deadline
+                except ServerUnavailableError as exc:
+                    logger.warning("could not renew the lock on %s: %s", lease.resource, exc)
+            wait = min(interval, _RENEW_RETRY)
         logger.warning("lost the lock on %s (%s)", lease.resource, lease.agent_id)
 
 

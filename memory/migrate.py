@@ -42,10 +42,10 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(pool: asyncpg.Pool) -> list[int]:
+async def migrate(pool: asyncpg.Pool, *, acquire_timeout: float | None = None) -> list[int]:
     """Apply the migrations this database lacks; returns the versions applied now."""
     applied_now = []
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=acquire_timeout) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:
             await conn.execute(_BOOTSTRAP)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import redis.asyncio as redis
 
+from memory._boundary import translated
 from memory.keys import Keyspace
 
 _BATCH = 500
 
 
+@translated
 async def drop_redis_namespace(client: redis.Redis, namespace: str) -> int:
     """Unlink every key of ``namespace``; returns how many there were."""
     keys = Keyspace(namespace)

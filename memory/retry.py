@@ -10,32 +10,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import tenacity
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from memory.errors import AgentMemoryError
 
 logger = logging.getLogger(__name__)
 
 _testing = False
-
-# Errors that mean "a server cannot be reached right now": wait and try again, never crash.
-UNREACHABLE: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.InterfaceError,
-)
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """True for a lost connection to Redis or PostgreSQL (not for this project's own errors)."""
-    return isinstance(exc, UNREACHABLE) and not isinstance(exc, AgentMemoryError)
 
 
 def set_testing(enabled: bool) -> None:

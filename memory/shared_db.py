@@ -24,7 +24,9 @@ from typing import Any, Self
 
 import asyncpg
 
+from memory._boundary import translate_errors, unbounded
 from memory._resource import AsyncResource
+from memory.connections import MemoryConfig, postgres_pool
 from memory.errors import ConflictError, InvalidIdError, InvalidValueError, StaleFencingTokenError
 from memory.keys import validate_id
 from memory.migrate import migrate
@@ -46,6 +48,7 @@ class Document:
     fencing_token: int | None = None
 
 
+@translate_errors
 class SharedAgentDB(AsyncResource):
     """Versioned documents of one namespace, shared by every agent.
 
@@ -53,38 +56,39 @@ class SharedAgentDB(AsyncResource):
     pool, migrates, and closes the pool in :meth:`close`.
     """
 
-    def __init__(self, pool: asyncpg.Pool, namespace: str = "default") -> None:
+    _server_name = "PostgreSQL"
+
+    def __init__(
+        self, pool: asyncpg.Pool, namespace: str = "default", *, call_deadline: float = 10.0
+    ) -> None:
         self.pool = pool
         self.namespace = validate_id(namespace, "namespace")
         self.conflicts = 0  # version conflicts met by this instance's writes (for metrics)
-        self._owns_pool = False
+        self._call_deadline = call_deadline  # each call is cancelled after this many seconds
 
     @classmethod
-    async def connect(
-        cls, dsn: str, namespace: str = "default", *, min_size: int = 1, max_size: int = 10
-    ) -> Self:
-        """A store on a new pool for ``dsn``, migrated, closed by :meth:`close`."""
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
-        db = cls(pool, namespace)
-        db._owns_pool = True
+    async def connect(cls, dsn: str, namespace: str = "default", *, max_size: int = 10) -> Self:
+        """A store on a pool of its own for ``dsn`` (default timeouts), migrated, closed by
+        :meth:`aclose`; processes use :func:`memory.stores.open_memory` instead."""
+        config = MemoryConfig(redis_url="", database_url=dsn, pool_max_size=max_size)
+        pool = await postgres_pool(config, dsn)
+        db = cls(pool, namespace, call_deadline=config.call_deadline)
+        db.own(pool.close)
         try:
             await db.migrate()
         except BaseException:
-            await pool.close()
+            await db.aclose()
             raise
         return db
 
+    @unbounded
     async def migrate(self) -> list[int]:
         """Bring the schema up to date; returns the migrations applied now."""
-        return await migrate(self.pool)
+        return await migrate(self.pool, acquire_timeout=self._call_deadline)
 
     async def close(self) -> None:
-        """Close the pool if this store created it (``connect``)."""
-        if self._owns_pool:
-            await self.pool.close()
-
-    async def aclose(self) -> None:
-        await self.close()
+        """Close what this store owns (the pool, if :meth:`connect` made it)."""
+        await self.aclose()
 
     async def read(self, key: str, version: int | None = None) -> Document | None:
         """The latest version of a document, or the given one; None if there is none."""
@@ -179,6 +183,7 @@ class SharedAgentDB(AsyncResource):
             key, json.loads(encoded), row["version"], agent_id, row["created_at"], fencing_token
         )
 
+    @unbounded
     async def update(
         self,
         key: str,

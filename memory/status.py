@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as redis
 
+from memory._boundary import translate_errors
 from memory._codec import as_str
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
@@ -60,6 +61,7 @@ class AgentStatus:
     expires_at: datetime
 
 
+@translate_errors
 class StatusBoard:
     """The status of every agent in one namespace."""
 

@@ -7,35 +7,44 @@ Redis and PostgreSQL servers in the data directory and stop them when they exit.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, ParamSpec
 
 import anyio
 import typer
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
 from devservers import local_servers
-from memory.agent_memory import RedisAgentMemory
-from memory.consumer import DeadLetter
-from memory.errors import AgentMemoryError, InvalidIdError, leaves
-from memory.events import EventStore
+from memory import (
+    AgentMemoryError,
+    DeadLetter,
+    InvalidConfigError,
+    InvalidIdError,
+    leaves,
+    open_memory,
+)
 from memory.keys import validate_id
-from memory.namespace import drop_redis_namespace
-from memory.shared_db import SharedAgentDB
 from orchestrator.inspection import show_run
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+P = ParamSpec("P")
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
 console = Console()
 errors = Console(stderr=True)
 
@@ -46,25 +55,55 @@ class LLMChoice(StrEnum):
     OPENAI = "openai"
 
 
-def _settings() -> Settings:
+def _settings(**overrides: object) -> Settings:
+    """The settings from the environment, with this command's options applied and checked."""
     try:
-        return Settings()
+        settings = Settings().model_copy(update=overrides)
+        settings.check_llm()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         _fail(f"invalid configuration in the environment: {problems}", code=2)
+    except InvalidConfigError as exc:
+        _fail(str(exc), code=2)
+    return settings
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _fail_on_known(exc: BaseException) -> NoReturn:
-    """Exit with the message of every project error inside ``exc``; re-raise anything else."""
-    errors_inside = leaves(exc)
-    if all(isinstance(e, AgentMemoryError | OSError) for e in errors_inside):
-        _fail("; ".join(str(e) for e in errors_inside))
-    raise exc
+def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """End the command with one line on stderr and exit 1 on any error, never a traceback.
+
+    Project errors (and OS errors) are expected: their message is the line. Anything else is a
+    bug: it is named as unexpected, and ``AGENTMEM_DEBUG=1`` shows its traceback.
+    """
+
+    @functools.wraps(command)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter, typer.exceptions.TyperException):
+            raise
+        except Exception as exc:
+            inside = leaves(exc)
+            known = all(isinstance(e, AgentMemoryError | OSError) for e in inside)
+            if not known and os.environ.get("AGENTMEM_DEBUG"):
+                raise
+            message = "; ".join(_one_line(e) for e in inside)
+            if not known:
+                message = f"unexpected error: {message} (AGENTMEM_DEBUG=1 shows the traceback)"
+            _fail(message)
+
+    return guarded
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, AgentMemoryError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _run_id(value: str) -> str:
@@ -77,20 +116,29 @@ def _run_id(value: str) -> str:
 @contextmanager
 def _servers(settings: Settings) -> Iterator[Settings]:
     """The settings with server URLs: the configured ones, or local servers started now."""
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
-    if not (settings.redis_url and database_url):
-        console.print("[dim]starting local Redis and PostgreSQL (REDIS_URL/DATABASE_URL unset)…[/]")
+    missing = [
+        name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url
+    ]
+    if missing:
+        unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
+        console.print(f"[dim]starting local {' and '.join(missing)} ({unset} unset)…[/]")
     data_dir = Path(settings.data_dir) / "servers"
     started = time.monotonic()
-    with local_servers(settings.redis_url, database_url, data_dir) as urls:
-        if not (settings.redis_url and database_url):
+    with local_servers(redis_url, database_url, data_dir) as urls:
+        if missing:
             console.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
-            update={"redis_url": urls.redis_url, "database_url": SecretStr(urls.database_url)}
+            update={
+                "redis_url": SecretStr(urls.redis_url),
+                "database_url": SecretStr(urls.database_url),
+            }
         )
 
 
 @app.command()
+@_one_line_errors
 def run(
     topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
     sources: Annotated[
@@ -110,13 +158,12 @@ def run(
     ] = False,
 ) -> None:
     """Run the research, writing and review agents on the sources and write the report."""
-    settings = _settings()
     updates: dict[str, object] = {}
     if llm is not None:
         updates["llm"] = llm.value
     if timeout is not None:
         updates["run_timeout_seconds"] = timeout
-    settings = settings.model_copy(update=updates)
+    settings = _settings(**updates)
     topic = topic.strip()
     if not topic or len(topic) > 500:
         msg = "the topic must be 1 to 500 characters"
@@ -143,8 +190,6 @@ def run(
             )
     except KeyboardInterrupt:
         _fail("interrupted; agents and servers stopped", code=130)
-    except Exception as exc:
-        _fail_on_known(exc)
     t = result.timings
     progress.message(
         f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
@@ -155,6 +200,7 @@ def run(
 
 
 @app.command()
+@_one_line_errors
 def inspect(
     run_id: Annotated[str, typer.Argument(help="The run to inspect.", callback=_run_id)],
     facts: Annotated[bool, typer.Option("--facts", help="List the run's facts.")] = False,
@@ -175,6 +221,7 @@ def inspect(
 
 
 @app.command("dead-letters")
+@_one_line_errors
 def dead_letters(run_id: Annotated[str, typer.Argument(callback=_run_id)]) -> None:
     """List the handoffs of a run that were dead-lettered, with the reason."""
     settings = _settings()
@@ -192,12 +239,12 @@ def dead_letters(run_id: Annotated[str, typer.Argument(callback=_run_id)]) -> No
 
 
 async def _dead_letters(settings: Settings, run_id: str) -> list[DeadLetter]:
-    assert settings.redis_url
-    async with EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM) as log:
-        return await log.dead_letters(count=1000)
+    async with open_memory(settings.memory_config(), run_id) as m:
+        return await m.events(RUN_STREAM).dead_letters(count=1000)
 
 
 @app.command()
+@_one_line_errors
 def requeue(
     run_id: Annotated[str, typer.Argument(callback=_run_id)],
     dead_letter_id: Annotated[str, typer.Argument(help="Id shown by `agentmem dead-letters`.")],
@@ -206,19 +253,16 @@ def requeue(
     settings = _settings()
 
     async def go(ready: Settings) -> str:
-        assert ready.redis_url
-        async with EventStore.from_url(ready.redis_url, namespace=run_id, stream=RUN_STREAM) as log:
-            return await log.requeue(dead_letter_id)
+        async with open_memory(ready.memory_config(), run_id) as m:
+            return await m.events(RUN_STREAM).requeue(dead_letter_id)
 
-    try:
-        with _servers(settings) as ready:
-            entry_id = anyio.run(go, ready)
-    except Exception as exc:
-        _fail_on_known(exc)
+    with _servers(settings) as ready:
+        entry_id = anyio.run(go, ready)
     console.print(f"requeued as entry {entry_id}")
 
 
 @app.command()
+@_one_line_errors
 def forget(
     run_id: Annotated[str, typer.Argument(help="The run to delete.", callback=_run_id)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -232,19 +276,11 @@ def forget(
     settings = _settings()
 
     async def go(ready: Settings) -> tuple[int, int]:
-        assert ready.redis_url is not None
-        assert ready.database_url is not None
-        async with (
-            RedisAgentMemory.from_url(ready.redis_url, namespace=run_id) as memory,
-            await SharedAgentDB.connect(ready.database_url.get_secret_value(), run_id) as db,
-        ):
-            return await drop_redis_namespace(memory.client, run_id), await db.drop_all()
+        async with open_memory(ready.memory_config(), run_id) as m:
+            return await m.drop()
 
-    try:
-        with _servers(settings) as ready:
-            keys, versions = anyio.run(go, ready)
-    except Exception as exc:
-        _fail_on_known(exc)
+    with _servers(settings) as ready:
+        keys, versions = anyio.run(go, ready)
     console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
 
 

@@ -8,9 +8,7 @@ from rich.table import Table
 from agents.documents import draft_key
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
-from memory.agent_memory import RedisAgentMemory
-from memory.events import EventStore
-from memory.shared_db import SharedAgentDB
+from memory import open_memory
 from orchestrator.tracker import RunTracker
 
 
@@ -25,13 +23,8 @@ async def show_run(
 ) -> bool:
     """Print the run's sections, and its facts, events or a section's versions; False if the
     run has no events in these stores."""
-    assert settings.redis_url is not None
-    assert settings.database_url is not None
-    async with (
-        RedisAgentMemory.from_url(settings.redis_url, namespace=run_id) as memory,
-        EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM) as log,
-        await SharedAgentDB.connect(settings.database_url.get_secret_value(), run_id) as db,
-    ):
+    async with open_memory(settings.memory_config(), run_id) as m:
+        memory, log, db = m.memory, m.events(RUN_STREAM), m.db
         state = await log.replay(RunTracker())
         if not state.events:
             return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 
 import anyio
-from redis.exceptions import RedisError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -17,6 +16,7 @@ from rich.table import Table
 from agents.protocol import EventType
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
+from memory.errors import ServerUnavailableError
 from memory.status import AgentStatus
 from orchestrator.tracker import RunState
 
@@ -52,7 +52,7 @@ class Progress:
             agents: list[AgentStatus] = []
             try:
                 while True:
-                    with contextlib.suppress(RedisError, OSError):  # an outage stales the table
+                    with contextlib.suppress(ServerUnavailableError):  # an outage stales the table
                         agents = await memory.list_live_agents()
                     live.update(render(state, agents))
                     await anyio.sleep(0.5)

@@ -20,16 +20,21 @@ from pathlib import Path
 
 import anyio
 from pydantic import BaseModel, SecretStr
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agents.protocol import RUN_STREAM, EventType, Role, RunCompleted, RunRequested, SourceDoc
 from agents.settings import Settings
-from memory.agent_event import AgentEvent
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import AgentMemoryError
-from memory.events import EventStore
-from memory.retry import UNREACHABLE, is_unreachable, retrying
-from memory.shared_db import SharedAgentDB
+from memory import (
+    AgentEvent,
+    AgentMemoryError,
+    EventStore,
+    Memory,
+    MemoryConfig,
+    RedisAgentMemory,
+    ServerUnavailableError,
+    SharedAgentDB,
+    open_memory,
+    retrying,
+)
 from orchestrator.logs import llm_seconds
 from orchestrator.progress import Progress
 from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
@@ -92,19 +97,12 @@ async def run_report(
     progress: Progress,
 ) -> RunResult:
     """Run the agents on ``sources`` until the report is written; returns where it is."""
-    if settings.redis_url is None or settings.database_url is None:
-        msg = "run_report needs REDIS_URL and DATABASE_URL (the CLI starts local servers)"
-        raise AgentMemoryError(msg)
+    config = settings.memory_config()
     started = time.monotonic()
     timings: dict[str, float] = {}
     async with AsyncExitStack() as stack:
-        memory = RedisAgentMemory.from_url(settings.redis_url, namespace=run_id)
-        stack.push_async_callback(memory.aclose)
-        events = EventStore.from_url(settings.redis_url, namespace=run_id, stream=RUN_STREAM)
-        stack.push_async_callback(events.aclose)
-        await _check_redis(memory, settings.redis_url)
-        db = await _connect_db(settings.database_url.get_secret_value(), run_id)
-        stack.push_async_callback(db.close)
+        m = await _open(stack, config, run_id)
+        memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
 
         request = RunRequested(topic=topic, sources=list(sources))
@@ -127,7 +125,7 @@ async def run_report(
         by_agent = await anyio.to_thread.run_sync(llm_seconds, supervisor.log_dir)
         timings["llm_by_agents"] = sum(by_agent.values())
 
-        async for attempt in retrying(is_unreachable, attempts=30, timeout=120, maximum=5):
+        async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
             with attempt:
                 report_path, record_path = await _write_outputs(
                     settings, run_id, state, memory, events, db, timings, started
@@ -145,26 +143,11 @@ async def _announce(events: EventStore, event_type: EventType, payload: BaseMode
     await events.publish(event, idempotency_key=f"orchestrator/{event_type}")
 
 
-async def _check_redis(memory: RedisAgentMemory, url: str) -> None:
-    try:
-        async for attempt in retrying((RedisConnectionError, OSError), attempts=5, timeout=10):
-            with attempt:
-                await memory.client.ping()
-    except (RedisConnectionError, OSError) as exc:
-        msg = f"cannot reach Redis at {_redact(url)}: {exc}; start it or fix REDIS_URL"
-        raise AgentMemoryError(msg) from exc
-
-
-async def _connect_db(dsn: str, run_id: str) -> SharedAgentDB:
-    try:
-        async for attempt in retrying(is_unreachable, attempts=5, timeout=10):
-            with attempt:
-                return await SharedAgentDB.connect(dsn, run_id)
-    except UNREACHABLE as exc:
-        if not is_unreachable(exc):
-            raise
-        msg = f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}; start it or fix DATABASE_URL"
-        raise AgentMemoryError(msg) from exc
+async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:
+    """The run's stores; a server that is still starting gets a few seconds to answer."""
+    async for attempt in retrying(ServerUnavailableError, attempts=5, timeout=10):
+        with attempt:
+            return await stack.enter_async_context(open_memory(config, run_id))
     raise AssertionError  # pragma: no cover - retrying re-raises the last error
 
 
@@ -215,9 +198,7 @@ async def _watch(
                         raise RunFailedError(msg)
                     if state.done:
                         return
-        except UNREACHABLE as exc:
-            if isinstance(exc, AgentMemoryError):
-                raise
+        except ServerUnavailableError as exc:
             progress.message(f"[yellow]Redis unreachable ({exc}); waiting for it…[/]")
             await anyio.sleep(1.0)
 
@@ -243,11 +224,3 @@ async def _write_outputs(  # noqa: PLR0917
     record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)
     await anyio.Path(record_path).write_text(dump_json(record))
     return report_path, record_path
-
-
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"

@@ -1,0 +1,132 @@
+"""The memory layer's boundary: driver errors become project errors here, and only here.
+
+Every store class is decorated with :func:`translate_errors`, so that callers above
+``memory/`` never see ``redis.exceptions`` or ``asyncpg`` types: an outage (refused or dropped
+connection, a timeout, a server shutting down) becomes :class:`ServerUnavailableError` (also a
+``ConnectionError``), anything else the server refuses becomes :class:`StoreError`, and the
+project's own errors pass through unchanged. As eventsourcing does at the edge of its
+persistence module, the driver's exception stays attached as ``__cause__``.
+
+A store may also set ``_call_deadline`` (seconds): each of its translated calls is then
+cancelled once it runs past it, so no call waits on a silent server longer than that. Methods
+made of several bounded calls opt out with :func:`unbounded`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import asyncpg
+import redis.exceptions as redis_errors
+
+from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
+
+T = TypeVar("T")
+
+_REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+_POSTGRES_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InterfaceError,
+)
+_UNBOUNDED = "__agentmem_unbounded__"
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The project error for a driver error (``exc`` itself if it is not a driver error)."""
+    if isinstance(exc, AgentMemoryError):
+        return exc
+    if isinstance(exc, _REDIS_DOWN):
+        return ServerUnavailableError(f"Redis is unavailable: {_reason(exc)}")
+    if isinstance(exc, _POSTGRES_DOWN):
+        return ServerUnavailableError(f"PostgreSQL is unavailable: {_reason(exc)}")
+    if isinstance(exc, TimeoutError):
+        return ServerUnavailableError(f"the server did not answer in time: {_reason(exc)}")
+    if isinstance(exc, OSError):
+        return ServerUnavailableError(f"cannot reach the server: {_reason(exc)}")
+    if isinstance(exc, redis_errors.RedisError):
+        return StoreError(f"Redis refused the operation: {_reason(exc)}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(f"PostgreSQL refused the operation: {_reason(exc)}")
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def unbounded(fn: T) -> T:
+    """Mark a method made of several bounded calls: no deadline for the whole of it."""
+    setattr(fn, _UNBOUNDED, True)
+    return fn
+
+
+def translate_errors(cls: type[T]) -> type[T]:
+    """Translate driver errors in every coroutine and async generator defined on ``cls``."""
+    for name, member in list(vars(cls).items()):
+        if inspect.iscoroutinefunction(member):
+            setattr(cls, name, _coroutine(member))
+        elif inspect.isasyncgenfunction(member):
+            setattr(cls, name, _generator(member))
+    return cls
+
+
+def translated(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Translate driver errors raised by one coroutine function (for module-level functions)."""
+    return _coroutine(fn)
+
+
+def _coroutine(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    bounded = not getattr(fn, _UNBOUNDED, False)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        deadline = getattr(args[0], "_call_deadline", None) if bounded and args else None
+        try:
+            if deadline is None:
+                return await fn(*args, **kwargs)
+            with anyio.fail_after(deadline):
+                return await fn(*args, **kwargs)
+        except TimeoutError as exc:
+            if deadline is None or isinstance(exc, AgentMemoryError):
+                raise translate(exc) from exc
+            msg = f"{_what(args[0])} did not answer within {deadline:g} s"
+            raise ServerUnavailableError(msg) from exc
+        except Exception as exc:
+            translated_exc = translate(exc)
+            if translated_exc is exc:
+                raise
+            raise translated_exc from exc
+
+    return wrapper
+
+
+def _what(store: object) -> str:
+    return str(getattr(store, "_server_name", "the server"))
+
+
+def _generator(
+    fn: Callable[..., AsyncGenerator[T, None]],
+) -> Callable[..., AsyncGenerator[T, None]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[T, None]:
+        generator = fn(*args, **kwargs)
+        try:
+            async for item in generator:
+                yield item
+        except Exception as exc:
+            translated_exc = translate(exc)
+            if translated_exc is exc:
+                raise
+            raise translated_exc from exc
+        finally:
+            await generator.aclose()
+
+    return wrapper

@@ -1,0 +1,138 @@
+"""Connections: the settings for reaching Redis and PostgreSQL, and the clients made from them.
+
+Every client the project creates is made here, with explicit timeouts, so that no call waits
+on a silent server for ever:
+
+- Redis: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds waiting
+  for each reply; a command that failed on a dropped connection is retried once, at once, on a
+  new one (a restarted server), and a timeout is never retried (a silent server).
+- PostgreSQL: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds each
+  statement, and every call of :class:`~memory.shared_db.SharedAgentDB` is cancelled after
+  ``connect_timeout + command_timeout`` (which also bounds returning a connection to the pool
+  after a timed-out statement).
+
+Bad URLs and refused credentials raise :class:`InvalidConfigError`; an unreachable server
+raises :class:`ServerUnavailableError`. Messages never include a password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import asyncpg
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from memory.errors import InvalidConfigError, ServerUnavailableError
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_COMMAND_TIMEOUT = 5.0
+
+_AUTH_ERRORS = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """Where the servers are and how long to wait for them."""
+
+    redis_url: str = field(repr=False)
+    database_url: str | None = field(default=None, repr=False)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    command_timeout: float = DEFAULT_COMMAND_TIMEOUT
+    pool_max_size: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "command_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                msg = f"{name} must be more than 0 and at most 3600 seconds, got {value}"
+                raise InvalidConfigError(msg)
+        if self.pool_max_size < 1:
+            msg = f"pool_max_size must be at least 1, got {self.pool_max_size}"
+            raise InvalidConfigError(msg)
+
+    @property
+    def call_deadline(self) -> float:
+        """The longest one PostgreSQL call may take: connect, then run."""
+        return self.connect_timeout + self.command_timeout
+
+
+def redact(url: str) -> str:
+    """The URL without its password (safe for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return parts._replace(netloc=user + netloc).geturl()
+
+
+def redis_client(config: MemoryConfig) -> redis.Redis:
+    """A Redis client for ``config.redis_url`` (no connection is made until first use)."""
+    try:
+        return redis.Redis.from_url(
+            config.redis_url,
+            socket_connect_timeout=config.connect_timeout,
+            socket_timeout=config.command_timeout,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_timeout=False,
+        )
+    except ValueError as exc:
+        msg = f"REDIS_URL {redact(config.redis_url)!r} is not a Redis URL: {exc}"
+        raise InvalidConfigError(msg) from exc
+
+
+async def check_redis(client: redis.Redis, config: MemoryConfig) -> None:
+    """One PING, so that a wrong URL or a server that is down is reported at once."""
+    try:
+        await client.ping()
+    except redis.AuthenticationError as exc:
+        msg = f"Redis at {redact(config.redis_url)} refused the credentials: {exc}"
+        raise InvalidConfigError(msg) from exc
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        msg = f"cannot reach Redis at {redact(config.redis_url)}: {exc}; start it or fix REDIS_URL"
+        raise ServerUnavailableError(msg) from exc
+    except redis.RedisError as exc:
+        msg = f"Redis at {redact(config.redis_url)} answered PING with an error: {exc}"
+        raise InvalidConfigError(msg) from exc
+
+
+async def postgres_pool(config: MemoryConfig, dsn: str) -> asyncpg.Pool:
+    """A connection pool for ``dsn``, with its first connection open (so errors show now)."""
+    where = redact(dsn)
+    try:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=config.pool_max_size,
+            timeout=config.connect_timeout,
+            command_timeout=config.command_timeout,
+        )
+    except _AUTH_ERRORS as exc:
+        msg = f"PostgreSQL at {where} refused the connection: {exc}; fix DATABASE_URL"
+        raise InvalidConfigError(msg) from exc
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        reason = str(exc) or type(exc).__name__
+        msg = f"cannot reach PostgreSQL at {where}: {reason}; start it or fix DATABASE_URL"
+        raise ServerUnavailableError(msg) from exc
+    except (ValueError, asyncpg.ClientConfigurationError) as exc:
+        msg = f"DATABASE_URL {where!r} is not a PostgreSQL URL: {exc}"
+        raise InvalidConfigError(msg) from exc
+    except asyncpg.PostgresError as exc:
+        msg = f"PostgreSQL at {where} refused the connection: {exc}"
+        raise InvalidConfigError(msg) from exc
