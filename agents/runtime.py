@@ -100,8 +100,8 @@ async def run_agent(
     settings: Settings, role: Role, run_id: str, instance: int, handler: Handler
 ) -> None:
     """Open this agent's stores, then heartbeat and serve handoffs until cancelled."""
-    config = settings.memory_config()
     agent_id = f"{role}-{instance}"
+    config = settings.memory_config(client_name=f"agentmem:{agent_id}")
     async with AsyncExitStack() as stack:
         m = await _open(stack, config, run_id)
         events = m.events(

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
             )
             raise InvalidConfigError(msg)
 
-    def memory_config(self) -> MemoryConfig:
+    def memory_config(self, client_name: str = "agentmem") -> MemoryConfig:
         """How to reach the servers; both URLs must be set (the CLI starts local ones)."""
         if self.redis_url is None or self.database_url is None:
             msg = "REDIS_URL and DATABASE_URL must both be set"
@@ -69,4 +69,5 @@ class Settings(BaseSettings):
             database_url=self.database_url.get_secret_value(),
             connect_timeout=self.connect_timeout_seconds,
             command_timeout=self.command_timeout_seconds,
+            client_name=client_name,
         )

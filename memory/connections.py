@@ -17,6 +17,9 @@ raises :class:`ServerUnavailableError`. Messages never include a password.
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -30,6 +33,7 @@ from memory.errors import InvalidConfigError, ServerUnavailableError
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 5.0
 
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _AUTH_ERRORS = (
     asyncpg.InvalidPasswordError,
     asyncpg.InvalidAuthorizationSpecificationError,
@@ -46,6 +50,7 @@ class MemoryConfig:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     pool_max_size: int = 10
+    client_name: str = "agentmem"  # shown by CLIENT LIST / pg_stat_activity, with a pool id
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "command_timeout"):
@@ -55,6 +60,10 @@ class MemoryConfig:
                 raise InvalidConfigError(msg)
         if self.pool_max_size < 1:
             msg = f"pool_max_size must be at least 1, got {self.pool_max_size}"
+            raise InvalidConfigError(msg)
+
+        if not _CLIENT_NAME.fullmatch(self.client_name):
+            msg = f"client_name {self.client_name!r} must be 1-64 of A-Z a-z 0-9 . _ : -"
             raise InvalidConfigError(msg)
 
     @property
@@ -76,11 +85,18 @@ def redact(url: str) -> str:
     return parts._replace(netloc=user + netloc).geturl()
 
 
+def connection_name(config: MemoryConfig) -> str:
+    """``<client_name>/<pid>/<random>``: names every connection of one client or pool alike,
+    so that the server can tell how many clients a process opened."""
+    return f"{config.client_name}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
 def redis_client(config: MemoryConfig) -> redis.Redis:
     """A Redis client for ``config.redis_url`` (no connection is made until first use)."""
     try:
         return redis.Redis.from_url(
             config.redis_url,
+            client_name=connection_name(config),
             socket_connect_timeout=config.connect_timeout,
             socket_timeout=config.command_timeout,
             retry=Retry(NoBackoff(), 1),
@@ -116,6 +132,7 @@ async def postgres_pool(config: MemoryConfig, dsn: str) -> asyncpg.Pool:
             max_size=config.pool_max_size,
             timeout=config.connect_timeout,
             command_timeout=config.command_timeout,
+            server_settings={"application_name": connection_name(config)},
         )
     except _AUTH_ERRORS as exc:
         msg = f"PostgreSQL at {where} refused the connection: {exc}; fix DATABASE_URL"

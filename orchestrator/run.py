@@ -97,7 +97,7 @@ async def run_report(
     progress: Progress,
 ) -> RunResult:
     """Run the agents on ``sources`` until the report is written; returns where it is."""
-    config = settings.memory_config()
+    config = settings.memory_config(client_name="agentmem:orchestrator")
     started = time.monotonic()
     timings: dict[str, float] = {}
     async with AsyncExitStack() as stack:

@@ -1,0 +1,81 @@
+"""A loopback TCP proxy that can turn into a black hole: connections stay open, bytes vanish.
+
+That is what a partitioned or frozen server looks like to a client: nothing is refused, nothing
+answers. Tests point a client at the proxy, then switch ``blackholed`` on and off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+
+class BlackholeProxy:
+    """Forwards 127.0.0.1:``port`` to ``target_port`` until told to swallow everything."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def blackholed(self) -> bool:
+        return not self._open.is_set()
+
+    @blackholed.setter
+    def blackholed(self, value: bool) -> None:
+        if value:
+            self._open.clear()
+        else:
+            self._open.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if self._open.is_set():
+                    writer.write(data)
+                    await writer.drain()
+        writer.close()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        self._spawn(self._serve(reader, writer))
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._open.wait()  # a connection made during the black hole is never served
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        self._spawn(self._pipe(reader, up_writer))
+        self._spawn(self._pipe(up_reader, writer))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[BlackholeProxy]:
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for writer in self._writers:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            await server.wait_closed()
