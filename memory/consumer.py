@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,9 +51,16 @@ class Delivery:
     attempts: int
 
 
+ORIGINAL_FIELDS = "fields"  # the dead letter's field holding the original entry, as JSON
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An entry that a consumer group gave up on, with the reason."""
+    """An entry that a consumer group gave up on, with the reason.
+
+    Its stream entry is written by :meth:`to_fields` and read by :meth:`from_entry`; the
+    requeue script reads only :data:`ORIGINAL_FIELDS`, whose name it is passed.
+    """
 
     dead_letter_id: str
     entry_id: str
@@ -61,6 +68,27 @@ class DeadLetter:
     reason: str
     fields: dict[str, str]
     failed_at: datetime
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "entry_id": self.entry_id,
+            "group": self.group,
+            "reason": self.reason[:2000],
+            ORIGINAL_FIELDS: json.dumps(self.fields, ensure_ascii=False),
+            "failed_at": self.failed_at.isoformat(),
+        }
+
+    @classmethod
+    def from_entry(cls, dead_letter_id: str, raw: Mapping[Any, Any]) -> DeadLetter:
+        data = {as_str(k): as_str(v) for k, v in raw.items()}
+        return cls(
+            dead_letter_id=dead_letter_id,
+            entry_id=data.get("entry_id", ""),
+            group=data.get("group", ""),
+            reason=data.get("reason", ""),
+            fields=json.loads(data.get(ORIGINAL_FIELDS, "{}")),
+            failed_at=datetime.fromisoformat(data["failed_at"]),
+        )
 
 
 @translate_errors
@@ -186,15 +214,9 @@ class ConsumerGroup:
     async def _dead_letter(self, entry_id: str, fields: Any, reason: str) -> None:
         """Move the entry to the dead-letter stream and acknowledge it, atomically."""
         original = {as_str(k): _text(v) for k, v in fields.items()}
-        letter = {
-            "entry_id": entry_id,
-            "group": self.name,
-            "reason": reason[:2000],
-            "fields": json.dumps(original, ensure_ascii=False),
-            "failed_at": utc_now().isoformat(),
-        }
+        letter = DeadLetter("", entry_id, self.name, reason, original, utc_now())
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_letter_key, letter)  # type: ignore[arg-type]
+            pipe.xadd(self.dead_letter_key, letter.to_fields())  # type: ignore[arg-type]
             pipe.xack(self.stream_key, self.name, entry_id)
             await pipe.execute()
         logger.warning("dead-lettered %s for group %s: %s", entry_id, self.name, reason)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -58,7 +57,7 @@ class DurableWriter:
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str) -> bool:
         """Publish an event at most once per key; True if it reached Redis now."""
-        args = {"event": _event_to_json(event), "idempotency_key": idempotency_key}
+        args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
         return await self._write(_PUBLISH, args)
 
     async def pending(self) -> int:
@@ -99,25 +98,7 @@ class DurableWriter:
             facts = [NewFact(**fact) for fact in args["facts"]]
             await self.memory.store_facts(args["agent_id"], facts)
         elif entry.kind == _PUBLISH:
-            event = _event_from_json(args["event"])
+            event = AgentEvent.model_validate(args["event"])
             await self.events.publish(event, idempotency_key=args["idempotency_key"])
         else:
             logger.error("dropping unknown log entry %d of kind %r", entry.seq, entry.kind)
-
-
-def _event_to_json(event: AgentEvent) -> dict[str, Any]:
-    return {
-        "event_type": event.event_type,
-        "agent_id": event.agent_id,
-        "payload": event.payload,
-        "timestamp": event.timestamp.isoformat(),
-    }
-
-
-def _event_from_json(data: dict[str, Any]) -> AgentEvent:
-    return AgentEvent(
-        event_type=data["event_type"],
-        agent_id=data["agent_id"],
-        payload=data["payload"],
-        timestamp=datetime.fromisoformat(data["timestamp"]),
-    )

@@ -10,10 +10,8 @@ in a dead-letter stream, where they can be listed and requeued.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from datetime import datetime
 from typing import Any, Self, TypeVar
 
 import redis.asyncio as redis
@@ -24,7 +22,7 @@ from memory._codec import as_str
 from memory._resource import AsyncResource
 from memory.agent_event import AgentEvent
 from memory.connections import MemoryConfig, redis_client
-from memory.consumer import ConsumerGroup, DeadLetter, GiveUp
+from memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
 from memory.errors import AgentMemoryError, PoisonMessageError
 from memory.keys import Keyspace, validate_id
 from memory.projection import Projection
@@ -45,13 +43,13 @@ return id
 """
 
 _REQUEUE = """
--- KEYS: 1 dead-letter stream, 2 stream. ARGV: 1 dead-letter id.
+-- KEYS: 1 dead-letter stream, 2 stream. ARGV: 1 dead-letter id, 2 the field with the original.
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then return false end
 local fields = found[1][2]
 local original
 for i = 1, #fields, 2 do
-  if fields[i] == 'fields' then original = cjson.decode(fields[i + 1]) end
+  if fields[i] == ARGV[2] then original = cjson.decode(fields[i + 1]) end
 end
 local args = {}
 for name, value in pairs(original) do
@@ -191,25 +189,12 @@ class EventStore(AsyncResource):
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead letters of this stream."""
         entries: Any = await self.client.xrange(self.dead_letter_key, "-", "+", count=count)
-        letters = []
-        for entry_id, raw in entries or []:
-            data = {as_str(k): as_str(v) for k, v in raw.items()}
-            letters.append(
-                DeadLetter(
-                    dead_letter_id=as_str(entry_id),
-                    entry_id=data.get("entry_id", ""),
-                    group=data.get("group", ""),
-                    reason=data.get("reason", ""),
-                    fields=json.loads(data.get("fields", "{}")),
-                    failed_at=datetime.fromisoformat(data["failed_at"]),
-                )
-            )
-        return letters
+        return [DeadLetter.from_entry(as_str(entry_id), raw) for entry_id, raw in entries or []]
 
     async def requeue(self, dead_letter_id: str) -> str:
         """Append a dead letter's original entry to the stream again; returns its new id."""
         entry_id = await self._requeue(
-            keys=[self.dead_letter_key, self.stream_key], args=[dead_letter_id]
+            keys=[self.dead_letter_key, self.stream_key], args=[dead_letter_id, ORIGINAL_FIELDS]
         )
         if entry_id is None:
             msg = (
