@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint fmt bench chaos clean
+.PHONY: install demo test test-cluster cluster lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The memory tests again, against a local 3-primary + 3-replica Redis Cluster (~40 s).
+test-cluster: $(STAMP)
+	AGENTMEM_TEST_REDIS=cluster $(BIN)/python -m pytest tests/memory $(PYTEST_ARGS)
+
+# A local Redis Cluster until Ctrl-C; prints the REDIS_URL to use.
+cluster: $(STAMP)
+	$(BIN)/python -m devservers.cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

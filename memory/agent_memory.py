@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Self
-
-import redis.asyncio as redis
+from typing import Any
 
 from memory._resource import AsyncResource
-from memory.connections import MemoryConfig, redis_client
+from memory.connections import RedisClient
 from memory.facts import Fact, FactStore, NewFact
 from memory.keys import Keyspace
 from memory.locks import HeldLock, Lease, LockManager
@@ -23,24 +21,14 @@ from memory.status import AgentStatus, StatusBoard
 class RedisAgentMemory(AsyncResource):
     """Facts, status and locks shared by the agents of one namespace.
 
-    Processes get one from :func:`memory.stores.open_memory` (one client for every store);
-    :meth:`from_url` makes a memory with a client of its own, for a script or a test.
+    Processes get one from :func:`memory.stores.open_memory` (one client for every store).
     """
 
-    def __init__(self, client: redis.Redis, namespace: str = "default") -> None:
+    def __init__(self, client: RedisClient, namespace: str = "default") -> None:
         self.keys = Keyspace(namespace)
         self._facts = FactStore(client, self.keys)
         self._statuses = StatusBoard(client, self.keys)
         self._locks = LockManager(client, self.keys)
-
-    @classmethod
-    def from_url(cls, url: str, namespace: str = "default") -> Self:
-        """A memory on a client of its own for ``url`` (default timeouts), closed by
-        :meth:`aclose`."""
-        client = redis_client(MemoryConfig(redis_url=url))
-        memory = cls(client, namespace)
-        memory.own(client.aclose)
-        return memory
 
     # facts
     async def store_fact(

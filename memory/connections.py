@@ -20,18 +20,26 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from memory.errors import InvalidConfigError, ServerUnavailableError
 
+# Every store takes either: one client of a standalone server, or one of a Redis Cluster.
+RedisClient = redis.Redis | RedisCluster
+
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _AUTH_ERRORS = (
@@ -51,6 +59,7 @@ class MemoryConfig:
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     pool_max_size: int = 10
     client_name: str = "agentmem"  # shown by CLIENT LIST / pg_stat_activity, with a pool id
+    redis_cluster: bool | None = None  # None: ask the server (INFO cluster) when connecting
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "command_timeout"):
@@ -91,26 +100,62 @@ def connection_name(config: MemoryConfig) -> str:
     return f"{config.client_name}/{os.getpid()}/{secrets.token_hex(3)}"
 
 
-def redis_client(config: MemoryConfig) -> redis.Redis:
-    """A Redis client for ``config.redis_url`` (no connection is made until first use)."""
+def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
+    return {
+        **extra,
+        "client_name": connection_name(config),
+        "socket_connect_timeout": config.connect_timeout,
+        "socket_timeout": config.command_timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
+
+
+def redis_client(config: MemoryConfig, **extra: object) -> redis.Redis:
+    """A client of a standalone server at ``config.redis_url`` (it connects on first use).
+
+    ``extra`` options go to redis-py as they are (e.g. ``decode_responses=True``).
+    """
     try:
-        return redis.Redis.from_url(
-            config.redis_url,
-            client_name=connection_name(config),
-            socket_connect_timeout=config.connect_timeout,
-            socket_timeout=config.command_timeout,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-        )
+        return redis.Redis.from_url(config.redis_url, **_client_options(config, **extra))  # type: ignore[arg-type]
     except ValueError as exc:
         msg = f"REDIS_URL {redact(config.redis_url)!r} is not a Redis URL: {exc}"
         raise InvalidConfigError(msg) from exc
 
 
-async def check_redis(client: redis.Redis, config: MemoryConfig) -> None:
-    """One PING, so that a wrong URL or a server that is down is reported at once."""
+async def connect_redis(config: MemoryConfig, **extra: object) -> RedisClient:
+    """A connected client for ``config.redis_url``: a cluster client if the server is a node of
+    a Redis Cluster (any node will do), else a standalone one.
+
+    Asks the server once (``INFO cluster``) unless ``config.redis_cluster`` says which; a wrong
+    URL, refused credentials or a server that is down are reported here.
+    """
+    client = redis_client(config, **extra)
     try:
-        await client.ping()
+        cluster = config.redis_cluster
+        if cluster is None:
+            info = await _ask(client, config, client.info("cluster"))
+            cluster = bool(info.get("cluster_enabled"))
+        else:
+            await _ask(client, config, client.ping())
+        if not cluster:
+            return client
+    except BaseException:
+        await client.aclose()
+        raise
+    await client.aclose()
+    nodes = RedisCluster.from_url(config.redis_url, **_client_options(config, **extra))
+    try:
+        await _ask(nodes, config, nodes.initialize())
+    except BaseException:
+        await nodes.aclose()
+        raise
+    return nodes
+
+
+async def _ask(client: RedisClient, config: MemoryConfig, request: Awaitable[T]) -> T:
+    """Await the first request to a server, turning its failures into clear errors."""
+    try:
+        return await request
     except redis.AuthenticationError as exc:
         msg = f"Redis at {redact(config.redis_url)} refused the credentials: {exc}"
         raise InvalidConfigError(msg) from exc
@@ -118,7 +163,7 @@ async def check_redis(client: redis.Redis, config: MemoryConfig) -> None:
         msg = f"cannot reach Redis at {redact(config.redis_url)}: {exc}; start it or fix REDIS_URL"
         raise ServerUnavailableError(msg) from exc
     except redis.RedisError as exc:
-        msg = f"Redis at {redact(config.redis_url)} answered PING with an error: {exc}"
+        msg = f"Redis at {redact(config.redis_url)} refused to start a session: {exc}"
         raise InvalidConfigError(msg) from exc
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
 from memory.agent_event import AgentEvent
+from memory.connections import RedisClient
 from memory.errors import PoisonMessageError
 from memory.keys import validate_id
 
@@ -97,7 +97,7 @@ class ConsumerGroup:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         stream_key: str,
         dead_letter_key: str,

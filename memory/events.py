@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
-import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from memory._boundary import translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
 from memory.agent_event import AgentEvent
-from memory.connections import MemoryConfig, redis_client
+from memory.connections import RedisClient
 from memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
 from memory.errors import AgentMemoryError, PoisonMessageError
 from memory.keys import Keyspace, validate_id
@@ -68,7 +67,7 @@ class EventStore(AsyncResource):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str = "default",
         stream: str = "events",
         *,
@@ -84,29 +83,6 @@ class EventStore(AsyncResource):
         self.reclaim_idle_ms = reclaim_idle_ms
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._requeue = client.register_script(_REQUEUE)
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        namespace: str = "default",
-        stream: str = "events",
-        *,
-        max_deliveries: int = 5,
-        reclaim_idle_ms: int = 30_000,
-    ) -> Self:
-        """An event store on a client of its own for ``url`` (default timeouts), closed by
-        :meth:`aclose`; processes use :func:`memory.stores.open_memory` instead."""
-        client = redis_client(MemoryConfig(redis_url=url))
-        store = cls(
-            client,
-            namespace,
-            stream,
-            max_deliveries=max_deliveries,
-            reclaim_idle_ms=reclaim_idle_ms,
-        )
-        store.own(client.aclose)
-        return store
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event; with a key, appending again returns the first entry's id."""

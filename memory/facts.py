@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-import redis.asyncio as redis
-
 from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
+from memory.connections import RedisClient
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
 
@@ -91,7 +90,7 @@ class Fact(NamedTuple):
 class FactStore:
     """Facts shared by every agent of one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
         self._client = client
         self._keys = keys
         self._store = client.register_script(_STORE)

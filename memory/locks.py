@@ -26,10 +26,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import redis.asyncio as redis
 
 from memory._boundary import translate_errors
 from memory._codec import as_str
+from memory.connections import RedisClient
 from memory.errors import (
     InvalidValueError,
     LockLostError,
@@ -125,7 +125,7 @@ class HeldLock:
 class LockManager:
     """Locks on the resources of one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
         self._client = client
         self._keys = keys
         self._acquire = client.register_script(_ACQUIRE)

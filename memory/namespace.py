@@ -8,16 +8,15 @@ Redis keys are found with SCAN (never KEYS, which blocks the server) and UNLINKe
 
 from __future__ import annotations
 
-import redis.asyncio as redis
-
 from memory._boundary import translated
+from memory.connections import RedisClient
 from memory.keys import Keyspace
 
 _BATCH = 500
 
 
 @translated
-async def drop_redis_namespace(client: redis.Redis, namespace: str) -> int:
+async def drop_redis_namespace(client: RedisClient, namespace: str) -> int:
     """Unlink every key of ``namespace``; returns how many there were."""
     keys = Keyspace(namespace)
     dropped = 0

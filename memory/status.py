@@ -13,10 +13,9 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import redis.asyncio as redis
-
 from memory._boundary import translate_errors
 from memory._codec import as_str
+from memory.connections import RedisClient
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
 
@@ -65,7 +64,7 @@ class AgentStatus:
 class StatusBoard:
     """The status of every agent in one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keyspace) -> None:
+    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
         self._client = client
         self._keys = keys
         self._set = client.register_script(_SET)

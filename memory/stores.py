@@ -19,11 +19,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as redis
-
 from memory._resource import AsyncResource
 from memory.agent_memory import RedisAgentMemory
-from memory.connections import MemoryConfig, check_redis, postgres_pool, redis_client
+from memory.connections import MemoryConfig, RedisClient, connect_redis, postgres_pool
 from memory.errors import AgentMemoryError
 from memory.events import EventStore
 from memory.keys import validate_id
@@ -38,7 +36,7 @@ class Memory(AsyncResource):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         namespace: str,
         db: SharedAgentDB | None = None,
     ) -> None:
@@ -83,15 +81,15 @@ async def open_memory(
 ) -> AsyncIterator[Memory]:
     """Open the stores of ``namespace``; everything opened here is closed on the way out.
 
-    Redis is pinged and the PostgreSQL pool opens its first connection before this returns,
-    so a wrong URL, refused credentials or a server that is down are reported at once
-    (:class:`~memory.errors.InvalidConfigError`, :class:`~memory.errors.ServerUnavailableError`).
+    Redis is asked whether it is a cluster node (which picks the client), and the PostgreSQL
+    pool opens its first connection, before this returns: a wrong URL, refused credentials or
+    a server that is down are reported at once (:class:`~memory.errors.InvalidConfigError`,
+    :class:`~memory.errors.ServerUnavailableError`).
     """
     validate_id(namespace, "namespace")
-    client = redis_client(config)
+    client = await connect_redis(config)
     memory: Memory | None = None
     try:
-        await check_redis(client, config)
         db: SharedAgentDB | None = None
         if config.database_url is not None:
             pool = await postgres_pool(config, config.database_url)

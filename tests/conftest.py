@@ -1,19 +1,23 @@
 """Test session setup: real Redis and PostgreSQL, started once for the whole session.
 
-When REDIS_URL / DATABASE_URL are set the tests use those servers instead.
+When REDIS_URL / DATABASE_URL are set the tests use those servers instead. With
+``AGENTMEM_TEST_REDIS=cluster`` (``make test-cluster``) Redis is a local 3-primary,
+3-replica Redis Cluster, reached through one of its nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-import redis.asyncio as redis
 
 from devservers import ServerUrls, local_servers
+from devservers.cluster import local_cluster
+from memory.connections import MemoryConfig, RedisClient, connect_redis
 from memory.retry import set_testing
 
 
@@ -32,8 +36,11 @@ def _no_retry_waits() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def servers() -> Iterator[ServerUrls]:
     """Real servers for the session: the embedded ones unless URLs are given."""
-    with local_servers(os.environ.get("REDIS_URL"), os.environ.get("DATABASE_URL")) as urls:
-        yield urls
+    with contextlib.ExitStack() as stack:
+        redis_url = os.environ.get("REDIS_URL")
+        if os.environ.get("AGENTMEM_TEST_REDIS") == "cluster" and not redis_url:
+            redis_url = stack.enter_context(local_cluster()).url
+        yield stack.enter_context(local_servers(redis_url, os.environ.get("DATABASE_URL")))
 
 
 @pytest.fixture
@@ -43,8 +50,9 @@ def namespace() -> str:
 
 
 @pytest.fixture
-async def redis_client(servers: ServerUrls) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(servers.redis_url, decode_responses=False)
+async def redis_client(servers: ServerUrls) -> AsyncIterator[RedisClient]:
+    """A client of the session's Redis (a cluster client when it is a cluster)."""
+    client = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
     yield client
     await client.aclose()
 

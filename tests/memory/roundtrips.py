@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
-import redis.asyncio as redis
+import pytest
 from redis.asyncio.connection import Connection
+
+from memory.connections import MemoryConfig, RedisClient, connect_redis
 
 
 class CountingConnection(Connection):
@@ -21,8 +24,16 @@ class CountingConnection(Connection):
         await super().send_packed_command(command, check_health)
 
 
-def counting_client(url: str, **kwargs: Any) -> tuple[redis.Redis, type[CountingConnection]]:
-    """A client whose connections count round trips in the returned class's ``sent``."""
+# On a cluster, redis-py builds each node's connections itself and ignores connection_class.
+standalone_only = pytest.mark.skipif(
+    os.environ.get("AGENTMEM_TEST_REDIS") == "cluster",
+    reason="counts the connections of a standalone client",
+)
+
+
+async def counting_client(url: str, **kwargs: Any) -> tuple[RedisClient, type[CountingConnection]]:
+    """A client (a cluster client on a cluster) whose connections count round trips in the
+    returned class's ``sent``."""
     counter = type("Counter", (CountingConnection,), {"sent": 0})
-    pool = redis.ConnectionPool.from_url(url, connection_class=counter, **kwargs)
-    return redis.Redis.from_pool(pool), counter
+    client = await connect_redis(MemoryConfig(redis_url=url), connection_class=counter, **kwargs)
+    return client, counter

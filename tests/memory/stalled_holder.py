@@ -13,18 +13,16 @@ import sys
 
 import anyio
 
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import StaleFencingTokenError
-from memory.shared_db import SharedAgentDB
+from memory import MemoryConfig, StaleFencingTokenError, open_memory
 
 
 async def main(redis_url: str, database_url: str, namespace: str) -> None:
-    memory = RedisAgentMemory.from_url(redis_url, namespace)
+    config = MemoryConfig(redis_url=redis_url, database_url=database_url)
     async with (
-        memory,
-        await SharedAgentDB.connect(database_url, namespace) as db,
-        memory.lock("doc", "stalled-1", ttl_seconds=1) as held,
+        open_memory(config, namespace) as m,
+        m.memory.lock("doc", "stalled-1", ttl_seconds=1) as held,
     ):
+        db = m.db
         print(f"locked {held.fencing_token}", flush=True)  # noqa: T201
         await anyio.to_thread.run_sync(sys.stdin.readline)
         try:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from devservers import EmbeddedRedis, ServerUrls
+from devservers import EmbeddedRedis
 from memory.agent_memory import RedisAgentMemory
+from memory.connections import RedisClient
 from memory.durable import DurableWriter
 from memory.errors import InvalidIdError
 from memory.events import AgentEvent, EventStore
@@ -58,7 +59,7 @@ async def test_writes_made_while_redis_is_down_arrive_once_in_order_when_it_is_b
 
 
 async def test_the_log_outlives_the_agent_and_is_sent_by_its_next_life(
-    tmp_path: Path, servers: ServerUrls, namespace: str
+    tmp_path: Path, redis_client: RedisClient, namespace: str
 ) -> None:
     """Entries left in the log by a crashed agent are sent by the writer that reopens it."""
     down = redis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
@@ -68,13 +69,12 @@ async def test_the_log_outlives_the_agent_and_is_sent_by_its_next_life(
         await first_life.publish(hello(2), idempotency_key="hello-2")
     await down.aclose()
 
-    client = redis.Redis.from_url(servers.redis_url)
-    memory, events = RedisAgentMemory(client, namespace), EventStore(client, namespace)
+    memory = RedisAgentMemory(redis_client, namespace)
+    events = EventStore(redis_client, namespace)
     async with WriteAheadLog(tmp_path / "wal.db") as wal:
         assert await DurableWriter(memory, events, wal).flush() == 0
     assert [f.fact for f in await memory.get_facts_by_category("notes")] == ["kept"]
     assert len(await events.read_events()) == 1
-    await client.aclose()
 
 
 async def test_facts_without_an_idempotency_key_are_refused(

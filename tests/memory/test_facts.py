@@ -10,9 +10,10 @@ import redis.asyncio as redis
 
 from devservers import ServerUrls
 from memory.agent_memory import RedisAgentMemory
+from memory.connections import MemoryConfig, connect_redis
 from memory.errors import InvalidIdError, InvalidValueError
 from memory.facts import NewFact
-from tests.memory.roundtrips import CountingConnection, counting_client
+from tests.memory.roundtrips import CountingConnection, counting_client, standalone_only
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +27,7 @@ async def memory(redis_client: redis.Redis, namespace: str) -> RedisAgentMemory:
 async def counted(
     servers: ServerUrls, namespace: str
 ) -> AsyncIterator[tuple[RedisAgentMemory, type[CountingConnection]]]:
-    client, counter = counting_client(servers.redis_url)
+    client, counter = await counting_client(servers.redis_url)
     memory = RedisAgentMemory(client, namespace)
     await memory.store_fact("warm", "loads the scripts", "warmup")
     await memory.get_facts_by_category("warmup")
@@ -98,6 +99,7 @@ async def test_a_category_reads_back_in_id_order(memory: RedisAgentMemory) -> No
     assert [f.fact for f in await memory.get_facts([ids[3], 999_999, ids[0]])] == ["f3", "f0"]
 
 
+@standalone_only
 async def test_single_and_batch_stores_are_one_round_trip_each(
     counted: tuple[RedisAgentMemory, type[CountingConnection]],
 ) -> None:
@@ -112,6 +114,7 @@ async def test_single_and_batch_stores_are_one_round_trip_each(
     assert counter.sent == 1
 
 
+@standalone_only
 async def test_reading_a_category_costs_the_same_round_trips_for_10_and_1000_facts(
     counted: tuple[RedisAgentMemory, type[CountingConnection]],
 ) -> None:
@@ -170,7 +173,7 @@ async def test_facts_round_trip_on_a_client_that_decodes_responses(
     servers: ServerUrls, namespace: str
 ) -> None:
     """The store works the same whether the client returns bytes or str."""
-    client = redis.Redis.from_url(servers.redis_url, decode_responses=True)
+    client = await connect_redis(MemoryConfig(redis_url=servers.redis_url), decode_responses=True)
     memory = RedisAgentMemory(client, namespace)
     await memory.store_facts("a", [NewFact("one", "c", {"n": 1}), NewFact("two", "c")])
 
