@@ -14,8 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from memory._codec import as_str, utc_now
-from memory.errors import InvalidValueError, PoisonMessageError
+from memory._codec import as_str, check_text, encode_json, utc_now
+from memory.errors import PoisonMessageError
+from memory.keys import validate_id
+from memory.limits import Limits
+
+_DEFAULT_LIMITS = Limits()
 
 
 class AgentEvent(BaseModel):
@@ -37,16 +41,23 @@ class AgentEvent(BaseModel):
             raise ValueError(msg)
         return value.astimezone(UTC)
 
-    def to_fields(self) -> dict[str, str]:
-        """The stream entry's fields."""
-        try:
-            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            msg = f"payload of {self.event_type!r} is not JSON ({exc}); use JSON types only"
-            raise InvalidValueError(msg) from exc
+    def to_fields(self, limits: Limits = _DEFAULT_LIMITS) -> dict[str, str]:
+        """The stream entry's fields; an event that cannot be one raises before any is sent.
+
+        The agent id follows the id rule (:func:`~memory.keys.validate_id`); the payload must
+        be JSON within ``limits`` (:class:`~memory.errors.InvalidValueError` otherwise).
+        """
+        event_type = check_text(self.event_type, "event_type", 800)
+        agent_id = validate_id(self.agent_id, "event agent_id")
+        payload = encode_json(
+            self.payload,
+            f"payload of {event_type!r}",
+            max_bytes=limits.event_payload_bytes,
+            max_depth=limits.json_depth,
+        )
         return {
-            "type": self.event_type,
-            "agent": self.agent_id,
+            "type": event_type,
+            "agent": agent_id,
             "ts": self.timestamp.isoformat(),
             "payload": payload,
         }

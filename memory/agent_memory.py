@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from memory._resource import AsyncResource
 from memory.facts import Fact, FactStore, NewFact
 from memory.keys import Keyspace
+from memory.limits import Limits
 from memory.locks import HeldLock, Lease, LockManager
 from memory.status import AgentStatus, StatusBoard
 
@@ -26,11 +27,13 @@ class RedisAgentMemory(AsyncResource):
     :meth:`aclose`.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str = "default") -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str = "default", *, limits: Limits | None = None
+    ) -> None:
         self.client = client
         self.keys = Keyspace(namespace)
-        self.facts = FactStore(client, self.keys)
-        self.statuses = StatusBoard(client, self.keys)
+        self.facts = FactStore(client, self.keys, limits=limits)
+        self.statuses = StatusBoard(client, self.keys, limits=limits)
         self.locks = LockManager(client, self.keys)
         self._owns_client = False
 

@@ -24,8 +24,8 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from memory._codec import as_str
-from memory.errors import InvalidValueError, LockLostError, LockTimeoutError
+from memory._codec import as_str, ttl_ms
+from memory.errors import LockLostError, LockTimeoutError
 from memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,4 @@ class LockManager:
 
 
 def _ttl_ms(ttl_seconds: float) -> int:
-    if ttl_seconds <= 0:
-        msg = f"a lock's ttl_seconds must be positive, got {ttl_seconds}"
-        raise InvalidValueError(msg)
-    return max(1, int(ttl_seconds * 1000))
+    return ttl_ms(ttl_seconds, "a lock's ttl_seconds")
