@@ -27,6 +27,7 @@ from memory.consumer import ConsumerGroup, Delivery
 from memory.durable import DurableWriter
 from memory.errors import AgentMemoryError
 from memory.events import AgentEvent, EventStore
+from memory.keys import path_part
 from memory.retry import UNREACHABLE, is_unreachable, retrying
 from memory.shared_db import SharedAgentDB
 from memory.wal import WriteAheadLog
@@ -113,7 +114,9 @@ async def run_agent(
         llm = TimedLLM(make_llm(settings))
         stack.push_async_callback(llm.aclose)
 
-        wal = WriteAheadLog(Path(settings.data_dir) / "wal" / run_id / f"{agent_id}.db")
+        wal = WriteAheadLog(
+            Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
+        )
         stack.callback(wal.close)
         writer = DurableWriter(memory, events, wal)
         ctx = Context(agent_id, role, settings, memory, events, db, llm, writer)
