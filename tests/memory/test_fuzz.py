@@ -115,7 +115,7 @@ hostile_mapping = st.one_of(
     st.dictionaries(st.text(max_size=5), json_like, max_size=3),
     hostile_value,  # not a mapping, mostly
 )
-text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1)  # NUL and controls too
+text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1)  # NUL and controls too
 plain_json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(text, kids, max_size=4),
@@ -217,7 +217,7 @@ async def test_store_facts_stores_all_and_reads_back_or_raises_ours_and_stores_n
     if ids is None:
         assert await keys_of(redis_client, ns) == []
         return
-    first = {}
+    first: dict[int, NewFact] = {}
     for fact_id, new in zip(ids, facts, strict=True):
         first.setdefault(fact_id, new)  # a repeated idempotency key returns the first id
     for fact in await memory.get_facts(list(first)):
