@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,8 @@ MAX_TTL_SECONDS = 366 * 24 * 3600.0  # a year: statuses beat every few seconds, 
 # A JSON-escaped NUL (PostgreSQL's jsonb refuses it) that is not an escaped backslash + "u0000".
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# One encoder for every call: json.dumps with options builds a new one each time (2x slower).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def as_str(value: bytes | str) -> str:
@@ -60,30 +61,40 @@ def check_text(value: object, what: str, max_bytes: int, *, allow_nul: bool = Tr
 def _check_shape(value: object, what: str, max_depth: int, budget: int) -> None:
     """Raise unless object keys are strings and nesting stays within ``max_depth``.
 
-    Iterative, so no input can exhaust the interpreter's stack; only containers are visited,
-    at most ``budget`` of them (shared sub-lists could otherwise make the walk exponential).
+    Iterative, level by level, so no input can exhaust the interpreter's stack; only arrays
+    and objects are visited, at most ``budget`` of them (shared sub-lists could otherwise make
+    the walk exponential). ``json.dumps`` refuses every other type afterwards.
     """
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        budget -= 1
-        if budget < 0:
-            msg = f"{what} has too many arrays and objects to be under its size cap; store less"
-            raise InvalidValueError(msg)
-        item, depth = stack.pop()
-        if isinstance(item, Mapping):
-            children: Any = item.values()
-            for key in item:
-                if not isinstance(key, str):
-                    msg = f"{what} has a key of type {type(key).__name__}; JSON keys are strings"
-                    raise InvalidValueError(msg)
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
+    level: list[Any] = [value] if isinstance(value, dict | list | tuple) else []
+    depth = 0
+    while level:
+        depth += 1
+        budget -= len(level)
         if depth > max_depth:
             msg = f"{what} nests deeper than {max_depth} levels; flatten it"
             raise InvalidValueError(msg)
-        stack.extend((c, depth + 1) for c in children if isinstance(c, Mapping | list | tuple))
+        if budget < 0:
+            msg = f"{what} has too many arrays and objects to be under its size cap; store less"
+            raise InvalidValueError(msg)
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        msg = (
+                            f"{what} has a key of type {type(key).__name__}; JSON keys are strings"
+                        )
+                        raise InvalidValueError(msg)
+                    if isinstance(child, dict | list | tuple):
+                        below.append(child)
+            else:
+                below.extend(c for c in item if isinstance(c, dict | list | tuple))
+        level = below
+
+
+def json_text(value: object) -> str:
+    """JSON text of a value already checked (by :func:`encode_json` or as an id or text)."""
+    return _ENCODER.encode(value)
 
 
 def encode_json(
@@ -97,7 +108,7 @@ def encode_json(
     """
     _check_shape(value, what, max_depth, budget=max_bytes // 2 + 1)
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         msg = f"{what} is not JSON ({exc}); use str, int, float, bool, None, list and dict only"
         raise InvalidValueError(msg) from exc

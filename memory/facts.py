@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, cast
 
 import redis.asyncio as redis
 
-from memory._codec import as_str, check_text, encode_json, utc_now
+from memory._codec import as_str, check_text, encode_json, json_text, utc_now
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
 from memory.limits import Limits
@@ -129,11 +129,10 @@ class FactStore:
             if not isinstance(new, NewFact):
                 msg = f"facts[{position}] is a {type(new).__name__}, not a NewFact"
                 raise InvalidValueError(msg)
-            key = self._keys.category(new.category)  # validates the category first
-            index = category_keys.get(new.category)
-            if index is None:
+            index = category_keys.get(new.category) if isinstance(new.category, str) else None
+            if index is None:  # validate and build each category's key once per batch
+                category_key_names.append(self._keys.category(new.category))
                 index = category_keys[new.category] = len(category_keys) + 5
-                category_key_names.append(key)
             record = _record(new, agent_id, now, self._limits)
             args += [index, new.category, new.idempotency_key or "", record]
         keys = [
@@ -187,7 +186,7 @@ def _record(new: NewFact, agent_id: str, timestamp: str, limits: Limits) -> str:
         max_depth=limits.json_depth,
     )
     head = {"fact": text, "category": new.category, "agent_id": agent_id, "timestamp": timestamp}
-    return f'{json.dumps(head, ensure_ascii=False)[:-1]}, "metadata": {encoded}}}'
+    return f'{json_text(head)[:-1]}, "metadata": {encoded}}}'
 
 
 def parse_records(ids: Sequence[Any], raws: Sequence[bytes | str | None]) -> list[Fact]:
