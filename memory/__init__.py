@@ -23,6 +23,7 @@ from memory.errors import (
 )
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
+from memory.limits import Limits
 from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidIdError",
     "InvalidValueError",
     "Lease",
+    "Limits",
     "LockLostError",
     "LockTimeoutError",
     "NewFact",
