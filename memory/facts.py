@@ -118,9 +118,29 @@ class FactStore:
         The whole batch is checked first: one invalid fact raises
         :class:`~memory.errors.InvalidIdError` or :class:`InvalidValueError` and stores none.
         """
-        validate_id(agent_id, "agent_id")
         if not facts:
+            validate_id(agent_id, "agent_id")
             return []
+        keys, args = self._script_input(agent_id, facts)
+        ids = await self._store(keys=keys, args=args)
+        return [int(i) for i in ids]
+
+    def check_facts(self, agent_id: str, facts: Sequence[NewFact]) -> None:
+        """Raise what :meth:`store_facts` would raise for this batch, without sending it.
+
+        For writers that keep a batch before sending it (a write-ahead log): a batch that
+        passes here is never refused later for what it holds.
+        """
+        if facts:
+            self._script_input(agent_id, facts)
+        else:
+            validate_id(agent_id, "agent_id")
+
+    def _script_input(
+        self, agent_id: str, facts: Sequence[NewFact]
+    ) -> tuple[list[str], list[str | int]]:
+        """The store script's keys and arguments, after checking every fact of the batch."""
+        validate_id(agent_id, "agent_id")
         now = utc_now().isoformat()
         category_keys: dict[str, int] = {}
         category_key_names: list[str] = []
@@ -142,8 +162,7 @@ class FactStore:
             self._keys.categories(),
             *category_key_names,
         ]
-        ids = await self._store(keys=keys, args=args)
-        return [int(i) for i in ids]
+        return keys, args
 
     async def get_facts_by_category(self, category: str) -> list[Fact]:
         """Every fact of a category, in id order, in one round trip."""

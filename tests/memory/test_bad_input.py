@@ -223,3 +223,16 @@ async def test_reading_an_impossible_version_or_prefix_is_refused(db: SharedAgen
         await db.read("doc", 2**40)
     with pytest.raises(InvalidValueError, match="NUL"):
         await db.keys("a\x00")
+
+
+async def test_check_facts_refuses_what_store_facts_would_without_sending(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A write-ahead log can check a batch first; a good batch passes, a bad one raises."""
+    memory = RedisAgentMemory(redis_client, namespace)
+    memory.facts.check_facts("a", [NewFact("fine", "c", {"n": 1}, "k")])
+    with pytest.raises(InvalidValueError, match="surrogate"):
+        memory.facts.check_facts("a", [NewFact("fine", "c"), NewFact("bad \ud800", "c")])
+    with pytest.raises(InvalidIdError, match="agent_id"):
+        memory.facts.check_facts("", [])
+    assert await memory.count_facts() == 0
