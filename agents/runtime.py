@@ -37,6 +37,7 @@ from memory import (
     open_memory,
     retrying,
 )
+from memory.keys import path_part
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ async def run_agent(
         llm = TimedLLM(make_llm(settings))
         stack.push_async_callback(llm.aclose)
 
-        wal = WriteAheadLog(Path(settings.data_dir) / "wal" / run_id / f"{agent_id}.db")
+        wal = WriteAheadLog(
+            Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
+        )
         stack.callback(wal.close)
         writer = DurableWriter(m.memory, events, wal)
         ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)

@@ -30,6 +30,7 @@ from memory.errors import (
 )
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
+from memory.limits import Limits
 from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidIdError",
     "InvalidValueError",
     "Lease",
+    "Limits",
     "LockLostError",
     "LockTimeoutError",
     "Memory",

@@ -14,8 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from memory._codec import as_str, utc_now
+from memory._codec import as_str, check_text, encode_json, utc_now
 from memory.errors import InvalidValueError, PoisonMessageError
+from memory.keys import validate_id
+from memory.limits import Limits
+
+_DEFAULT_LIMITS = Limits()
+_MAX_EVENT_TYPE = 200
 
 
 class AgentEvent(BaseModel):
@@ -23,7 +28,7 @@ class AgentEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    event_type: str = Field(min_length=1, max_length=200)
+    event_type: str = Field(min_length=1, max_length=_MAX_EVENT_TYPE)
     agent_id: str = Field(min_length=1, max_length=256)
     payload: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=utc_now)
@@ -37,16 +42,34 @@ class AgentEvent(BaseModel):
             raise ValueError(msg)
         return value.astimezone(UTC)
 
-    def to_fields(self) -> dict[str, str]:
-        """The stream entry's fields."""
-        try:
-            payload = json.dumps(self.payload, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            msg = f"payload of {self.event_type!r} is not JSON ({exc}); use JSON types only"
-            raise InvalidValueError(msg) from exc
+    def to_fields(self, limits: Limits = _DEFAULT_LIMITS) -> dict[str, str]:
+        """The stream entry's fields; an event that cannot be one raises before any is sent.
+
+        The agent id follows the id rule (:func:`~memory.keys.validate_id`); the payload must
+        be JSON within ``limits`` (:class:`~memory.errors.InvalidValueError` otherwise).
+        """
+        # The model checked these unless it was built with model_construct; check them again,
+        # so nothing reaches the stream that its readers would refuse as a poison message.
+        event_type = check_text(self.event_type, "event_type", 800)
+        if not 1 <= len(event_type) <= _MAX_EVENT_TYPE:
+            msg = f"event_type must have 1 to {_MAX_EVENT_TYPE} characters, not {len(event_type)}"
+            raise InvalidValueError(msg)
+        agent_id = validate_id(self.agent_id, "event agent_id")
+        if not isinstance(self.payload, dict):
+            msg = f"payload of {event_type!r} is a {type(self.payload).__name__}, not a dict"
+            raise InvalidValueError(msg)
+        if not isinstance(self.timestamp, datetime) or self.timestamp.tzinfo is None:
+            msg = f"timestamp of {event_type!r} must be a timezone-aware datetime"
+            raise InvalidValueError(msg)
+        payload = encode_json(
+            self.payload,
+            f"payload of {event_type!r}",
+            max_bytes=limits.event_payload_bytes,
+            max_depth=limits.json_depth,
+        )
         return {
-            "type": self.event_type,
-            "agent": self.agent_id,
+            "type": event_type,
+            "agent": agent_id,
             "ts": self.timestamp.isoformat(),
             "payload": payload,
         }

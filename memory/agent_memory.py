@@ -14,6 +14,7 @@ from memory._resource import AsyncResource
 from memory.connections import RedisClient
 from memory.facts import Fact, FactStore, NewFact
 from memory.keys import Keyspace
+from memory.limits import Limits
 from memory.locks import HeldLock, Lease, LockManager
 from memory.status import AgentStatus, StatusBoard
 
@@ -24,10 +25,12 @@ class RedisAgentMemory(AsyncResource):
     Processes get one from :func:`memory.stores.open_memory` (one client for every store).
     """
 
-    def __init__(self, client: RedisClient, namespace: str = "default") -> None:
+    def __init__(
+        self, client: RedisClient, namespace: str = "default", *, limits: Limits | None = None
+    ) -> None:
         self.keys = Keyspace(namespace)
-        self._facts = FactStore(client, self.keys)
-        self._statuses = StatusBoard(client, self.keys)
+        self._facts = FactStore(client, self.keys, limits=limits)
+        self._statuses = StatusBoard(client, self.keys, limits=limits)
         self._locks = LockManager(client, self.keys)
 
     # facts
@@ -43,6 +46,10 @@ class RedisAgentMemory(AsyncResource):
         return await self._facts.store_fact(
             agent_id, fact, category, metadata, idempotency_key=idempotency_key
         )
+
+    def check_facts(self, agent_id: str, facts: Sequence[NewFact]) -> None:
+        """Raise what :meth:`store_facts` would raise for this batch, without sending it."""
+        self._facts.check_facts(agent_id, facts)
 
     async def store_facts(self, agent_id: str, facts: Sequence[NewFact]) -> list[int]:
         return await self._facts.store_facts(agent_id, facts)

@@ -25,6 +25,7 @@ from memory.agent_memory import RedisAgentMemory
 from memory.errors import InvalidIdError, ServerUnavailableError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
+from memory.keys import validate_id
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class DurableWriter:
             if not fact.idempotency_key:
                 msg = f"fact {fact.fact[:40]!r} has no idempotency key; a replay could repeat it"
                 raise InvalidIdError(msg)
+        self.memory.check_facts(agent_id, facts)  # a bad write never enters the log
         if not facts:
             return True
         args = {"agent_id": agent_id, "facts": [asdict(fact) for fact in facts]}
@@ -57,6 +59,8 @@ class DurableWriter:
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str) -> bool:
         """Publish an event at most once per key; True if it reached Redis now."""
+        event.to_fields(self.events.limits)  # a bad event never enters the log
+        validate_id(idempotency_key, "idempotency_key")
         args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
         return await self._write(_PUBLISH, args)
 

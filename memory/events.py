@@ -24,6 +24,7 @@ from memory.connections import RedisClient
 from memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
 from memory.errors import AgentMemoryError, PoisonMessageError
 from memory.keys import Keyspace, validate_id
+from memory.limits import Limits
 from memory.projection import Projection
 
 __all__ = ["AgentEvent", "DeadLetter", "EventStore"]
@@ -73,8 +74,10 @@ class EventStore(AsyncResource):
         *,
         max_deliveries: int = 5,
         reclaim_idle_ms: int = 30_000,
+        limits: Limits | None = None,
     ) -> None:
         self.client = client
+        self.limits = limits or Limits()
         self.keys = Keyspace(namespace)
         self.stream = validate_id(stream, "stream")
         self.stream_key = self.keys.stream(stream)
@@ -86,7 +89,7 @@ class EventStore(AsyncResource):
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event; with a key, appending again returns the first entry's id."""
-        fields = event.to_fields()
+        fields = event.to_fields(self.limits)
         if idempotency_key is None:
             return as_str(await self.client.xadd(self.stream_key, fields))  # type: ignore[arg-type]
         validate_id(idempotency_key, "idempotency_key")
@@ -103,7 +106,7 @@ class EventStore(AsyncResource):
             return []
         async with self.client.pipeline(transaction=True) as pipe:
             for event in events:
-                pipe.xadd(self.stream_key, event.to_fields())  # type: ignore[arg-type]
+                pipe.xadd(self.stream_key, event.to_fields(self.limits))  # type: ignore[arg-type]
             return [as_str(entry_id) for entry_id in await pipe.execute()]
 
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:

@@ -20,10 +20,11 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from memory._boundary import translate_errors
-from memory._codec import as_str, utc_now
+from memory._codec import as_str, check_text, encode_json, json_text, utc_now
 from memory.connections import RedisClient
 from memory.errors import InvalidValueError
 from memory.keys import Keyspace, validate_id
+from memory.limits import Limits
 
 _STORE = """
 -- KEYS: 1 id counter, 2 records hash, 3 idempotency hash, 4 categories set, 5.. category sets
@@ -90,9 +91,12 @@ class Fact(NamedTuple):
 class FactStore:
     """Facts shared by every agent of one namespace."""
 
-    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
+    def __init__(
+        self, client: RedisClient, keys: Keyspace, *, limits: Limits | None = None
+    ) -> None:
         self._client = client
         self._keys = keys
+        self._limits = limits or Limits()
         self._store = client.register_script(_STORE)
         self._read_category = client.register_script(_READ_CATEGORY)
 
@@ -110,20 +114,47 @@ class FactStore:
         return ids[0]
 
     async def store_facts(self, agent_id: str, facts: Sequence[NewFact]) -> list[int]:
-        """Store a batch atomically in one round trip; returns the ids in input order."""
-        validate_id(agent_id, "agent_id")
+        """Store a batch atomically in one round trip; returns the ids in input order.
+
+        The whole batch is checked first: one invalid fact raises
+        :class:`~memory.errors.InvalidIdError` or :class:`InvalidValueError` and stores none.
+        """
         if not facts:
+            validate_id(agent_id, "agent_id")
             return []
+        keys, args = self._script_input(agent_id, facts)
+        ids = await self._store(keys=keys, args=args)
+        return [int(i) for i in ids]
+
+    def check_facts(self, agent_id: str, facts: Sequence[NewFact]) -> None:
+        """Raise what :meth:`store_facts` would raise for this batch, without sending it.
+
+        For writers that keep a batch before sending it (a write-ahead log): a batch that
+        passes here is never refused later for what it holds.
+        """
+        if facts:
+            self._script_input(agent_id, facts)
+        else:
+            validate_id(agent_id, "agent_id")
+
+    def _script_input(
+        self, agent_id: str, facts: Sequence[NewFact]
+    ) -> tuple[list[str], list[str | int]]:
+        """The store script's keys and arguments, after checking every fact of the batch."""
+        validate_id(agent_id, "agent_id")
         now = utc_now().isoformat()
         category_keys: dict[str, int] = {}
         category_key_names: list[str] = []
         args: list[str | int] = []
-        for new in facts:
-            index = category_keys.get(new.category)
+        for position, new in enumerate(facts):
+            if not isinstance(new, NewFact):
+                msg = f"facts[{position}] is a {type(new).__name__}, not a NewFact"
+                raise InvalidValueError(msg)
+            index = category_keys.get(new.category) if isinstance(new.category, str) else None
             if index is None:  # validate and build each category's key once per batch
-                index = category_keys[new.category] = len(category_keys) + 5
                 category_key_names.append(self._keys.category(new.category))
-            record = _record(new, agent_id, now)
+                index = category_keys[new.category] = len(category_keys) + 5
+            record = _record(new, agent_id, now, self._limits)
             args += [index, new.category, new.idempotency_key or "", record]
         keys = [
             self._keys.fact_seq(),
@@ -132,8 +163,7 @@ class FactStore:
             self._keys.categories(),
             *category_key_names,
         ]
-        ids = await self._store(keys=keys, args=args)
-        return [int(i) for i in ids]
+        return keys, args
 
     async def get_facts_by_category(self, category: str) -> list[Fact]:
         """Every fact of a category, in id order, in one round trip."""
@@ -157,24 +187,26 @@ class FactStore:
         return int(await self._client.hlen(self._keys.fact_records()))
 
 
-def _record(new: NewFact, agent_id: str, timestamp: str) -> str:
-    if not isinstance(new.fact, str) or not new.fact.strip():
-        msg = f"fact text must be a non-empty string, got {new.fact!r}"
+def _record(new: NewFact, agent_id: str, timestamp: str, limits: Limits) -> str:
+    """The fact's JSON record, after checking its text, idempotency key and metadata."""
+    text = check_text(new.fact, "fact text", limits.fact_text_bytes)
+    if not text.strip():
+        msg = "fact text is blank; a fact must say something"
         raise InvalidValueError(msg)
     if new.idempotency_key is not None:
         validate_id(new.idempotency_key, "idempotency_key")
-    record = {
-        "fact": new.fact,
-        "category": new.category,
-        "agent_id": agent_id,
-        "timestamp": timestamp,
-        "metadata": dict(new.metadata or {}),
-    }
-    try:
-        return json.dumps(record, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        msg = f"metadata of fact {new.fact[:40]!r} is not JSON ({exc}); use JSON types only"
-        raise InvalidValueError(msg) from exc
+    metadata = {} if new.metadata is None else new.metadata
+    if not isinstance(metadata, Mapping):
+        msg = f"metadata of fact {text[:40]!r} is a {type(metadata).__name__}, not a mapping"
+        raise InvalidValueError(msg)
+    encoded = encode_json(
+        dict(metadata),
+        f"metadata of fact {text[:40]!r}",
+        max_bytes=limits.fact_metadata_bytes,
+        max_depth=limits.json_depth,
+    )
+    head = {"fact": text, "category": new.category, "agent_id": agent_id, "timestamp": timestamp}
+    return f'{json_text(head)[:-1]}, "metadata": {encoded}}}'
 
 
 def parse_records(ids: Sequence[Any], raws: Sequence[bytes | str | None]) -> list[Fact]:

@@ -28,14 +28,9 @@ from dataclasses import dataclass
 import anyio
 
 from memory._boundary import translate_errors
-from memory._codec import as_str
+from memory._codec import as_str, ttl_ms
 from memory.connections import RedisClient
-from memory.errors import (
-    InvalidValueError,
-    LockLostError,
-    LockTimeoutError,
-    ServerUnavailableError,
-)
+from memory.errors import LockLostError, LockTimeoutError, ServerUnavailableError
 from memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
@@ -245,7 +240,4 @@ class LockManager:
 
 
 def _ttl_ms(ttl_seconds: float) -> int:
-    if ttl_seconds <= 0:
-        msg = f"a lock's ttl_seconds must be positive, got {ttl_seconds}"
-        raise InvalidValueError(msg)
-    return max(1, int(ttl_seconds * 1000))
+    return ttl_ms(ttl_seconds, "a lock's ttl_seconds")

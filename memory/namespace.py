@@ -4,6 +4,10 @@ Runs are namespaces, and a namespace's keys never expire on their own (facts, st
 idempotency hashes are the run's record). When a run is no longer wanted, this removes it:
 Redis keys are found with SCAN (never KEYS, which blocks the server) and UNLINKed in batches;
 :meth:`memory.shared_db.SharedAgentDB.drop_all` deletes the run's document versions.
+
+The SCAN pattern is the namespace's key prefix with its glob characters escaped
+(:meth:`memory.keys.Keyspace.pattern`), so a run id such as ``run??1`` or ``run*`` matches
+its own keys and no other run's.
 """
 
 from __future__ import annotations

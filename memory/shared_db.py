@@ -16,7 +16,6 @@ Each write is one round trip: the check and the append run in a server-side func
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,14 +24,15 @@ from typing import Any, Self
 import asyncpg
 
 from memory._boundary import translate_errors, unbounded
+from memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
 from memory._resource import AsyncResource
 from memory.connections import MemoryConfig, postgres_pool
-from memory.errors import ConflictError, InvalidIdError, InvalidValueError, StaleFencingTokenError
+from memory.errors import ConflictError, StaleFencingTokenError
 from memory.keys import validate_id
+from memory.limits import Limits
 from memory.migrate import migrate
 from memory.retry import retrying
 
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]{0,255}$")
 _COLUMNS = "key, version, value::text AS value, agent_id, created_at, fencing_token"
 
 
@@ -59,8 +59,14 @@ class SharedAgentDB(AsyncResource):
     _server_name = "PostgreSQL"
 
     def __init__(
-        self, pool: asyncpg.Pool, namespace: str = "default", *, call_deadline: float = 10.0
+        self,
+        pool: asyncpg.Pool,
+        namespace: str = "default",
+        *,
+        call_deadline: float = 10.0,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()  # size caps for written values
         self.pool = pool
         self.namespace = validate_id(namespace, "namespace")
         self.conflicts = 0  # version conflicts met by this instance's writes (for metrics)
@@ -93,6 +99,8 @@ class SharedAgentDB(AsyncResource):
     async def read(self, key: str, version: int | None = None) -> Document | None:
         """The latest version of a document, or the given one; None if there is none."""
         _check_key(key)
+        if version is not None:
+            check_int(version, "version", 1, INT32_MAX)
         if version is None:
             sql = (
                 f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 "
@@ -126,6 +134,7 @@ class SharedAgentDB(AsyncResource):
 
     async def keys(self, prefix: str = "") -> list[str]:
         """The keys of every document (starting with ``prefix``), sorted."""
+        check_text(prefix, "key prefix", 1024, allow_nul=False)
         sql = (
             "SELECT key FROM document_heads "
             "WHERE namespace = $1 AND version > 0 AND starts_with(key, $2) ORDER BY key"
@@ -159,11 +168,17 @@ class SharedAgentDB(AsyncResource):
         """
         _check_key(key)
         validate_id(agent_id, "agent_id")
-        try:
-            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            msg = f"value for {key!r} is not JSON ({exc}); use JSON types only"
-            raise InvalidValueError(msg) from exc
+        if expected_version is not None:
+            check_int(expected_version, "expected_version", 0, INT32_MAX)
+        if fencing_token is not None:
+            check_int(fencing_token, "fencing_token", 0, BIGINT_MAX)
+        encoded = encode_json(
+            value,
+            f"value of document {key!r}",
+            max_bytes=self.limits.document_value_bytes,
+            max_depth=self.limits.json_depth,
+            allow_nul=False,  # PostgreSQL's jsonb cannot hold NUL characters
+        )
         row = await self.pool.fetchrow(
             "SELECT * FROM agentmem_write($1, $2, $3::text::jsonb, $4, $5, $6)",
             self.namespace,
@@ -209,12 +224,8 @@ class SharedAgentDB(AsyncResource):
 
 
 def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not _KEY.match(key):
-        msg = (
-            f"document key {str(key)[:60]!r} is invalid: use 1-256 characters from "
-            "letters, digits and / _ . - (starting with a letter or digit)"
-        )
-        raise InvalidIdError(msg)
+    """Document keys follow the id rule (:func:`~memory.keys.validate_id`), stored as given."""
+    validate_id(key, "document key")
 
 
 def _document(row: asyncpg.Record) -> Document:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from memory._boundary import translate_errors
-from memory._codec import as_str
+from memory._codec import as_str, check_text, ttl_ms
 from memory.connections import RedisClient
-from memory.errors import InvalidValueError
-from memory.keys import Keyspace, validate_id
+from memory.keys import Keyspace, decode_part, encode_part
+from memory.limits import Limits
 
 _SET = """
--- KEYS: 1 status key, 2 live-agents zset. ARGV: 1 agent id, 2 ttl ms, 3 status, 4 detail
+-- KEYS: 1 status key, 2 live-agents zset. ARGV: 1 encoded agent id, 2 ttl ms, 3 status, 4 detail
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local ttl_ms = tonumber(ARGV[2])
@@ -33,6 +33,7 @@ return status
 
 _LIVE = """
 -- KEYS: 1 live-agents zset. ARGV: 1 status key prefix. Returns id1, status1, id2, ...
+-- The zset holds encoded agent ids: prefix .. member is the agent's status key.
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
@@ -64,9 +65,12 @@ class AgentStatus:
 class StatusBoard:
     """The status of every agent in one namespace."""
 
-    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
+    def __init__(
+        self, client: RedisClient, keys: Keyspace, *, limits: Limits | None = None
+    ) -> None:
         self._client = client
         self._keys = keys
+        self._limits = limits or Limits()
         self._set = client.register_script(_SET)
         self._live = client.register_script(_LIVE)
 
@@ -74,12 +78,12 @@ class StatusBoard:
         self, agent_id: str, status: str, detail: str = "", ttl_seconds: float = 15.0
     ) -> AgentStatus:
         """Publish an agent's status; it expires after ``ttl_seconds`` unless set again."""
-        validate_id(agent_id, "agent_id")
-        if ttl_seconds <= 0:
-            msg = f"ttl_seconds must be positive, got {ttl_seconds}"
-            raise InvalidValueError(msg)
+        member = encode_part(agent_id, "agent_id")
+        cap = self._limits.status_bytes
+        args: list[str | int] = [member, ttl_ms(ttl_seconds), check_text(status, "status", cap)]
+        args.append(check_text(detail, "status detail", cap))
         keys = [self._keys.status(agent_id), self._keys.live_agents()]
-        raw = await self._set(keys=keys, args=[agent_id, int(ttl_seconds * 1000), status, detail])
+        raw = await self._set(keys=keys, args=args)
         return _parse(agent_id, raw)
 
     async def get_agent_status(self, agent_id: str) -> AgentStatus | None:
@@ -90,7 +94,8 @@ class StatusBoard:
     async def list_live_agents(self) -> list[AgentStatus]:
         """Every agent whose status has not expired, sorted by id, in one round trip."""
         flat = await self._live(keys=[self._keys.live_agents()], args=[self._keys.status_prefix()])
-        statuses = [_parse(as_str(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        statuses = [_parse(decode_part(as_str(member)), raw) for member, raw in pairs]
         return sorted(statuses, key=lambda s: s.agent_id)
 
 

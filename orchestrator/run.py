@@ -35,6 +35,7 @@ from memory import (
     open_memory,
     retrying,
 )
+from memory.keys import path_part
 from orchestrator.logs import llm_seconds
 from orchestrator.progress import Progress
 from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
@@ -110,7 +111,7 @@ async def run_report(
         supervisor = Supervisor(
             run_id,
             agent_env(settings),
-            Path(settings.data_dir) / "logs" / run_id,
+            Path(settings.data_dir) / "logs" / path_part(run_id),
             notify=progress.message,
         )
         state = await _follow(
@@ -217,8 +218,8 @@ async def _write_outputs(  # noqa: PLR0917
     facts = await memory.get_facts(cited_ids(drafts))
     reports = Path(settings.reports_dir)
     await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
-    report_path = reports / f"{run_id}.md"
-    record_path = reports / f"{run_id}.json"
+    report_path = reports / f"{path_part(run_id)}.md"
+    record_path = reports / f"{path_part(run_id)}.json"
     await anyio.Path(report_path).write_text(render_markdown(run_id, state, drafts, facts))
     timings["total"] = time.monotonic() - started
     record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)

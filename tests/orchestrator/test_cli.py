@@ -25,11 +25,11 @@ def text(output: str) -> str:
         (["run", "--writers", "0"], "--writers"),
         (["run", "--writers", "9"], "--writers"),
         (["run", "--llm", "gpt"], "--llm"),
-        (["run", "--run-id", "bad:id"], "contains ':'"),
+        (["run", "--run-id", "bad\tid"], "control characters"),
         (["run", "--run-id", "x" * 300], "the limit is 256"),
         (["run", "--topic", "   "], "topic"),
         (["run", "--timeout", "0"], "--timeout"),
-        (["inspect", "has space"], "whitespace"),
+        (["inspect", "new\nline"], "control characters"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:
