@@ -38,3 +38,6 @@ class Settings(BaseSettings):
     @property
     def use_stub_llm(self) -> bool:
         return self.llm == "stub" or (self.llm == "auto" and self.openai_api_key is None)
+
+    # local servers (devservers)
+    redis_appendfsync: str = Field(default="everysec", pattern="^(everysec|always)$")
