@@ -301,6 +301,7 @@ class EmbeddedPostgres(_Server):
             self.pgdata = cluster_home(self.data_dir) / "pgdata"
         else:
             self.data_dir.chmod(0o755)
+            self.pgdata = self.data_dir.resolve() / "pgdata"
 
     def _prepare(self) -> None:
         run_as = self._run_as()

@@ -65,29 +65,42 @@ def _tree_readable_by_others(top: Path) -> bool:
     return True
 
 
-def reachable_binaries(bin_dir: Path) -> Path:
-    """``bin_dir`` if any user can run it, else the same ``pginstall`` tree in the cache."""
+def _install_parts(bin_dir: Path) -> tuple[Path, list[Path]]:
+    """The folder the install lives in, and what to copy from it: ``<package>/pginstall`` and
+    the wheel's ``<package>.libs`` (the binaries find their libraries at
+    ``$ORIGIN/../../../<package>.libs``)."""
     install = bin_dir.parent
-    if _tree_readable_by_others(install):
-        return bin_dir
+    package = install.parent
+    site = package.parent
+    libs = site / f"{package.name}.libs"
+    return site, [install, *([libs] if libs.is_dir() else [])]
+
+
+def reachable_binaries(bin_dir: Path) -> Path:
+    """``bin_dir`` if any user can run it, else the same install copied into the cache."""
+    site, parts = _install_parts(bin_dir)
+    if all(_tree_readable_by_others(part) for part in parts):
+        return bin_dir.resolve()  # the path others can follow, not a link inside a private one
     digest = hashlib.sha256((bin_dir / "postgres").read_bytes()).hexdigest()[:16]
     root = cache_root()
     target = root / f"pginstall-{digest}"
-    if (target / "bin" / "postgres").exists():
-        return target / "bin"
+    relative_bin = bin_dir.relative_to(site)
+    if (target / relative_bin / "postgres").exists():
+        return target / relative_bin
     staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=root))
     try:
-        copy = staging / "pginstall"
-        shutil.copytree(install, copy, symlinks=True)
+        copy = staging / "copy"
+        for part in parts:
+            shutil.copytree(part, copy / part.relative_to(site), symlinks=True)
         _open_up(copy)
         try:
             copy.rename(target)  # atomic: a reader sees the whole tree or none of it
         except OSError:
-            if not (target / "bin" / "postgres").exists():  # not a lost race: a real failure
+            if not (target / relative_bin / "postgres").exists():  # not a lost race
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+    return target / relative_bin
 
 
 def _open_up(top: Path) -> None:

@@ -1,8 +1,9 @@
-"""The embedded servers start, answer, and never outlive the process that started them."""
+"""The embedded servers start, answer, never outlive their owner, and run as root too."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import psutil
+import pytest
+
+from devservers import EmbeddedPostgres
+from devservers.servers import find_postgres_bin
 
 _OWNER = """
 import os, sys, time
@@ -59,3 +65,57 @@ def test_servers_die_when_their_owner_is_killed(tmp_path: Path) -> None:
     owner.stdout.close()
 
     assert _wait_gone(pids) == []
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def private_dir(tmp_path: Path) -> Path:
+    """A 0700 directory holding a copy of the PostgreSQL wheel (as a checkout's venv would)."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    package = find_postgres_bin().parent.parent
+    for part in (package, package.parent / f"{package.name}.libs"):
+        if part.is_dir():
+            shutil.copytree(part, private / part.name, symlinks=True, copy_function=_link_or_copy)
+    return private
+
+
+async def _roundtrip(server: EmbeddedPostgres, write: str | None) -> list[str]:
+    conn = await asyncpg.connect(server.url)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS notes (text text)")
+        if write is not None:
+            await conn.execute("INSERT INTO notes VALUES ($1)", write)
+        return [row["text"] for row in await conn.fetch("SELECT text FROM notes")]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+async def test_postgres_started_by_root_from_a_private_directory_keeps_its_data(
+    private_dir: Path,
+) -> None:
+    """As root under a 0700 directory, PostgreSQL runs as nobody and restarts with its rows."""
+    data_dir = private_dir / "checkout" / ".agentmem" / "servers" / "postgres"
+    bin_dir = private_dir / find_postgres_bin().relative_to(find_postgres_bin().parents[2])
+    server = EmbeddedPostgres(data_dir, bin_dir=bin_dir)
+    try:
+        with server:
+            assert private_dir not in server.pgdata.parents
+            assert await _roundtrip(server, "kept") == ["kept"]
+        again = EmbeddedPostgres(data_dir, bin_dir=bin_dir)  # `agentmem inspect` after the demo
+        with again:
+            assert again.pgdata == server.pgdata
+            assert await _roundtrip(again, None) == ["kept"]
+        shutil.rmtree(data_dir)  # `make clean`: the next start begins a fresh cluster
+        with EmbeddedPostgres(data_dir, bin_dir=bin_dir) as fresh:
+            assert await _roundtrip(fresh, None) == []
+    finally:
+        server.destroy()
