@@ -377,6 +377,7 @@ def local_servers(
     ``redis_appendfsync`` is the embedded Redis's fsync policy (see :class:`EmbeddedRedis`).
     """
     with contextlib.ExitStack() as stack:
+        temporary = data_dir is None
         if data_dir is None and not (redis_url and database_url):
             tmp = tempfile.mkdtemp(prefix="agentmem-")
             stack.callback(shutil.rmtree, tmp, True)
@@ -388,7 +389,10 @@ def local_servers(
             redis_url = stack.enter_context(valkey).url
         if not database_url:
             assert data_dir is not None
-            database_url = stack.enter_context(EmbeddedPostgres(_subdir(data_dir, "postgres"))).url
+            postgres = stack.enter_context(EmbeddedPostgres(_subdir(data_dir, "postgres")))
+            if temporary:  # its cluster may live outside data_dir (see devservers.unprivileged)
+                stack.callback(postgres.destroy)
+            database_url = postgres.url
         yield ServerUrls(redis_url=redis_url, database_url=database_url)
 
 

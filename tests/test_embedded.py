@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +16,9 @@ import asyncpg
 import psutil
 import pytest
 
-from devservers import EmbeddedPostgres
+from devservers import EmbeddedPostgres, EmbeddedRedis
 from devservers.servers import find_postgres_bin
+from memory.errors import InvalidValueError
 
 _OWNER = """
 import os, sys, time
@@ -119,3 +121,15 @@ async def test_postgres_started_by_root_from_a_private_directory_keeps_its_data(
             assert await _roundtrip(fresh, None) == []
     finally:
         server.destroy()
+
+
+def test_redis_fsyncs_its_append_only_file_as_configured(tmp_path: Path) -> None:
+    """``appendfsync`` reaches the server; a policy other than everysec or always is refused."""
+    with (
+        EmbeddedRedis(tmp_path / "redis", appendfsync="always") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"CONFIG GET appendfsync\r\n")
+        assert b"always" in sock.recv(256)
+    with pytest.raises(InvalidValueError, match="appendfsync"):
+        EmbeddedRedis(tmp_path / "redis", appendfsync="no")
