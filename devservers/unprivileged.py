@@ -30,7 +30,7 @@ def cache_root() -> Path:
     """``/var/tmp/agentmem-<uid>``: only this user may write it, everyone may traverse it."""
     base = Path("/var/tmp") if Path("/var/tmp").is_dir() else Path(tempfile.gettempdir())
     root = base / f"agentmem-{os.geteuid()}"
-    root.mkdir(mode=0o755, exist_ok=True)
+    root.mkdir(mode=0o755, exist_ok=True)  # 0755 or narrower (umask); widened below
     info = root.lstat()
     if (
         not stat.S_ISDIR(info.st_mode)
@@ -125,13 +125,15 @@ def cluster_home(data_dir: Path) -> Path:
     absolute = str(data_dir.resolve())
     key = hashlib.sha256(absolute.encode()).hexdigest()[:16]
     clusters = cache_root() / "clusters"
-    clusters.mkdir(mode=0o755, exist_ok=True)
+    clusters.mkdir(exist_ok=True)
+    clusters.chmod(0o755)  # whatever the umask: the server's user must traverse it
     home = clusters / key
     here, there = data_dir / _MARKER, home / _MARKER
     if here.exists() and there.exists() and here.read_text() == there.read_text():
         return home
     shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(mode=0o755)
+    home.mkdir()
+    home.chmod(0o755)
     token = f"{secrets.token_hex(8)} {absolute}\n"
     there.write_text(token)
     here.write_text(token)
