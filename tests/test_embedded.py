@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,9 +23,10 @@ from devservers.servers import find_postgres_bin
 from memory.errors import InvalidValueError
 
 _OWNER = """
-import os, sys, time
+import sys, time
+from pathlib import Path
 from devservers import local_servers
-with local_servers() as urls:
+with local_servers(data_dir=Path(sys.argv[1])) as urls:  # SIGKILLed: the test removes it
     print(urls.redis_url, urls.database_url, flush=True)
     time.sleep(600)
 """
@@ -48,10 +51,19 @@ def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:
     return alive
 
 
-def test_servers_die_when_their_owner_is_killed(tmp_path: Path) -> None:
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A data folder the unprivileged PostgreSQL user can reach, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="agentmem-owner-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_servers_die_when_their_owner_is_killed(server_dir: Path) -> None:
     """SIGKILL of the owning process takes its Redis and PostgreSQL down with it."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", _OWNER],
+        [sys.executable, "-c", _OWNER, str(server_dir)],
         stdout=subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
