@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     run_timeout_seconds: float = Field(default=600.0, gt=0)
     data_dir: str = ".agentmem"
     reports_dir: str = "reports"
+    # local servers (devservers): the embedded Redis's append-only file fsync policy
+    redis_appendfsync: str = Field(default="everysec", pattern="^(everysec|always)$")
 
     @property
     def use_stub_llm(self) -> bool:

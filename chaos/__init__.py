@@ -1,11 +1,20 @@
 """Chaos and the run invariants: tooling around the application, beside ``bench/``.
 
-``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents and stops
-or crashes Redis and PostgreSQL, then checks every run against :mod:`chaos.invariants`, the
-same invariants the fault tests use.
+``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents (SIGKILL)
+and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every run
+against :mod:`chaos.invariants`, the same invariants the fault tests use.
 """
 
+from chaos.faults import Fault, agent_identity
 from chaos.invariants import run_problems
-from chaos.session import ChaosOutcome, chaos_session, outcomes_table
+from chaos.session import ChaosOutcome, chaos_session, fault_counts, outcomes_table
 
-__all__ = ["ChaosOutcome", "chaos_session", "outcomes_table", "run_problems"]
+__all__ = [
+    "ChaosOutcome",
+    "Fault",
+    "agent_identity",
+    "chaos_session",
+    "fault_counts",
+    "outcomes_table",
+    "run_problems",
+]

@@ -6,6 +6,7 @@ import argparse
 import logging
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from agents.settings import Settings
-from chaos.session import chaos_session, outcomes_table
+from chaos.session import chaos_session, fault_counts, outcomes_table
 from memory.errors import AgentMemoryError, leaves
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(repeat with --seed {first})"
     )
     docs = load_sources(PROJECT_SOURCES)
+    started = time.monotonic()
     try:
         outcomes = anyio.run(
             lambda: chaos_session(
@@ -71,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"error: {'; '.join(map(str, inside))}", markup=False)
         return 1
     console.print(outcomes_table(outcomes))
+    counts = fault_counts(outcomes)
+    kinds = ", ".join(f"{n} {fault}" for fault, n in sorted(counts.items())) or "none"
+    console.print(
+        f"{counts.total()} faults injected ({kinds}) in {time.monotonic() - started:.0f} s"
+    )
     failed = [o.seed for o in outcomes if not o.ok]
     if failed:
         console.print(

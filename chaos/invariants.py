@@ -1,9 +1,10 @@
 """The invariants a finished run must keep, however much broke while it ran.
 
-Used by ``python -m chaos`` after each run, and by the fault-injection tests: every planned
-section appears in the report exactly once and is settled; every cited fact exists and quotes
-its source; the run holds exactly the facts a clean run holds, none twice; every handoff was
-published once; every draft version is accounted for (versions 1..n, one per review round).
+Used by ``python -m chaos`` (``make chaos``) after each run, and by the fault-injection tests:
+every planned section appears in the report exactly once and is settled; every cited fact
+exists and quotes its source; the run holds exactly the facts a clean run holds, none twice;
+every handoff was published once; every draft version is accounted for (versions 1..n, one
+per review round).
 """
 
 from __future__ import annotations

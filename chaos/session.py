@@ -1,10 +1,10 @@
-"""Chaos runs: the demo runs while agents are killed and Redis and PostgreSQL are stopped.
+"""``python -m chaos`` (``make chaos``): the demo while agents die and servers stop or crash.
 
 Each run gets its own seed (the session's seed plus the run's index), which fixes what is
-injected and when, so a failing run can be repeated with ``--seed``. The servers are local
-ones started here (chaos must be able to stop and start them). After each run the invariants
-of :mod:`chaos.invariants` are checked against a clean run's fact count, and no agent
-process may be left running.
+injected (the faults of :mod:`chaos.faults`) and when, so a failing run can be repeated with
+``--seed``. The servers are local ones started here (chaos must be able to stop, crash and
+start them). After each run the invariants of :mod:`chaos.invariants` are checked against a
+clean run's fact count, and no agent process may be left running.
 """
 
 from __future__ import annotations
@@ -13,49 +13,26 @@ import json
 import random
 import secrets
 import shutil
-import signal
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import anyio
-import psutil
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from agents.protocol import SourceDoc
 from agents.settings import Settings
+from chaos.faults import Fault, Injection, agent_processes, inject
 from chaos.invariants import run_problems
 from devservers import EmbeddedPostgres, EmbeddedRedis
 from memory import leaves, open_memory
 from orchestrator.progress import Progress
 from orchestrator.run import RunResult, run_report
-
-ACTIONS = ("kill", "kill", "redis", "postgres")
-
-
-@dataclass
-class Injection:
-    action: str
-    target: str
-    at: float  # seconds after the run started
-    down: float = 0.0
-    ended: datetime | None = None
-    recovered_after: float | None = None  # first event after the injection ended
-
-    def describe(self) -> str:
-        what = (
-            f"kill {self.target}"
-            if self.action == "kill"
-            else f"{self.target} down {self.down:.1f}s"
-        )
-        recovery = (
-            f", next event +{self.recovered_after:.1f}s" if self.recovered_after is not None else ""
-        )
-        return f"{what} @{self.at:.1f}s{recovery}"
 
 
 @dataclass
@@ -72,12 +49,12 @@ class ChaosOutcome:
 
 
 class ChaosServers:
-    """Local Redis and PostgreSQL that chaos may stop and start at will."""
+    """Local Redis and PostgreSQL that chaos may stop, crash and start at will."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_appendfsync: str = "everysec") -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="agentmem-chaos-"))
         self.folder.chmod(0o755)
-        self.redis = EmbeddedRedis(self.folder / "redis")
+        self.redis = EmbeddedRedis(self.folder / "redis", appendfsync=redis_appendfsync)
         self.postgres = EmbeddedPostgres(self.folder / "postgres")
 
     def start(self) -> None:
@@ -86,7 +63,7 @@ class ChaosServers:
 
     def stop(self) -> None:
         self.redis.stop()
-        self.postgres.stop()
+        self.postgres.destroy()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -164,39 +141,18 @@ async def chaos_run(
                 await finished.wait()
             if finished.is_set():
                 break
-            injection = await _inject(rng, servers, run_id, time.monotonic() - started)
+            at = time.monotonic() - started
+            injection = await inject(rng, servers.redis, servers.postgres, run_id, at)
             if injection is not None:
                 outcome.injections.append(injection)
     outcome.seconds = time.monotonic() - started
     if results:
         outcome.problems += await _check(settings, results[0], sources, expected_facts)
         _recovery_times(outcome, results[0])
-    leftovers = _agent_processes(run_id)
+    leftovers = agent_processes(run_id)
     if leftovers:
         outcome.problems.append(f"{len(leftovers)} agent processes left running")
     return outcome
-
-
-async def _inject(
-    rng: random.Random, servers: ChaosServers, run_id: str, at: float
-) -> Injection | None:
-    action = rng.choice(ACTIONS)
-    if action == "kill":
-        agents = sorted(_agent_processes(run_id), key=lambda p: p.pid)
-        if not agents:
-            return None
-        victim = rng.choice(agents)
-        name = f"{victim.cmdline()[3]}-{victim.cmdline()[-1]}"
-        victim.send_signal(signal.SIGKILL)
-        return Injection("kill", name, at, ended=datetime.now(UTC))
-    server = servers.redis if action == "redis" else servers.postgres
-    down = rng.uniform(1.0, 3.0)
-    await anyio.to_thread.run_sync(server.stop)
-    await anyio.sleep(down)
-    await anyio.to_thread.run_sync(server.start)
-    return Injection(
-        action, "Redis" if action == "redis" else "PostgreSQL", at, down, datetime.now(UTC)
-    )
 
 
 async def _check(
@@ -220,19 +176,6 @@ def _recovery_times(outcome: ChaosOutcome, result: RunResult) -> None:
             injection.recovered_after = (later[0] - injection.ended).total_seconds()
 
 
-def _agent_processes(run_id: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = proc.info["cmdline"] or []
-        if (
-            run_id in cmdline
-            and "agents" in cmdline
-            and proc.info["status"] != psutil.STATUS_ZOMBIE
-        ):
-            found.append(proc)
-    return found
-
-
 def _quiet_console() -> Console:
     return Console(quiet=True)
 
@@ -248,7 +191,7 @@ async def chaos_session(
     console: Console,
 ) -> list[ChaosOutcome]:
     """A clean run for the baseline, then ``runs`` chaos runs, seeds ``first_seed`` onwards."""
-    servers = ChaosServers()
+    servers = ChaosServers(base.redis_appendfsync)
     await anyio.to_thread.run_sync(servers.start)
     try:
         settings = chaos_settings(base, servers)
@@ -274,6 +217,11 @@ async def chaos_session(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(servers.stop)
+
+
+def fault_counts(outcomes: list[ChaosOutcome]) -> Counter[Fault]:
+    """How many faults of each kind the runs received."""
+    return Counter(i.fault for o in outcomes for i in o.injections)
 
 
 def outcomes_table(outcomes: list[ChaosOutcome]) -> Table:

@@ -4,16 +4,18 @@ Used by the CLI, the tests, chaos and the benchmarks when ``REDIS_URL`` / ``DATA
 unset. The memory library never starts servers; it only connects to the URLs it is given.
 """
 
+from devservers.errors import ServerStartError
 from devservers.process import die_with_parent, free_port
 from devservers.servers import (
+    APPENDFSYNC_POLICIES,
     EmbeddedPostgres,
     EmbeddedRedis,
-    ServerStartError,
     ServerUrls,
     local_servers,
 )
 
 __all__ = [
+    "APPENDFSYNC_POLICIES",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "ServerStartError",

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from devservers.servers import EmbeddedRedis, ServerStartError, find_redis_server
+from devservers.errors import ServerStartError
+from devservers.servers import EmbeddedRedis, find_redis_server
 
 logger = logging.getLogger(__name__)
 

@@ -26,17 +26,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from devservers.errors import ServerStartError
 from devservers.process import die_with_parent, free_port
-from memory.errors import AgentMemoryError
+from devservers.unprivileged import (
+    cluster_home,
+    cluster_home_if_any,
+    reachable_binaries,
+    traversable_by_others,
+)
+from memory.errors import InvalidValueError
 
 logger = logging.getLogger(__name__)
 
-
-class ServerStartError(AgentMemoryError, RuntimeError):
-    """A local Redis or PostgreSQL server did not start."""
-
-
 _UNPRIVILEGED_USER = "nobody"
+
+APPENDFSYNC_POLICIES = ("everysec", "always")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -93,6 +97,7 @@ class _Server:
 
     name = "server"
     stop_signal = signal.SIGTERM
+    crash_signal = signal.SIGKILL
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir
@@ -166,12 +171,16 @@ class _Server:
             proc.kill()
             proc.wait(timeout)
 
-    def kill(self) -> None:
-        """Stop the server abruptly, as a crash would."""
+    def crash(self) -> None:
+        """Stop the server abruptly, as a crash would: no shutdown work, clients cut off."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.kill()
+            proc.send_signal(self.crash_signal)
             proc.wait()
+
+    def kill(self) -> None:
+        """The same as :meth:`crash`."""
+        self.crash()
 
     def __enter__(self) -> Self:
         self.start()
@@ -187,13 +196,37 @@ class _Server:
 
 
 class EmbeddedRedis(_Server):
-    """A Redis-compatible server persisting to an append-only file, as production would."""
+    """A Redis-compatible server persisting every write to an append-only file.
+
+    The server appends each write to the file with ``write(2)`` before it replies, so a crash
+    of the server process (SIGKILL, :meth:`crash`) loses nothing acknowledged. When the file
+    reaches the disk depends on ``appendfsync``:
+
+    - ``everysec`` (default): fsync once a second in a background thread. An OS crash or a
+      power cut can lose the last second or two of acknowledged writes. And when the disk is
+      so slow that the previous fsync is still running, the server postpones its ``write(2)``
+      for up to 2 s while it keeps replying, so a process crash in that window can lose those
+      writes too.
+    - ``always``: write and fsync before any reply goes out; nothing acknowledged is lost to
+      a process or OS crash (on a disk that honours fsync), at a cost in write latency.
+    """
 
     name = "redis"
 
-    def __init__(self, data_dir: Path, port: int | None = None, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        binary: Path | None = None,
+        *,
+        appendfsync: str = "everysec",
+    ) -> None:
         super().__init__(data_dir, port)
+        if appendfsync not in APPENDFSYNC_POLICIES:
+            msg = f"appendfsync must be one of {APPENDFSYNC_POLICIES}, got {appendfsync!r}"
+            raise InvalidValueError(msg)
         self.binary = binary or find_redis_server()
+        self.appendfsync = appendfsync
 
     @property
     def url(self) -> str:
@@ -206,7 +239,7 @@ class EmbeddedRedis(_Server):
             "--port", str(self.port),
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "no",
@@ -223,10 +256,20 @@ class EmbeddedRedis(_Server):
 
 
 class EmbeddedPostgres(_Server):
-    """A PostgreSQL cluster initialised in ``data_dir``; runs as ``nobody`` when we are root."""
+    """A PostgreSQL cluster for ``data_dir``, durable: fsync, full-page writes, synchronous commit.
+
+    A commit is acknowledged only once its WAL record is on disk, so neither a crash of the
+    server (:meth:`crash`, an immediate stop) nor of the OS loses an acknowledged write.
+
+    When we are root the server runs as ``nobody`` (PostgreSQL refuses root). If that user
+    cannot reach the binaries or ``data_dir`` (a checkout under a 0700 directory), the binaries
+    are run from a shared copy and the cluster lives in a cache directory kept for ``data_dir``
+    (:mod:`devservers.unprivileged`); :attr:`pgdata` says where.
+    """
 
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, stop cleanly
+    crash_signal = signal.SIGQUIT  # "immediate" shutdown: no checkpoint; recovery on next start
 
     def __init__(
         self, data_dir: Path, port: int | None = None, bin_dir: Path | None = None
@@ -234,6 +277,7 @@ class EmbeddedPostgres(_Server):
         super().__init__(data_dir, port)
         self.bin_dir = bin_dir or find_postgres_bin()
         self.pgdata = data_dir / "pgdata"
+        self._server_bin = self.bin_dir
 
     @property
     def url(self) -> str:
@@ -245,21 +289,34 @@ class EmbeddedPostgres(_Server):
         user = pwd.getpwnam(_UNPRIVILEGED_USER)  # postgres refuses to run as root
         return _RunAs(uid=user.pw_uid, gid=user.pw_gid, extra_groups=[])
 
+    def _place(self, run_as: _RunAs) -> None:
+        """Choose binaries and cluster directory the server's user can reach."""
+        if run_as.uid is None:
+            return
+        self._server_bin = reachable_binaries(self.bin_dir)
+        in_place = (self.data_dir / "pgdata" / "PG_VERSION").exists()
+        if cluster_home_if_any(self.data_dir) is not None or (
+            not in_place and not traversable_by_others(self.data_dir.parent)
+        ):
+            self.pgdata = cluster_home(self.data_dir) / "pgdata"
+        else:
+            self.data_dir.chmod(0o755)
+            self.pgdata = self.data_dir.resolve() / "pgdata"
+
     def _prepare(self) -> None:
+        run_as = self._run_as()
+        self._place(run_as)
         if (self.pgdata / "PG_VERSION").exists():
             return
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        run_as = self._run_as()
         if run_as.uid is not None and run_as.gid is not None:
-            self.data_dir.chmod(0o755)
             os.chown(self.pgdata, run_as.uid, run_as.gid)
         cmd = [
-            str(self.bin_dir / "initdb"),
+            str(self._server_bin / "initdb"),
             "-D", str(self.pgdata),
             "-U", "postgres",
             "-A", "trust",
             "-E", "UTF8",
-            "--no-sync",
             "--no-instructions",
         ]  # fmt: skip
         result = subprocess.run(
@@ -276,16 +333,21 @@ class EmbeddedPostgres(_Server):
 
     def _command(self) -> list[str]:
         return [
-            str(self.bin_dir / "postgres"),
+            str(self._server_bin / "postgres"),
             "-D", str(self.pgdata),
             "-p", str(self.port),
             "-h", "127.0.0.1",
             "-c", "unix_socket_directories=",
             "-c", "max_connections=200",
-            "-c", "fsync=off",
-            "-c", "full_page_writes=off",
-            "-c", "synchronous_commit=off",
         ]  # fmt: skip
+
+    def destroy(self) -> None:
+        """Stop the server and delete its cluster, wherever it lives."""
+        self.stop()
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        home = cluster_home_if_any(self.data_dir)
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
 
     def _ready(self) -> bool:
         result = subprocess.run(
@@ -306,12 +368,16 @@ def local_servers(
     redis_url: str | None = None,
     database_url: str | None = None,
     data_dir: Path | None = None,
+    *,
+    redis_appendfsync: str = "everysec",
 ) -> Iterator[ServerUrls]:
     """Yield server URLs, starting an embedded server for each URL that is not given.
 
     Servers started here are stopped, and their temporary data removed, on exit.
+    ``redis_appendfsync`` is the embedded Redis's fsync policy (see :class:`EmbeddedRedis`).
     """
     with contextlib.ExitStack() as stack:
+        temporary = data_dir is None
         if data_dir is None and not (redis_url and database_url):
             tmp = tempfile.mkdtemp(prefix="agentmem-")
             stack.callback(shutil.rmtree, tmp, True)
@@ -319,10 +385,14 @@ def local_servers(
             data_dir.chmod(0o755)
         if not redis_url:
             assert data_dir is not None
-            redis_url = stack.enter_context(EmbeddedRedis(_subdir(data_dir, "redis"))).url
+            valkey = EmbeddedRedis(_subdir(data_dir, "redis"), appendfsync=redis_appendfsync)
+            redis_url = stack.enter_context(valkey).url
         if not database_url:
             assert data_dir is not None
-            database_url = stack.enter_context(EmbeddedPostgres(_subdir(data_dir, "postgres"))).url
+            postgres = stack.enter_context(EmbeddedPostgres(_subdir(data_dir, "postgres")))
+            if temporary:  # its cluster may live outside data_dir (see devservers.unprivileged)
+                stack.callback(postgres.destroy)
+            database_url = postgres.url
         yield ServerUrls(redis_url=redis_url, database_url=database_url)
 
 

@@ -126,7 +126,9 @@ def _servers(settings: Settings) -> Iterator[Settings]:
         console.print(f"[dim]starting local {' and '.join(missing)} ({unset} unset)…[/]")
     data_dir = Path(settings.data_dir) / "servers"
     started = time.monotonic()
-    with local_servers(redis_url, database_url, data_dir) as urls:
+    with local_servers(
+        redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
+    ) as urls:
         if missing:
             console.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_a_seeded_chaos_run_injects_faults_and_finds_the_run_whole() -> None:
-    """Seed 5 kills agents and stops Redis; the run still keeps every invariant."""
+    """Seed 5 stops and crashes Redis, crashes PostgreSQL, kills a writer; the run stays whole."""
     result = subprocess.run(
         [sys.executable, "-m", "chaos", "--runs", "1", "--seed", "5"],
         capture_output=True,
@@ -29,4 +29,5 @@ def test_a_seeded_chaos_run_injects_faults_and_finds_the_run_whole() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "clean run: 40 facts" in result.stdout
     assert re.search(r"seed 5: [1-9] faults", result.stdout)  # how many: until the run ends
+    assert "PostgreSQL crashed" in result.stdout
     assert "all 1 runs whole" in result.stdout

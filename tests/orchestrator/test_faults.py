@@ -1,4 +1,4 @@
-"""Faults injected into whole runs: killed agents, lost servers, poison handoffs, a broken LLM.
+"""Faults injected into whole runs: killed agents, stopped or crashed servers, poison, a bad LLM.
 
 Each test runs the real CLI, agents and servers in separate processes, breaks something
 while the run is in flight, and checks the invariants of :func:`assert_run_is_whole`.
@@ -67,15 +67,24 @@ async def test_a_writer_killed_mid_handoff_is_restarted_and_its_work_reclaimed(
 
 
 async def run_with_outage(
-    server: EmbeddedRedis | EmbeddedPostgres, redis_url: str, database_url: str, tmp_path: Path
+    server: EmbeddedRedis | EmbeddedPostgres,
+    redis_url: str,
+    database_url: str,
+    tmp_path: Path,
+    *,
+    crash: bool = False,
 ) -> None:
-    """Run the CLI, stop ``server`` for 3 s once a draft exists, and check the run is whole."""
+    """Run the CLI, take ``server`` down once a draft exists, restart it, check the run is whole.
+
+    The server is stopped gracefully for 3 s, or with ``crash`` crashed (Redis: SIGKILL;
+    PostgreSQL: immediate stop) and restarted 1 s later on the same data.
+    """
     rid = run_id()
     process = start_cli(cli_env(redis_url, database_url, tmp_path, **SLOW), "run", "--run-id", rid)
     await wait_for_event(redis_url, rid, lambda e: e.event_type == "section.drafted")
 
-    await anyio.to_thread.run_sync(server.stop)
-    await anyio.sleep(3)
+    await anyio.to_thread.run_sync(server.crash if crash else server.stop)
+    await anyio.sleep(1 if crash else 3)
     await anyio.to_thread.run_sync(server.start)
 
     code, stdout, stderr = finish(process)
@@ -90,6 +99,14 @@ async def test_a_redis_restart_mid_run_loses_and_duplicates_nothing(
     """Redis stops for 3 s mid-run; agents log their writes locally and the run completes."""
     with EmbeddedRedis(tmp_path / "redis") as own:
         await run_with_outage(own, own.url, servers.database_url, tmp_path)
+
+
+async def test_a_redis_killed_mid_run_loses_and_duplicates_nothing(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """SIGKILL of redis-server mid-run; restarted on its append-only file, the run completes."""
+    with EmbeddedRedis(tmp_path / "redis") as own:
+        await run_with_outage(own, own.url, servers.database_url, tmp_path, crash=True)
 
 
 @pytest.fixture
@@ -107,6 +124,14 @@ async def test_a_postgres_restart_mid_run_loses_and_duplicates_no_version(
     """PostgreSQL stops for 3 s mid-run; draft writes are retried and the run completes."""
     with EmbeddedPostgres(pg_dir) as own:
         await run_with_outage(own, servers.redis_url, own.url, tmp_path)
+
+
+async def test_a_postgres_crash_mid_run_loses_and_duplicates_no_version(
+    servers: ServerUrls, tmp_path: Path, pg_dir: Path
+) -> None:
+    """PostgreSQL crashes (immediate stop) mid-run and recovers; the run completes whole."""
+    with EmbeddedPostgres(pg_dir) as own:
+        await run_with_outage(own, servers.redis_url, own.url, tmp_path, crash=True)
 
 
 async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(

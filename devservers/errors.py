@@ -1,0 +1,9 @@
+"""The error the local servers raise."""
+
+from __future__ import annotations
+
+from memory.errors import AgentMemoryError
+
+
+class ServerStartError(AgentMemoryError, RuntimeError):
+    """A local Redis or PostgreSQL server did not start."""

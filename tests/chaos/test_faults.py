@@ -1,0 +1,24 @@
+"""Chaos tells which agent a process is from its command line, whatever the argument order."""
+
+from __future__ import annotations
+
+from chaos.faults import agent_identity
+
+
+def test_an_agent_is_identified_by_its_named_arguments() -> None:
+    """Role, run id and instance come from ``-m agents`` arguments, in any order."""
+    python = "/venv/bin/python"
+    cmdline = [python, "-m", "agents", "writer", "--run-id", "r-1", "--instance", "2"]
+    assert agent_identity(cmdline) == ("writer", "r-1", 2)
+    reordered = [python, "-X", "dev", "-m", "agents", "--instance=3", "--run-id=r-1", "review"]
+    assert agent_identity(reordered) == ("review", "r-1", 3)
+    with_more = [python, "-m", "agents", "research", "--run-id", "r-1", "--log-level", "DEBUG"]
+    assert agent_identity(with_more) == ("research", "r-1", 1)
+
+
+def test_other_processes_are_not_taken_for_agents() -> None:
+    """A command line that is not ``python -m agents <role> --run-id R`` identifies no agent."""
+    assert agent_identity(["/venv/bin/python", "-m", "orchestrator.cli", "run"]) is None
+    assert agent_identity(["grep", "agents", "--run-id", "r-1"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agents", "writer"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agents", "--instance", "x"]) is None
