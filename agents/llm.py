@@ -21,6 +21,7 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from agents.settings import Settings
+from agents.untrusted import new_boundary, render_input
 from memory.errors import AgentMemoryError
 from memory.retry import retrying
 
@@ -102,7 +103,6 @@ class OpenAILLM:
     ) -> T:
         """Ask for ``task`` and return the answer as ``output``; raise LLMError if none fits."""
         schema = json.dumps(output.model_json_schema())
-        request = json.dumps(payload, ensure_ascii=False)
         messages: list[Any] = [
             {
                 "role": "system",
@@ -111,7 +111,7 @@ class OpenAILLM:
             },
             {
                 "role": "user",
-                "content": f"Task: {task}\n\nInput (JSON):\n{request}",
+                "content": render_input(task, payload, new_boundary()),
             },
         ]
         if self.log_prompts:

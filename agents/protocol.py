@@ -8,8 +8,11 @@ handoffs between roles, and results. Each role reads it through its own consumer
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agents.untrusted import quote
 
 RUN_STREAM = "run"
 
@@ -63,6 +66,14 @@ class SectionPlan(_Payload):
     def category(self) -> str:
         """The shared-fact category holding this section's facts."""
         return self.section_id
+
+    def quoted(self, written_by: str) -> dict[str, Any]:
+        """The section as LLM input: its title and description are text ``written_by`` wrote."""
+        return {
+            "section_id": self.section_id,
+            "title": quote(self.title, written_by=written_by),
+            "description": quote(self.description, written_by=written_by),
+        }
 
 
 class RunPlanned(_Payload):

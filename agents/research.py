@@ -22,8 +22,16 @@ import anyio
 from agents.documents import PLAN_KEY
 from agents.models import Extraction, Plan
 from agents.prompts import load_prompt
-from agents.protocol import EventType, RunPlanned, RunRequested, SectionAssigned, SectionPlan
+from agents.protocol import (
+    EventType,
+    RunPlanned,
+    RunRequested,
+    SectionAssigned,
+    SectionPlan,
+    SourceDoc,
+)
 from agents.runtime import Context
+from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
 from memory.facts import Fact, NewFact
@@ -37,12 +45,12 @@ EXCERPT_CHARS = 1500
 async def handle(ctx: Context, event: AgentEvent) -> None:
     """Plan, extract and store facts, then hand each section to the writers (once)."""
     request = RunRequested.model_validate(event.payload)
-    plan = await _stored_plan(ctx, request)
+    plan = await _stored_plan(ctx, request, event.agent_id)
     if plan.value["published"]:
         logger.info("run already planned and handed off; nothing to do")
         return
     sections = [SectionPlan.model_validate(s) for s in plan.value["sections"]]
-    fact_keys = await _extract_all(ctx, request, sections, plan.value["source_sections"])
+    fact_keys = await _extract_all(ctx, request, plan, event.agent_id)
 
     planned = [s for s in sections if fact_keys[s.section_id]]
     for dropped in (s for s in sections if not fact_keys[s.section_id]):
@@ -59,17 +67,16 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     logger.info("planned %d sections with %d facts", len(planned), fact_count)
 
 
-async def _stored_plan(ctx: Context, request: RunRequested) -> Document:
+async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
     """The run's plan: the stored one if there is one, else a new one from the LLM, stored."""
     existing = await ctx.db.read(PLAN_KEY)
     if existing is not None:
         return existing
     await ctx.status("planning sections")
-    sources = [{"name": s.name, "excerpt": s.text[:EXCERPT_CHARS]} for s in request.sources]
     plan = await ctx.llm.generate(
         task="plan",
         instructions=load_prompt("research"),
-        payload={"topic": request.topic, "sources": sources},
+        payload=plan_request(request, requested_by),
         output=Plan,
     )
     sections = [
@@ -90,6 +97,41 @@ async def _stored_plan(ctx: Context, request: RunRequested) -> Document:
         return stored
 
 
+def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
+    """The input of the "plan" task: the topic and an excerpt of each source, quoted."""
+    return {
+        "topic": request.topic,
+        "sources": [
+            {
+                "name": s.name,
+                "excerpt": quote(s.text[:EXCERPT_CHARS], written_by=requested_by, source=s.name),
+            }
+            for s in request.sources
+        ],
+    }
+
+
+def extract_request(
+    topic: str,
+    sections: list[SectionPlan],
+    *,
+    section_id: str,
+    source: SourceDoc,
+    requested_by: str,
+    planned_by: str,
+) -> dict[str, Any]:
+    """The input of the "extract" task: the plan, and one source's text, quoted."""
+    return {
+        "topic": topic,
+        "sections": [s.quoted(planned_by) for s in sections],
+        "section_id": section_id,
+        "source": {
+            "name": source.name,
+            "text": quote(source.text, written_by=requested_by, source=source.name),
+        },
+    }
+
+
 def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
     """Which section each source's facts are extracted for (the first section naming it)."""
     owner: dict[str, str] = {}
@@ -101,12 +143,11 @@ def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
 
 
 async def _extract_all(
-    ctx: Context,
-    request: RunRequested,
-    sections: list[SectionPlan],
-    source_sections: dict[str, str],
+    ctx: Context, request: RunRequested, plan: Document, requested_by: str
 ) -> dict[str, set[str]]:
     """Extract and store each source's facts; returns the facts' keys per section."""
+    sections = [SectionPlan.model_validate(s) for s in plan.value["sections"]]
+    source_sections: dict[str, str] = plan.value["source_sections"]
     fact_keys: dict[str, set[str]] = {s.section_id: set() for s in sections}
     stored = await _stored_facts(ctx, sections)
     for fact in stored:
@@ -116,12 +157,14 @@ async def _extract_all(
     async def extract(source_index: int) -> None:
         source = request.sources[source_index]
         await ctx.status(f"extracting facts from {source.name}")
-        payload = {
-            "topic": request.topic,
-            "sections": [s.model_dump(mode="json") for s in sections],
-            "section_id": source_sections[source.name],
-            "source": {"name": source.name, "text": source.text},
-        }
+        payload = extract_request(
+            request.topic,
+            sections,
+            section_id=source_sections[source.name],
+            source=source,
+            requested_by=requested_by,
+            planned_by=plan.agent_id,
+        )
         extraction = await ctx.llm.generate(
             task="extract",
             instructions=load_prompt("research"),

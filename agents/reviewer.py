@@ -22,9 +22,11 @@ from agents.protocol import (
     EventType,
     SectionApproved,
     SectionDrafted,
+    SectionPlan,
     SectionRevisionRequested,
 )
 from agents.runtime import Context
+from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
 from memory.facts import Fact
@@ -40,15 +42,17 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     docs = await ctx.db.read_many([key, PLAN_KEY])
     record = docs.get(key)
     if record is None:
-        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
-        record = await _review(ctx, topic, drafted)
+        plan = docs.get(PLAN_KEY)
+        topic = plan.value["topic"] if plan is not None else ""
+        planned_by = plan.agent_id if plan is not None else event.agent_id
+        record = await _review(ctx, topic, planned_by, drafted)
     else:
         logger.info("%s was reviewed already; publishing its decision again", key)
     key = f"decision/{drafted.section_id}/{drafted.version}"
     await ctx.writer.publish(_decision(ctx, record.value), idempotency_key=key)
 
 
-async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document:
+async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDrafted) -> Document:
     """Review the draft version and store the review; returns the stored record."""
     section_id = drafted.section_id
     draft = await ctx.db.read(draft_key(section_id), version=drafted.version)
@@ -56,27 +60,25 @@ async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document
         msg = f"draft {draft_key(section_id)} version {drafted.version} does not exist"
         raise LookupError(msg)
     facts = await ctx.memory.get_facts_by_category(section_id)
+    section = SectionPlan.model_validate(draft.value["section"])
+    text = SectionDraft.model_validate(
+        {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]}
+    )
     await ctx.status(f"reviewing section {section_id} version {drafted.version}")
     review = await ctx.llm.generate(
         task="review",
         instructions=load_prompt("review"),
-        payload={
-            "topic": topic,
-            "section": draft.value["section"],
-            "facts": [
-                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
-            ],
-            "draft": {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]},
-            "round": drafted.round,
-        },
+        payload=review_request(
+            topic,
+            section.quoted(planned_by),
+            facts,
+            draft=text,
+            written_by=draft.agent_id,
+            round_=drafted.round,
+        ),
         output=Review,
     )
-    problems = citation_problems(
-        SectionDraft.model_validate(
-            {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]}
-        ),
-        facts,
-    )
+    problems = citation_problems(text, facts)
     approved = review.approved and not problems
     if approved:
         decision = EventType.SECTION_APPROVED
@@ -101,6 +103,37 @@ async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document
         return stored
     logger.info("%s version %d: %s", section_id, drafted.version, decision.value)
     return record
+
+
+def review_request(
+    topic: str,
+    section: dict[str, Any],
+    facts: list[Fact],
+    *,
+    draft: SectionDraft,
+    written_by: str,
+    round_: int,
+) -> dict[str, Any]:
+    """The input of the "review" task: the facts and the draft ``written_by`` wrote, quoted."""
+    return {
+        "topic": topic,
+        "section": section,
+        "facts": [
+            {
+                "id": f.id,
+                "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source")),
+            }
+            for f in facts
+        ],
+        "draft": {
+            "title": quote(draft.title, written_by=written_by),
+            "paragraphs": [
+                {"text": quote(p.text, written_by=written_by), "citations": p.citations}
+                for p in draft.paragraphs
+            ],
+        },
+        "round": round_,
+    }
 
 
 def citation_problems(draft: SectionDraft, facts: list[Fact]) -> list[str]:

@@ -37,6 +37,7 @@ from agents.models import (
     Review,
     SectionDraft,
 )
+from agents.untrusted import unquoted
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -66,13 +67,14 @@ class StubLLM:
         self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
     ) -> T:
         del instructions  # the stub's behaviour is fixed; the prompt is for real models
+        # The stub reads the content of quoted text; it follows no instruction in it.
         if self.delay_seconds:
             await anyio.sleep(self.delay_seconds)
         tasks = {"plan": plan, "extract": extract, "write": write, "review": review}
         if task not in tasks:
             msg = f"the stub LLM does not know the task {task!r}"
             raise LLMError(msg)
-        answer = tasks[task](payload)
+        answer = tasks[task](unquoted(payload))
         return output.model_validate(answer.model_dump())
 
 

@@ -24,7 +24,9 @@ from agents.protocol import (
     SectionRevisionRequested,
 )
 from agents.runtime import Context
+from agents.untrusted import Quoted, quote
 from memory.events import AgentEvent
+from memory.facts import Fact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,8 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     else:
         revision = SectionRevisionRequested.model_validate(event.payload)
         section, section_id = None, revision.section_id
-        round_, comments = revision.round, revision.comments
+        round_ = revision.round
+        comments = [quote(c, written_by=event.agent_id) for c in revision.comments]
 
     key = draft_key(section_id)
     ttl = ctx.settings.lock_ttl_seconds
@@ -50,7 +53,9 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     async with lock as held:
         docs = await ctx.db.read_many([key, PLAN_KEY])
         current = docs.get(key)
-        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
+        plan = docs.get(PLAN_KEY)
+        topic = plan.value["topic"] if plan is not None else ""
+        planned_by = plan.agent_id if plan is not None else event.agent_id
         if current is not None and current.value["round"] > round_:
             logger.info("%s is already at round %d; stale handoff", key, current.value["round"])
             return
@@ -58,8 +63,15 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
             if section is None:
                 section = _section_of(current, section_id)
             await ctx.status(f"writing section {section_id} (round {round_})")
+            facts = await ctx.memory.get_facts_by_category(section.category)
             value = await _write(
-                ctx, topic=topic, section=section, current=current, round_=round_, comments=comments
+                ctx,
+                write_request(
+                    topic, section.quoted(planned_by), facts, previous=current, comments=comments
+                ),
+                section=section,
+                known={fact.id for fact in facts},
+                round_=round_,
             )
             held.check()  # the lease must still be ours right before the write
             current = await ctx.db.write(
@@ -85,34 +97,46 @@ def _section_of(current: Document | None, section_id: str) -> SectionPlan:
     return SectionPlan.model_validate(current.value["section"])
 
 
+def write_request(
+    topic: str,
+    section: dict[str, Any],
+    facts: list[Fact],
+    *,
+    previous: Document | None,
+    comments: list[Quoted],
+) -> dict[str, Any]:
+    """The input of the "write" task: every fact, previous draft and comment quoted."""
+    return {
+        "topic": topic,
+        "section": section,
+        "facts": [
+            {
+                "id": f.id,
+                "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source")),
+            }
+            for f in facts
+        ],
+        "previous": None
+        if previous is None
+        else {
+            "markdown": quote(previous.value["markdown"], written_by=previous.agent_id),
+            "version": previous.version,
+        },
+        "comments": comments,
+    }
+
+
 async def _write(
     ctx: Context,
+    request: dict[str, Any],
     *,
-    topic: str,
     section: SectionPlan,
-    current: Document | None,
+    known: set[int],
     round_: int,
-    comments: list[str],
 ) -> dict[str, Any]:
-    """Ask the LLM for the section from its facts; returns the draft document's value."""
-    facts = await ctx.memory.get_facts_by_category(section.category)
-    known = {fact.id for fact in facts}
-    previous = None
-    if current is not None:
-        previous = {"markdown": current.value["markdown"], "version": current.version}
+    """Ask the LLM for the section; returns the draft document's value."""
     draft = await ctx.llm.generate(
-        task="write",
-        instructions=load_prompt("writer"),
-        payload={
-            "topic": topic,
-            "section": section.model_dump(mode="json"),
-            "facts": [
-                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
-            ],
-            "previous": previous,
-            "comments": comments,
-        },
-        output=SectionDraft,
+        task="write", instructions=load_prompt("writer"), payload=request, output=SectionDraft
     )
     citations = sorted({c for p in draft.paragraphs for c in p.citations})
     unknown = [c for c in citations if c not in known]
