@@ -3,7 +3,8 @@
 Run one with ``python -m agents <role> --run-id RUN --instance N``.
 """
 
-from agents.llm import LLM, LLMError, OpenAILLM, make_llm
+from agents.llm import OpenAILLM, make_llm
+from agents.llm_base import LLM, LLMError
 from agents.protocol import RUN_STREAM, EventType, Role
 from agents.settings import Settings
 from agents.stub_llm import StubLLM

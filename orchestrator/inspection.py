@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from agents.documents import draft_key
+from agents.documents import Draft, draft_key
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
 from memory.agent_memory import RedisAgentMemory
@@ -62,5 +62,5 @@ async def show_run(
                     f"{section} version {doc.version} by {doc.agent_id} at "
                     f"{doc.created_at:%H:%M:%S} (fencing token {doc.fencing_token})"
                 )
-                console.print(doc.value.get("markdown", doc.value), markup=False)
+                console.print(Draft.model_validate(doc.value).to_markdown(), markup=False)
         return True

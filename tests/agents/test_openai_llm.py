@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from agents.llm import LLMError, OpenAILLM, make_llm
+from agents.llm import OpenAILLM, make_llm
+from agents.llm_base import LLMError
 from agents.models import Review
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
