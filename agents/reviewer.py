@@ -27,7 +27,7 @@ from agents.protocol import (
     payload_as,
 )
 from agents.runtime import Context
-from agents.untrusted import quote
+from agents.untrusted import quote, quoted_facts
 from memory.errors import ConflictError
 from memory.events import AgentEvent
 from memory.facts import Fact
@@ -120,13 +120,7 @@ def review_request(
     return {
         "topic": topic,
         "section": section,
-        "facts": [
-            {
-                "id": f.id,
-                "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source")),
-            }
-            for f in facts
-        ],
+        "facts": quoted_facts(facts),
         "draft": {
             "title": quote(draft.title, written_by=written_by),
             "paragraphs": [

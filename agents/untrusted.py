@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from memory.facts import Fact
 
 # Who wrote text that a person supplied when starting the run (the sources).
 OPERATOR = "orchestrator"
@@ -39,6 +41,14 @@ class Quoted(BaseModel):
 def quote(data: str, *, written_by: str, source: str | None = None) -> Quoted:
     """``data`` as text written by ``written_by`` (from the source document ``source``)."""
     return Quoted(data=data, written_by=written_by, source=source)
+
+
+def quoted_facts(facts: Sequence[Fact]) -> list[dict[str, Any]]:
+    """Shared facts as LLM input: each fact's id, and its text quoted with writer and source."""
+    return [
+        {"id": f.id, "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source"))}
+        for f in facts
+    ]
 
 
 def unquoted(value: Any) -> Any:

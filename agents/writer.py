@@ -27,7 +27,7 @@ from agents.protocol import (
     parse_payload,
 )
 from agents.runtime import Context
-from agents.untrusted import Quoted, quote
+from agents.untrusted import Quoted, quote, quoted_facts
 from memory.events import AgentEvent
 from memory.facts import Fact
 from memory.shared_db import Document
@@ -114,13 +114,7 @@ def write_request(
     return {
         "topic": topic,
         "section": section,
-        "facts": [
-            {
-                "id": f.id,
-                "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source")),
-            }
-            for f in facts
-        ],
+        "facts": quoted_facts(facts),
         "previous": None
         if previous is None
         else {
