@@ -76,13 +76,15 @@ class ProtocolError(AgentMemoryError, ValueError):
     """An event of a type this protocol does not know, or with another type's payload."""
 
 
-class EventPayload(BaseModel):
-    """The payload of one event type (see :data:`PAYLOADS`)."""
-
+class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceDoc(EventPayload):
+class EventPayload(_Model):
+    """The payload of one event type (see :data:`PAYLOADS`)."""
+
+
+class SourceDoc(_Model):
     name: str = Field(min_length=1, max_length=256)
     text: str = Field(min_length=1)
 
@@ -92,7 +94,7 @@ class RunRequested(EventPayload):
     sources: list[SourceDoc] = Field(min_length=1)
 
 
-class SectionPlan(EventPayload):
+class SectionPlan(_Model):
     """One section of the report, as planned."""
 
     section_id: SectionId

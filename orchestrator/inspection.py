@@ -41,8 +41,10 @@ async def show_run(
         for s in state.sections.values():
             table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
         console.print(table)
+        llm = sum(state.llm_seconds.values())
         console.print(
-            f"{state.events} events, {state.fact_count} facts, report: {state.report_path}"
+            f"{state.events} events, {state.fact_count} facts, {llm:.2f} s waiting for the LLM, "
+            f"report: {state.report_path}"
         )
         if facts:
             for category in await memory.list_categories():
