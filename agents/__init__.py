@@ -3,8 +3,9 @@
 Run one with ``python -m agents <role> --run-id RUN --instance N``.
 """
 
-from agents.llm import LLM, LLMError, OpenAILLM, make_llm
-from agents.protocol import RUN_STREAM, EventType, Role
+from agents.llm import OpenAILLM, make_llm
+from agents.llm_base import LLM, LLMError
+from agents.protocol import RUN_STREAM, EventType, Role, SectionState, new_event, parse_payload
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
 
@@ -15,7 +16,10 @@ __all__ = [
     "LLMError",
     "OpenAILLM",
     "Role",
+    "SectionState",
     "Settings",
     "StubLLM",
     "make_llm",
+    "new_event",
+    "parse_payload",
 ]

@@ -1,11 +1,22 @@
-"""The keys of the run's documents in the shared draft store (PostgreSQL), in one place.
+"""The run's documents in the shared draft store (PostgreSQL): their keys and their values.
 
-- ``run/plan``: the research agent's plan: topic, sections, and whether it was handed off.
-- ``section/<id>``: a section's draft; every write is a new version.
-- ``review/<id>/<version>``: the review of one draft version, written once.
+- ``run/plan`` (:class:`PlanDoc`): the research agent's plan: topic, sections, which section
+  each source feeds, and whether the sections were handed off.
+- ``section/<id>`` (:class:`Draft`): a section's draft; every write is a new version. Its
+  paragraphs carry the ids of the facts they cite, as data: the report and the run checks
+  read the citations from here, never from rendered text.
+- ``review/<id>/<version>`` (:class:`ReviewRecord`): the review of one draft version, written
+  once.
+
+Readers validate a document's value with its model; writers store ``model_dump(mode="json")``.
 """
 
 from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.models import SectionDraft
+from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 
 PLAN_KEY = "run/plan"
 
@@ -18,3 +29,41 @@ def draft_key(section_id: str) -> str:
 def review_key(section_id: str, version: int) -> str:
     """The review record of one version of a section's draft."""
     return f"review/{section_id}/{version}"
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanDoc(_Document):
+    """``run/plan``: the sections planned for the run's topic."""
+
+    topic: str
+    sections: list[SectionPlan]
+    source_sections: dict[str, SectionId] = Field(
+        description="source name -> the section its facts are extracted for"
+    )
+    published: bool = False
+    planned: RunPlanned | None = None
+
+
+class Draft(SectionDraft):
+    """``section/<id>``: one version of a section, written in review round ``round``."""
+
+    section: SectionPlan
+    round: int = Field(ge=0)
+
+    @property
+    def section_id(self) -> str:
+        return self.section.section_id
+
+
+class ReviewRecord(_Document):
+    """``review/<id>/<version>``: the verdict on one draft version and the decision it led to."""
+
+    section_id: SectionId
+    version: int = Field(ge=1)
+    round: int = Field(ge=0)
+    approved: bool
+    comments: list[str]
+    decision: EventType

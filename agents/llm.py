@@ -7,26 +7,26 @@ output; when the bounds are spent the call raises :class:`LLMError` saying why. 
 hangs: each request has a timeout, and the attempts are bounded.
 
 Without an API key, :func:`make_llm` returns the deterministic stub (:mod:`agents.stub_llm`).
+The protocol both implement, and its error, are in :mod:`agents.llm_base`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from agents.llm_base import LLM, LLMError, T, Usage
 from agents.settings import Settings
-from memory.errors import AgentMemoryError
+from agents.stub_llm import StubLLM
+from agents.untrusted import new_boundary, render_input
 from memory.retry import retrying
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T", bound=BaseModel)
 
 # Failures worth another attempt: the endpoint was busy, broken for a moment, or slow, or
 # the model's answer did not fit the schema (models often get it right the second time).
@@ -43,18 +43,6 @@ RETRYABLE: tuple[type[Exception], ...] = (
 # has time to clear (retry waits are zero in tests, see memory.retry.set_testing).
 BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 20.0
-
-
-class LLMError(AgentMemoryError, RuntimeError):
-    """The LLM gave no usable answer within the allowed attempts."""
-
-
-class LLM(Protocol):
-    """What agents need from a language model: a typed answer to one task."""
-
-    async def generate(
-        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
-    ) -> T: ...
 
 
 class OpenAILLM:
@@ -98,11 +86,16 @@ class OpenAILLM:
             await self.client.close()
 
     async def generate(
-        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
+        self,
+        *,
+        task: str,
+        instructions: str,
+        payload: Mapping[str, Any],
+        output: type[T],
+        usage: Usage | None = None,
     ) -> T:
         """Ask for ``task`` and return the answer as ``output``; raise LLMError if none fits."""
         schema = json.dumps(output.model_json_schema())
-        request = json.dumps(payload, ensure_ascii=False)
         messages: list[Any] = [
             {
                 "role": "system",
@@ -111,7 +104,7 @@ class OpenAILLM:
             },
             {
                 "role": "user",
-                "content": f"Task: {task}\n\nInput (JSON):\n{request}",
+                "content": render_input(task, payload, new_boundary()),
             },
         ]
         if self.log_prompts:
@@ -125,7 +118,7 @@ class OpenAILLM:
                 maximum=BACKOFF_MAX_SECONDS,
             ):
                 with attempt:
-                    return await self._complete(task, messages, output)
+                    return await self._complete(task, messages, output, usage)
         except RETRYABLE as exc:
             msg = (
                 f"LLM task {task!r} failed after {self.max_attempts} attempts on model "
@@ -137,13 +130,17 @@ class OpenAILLM:
             raise LLMError(msg) from exc
         raise AssertionError  # pragma: no cover - retrying re-raises the last error
 
-    async def _complete(self, task: str, messages: list[Any], output: type[T]) -> T:
+    async def _complete(
+        self, task: str, messages: list[Any], output: type[T], usage: Usage | None
+    ) -> T:
         response = await self.client.chat.completions.create(
             model=self.model,
             messages=messages,
             response_format={"type": "json_object"},
             temperature=0,
         )
+        if usage is not None and response.usage is not None:
+            usage.add(response.usage.prompt_tokens, response.usage.completion_tokens)
         content = response.choices[0].message.content if response.choices else None
         if self.log_prompts:
             logger.debug("LLM %s answer: %s", task, content)
@@ -154,38 +151,9 @@ class OpenAILLM:
             raise
 
 
-class TimedLLM:
-    """An :class:`LLM` that logs how long each call took (``llm_call task=... seconds=...``).
-
-    The orchestrator sums these lines from the agents' logs to report how much of a run's
-    time was spent waiting for the model.
-    """
-
-    def __init__(self, inner: LLM) -> None:
-        self.inner = inner
-
-    async def generate(
-        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
-    ) -> T:
-        started = time.perf_counter()
-        try:
-            return await self.inner.generate(
-                task=task, instructions=instructions, payload=payload, output=output
-            )
-        finally:
-            logger.info("llm_call task=%s seconds=%.6f", task, time.perf_counter() - started)
-
-    async def aclose(self) -> None:
-        aclose = getattr(self.inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def make_llm(settings: Settings) -> LLM:
     """The stub when no key is set (or ``AGENTMEM_LLM=stub``), else the real endpoint."""
     if settings.use_stub_llm:
-        from agents.stub_llm import StubLLM
-
         return StubLLM(delay_seconds=settings.stub_delay_seconds)
     if settings.openai_api_key is None and settings.openai_base_url is None:
         msg = "AGENTMEM_LLM=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local endpoint)"

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_SECTION_ID = r"^[a-z0-9][a-z0-9-]{0,63}$"
+from agents.protocol import SectionId, SectionPlan
 
 FactId = Annotated[int, Field(ge=1)]
 
@@ -19,13 +19,16 @@ class _Output(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class PlannedSection(_Output):
-    """One section of the report, and the sources that feed it."""
+class PlannedSection(SectionPlan):
+    """One section of the report (a :class:`SectionPlan`), and the sources that feed it."""
 
-    section_id: str = Field(pattern=_SECTION_ID, description="lowercase slug, e.g. 'locks'")
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=1000)
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     sources: list[str] = Field(default_factory=list, description="names of the sources used")
+
+    def plan(self) -> SectionPlan:
+        """The section as the protocol carries it (without its sources)."""
+        return SectionPlan.model_validate(self.model_dump(exclude={"sources"}))
 
 
 class Plan(_Output):
@@ -37,7 +40,7 @@ class Plan(_Output):
 class ExtractedFact(_Output):
     """A fact, and the verbatim passage of the source that states it."""
 
-    section_id: str = Field(pattern=_SECTION_ID)
+    section_id: SectionId
     fact: str = Field(min_length=1, max_length=1000)
     quote: str = Field(min_length=1, max_length=2000, description="verbatim from the source")
 
@@ -62,6 +65,11 @@ class SectionDraft(_Output):
 
     title: str = Field(min_length=1, max_length=200)
     paragraphs: list[Paragraph] = Field(min_length=1, max_length=30)
+
+    @property
+    def citations(self) -> list[int]:
+        """Every fact id the paragraphs cite, in order of first citation."""
+        return list(dict.fromkeys(c for p in self.paragraphs for c in p.citations))
 
     def to_markdown(self) -> str:
         """The section as markdown, each paragraph followed by its citations as [F<id>]."""

@@ -2,16 +2,31 @@
 
 One stream per run (the run id is the memory namespace) holds the whole log: requests,
 handoffs between roles, and results. Each role reads it through its own consumer group
-(``GROUP_BY_ROLE``); several processes of one role share the work of that group.
+(``HANDLED_BY``); several processes of one role share the work of that group.
+
+Every event type carries one payload model (:data:`PAYLOADS`): producers build events with
+:func:`new_event`, readers get the typed payload back with :func:`parse_payload` (or
+:func:`payload_as` when they expect one type). A section's progress through these events is
+a :class:`SectionState`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.untrusted import quote
+from memory.agent_event import AgentEvent
+from memory.errors import AgentMemoryError
+
 RUN_STREAM = "run"
+
+# A section id: a lowercase slug; it names the section's documents and its facts' category.
+SectionId = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="lowercase slug, e.g. 'locks'")
+]
 
 
 class Role(StrEnum):
@@ -29,7 +44,24 @@ class EventType(StrEnum):
     SECTION_APPROVED = "section.approved"  # review -> orchestrator
     SECTION_ROUND_LIMIT = "section.round_limit"  # review -> orchestrator: accepted as is
     AGENT_FAILED = "agent.failed"  # any agent: a step failed for good (shown to the user)
+    LLM_CALLED = "llm.called"  # any agent: one LLM call, how long it took (for the run's timings)
     RUN_COMPLETED = "run.completed"  # orchestrator: the report is written
+
+
+class SectionState(StrEnum):
+    """Where a section is, as the run's events tell it."""
+
+    WAITING = "waiting"  # planned, not yet handed to a writer
+    ASSIGNED = "assigned"  # handed to the writers
+    IN_REVIEW = "in review"  # a draft version waits for review
+    REVISING = "revising"  # the review asked for a revision
+    APPROVED = "approved"  # the review approved a version
+    ROUND_LIMIT = "round limit"  # accepted as is after the last review round
+
+    @property
+    def settled(self) -> bool:
+        """The section is done: approved, or accepted at the round limit."""
+        return self in {SectionState.APPROVED, SectionState.ROUND_LIMIT}
 
 
 # Which event types each role's consumer group acts on; the rest it acknowledges and skips.
@@ -40,66 +72,147 @@ HANDLED_BY: dict[Role, frozenset[EventType]] = {
 }
 
 
-class _Payload(BaseModel):
+class ProtocolError(AgentMemoryError, ValueError):
+    """An event of a type this protocol does not know, or with another type's payload."""
+
+
+class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceDoc(_Payload):
+class EventPayload(_Model):
+    """The payload of one event type (see :data:`PAYLOADS`)."""
+
+
+class SourceDoc(_Model):
     name: str = Field(min_length=1, max_length=256)
     text: str = Field(min_length=1)
 
 
-class RunRequested(_Payload):
+class RunRequested(EventPayload):
     topic: str = Field(min_length=1, max_length=500)
     sources: list[SourceDoc] = Field(min_length=1)
 
 
-class SectionPlan(_Payload):
-    section_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+class SectionPlan(_Model):
+    """One section of the report, as planned."""
+
+    section_id: SectionId
     title: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    description: str = Field(default="", max_length=1000)
 
     @property
     def category(self) -> str:
         """The shared-fact category holding this section's facts."""
         return self.section_id
 
+    def quoted(self, written_by: str) -> dict[str, Any]:
+        """The section as LLM input: its title and description are text ``written_by`` wrote."""
+        return {
+            "section_id": self.section_id,
+            "title": quote(self.title, written_by=written_by),
+            "description": quote(self.description, written_by=written_by),
+        }
 
-class RunPlanned(_Payload):
+
+class RunPlanned(EventPayload):
     topic: str
     sections: list[SectionPlan]
     fact_count: int = Field(ge=0)
 
 
-class SectionAssigned(_Payload):
+class SectionAssigned(EventPayload):
     section: SectionPlan
 
 
-class SectionDrafted(_Payload):
-    section_id: str
+class SectionDrafted(EventPayload):
+    section_id: SectionId
     version: int = Field(ge=1)
     round: int = Field(ge=0)
 
 
-class SectionRevisionRequested(_Payload):
-    section_id: str
+class SectionRevisionRequested(EventPayload):
+    section_id: SectionId
     version: int = Field(ge=1)
     round: int = Field(ge=0)
     comments: list[str]
 
 
-class SectionApproved(_Payload):
-    section_id: str
+class SectionApproved(EventPayload):
+    """A settled section: approved, or (as ``section.round_limit``) accepted as is."""
+
+    section_id: SectionId
     version: int = Field(ge=1)
     round: int = Field(ge=0)
     comments: list[str] = []
 
 
-class AgentFailed(_Payload):
+class AgentFailed(EventPayload):
     role: Role
     step: str
     error: str
 
 
-class RunCompleted(_Payload):
+class LLMCalled(EventPayload):
+    """One LLM call an agent made: what for, on which model, how long, and how it ended."""
+
+    task: str
+    model: str
+    seconds: float = Field(ge=0)
+    ok: bool
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class RunCompleted(EventPayload):
     report_path: str
+
+
+# The payload every event type carries: producers and readers both go through this map.
+PAYLOADS: dict[EventType, type[EventPayload]] = {
+    EventType.RUN_REQUESTED: RunRequested,
+    EventType.RUN_PLANNED: RunPlanned,
+    EventType.SECTION_ASSIGNED: SectionAssigned,
+    EventType.SECTION_DRAFTED: SectionDrafted,
+    EventType.SECTION_REVISION_REQUESTED: SectionRevisionRequested,
+    EventType.SECTION_APPROVED: SectionApproved,
+    EventType.SECTION_ROUND_LIMIT: SectionApproved,
+    EventType.AGENT_FAILED: AgentFailed,
+    EventType.LLM_CALLED: LLMCalled,
+    EventType.RUN_COMPLETED: RunCompleted,
+}
+
+P = TypeVar("P", bound=EventPayload)
+
+
+def new_event(event_type: EventType, agent_id: str, payload: EventPayload) -> AgentEvent:
+    """An event of ``event_type`` from ``agent_id``; the payload must be that type's model."""
+    expected = PAYLOADS[event_type]
+    if type(payload) is not expected:
+        msg = (
+            f"a {event_type} event carries {expected.__name__}, not {type(payload).__name__}; "
+            "see agents.protocol.PAYLOADS"
+        )
+        raise ProtocolError(msg)
+    return AgentEvent(
+        event_type=event_type, agent_id=agent_id, payload=payload.model_dump(mode="json")
+    )
+
+
+def parse_payload(event: AgentEvent) -> EventPayload:
+    """The event's payload as its type's model (ValidationError if it does not fit)."""
+    try:
+        model = PAYLOADS[EventType(event.event_type)]
+    except ValueError as exc:
+        msg = f"event {event.event_id} has the unknown type {event.event_type!r}"
+        raise ProtocolError(msg) from exc
+    return model.model_validate(event.payload)
+
+
+def payload_as(event: AgentEvent, model: type[P]) -> P:
+    """The event's payload, which must be a ``model`` (else ProtocolError)."""
+    payload = parse_payload(event)
+    if not isinstance(payload, model):
+        msg = f"event {event.event_id} is a {event.event_type}, which carries no {model.__name__}"
+        raise ProtocolError(msg)
+    return payload

@@ -13,17 +13,26 @@ writers. Each step is idempotent, so a redelivered request repeats nothing:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 import anyio
 
-from agents.documents import PLAN_KEY
+from agents.documents import PLAN_KEY, PlanDoc
+from agents.keys import assigned_key, fact_key, planned_key
 from agents.models import Extraction, Plan
 from agents.prompts import load_prompt
-from agents.protocol import EventType, RunPlanned, RunRequested, SectionAssigned, SectionPlan
+from agents.protocol import (
+    EventType,
+    RunPlanned,
+    RunRequested,
+    SectionAssigned,
+    SectionPlan,
+    SourceDoc,
+    payload_as,
+)
 from agents.runtime import Context
+from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
 from memory.facts import Fact, NewFact
@@ -36,13 +45,16 @@ EXCERPT_CHARS = 1500
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
     """Plan, extract and store facts, then hand each section to the writers (once)."""
-    request = RunRequested.model_validate(event.payload)
-    plan = await _stored_plan(ctx, request)
-    if plan.value["published"]:
+    request = payload_as(event, RunRequested)
+    stored = await _stored_plan(ctx, request, event.agent_id)
+    plan = PlanDoc.model_validate(stored.value)
+    if plan.published:
         logger.info("run already planned and handed off; nothing to do")
         return
-    sections = [SectionPlan.model_validate(s) for s in plan.value["sections"]]
-    fact_keys = await _extract_all(ctx, request, sections, plan.value["source_sections"])
+    sections = plan.sections
+    fact_keys = await _extract_all(
+        ctx, request, plan, planned_by=stored.agent_id, requested_by=event.agent_id
+    )
 
     planned = [s for s in sections if fact_keys[s.section_id]]
     for dropped in (s for s in sections if not fact_keys[s.section_id]):
@@ -50,44 +62,77 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
     ran = RunPlanned(topic=request.topic, sections=planned, fact_count=fact_count)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
-    await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key="planned")
+    await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key=planned_key())
     for section in planned:
         assigned = ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section))
-        await ctx.writer.publish(assigned, idempotency_key=f"assigned/{section.section_id}")
-    done = {**plan.value, "published": True, "planned": ran.model_dump(mode="json")}
-    await ctx.db.write(PLAN_KEY, done, ctx.agent_id, expected_version=plan.version)
+        await ctx.writer.publish(assigned, idempotency_key=assigned_key(section.section_id))
+    done = plan.model_copy(update={"published": True, "planned": ran})
+    await ctx.db.write(
+        PLAN_KEY, done.model_dump(mode="json"), ctx.agent_id, expected_version=stored.version
+    )
     logger.info("planned %d sections with %d facts", len(planned), fact_count)
 
 
-async def _stored_plan(ctx: Context, request: RunRequested) -> Document:
+async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
     """The run's plan: the stored one if there is one, else a new one from the LLM, stored."""
     existing = await ctx.db.read(PLAN_KEY)
     if existing is not None:
         return existing
     await ctx.status("planning sections")
-    sources = [{"name": s.name, "excerpt": s.text[:EXCERPT_CHARS]} for s in request.sources]
     plan = await ctx.llm.generate(
         task="plan",
         instructions=load_prompt("research"),
-        payload={"topic": request.topic, "sources": sources},
+        payload=plan_request(request, requested_by),
         output=Plan,
     )
-    sections = [
-        SectionPlan(section_id=s.section_id, title=s.title, description=s.description)
-        for s in plan.sections
-    ]
-    value = {
-        "topic": request.topic,
-        "sections": [s.model_dump(mode="json") for s in sections],
-        "source_sections": _source_sections(plan, request),
-        "published": False,
-    }
+    value = PlanDoc(
+        topic=request.topic,
+        sections=[s.plan() for s in plan.sections],
+        source_sections=_source_sections(plan, request),
+    )
     try:
-        return await ctx.db.write(PLAN_KEY, value, ctx.agent_id, expected_version=0)
+        return await ctx.db.write(
+            PLAN_KEY, value.model_dump(mode="json"), ctx.agent_id, expected_version=0
+        )
     except ConflictError:  # another research instance stored its plan first: use that one
         stored = await ctx.db.read(PLAN_KEY)
         assert stored is not None
         return stored
+
+
+def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
+    """The input of the "plan" task: the topic and an excerpt of each source, quoted."""
+    return {
+        "topic": request.topic,
+        "sources": [
+            {
+                "name": s.name,
+                "excerpt": quote(s.text[:EXCERPT_CHARS], written_by=requested_by, source=s.name),
+            }
+            for s in request.sources
+        ],
+    }
+
+
+def extract_request(
+    topic: str,
+    sections: list[SectionPlan],
+    *,
+    section_id: str,
+    source: SourceDoc,
+    requested_by: str,
+    planned_by: str,
+) -> dict[str, Any]:
+    """The input of the "extract" task: the plan, and one source's text, quoted."""
+    return {
+        "topic": topic,
+        "sections": [s.quoted(planned_by) for s in sections],
+        "section_id": section_id,
+        "source": {
+            "name": source.name,
+            "text": quote(source.text, written_by=requested_by, source=source.name),
+        },
+    }
 
 
 def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
@@ -101,27 +146,27 @@ def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
 
 
 async def _extract_all(
-    ctx: Context,
-    request: RunRequested,
-    sections: list[SectionPlan],
-    source_sections: dict[str, str],
+    ctx: Context, request: RunRequested, plan: PlanDoc, *, planned_by: str, requested_by: str
 ) -> dict[str, set[str]]:
     """Extract and store each source's facts; returns the facts' keys per section."""
+    sections = plan.sections
     fact_keys: dict[str, set[str]] = {s.section_id: set() for s in sections}
     stored = await _stored_facts(ctx, sections)
     for fact in stored:
-        fact_keys[fact.category].add(_fact_key(fact.metadata["source"], fact.metadata["quote"]))
+        fact_keys[fact.category].add(fact_key(fact.metadata["source"], fact.metadata["quote"]))
     done = {fact.metadata.get("source") for fact in stored}
 
     async def extract(source_index: int) -> None:
         source = request.sources[source_index]
         await ctx.status(f"extracting facts from {source.name}")
-        payload = {
-            "topic": request.topic,
-            "sections": [s.model_dump(mode="json") for s in sections],
-            "section_id": source_sections[source.name],
-            "source": {"name": source.name, "text": source.text},
-        }
+        payload = extract_request(
+            request.topic,
+            sections,
+            section_id=plan.source_sections[source.name],
+            source=source,
+            requested_by=requested_by,
+            planned_by=planned_by,
+        )
         extraction = await ctx.llm.generate(
             task="extract",
             instructions=load_prompt("research"),
@@ -157,11 +202,6 @@ async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]
     return found
 
 
-def _fact_key(source_name: str, quote: str) -> str:
-    """The idempotency key of a fact: the same quote of the same source is the same fact."""
-    return hashlib.sha256(f"{source_name}\n{quote}".encode()).hexdigest()
-
-
 def _verified(
     extraction: Extraction, source_name: str, text: str, section_ids: set[str]
 ) -> list[NewFact]:
@@ -173,6 +213,6 @@ def _verified(
             continue
         metadata: dict[str, Any] = {"source": source_name, "quote": item.quote}
         facts.append(
-            NewFact(item.fact, item.section_id, metadata, _fact_key(source_name, item.quote))
+            NewFact(item.fact, item.section_id, metadata, fact_key(source_name, item.quote))
         )
     return facts

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.documents import PLAN_KEY, draft_key, review_key
+from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
+from agents.keys import decision_key
 from agents.models import Review, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
@@ -23,8 +24,10 @@ from agents.protocol import (
     SectionApproved,
     SectionDrafted,
     SectionRevisionRequested,
+    payload_as,
 )
 from agents.runtime import Context
+from agents.untrusted import quote, quoted_facts
 from memory.errors import ConflictError
 from memory.events import AgentEvent
 from memory.facts import Fact
@@ -35,48 +38,47 @@ logger = logging.getLogger(__name__)
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
     """Review one draft version (once) and publish the decision."""
-    drafted = SectionDrafted.model_validate(event.payload)
+    drafted = payload_as(event, SectionDrafted)
     key = review_key(drafted.section_id, drafted.version)
     docs = await ctx.db.read_many([key, PLAN_KEY])
     record = docs.get(key)
     if record is None:
-        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
-        record = await _review(ctx, topic, drafted)
+        plan = docs.get(PLAN_KEY)
+        topic = PlanDoc.model_validate(plan.value).topic if plan is not None else ""
+        planned_by = plan.agent_id if plan is not None else event.agent_id
+        record = await _review(ctx, topic, planned_by, drafted)
     else:
         logger.info("%s was reviewed already; publishing its decision again", key)
-    key = f"decision/{drafted.section_id}/{drafted.version}"
-    await ctx.writer.publish(_decision(ctx, record.value), idempotency_key=key)
+    key = decision_key(drafted.section_id, drafted.version)
+    await ctx.writer.publish(
+        _decision(ctx, ReviewRecord.model_validate(record.value)), idempotency_key=key
+    )
 
 
-async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document:
+async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDrafted) -> Document:
     """Review the draft version and store the review; returns the stored record."""
     section_id = drafted.section_id
-    draft = await ctx.db.read(draft_key(section_id), version=drafted.version)
-    if draft is None:
+    doc = await ctx.db.read(draft_key(section_id), version=drafted.version)
+    if doc is None:
         msg = f"draft {draft_key(section_id)} version {drafted.version} does not exist"
         raise LookupError(msg)
     facts = await ctx.memory.get_facts_by_category(section_id)
+    draft = Draft.model_validate(doc.value)
     await ctx.status(f"reviewing section {section_id} version {drafted.version}")
     review = await ctx.llm.generate(
         task="review",
         instructions=load_prompt("review"),
-        payload={
-            "topic": topic,
-            "section": draft.value["section"],
-            "facts": [
-                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
-            ],
-            "draft": {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]},
-            "round": drafted.round,
-        },
+        payload=review_request(
+            topic,
+            draft.section.quoted(planned_by),
+            facts,
+            draft=draft,
+            written_by=doc.agent_id,
+            round_=drafted.round,
+        ),
         output=Review,
     )
-    problems = citation_problems(
-        SectionDraft.model_validate(
-            {"title": draft.value["title"], "paragraphs": draft.value["paragraphs"]}
-        ),
-        facts,
-    )
+    problems = citation_problems(draft, facts)
     approved = review.approved and not problems
     if approved:
         decision = EventType.SECTION_APPROVED
@@ -84,17 +86,19 @@ async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document
         decision = EventType.SECTION_ROUND_LIMIT
     else:
         decision = EventType.SECTION_REVISION_REQUESTED
-    value = {
-        "section_id": section_id,
-        "version": drafted.version,
-        "round": drafted.round,
-        "approved": approved,
-        "comments": [*problems, *review.comments],
-        "decision": decision.value,
-    }
+    value = ReviewRecord(
+        section_id=section_id,
+        version=drafted.version,
+        round=drafted.round,
+        approved=approved,
+        comments=[*problems, *review.comments],
+        decision=decision,
+    )
     key = review_key(section_id, drafted.version)
     try:
-        record = await ctx.db.write(key, value, ctx.agent_id, expected_version=0)
+        record = await ctx.db.write(
+            key, value.model_dump(mode="json"), ctx.agent_id, expected_version=0
+        )
     except ConflictError:  # another reviewer stored its review of this version first
         stored = await ctx.db.read(key)
         assert stored is not None
@@ -103,11 +107,36 @@ async def _review(ctx: Context, topic: str, drafted: SectionDrafted) -> Document
     return record
 
 
+def review_request(
+    topic: str,
+    section: dict[str, Any],
+    facts: list[Fact],
+    *,
+    draft: SectionDraft,
+    written_by: str,
+    round_: int,
+) -> dict[str, Any]:
+    """The input of the "review" task: the facts and the draft ``written_by`` wrote, quoted."""
+    return {
+        "topic": topic,
+        "section": section,
+        "facts": quoted_facts(facts),
+        "draft": {
+            "title": quote(draft.title, written_by=written_by),
+            "paragraphs": [
+                {"text": quote(p.text, written_by=written_by), "citations": p.citations}
+                for p in draft.paragraphs
+            ],
+        },
+        "round": round_,
+    }
+
+
 def citation_problems(draft: SectionDraft, facts: list[Fact]) -> list[str]:
     """What is wrong with the draft's citations, checked here rather than trusted to the LLM."""
     known = {fact.id for fact in facts}
     problems: list[str] = []
-    unknown = sorted({c for p in draft.paragraphs for c in p.citations} - known)
+    unknown = sorted(set(draft.citations) - known)
     if unknown:
         cited = ", ".join(f"[F{c}]" for c in unknown)
         problems.append(f"Cites {cited}, which are not facts of this section; cite only those.")
@@ -119,16 +148,15 @@ def citation_problems(draft: SectionDraft, facts: list[Fact]) -> list[str]:
     return problems
 
 
-def _decision(ctx: Context, record: dict[str, Any]) -> AgentEvent:
+def _decision(ctx: Context, record: ReviewRecord) -> AgentEvent:
     """The event that carries a stored review's decision."""
-    decision = EventType(record["decision"])
-    section_id, version, round_ = record["section_id"], record["version"], record["round"]
-    if decision == EventType.SECTION_REVISION_REQUESTED:
+    section_id, version, comments = record.section_id, record.version, record.comments
+    if record.decision == EventType.SECTION_REVISION_REQUESTED:
         payload: SectionApproved | SectionRevisionRequested = SectionRevisionRequested(
-            section_id=section_id, version=version, round=round_ + 1, comments=record["comments"]
+            section_id=section_id, version=version, round=record.round + 1, comments=comments
         )
     else:
         payload = SectionApproved(
-            section_id=section_id, version=version, round=round_, comments=record["comments"]
+            section_id=section_id, version=version, round=record.round, comments=comments
         )
-    return ctx.event(decision, payload)
+    return ctx.event(record.decision, payload)

@@ -17,10 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from agents.llm import LLM, LLMError, TimedLLM, make_llm
-from agents.protocol import HANDLED_BY, RUN_STREAM, AgentFailed, EventType, Role
+from agents.keys import failed_key
+from agents.llm import make_llm
+from agents.llm_base import LLM, LLMError
+from agents.llm_calls import TimedLLM
+from agents.protocol import (
+    HANDLED_BY,
+    RUN_STREAM,
+    AgentFailed,
+    EventPayload,
+    EventType,
+    Role,
+    new_event,
+)
 from agents.settings import Settings
 from memory import (
     AgentEvent,
@@ -85,13 +96,9 @@ class Context:
         except ServerUnavailableError as exc:
             logger.warning("cannot publish status %r: %s", self.state, exc)
 
-    def event(self, event_type: EventType, payload: BaseModel) -> AgentEvent:
-        """An event from this agent, ready to publish."""
-        return AgentEvent(
-            event_type=event_type,
-            agent_id=self.agent_id,
-            payload=payload.model_dump(mode="json"),
-        )
+    def event(self, event_type: EventType, payload: EventPayload) -> AgentEvent:
+        """An event from this agent, ready to publish (its payload checked against its type)."""
+        return new_event(event_type, self.agent_id, payload)
 
 
 Handler = Callable[[Context, AgentEvent], Awaitable[None]]
@@ -110,14 +117,13 @@ async def run_agent(
             max_deliveries=settings.max_deliveries,
             reclaim_idle_ms=settings.reclaim_idle_ms,
         )
-        llm = TimedLLM(make_llm(settings))
-        stack.push_async_callback(llm.aclose)
-
         wal = WriteAheadLog(
             Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
         )
         stack.callback(wal.close)
         writer = DurableWriter(m.memory, events, wal)
+        llm = TimedLLM(make_llm(settings), agent_id, writer)
+        stack.push_async_callback(llm.aclose)
         ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
         group = events.group(
             role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
@@ -231,5 +237,5 @@ async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reaso
 
 async def _report_failure(ctx: Context, event: AgentEvent, reason: str) -> None:
     failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
-    key = f"failed/{ctx.role}/{event.event_id}"
+    key = failed_key(ctx.role, event.event_id)
     await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
-from pydantic import BaseModel
 
-from agents.llm import LLMError
+from agents.llm_base import LLMError, T, Usage
 from agents.models import (
     ExtractedFact,
     Extraction,
@@ -37,8 +36,7 @@ from agents.models import (
     Review,
     SectionDraft,
 )
-
-T = TypeVar("T", bound=BaseModel)
+from agents.untrusted import unquoted
 
 MAX_FACTS = 8
 FIRST_DRAFT_SHARE = 0.6
@@ -53,26 +51,35 @@ _INFORMATIVE = re.compile(r"\d|\b[A-Z][a-zA-Z]+\b.*\b[A-Z][a-zA-Z]+\b")
 
 
 class StubLLM:
-    """An :class:`agents.llm.LLM` that needs no network and always gives the same answer.
+    """An :class:`agents.llm_base.LLM` that needs no network and always gives the same answer.
 
     ``delay_seconds`` makes each call take that long, like a real model (for demos and
     fault-injection tests that need work to be in flight).
     """
 
+    model = "stub"
+
     def __init__(self, delay_seconds: float = 0.0) -> None:
         self.delay_seconds = delay_seconds
 
     async def generate(
-        self, *, task: str, instructions: str, payload: Mapping[str, Any], output: type[T]
+        self,
+        *,
+        task: str,
+        instructions: str,
+        payload: Mapping[str, Any],
+        output: type[T],
+        usage: Usage | None = None,
     ) -> T:
-        del instructions  # the stub's behaviour is fixed; the prompt is for real models
+        del instructions, usage  # the behaviour is fixed (the prompt is for real models), no tokens
+        # The stub reads the content of quoted text; it follows no instruction in it.
         if self.delay_seconds:
             await anyio.sleep(self.delay_seconds)
         tasks = {"plan": plan, "extract": extract, "write": write, "review": review}
         if task not in tasks:
             msg = f"the stub LLM does not know the task {task!r}"
             raise LLMError(msg)
-        answer = tasks[task](payload)
+        answer = tasks[task](unquoted(payload))
         return output.model_validate(answer.model_dump())
 
 

@@ -13,18 +13,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.documents import PLAN_KEY, draft_key
+from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
+from agents.keys import drafted_key
 from agents.models import SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
+    ProtocolError,
     SectionAssigned,
     SectionDrafted,
     SectionPlan,
     SectionRevisionRequested,
+    parse_payload,
 )
 from agents.runtime import Context
+from agents.untrusted import Quoted, quote, quoted_facts
 from memory.events import AgentEvent
+from memory.facts import Fact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
@@ -33,13 +38,15 @@ logger = logging.getLogger(__name__)
 async def handle(ctx: Context, event: AgentEvent) -> None:
     """Write the section for the requested round (once) and hand it to review."""
     section: SectionPlan | None
-    if event.event_type == EventType.SECTION_ASSIGNED:
-        section = SectionAssigned.model_validate(event.payload).section
-        section_id, round_, comments = section.section_id, 0, []
-    else:
-        revision = SectionRevisionRequested.model_validate(event.payload)
-        section, section_id = None, revision.section_id
-        round_, comments = revision.round, revision.comments
+    match parse_payload(event):
+        case SectionAssigned(section=section):
+            section_id, round_, comments = section.section_id, 0, []
+        case SectionRevisionRequested() as revision:
+            section, section_id, round_ = None, revision.section_id, revision.round
+            comments = [quote(c, written_by=event.agent_id) for c in revision.comments]
+        case other:
+            msg = f"the writer does not handle {type(other).__name__} ({event.event_type})"
+            raise ProtocolError(msg)
 
     key = draft_key(section_id)
     ttl = ctx.settings.lock_ttl_seconds
@@ -50,21 +57,31 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     async with lock as held:
         docs = await ctx.db.read_many([key, PLAN_KEY])
         current = docs.get(key)
-        topic = docs[PLAN_KEY].value["topic"] if PLAN_KEY in docs else ""
-        if current is not None and current.value["round"] > round_:
-            logger.info("%s is already at round %d; stale handoff", key, current.value["round"])
+        plan = docs.get(PLAN_KEY)
+        topic = PlanDoc.model_validate(plan.value).topic if plan is not None else ""
+        planned_by = plan.agent_id if plan is not None else event.agent_id
+        draft = Draft.model_validate(current.value) if current is not None else None
+        if draft is not None and draft.round > round_:
+            logger.info("%s is already at round %d; stale handoff", key, draft.round)
             return
-        if current is None or current.value["round"] < round_:
+        if current is None or draft is None or draft.round < round_:
             if section is None:
-                section = _section_of(current, section_id)
+                section = _section_of(draft, section_id)
             await ctx.status(f"writing section {section_id} (round {round_})")
+            facts = await ctx.memory.get_facts_by_category(section.category)
             value = await _write(
-                ctx, topic=topic, section=section, current=current, round_=round_, comments=comments
+                ctx,
+                write_request(
+                    topic, section.quoted(planned_by), facts, previous=current, comments=comments
+                ),
+                section=section,
+                known={fact.id for fact in facts},
+                round_=round_,
             )
             held.check()  # the lease must still be ours right before the write
             current = await ctx.db.write(
                 key,
-                value,
+                value.model_dump(mode="json"),
                 ctx.agent_id,
                 expected_version=current.version if current is not None else 0,
                 fencing_token=held.fencing_token,
@@ -73,57 +90,56 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         else:
             logger.info("%s already has round %d; handing it to review again", key, round_)
         drafted = SectionDrafted(section_id=section_id, version=current.version, round=round_)
-        key = f"drafted/{section_id}/{current.version}"
+        key = drafted_key(section_id, current.version)
         await ctx.writer.publish(ctx.event(EventType.SECTION_DRAFTED, drafted), idempotency_key=key)
 
 
-def _section_of(current: Document | None, section_id: str) -> SectionPlan:
+def _section_of(draft: Draft | None, section_id: str) -> SectionPlan:
     """The section's plan, as stored with its draft (a revision always has a draft)."""
-    if current is None:
+    if draft is None:
         msg = f"revision requested for section {section_id!r}, which has no draft to revise"
         raise LookupError(msg)
-    return SectionPlan.model_validate(current.value["section"])
+    return draft.section
+
+
+def write_request(
+    topic: str,
+    section: dict[str, Any],
+    facts: list[Fact],
+    *,
+    previous: Document | None,
+    comments: list[Quoted],
+) -> dict[str, Any]:
+    """The input of the "write" task: every fact, previous draft and comment quoted."""
+    return {
+        "topic": topic,
+        "section": section,
+        "facts": quoted_facts(facts),
+        "previous": None
+        if previous is None
+        else {
+            "markdown": quote(
+                Draft.model_validate(previous.value).to_markdown(), written_by=previous.agent_id
+            ),
+            "version": previous.version,
+        },
+        "comments": comments,
+    }
 
 
 async def _write(
     ctx: Context,
+    request: dict[str, Any],
     *,
-    topic: str,
     section: SectionPlan,
-    current: Document | None,
+    known: set[int],
     round_: int,
-    comments: list[str],
-) -> dict[str, Any]:
-    """Ask the LLM for the section from its facts; returns the draft document's value."""
-    facts = await ctx.memory.get_facts_by_category(section.category)
-    known = {fact.id for fact in facts}
-    previous = None
-    if current is not None:
-        previous = {"markdown": current.value["markdown"], "version": current.version}
+) -> Draft:
+    """Ask the LLM for the section; returns the draft document's value."""
     draft = await ctx.llm.generate(
-        task="write",
-        instructions=load_prompt("writer"),
-        payload={
-            "topic": topic,
-            "section": section.model_dump(mode="json"),
-            "facts": [
-                {"id": f.id, "fact": f.fact, "source": f.metadata.get("source")} for f in facts
-            ],
-            "previous": previous,
-            "comments": comments,
-        },
-        output=SectionDraft,
+        task="write", instructions=load_prompt("writer"), payload=request, output=SectionDraft
     )
-    citations = sorted({c for p in draft.paragraphs for c in p.citations})
-    unknown = [c for c in citations if c not in known]
+    unknown = [c for c in draft.citations if c not in known]
     if unknown:
         logger.warning("draft of %s cites unknown facts %s", section.section_id, unknown)
-    return {
-        "section_id": section.section_id,
-        "section": section.model_dump(mode="json"),
-        "title": draft.title,
-        "markdown": draft.to_markdown(),
-        "paragraphs": [p.model_dump(mode="json") for p in draft.paragraphs],
-        "citations": citations,
-        "round": round_,
-    }
+    return Draft(title=draft.title, paragraphs=draft.paragraphs, section=section, round=round_)

@@ -1,24 +1,21 @@
 """The invariants a finished run must keep, however much broke while it ran.
 
-Used by ``python -m chaos`` (``make chaos``) after each run, and by the fault-injection tests:
-every planned section appears in the report exactly once and is settled; every cited fact
-exists and quotes its source; the run holds exactly the facts a clean run holds, none twice;
-every handoff was published once; every draft version is accounted for (versions 1..n, one
-per review round).
+Used by ``python -m chaos`` (``make chaos``) after each run, and by the fault-injection
+tests: every planned section appears in the report exactly once and is settled; every fact
+its settled draft cites (read from the draft's data) exists and quotes its source; the run
+holds exactly the facts a clean run holds, none twice; every handoff was published once; every
+draft version is accounted for (versions 1..n, one per review round).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
 
-from agents.documents import draft_key
-from agents.protocol import SourceDoc
+from agents.documents import Draft, draft_key
+from agents.protocol import SectionState, SourceDoc
 from memory.agent_memory import RedisAgentMemory
 from memory.shared_db import SharedAgentDB
-
-_CITATION = re.compile(r"\[F(\d+)\]")
 
 
 async def run_problems(
@@ -37,11 +34,19 @@ async def run_problems(
         count = report.count(f"## {section['title']}\n")
         if count != 1:
             problems.append(f"section {section['section_id']} appears {count} times")
-        if section["state"] not in ("approved", "round limit"):
+        if not SectionState(section["state"]).settled:
             problems.append(f"section {section['section_id']} ended {section['state']}")
 
     texts = {s.name: s.text for s in sources}
-    cited = sorted({int(n) for n in _CITATION.findall(report)})
+    cited = sorted(
+        {
+            fact_id
+            for section in sections
+            for version in record["drafts"][section["section_id"]]
+            if version["version"] == section["version"]
+            for fact_id in Draft.model_validate(version["value"]).citations
+        }
+    )
     facts = await memory.get_facts(cited)
     if [f.id for f in facts] != cited:
         problems.append(f"cited facts missing from Redis: {set(cited) - {f.id for f in facts}}")
@@ -64,7 +69,7 @@ async def run_problems(
     for section in sections:
         history = await db.history(draft_key(section["section_id"]))
         versions = [d.version for d in history]
-        rounds = [d.value["round"] for d in history]
+        rounds = [Draft.model_validate(d.value).round for d in history]
         if versions != list(range(1, len(history) + 1)) or rounds != list(range(len(history))):
             problems.append(
                 f"section {section['section_id']} versions {versions} rounds {rounds}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from agents.documents import draft_key
+from agents.documents import Draft, draft_key
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
 from memory import open_memory
@@ -34,8 +34,10 @@ async def show_run(
         for s in state.sections.values():
             table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
         console.print(table)
+        llm = sum(state.llm_seconds.values())
         console.print(
-            f"{state.events} events, {state.fact_count} facts, report: {state.report_path}"
+            f"{state.events} events, {state.fact_count} facts, {llm:.2f} s waiting for the LLM, "
+            f"report: {state.report_path}"
         )
         if facts:
             for category in await memory.list_categories():
@@ -55,5 +57,5 @@ async def show_run(
                     f"{section} version {doc.version} by {doc.agent_id} at "
                     f"{doc.created_at:%H:%M:%S} (fencing token {doc.fencing_token})"
                 )
-                console.print(doc.value.get("markdown", doc.value), markup=False)
+                console.print(Draft.model_validate(doc.value).to_markdown(), markup=False)
         return True

@@ -9,18 +9,34 @@ from __future__ import annotations
 import contextlib
 
 import anyio
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from agents.protocol import EventType
+from agents.protocol import (
+    AgentFailed,
+    LLMCalled,
+    ProtocolError,
+    RunPlanned,
+    SectionApproved,
+    SectionAssigned,
+    SectionDrafted,
+    SectionRevisionRequested,
+    SectionState,
+    parse_payload,
+)
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.errors import ServerUnavailableError
 from memory.status import AgentStatus
 from orchestrator.tracker import RunState
 
-_STATE_STYLE = {"approved": "green", "round limit": "yellow", "revising": "magenta"}
+_STATE_STYLE = {
+    SectionState.APPROVED: "green",
+    SectionState.ROUND_LIMIT: "yellow",
+    SectionState.REVISING: "magenta",
+}
 
 
 class Progress:
@@ -85,15 +101,20 @@ def render(state: RunState, agents: list[AgentStatus]) -> Group:
 
 
 def _brief(event: AgentEvent) -> str:
-    payload = event.payload
-    if event.event_type == EventType.RUN_PLANNED:
-        return f"{len(payload.get('sections', []))} sections, {payload.get('fact_count')} facts"
-    if event.event_type == EventType.SECTION_ASSIGNED:
-        return str(payload.get("section", {}).get("section_id", ""))
-    if "section_id" in payload:
-        return (
-            f"{payload['section_id']} v{payload.get('version', '?')} round {payload.get('round')}"
-        )
-    if event.event_type == EventType.AGENT_FAILED:
-        return f"{payload.get('step')}: {payload.get('error')}"
-    return ""
+    try:
+        payload = parse_payload(event)
+    except (ProtocolError, ValidationError):
+        return ""
+    match payload:
+        case RunPlanned(sections=sections, fact_count=fact_count):
+            return f"{len(sections)} sections, {fact_count} facts"
+        case SectionAssigned(section=section):
+            return section.section_id
+        case SectionDrafted() | SectionRevisionRequested() | SectionApproved():
+            return f"{payload.section_id} v{payload.version} round {payload.round}"
+        case AgentFailed(step=step, error=error):
+            return f"{step}: {error}"
+        case LLMCalled(task=task, model=model, seconds=seconds, ok=ok):
+            return f"{task} on {model}: {seconds:.3f} s{'' if ok else ', failed'}"
+        case _:
+            return ""

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
-from agents.documents import draft_key
+from agents.documents import Draft, draft_key
+from agents.protocol import SectionState
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.events import EventStore
 from memory.facts import Fact
 from memory.shared_db import Document, SharedAgentDB
 from orchestrator.tracker import RunState
-
-_CITATION = re.compile(r"\[F(\d+)\]")
 
 
 async def final_drafts(db: SharedAgentDB, state: RunState) -> dict[str, Document]:
@@ -36,11 +34,10 @@ async def final_drafts(db: SharedAgentDB, state: RunState) -> dict[str, Document
 
 
 def cited_ids(drafts: dict[str, Document]) -> list[int]:
-    """Every fact id cited by the drafts, in order of first citation."""
+    """Every fact id cited by the drafts, in order of first citation (read from their data)."""
     ids: dict[int, None] = {}
     for doc in drafts.values():
-        for match in _CITATION.finditer(doc.value["markdown"]):
-            ids.setdefault(int(match.group(1)), None)
+        ids.update(dict.fromkeys(Draft.model_validate(doc.value).citations))
     return list(ids)
 
 
@@ -59,8 +56,9 @@ def render_markdown(
     ]
     for section_id, doc in drafts.items():
         section = state.sections[section_id]
-        lines.append(doc.value["markdown"].strip())
-        verdict = "approved" if section.state == "approved" else "accepted at the round limit"
+        lines.append(Draft.model_validate(doc.value).to_markdown().strip())
+        approved = section.state == SectionState.APPROVED
+        verdict = "approved" if approved else "accepted at the round limit"
         lines += [
             "",
             f"*Draft version {doc.version}, {section.revisions} revision(s), {verdict}.*",

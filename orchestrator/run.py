@@ -19,12 +19,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
-from agents.protocol import RUN_STREAM, EventType, Role, RunCompleted, RunRequested, SourceDoc
+from agents.keys import orchestrator_key
+from agents.protocol import (
+    RUN_STREAM,
+    EventPayload,
+    EventType,
+    Role,
+    RunCompleted,
+    RunRequested,
+    SourceDoc,
+    new_event,
+)
 from agents.settings import Settings
 from memory import (
-    AgentEvent,
     AgentMemoryError,
     EventStore,
     Memory,
@@ -36,7 +45,6 @@ from memory import (
     retrying,
 )
 from memory.keys import path_part
-from orchestrator.logs import llm_seconds
 from orchestrator.progress import Progress
 from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
 from orchestrator.supervisor import AgentSpec, Supervisor
@@ -123,8 +131,7 @@ async def run_report(
             writers=writers,
         )
         timings["agents"] = time.monotonic() - started - timings["connect"]
-        by_agent = await anyio.to_thread.run_sync(llm_seconds, supervisor.log_dir)
-        timings["llm_by_agents"] = sum(by_agent.values())
+        timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
 
         async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
             with attempt:
@@ -136,12 +143,10 @@ async def run_report(
     return RunResult(run_id, report_path, record_path, state, timings)
 
 
-async def _announce(events: EventStore, event_type: EventType, payload: BaseModel) -> None:
+async def _announce(events: EventStore, event_type: EventType, payload: EventPayload) -> None:
     """Publish the orchestrator's own event, once (it is keyed by its type)."""
-    event = AgentEvent(
-        event_type=event_type, agent_id=ORCHESTRATOR, payload=payload.model_dump(mode="json")
-    )
-    await events.publish(event, idempotency_key=f"orchestrator/{event_type}")
+    event = new_event(event_type, ORCHESTRATOR, payload)
+    await events.publish(event, idempotency_key=orchestrator_key(event_type))
 
 
 async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:
@@ -172,7 +177,7 @@ async def _follow(
                 await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()
     except TimeoutError as exc:
-        pending = [s for s, v in state.sections.items() if v.state not in ("approved",)]
+        pending = state.unsettled
         msg = (
             f"the run did not finish within {settings.run_timeout_seconds:.0f} s "
             f"(sections not done: {', '.join(pending) or 'none planned yet'}); "

@@ -9,18 +9,30 @@ arrive; ``agentmem inspect`` rebuilds the same state from the log with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from agents.protocol import EventType, SectionPlan
+from agents.protocol import (
+    AgentFailed,
+    EventType,
+    LLMCalled,
+    ProtocolError,
+    RunCompleted,
+    RunPlanned,
+    RunRequested,
+    SectionApproved,
+    SectionAssigned,
+    SectionDrafted,
+    SectionPlan,
+    SectionRevisionRequested,
+    SectionState,
+    parse_payload,
+)
 from memory.agent_event import AgentEvent
-
-SETTLED = ("approved", "round limit")
 
 
 @dataclass
-class SectionState:
+class SectionProgress:
     plan: SectionPlan
-    state: str = "waiting"
+    state: SectionState = SectionState.WAITING
     version: int = 0
     round: int = 0
     agent: str = ""
@@ -32,15 +44,21 @@ class RunState:
     topic: str = ""
     planned: bool = False
     fact_count: int = 0
-    sections: dict[str, SectionState] = field(default_factory=dict)
+    sections: dict[str, SectionProgress] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     report_path: str | None = None
     events: int = 0
+    llm_seconds: dict[str, float] = field(default_factory=dict)  # per agent, from llm.called
 
     @property
     def done(self) -> bool:
         """Every planned section is approved or accepted at the round limit."""
-        return self.planned and all(s.state in SETTLED for s in self.sections.values())
+        return self.planned and all(s.state.settled for s in self.sections.values())
+
+    @property
+    def unsettled(self) -> list[str]:
+        """The ids of the planned sections that are not settled yet."""
+        return [i for i, s in self.sections.items() if not s.state.settled]
 
 
 class RunTracker:
@@ -51,46 +69,54 @@ class RunTracker:
 
     def apply(self, state: RunState, event: AgentEvent) -> RunState:
         state.events += 1
-        payload, kind = event.payload, event.event_type
-        if kind == EventType.RUN_REQUESTED:
-            state.topic = payload.get("topic", "")
-        elif kind == EventType.RUN_PLANNED:
-            state.planned = True
-            state.fact_count = int(payload.get("fact_count", 0))
-            for raw in payload.get("sections", []):
-                plan = SectionPlan.model_validate(raw)
-                state.sections.setdefault(plan.section_id, SectionState(plan))
-        elif kind == EventType.AGENT_FAILED:
-            step, error = payload.get("step"), payload.get("error")
-            state.failures.append(f"{event.agent_id} failed at {step}: {error}")
-        elif kind == EventType.RUN_COMPLETED:
-            state.report_path = payload.get("report_path")
-        else:
-            section_id = payload.get("section_id") or _assigned_id(payload)
-            section = state.sections.get(str(section_id))
-            if section is not None:
-                section.agent = event.agent_id
-                _apply_to_section(section, kind, payload)
+        try:
+            payload = parse_payload(event)
+        except ProtocolError:  # a type this version does not know: counted, not applied
+            return state
+        match payload:
+            case RunRequested(topic=topic):
+                state.topic = topic
+            case RunPlanned(sections=sections, fact_count=fact_count):
+                state.planned, state.fact_count = True, fact_count
+                for plan in sections:
+                    state.sections.setdefault(plan.section_id, SectionProgress(plan))
+            case AgentFailed(step=step, error=error):
+                state.failures.append(f"{event.agent_id} failed at {step}: {error}")
+            case LLMCalled(seconds=seconds):
+                state.llm_seconds[event.agent_id] = (
+                    state.llm_seconds.get(event.agent_id, 0.0) + seconds
+                )
+            case RunCompleted(report_path=report_path):
+                state.report_path = report_path
+            case SectionAssigned(section=plan):
+                _apply_to_section(state, event, plan.section_id, payload)
+            case SectionDrafted() | SectionRevisionRequested() | SectionApproved():
+                _apply_to_section(state, event, payload.section_id, payload)
         return state
 
 
-def _apply_to_section(section: SectionState, kind: str, payload: dict[str, Any]) -> None:
-    if kind == EventType.SECTION_ASSIGNED and section.state == "waiting":
-        section.state = "assigned"
-    elif kind == EventType.SECTION_DRAFTED:
-        section.state = "in review"
-        section.version = max(section.version, payload["version"])
-        section.round = payload["round"]
-    elif kind == EventType.SECTION_REVISION_REQUESTED:
-        section.state = "revising"
-        section.revisions += 1
-        section.round = payload["round"]
-    elif kind == EventType.SECTION_APPROVED:
-        section.state, section.version = "approved", payload["version"]
-    elif kind == EventType.SECTION_ROUND_LIMIT:
-        section.state, section.version = "round limit", payload["version"]
-
-
-def _assigned_id(payload: dict[str, object]) -> str:
-    section = payload.get("section")
-    return str(section.get("section_id", "")) if isinstance(section, dict) else ""
+def _apply_to_section(
+    state: RunState,
+    event: AgentEvent,
+    section_id: str,
+    payload: SectionAssigned | SectionDrafted | SectionRevisionRequested | SectionApproved,
+) -> None:
+    section = state.sections.get(section_id)
+    if section is None:
+        return
+    section.agent = event.agent_id
+    match payload:
+        case SectionAssigned() if section.state == SectionState.WAITING:
+            section.state = SectionState.ASSIGNED
+        case SectionDrafted(version=version, round=round_):
+            section.state = SectionState.IN_REVIEW
+            section.version = max(section.version, version)
+            section.round = round_
+        case SectionRevisionRequested(round=round_):
+            section.state = SectionState.REVISING
+            section.revisions += 1
+            section.round = round_
+        case SectionApproved(version=version):
+            approved = event.event_type == EventType.SECTION_APPROVED
+            section.state = SectionState.APPROVED if approved else SectionState.ROUND_LIMIT
+            section.version = version

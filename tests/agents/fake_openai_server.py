@@ -97,3 +97,24 @@ def fake_openai(script: Script) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@dataclass(frozen=True)
+class SentInput:
+    """The input block of a request's user message, as the model received it."""
+
+    boundary: str
+    data: dict[str, Any]
+    outside: str  # the user message without the block's JSON line
+
+
+def sent_input(request: dict[str, Any]) -> SentInput:
+    """Split a captured request's user message into its delimited JSON input and the rest."""
+    lines = request["body"]["messages"][1]["content"].split("\n")
+    begins = [i for i, line in enumerate(lines) if line.startswith("<<<BEGIN INPUT ")]
+    assert len(begins) == 1, lines
+    begin = begins[0]
+    boundary = lines[begin].removeprefix("<<<BEGIN INPUT ").removesuffix(">>>")
+    assert lines[begin + 2 :] == [f"<<<END INPUT {boundary}>>>"]
+    outside = "\n".join(lines[: begin + 1] + lines[begin + 2 :])
+    return SentInput(boundary, json.loads(lines[begin + 1]), outside)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from agents.documents import Draft
 from agents.models import Extraction, Paragraph, PlannedSection, SectionDraft
+from agents.protocol import SectionPlan
 
 
 def test_a_draft_renders_as_markdown_with_its_citations() -> None:
@@ -19,6 +21,24 @@ def test_a_draft_renders_as_markdown_with_its_citations() -> None:
     )
 
     assert draft.to_markdown() == "## Locks\n\nLeases expire. [F3][F7]\n\nTokens only grow. [F9]\n"
+
+
+def test_a_stored_draft_carries_its_citations_as_data() -> None:
+    """The draft document round-trips with each paragraph's fact ids; no text is parsed."""
+    draft = Draft(
+        title="Locks",
+        paragraphs=[
+            Paragraph(text="Leases expire.", citations=[7, 3]),
+            Paragraph(text="Tokens only grow.", citations=[3, 9]),
+        ],
+        section=SectionPlan(section_id="locks", title="Locks"),
+        round=1,
+    )
+
+    stored = Draft.model_validate(draft.model_dump(mode="json"))
+
+    assert stored == draft
+    assert stored.citations == [7, 3, 9]
 
 
 def test_answers_outside_the_bounds_are_rejected() -> None:

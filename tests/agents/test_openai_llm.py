@@ -7,11 +7,19 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from agents.llm import LLMError, OpenAILLM, make_llm
+from agents.llm import OpenAILLM, make_llm
+from agents.llm_base import LLMError
 from agents.models import Review
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
-from tests.agents.fake_openai_server import Script, completion, error, fake_openai, slow
+from tests.agents.fake_openai_server import (
+    Script,
+    completion,
+    error,
+    fake_openai,
+    sent_input,
+    slow,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +67,7 @@ async def test_rate_limits_server_errors_and_bad_json_are_retried_until_an_answe
     assert body["response_format"] == {"type": "json_object"}
     assert body["messages"][0]["content"].startswith("Review it.")
     assert '"approved"' in body["messages"][0]["content"]  # the output schema
-    assert json.loads(body["messages"][1]["content"].split("\n", 3)[-1]) == {
-        "draft": {"title": "T", "paragraphs": []}
-    }
+    assert sent_input(script.requests[-1]).data == {"draft": {"title": "T", "paragraphs": []}}
 
 
 async def test_an_endpoint_that_keeps_failing_raises_a_clear_error_after_bounded_attempts() -> None:

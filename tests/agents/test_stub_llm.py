@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents.llm import LLMError
+from agents.llm_base import LLMError
 from agents.models import Extraction, Plan, Review, SectionDraft
 from agents.stub_llm import StubLLM
 

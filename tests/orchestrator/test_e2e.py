@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
     servers: ServerUrls, tmp_path: Path, writers: int
 ) -> None:
-    """Every section once, citing real facts, reviewed and revised; no process lingers."""
+    """Every section once, citing real facts, revised and approved, LLM time counted."""
     run_id = f"e2e-{uuid.uuid4().hex[:8]}"
     env = cli_env(servers.redis_url, servers.database_url, tmp_path)
     args = ("run", "--quiet", "--run-id", run_id, "--writers", str(writers))
@@ -40,6 +40,10 @@ async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
     types = [e["event_type"] for e in out.record["events"]]
     assert "section.revision_requested" in types
     assert types[0] == "run.requested"
+    calls = [e["payload"] for e in out.record["events"] if e["event_type"] == "llm.called"]
+    assert {c["task"] for c in calls} == {"plan", "extract", "write", "review"}
+    llm_seconds = out.record["timings_seconds"]["llm_by_agents"]
+    assert 0 < llm_seconds <= sum(c["seconds"] for c in calls) + 1e-9
     done = await wait_for_event(
         servers.redis_url, run_id, lambda e: e.event_type == "run.completed"
     )

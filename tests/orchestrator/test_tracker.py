@@ -1,0 +1,81 @@
+"""The run's state, folded from its typed events."""
+
+from __future__ import annotations
+
+from agents.protocol import (
+    EventPayload,
+    EventType,
+    LLMCalled,
+    RunPlanned,
+    SectionApproved,
+    SectionAssigned,
+    SectionDrafted,
+    SectionPlan,
+    SectionRevisionRequested,
+    SectionState,
+    new_event,
+)
+from memory.agent_event import AgentEvent
+from orchestrator.tracker import RunTracker
+
+LOCKS = SectionPlan(section_id="locks", title="Locks")
+STREAMS = SectionPlan(section_id="streams", title="Streams")
+
+
+def event(kind: EventType, agent: str, payload: EventPayload) -> AgentEvent:
+    return new_event(kind, agent, payload)
+
+
+def test_sections_settle_by_approval_or_round_limit_and_llm_time_is_totalled() -> None:
+    """Both sections end settled; LLM seconds are summed per agent; unknown types are skipped."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    log = [
+        event(
+            EventType.RUN_PLANNED,
+            "research-1",
+            RunPlanned(topic="t", sections=[LOCKS, STREAMS], fact_count=3),
+        ),
+        event(EventType.SECTION_ASSIGNED, "research-1", SectionAssigned(section=LOCKS)),
+        event(
+            EventType.LLM_CALLED,
+            "writer-1",
+            LLMCalled(task="write", model="m", seconds=1.5, ok=True),
+        ),
+        event(
+            EventType.SECTION_DRAFTED,
+            "writer-1",
+            SectionDrafted(section_id="locks", version=1, round=0),
+        ),
+        event(
+            EventType.SECTION_REVISION_REQUESTED,
+            "review-1",
+            SectionRevisionRequested(section_id="locks", version=1, round=1, comments=[]),
+        ),
+        event(
+            EventType.LLM_CALLED,
+            "writer-1",
+            LLMCalled(task="write", model="m", seconds=0.5, ok=False),
+        ),
+        event(
+            EventType.SECTION_APPROVED,
+            "review-1",
+            SectionApproved(section_id="locks", version=2, round=1),
+        ),
+        AgentEvent(event_type="future.event", agent_id="x"),
+    ]
+    for entry in log:
+        tracker.apply(state, entry)
+
+    assert state.sections["locks"].state == SectionState.APPROVED
+    assert state.sections["locks"].revisions == 1
+    assert state.unsettled == ["streams"]
+    assert not state.done
+    assert state.llm_seconds == {"writer-1": 2.0}
+
+    limit = SectionApproved(section_id="streams", version=3, round=2)
+    tracker.apply(state, event(EventType.SECTION_ROUND_LIMIT, "review-1", limit))
+
+    assert state.sections["streams"].state == SectionState.ROUND_LIMIT
+    assert state.done
+    assert state.events == len(log) + 1
