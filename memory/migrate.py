@@ -1,8 +1,9 @@
 """Versioned schema migrations for PostgreSQL: ``memory/migrations/NNNN_name.sql``, in order.
 
-Each file runs once, in its own transaction, and is recorded in ``agentmem_migrations``.
-A session-level advisory lock serialises concurrent migrators, so several agent processes
-that connect at the same moment migrate exactly once.
+Each file runs once and is recorded in ``agentmem_migrations``; the pending files run in one
+transaction that first takes a transaction-level advisory lock, so several agent processes
+that connect at the same moment migrate exactly once, and the lock ends with the transaction
+whatever happens to the connection or the caller (a cancelled call never leaves it held).
 """
 
 from __future__ import annotations
@@ -45,26 +46,21 @@ def migrations() -> list[Migration]:
 async def migrate(pool: asyncpg.Pool, *, acquire_timeout: float | None = None) -> list[int]:
     """Apply the migrations this database lacks; returns the versions applied now."""
     applied_now = []
-    async with pool.acquire(timeout=acquire_timeout) as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
-        try:
-            await conn.execute(_BOOTSTRAP)
-            done = {
-                row["version"]
-                for row in await conn.fetch("SELECT version FROM agentmem_migrations")
-            }
-            for migration in migrations():
-                if migration.version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO agentmem_migrations (version, name) VALUES ($1, $2)",
-                        migration.version,
-                        migration.name,
-                    )
-                logger.info("applied migration %04d %s", migration.version, migration.name)
-                applied_now.append(migration.version)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    async with pool.acquire(timeout=acquire_timeout) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
+        await conn.execute(_BOOTSTRAP)
+        done = {
+            row["version"] for row in await conn.fetch("SELECT version FROM agentmem_migrations")
+        }
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO agentmem_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+            logger.info("applying migration %04d %s", migration.version, migration.name)
+            applied_now.append(migration.version)
     return applied_now
