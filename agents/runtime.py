@@ -39,8 +39,6 @@ from memory import (
     Delivery,
     DurableWriter,
     EventStore,
-    Memory,
-    MemoryConfig,
     RedisAgentMemory,
     ServerUnavailableError,
     SharedAgentDB,
@@ -111,7 +109,8 @@ async def run_agent(
     agent_id = f"{role}-{instance}"
     config = settings.memory_config(client_name=f"agentmem:{agent_id}")
     async with AsyncExitStack() as stack:
-        m = await _open(stack, config, run_id)
+        # the servers may still be starting: wait for them a while
+        m = await stack.enter_async_context(open_memory(config, run_id, wait=30.0))
         events = m.events(
             RUN_STREAM,
             max_deliveries=settings.max_deliveries,
@@ -140,14 +139,6 @@ async def run_agent(
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                 await ctx.status("shutting down", state="stopping")
-
-
-async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:
-    """The run's stores on one Redis client and one pool; servers still starting are waited for."""
-    async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
-        with attempt:
-            return await stack.enter_async_context(open_memory(config, run_id))
-    raise AssertionError  # unreachable: retrying re-raises the last error
 
 
 async def heartbeat(ctx: Context) -> None:

@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memory import InvalidConfigError, MemoryConfig
+from memory import InvalidConfigError, Limits, MemoryConfig
 
 
 class Settings(BaseSettings):
@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # Redis and PostgreSQL
     command_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # each command / query
+    max_fact_bytes: int = Field(default=1024 * 1024, ge=1)  # a fact's text, and its metadata
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1)  # one event's payload
+    max_document_bytes: int = Field(default=1024 * 1024, ge=1)  # one document version
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
@@ -72,4 +75,10 @@ class Settings(BaseSettings):
             connect_timeout=self.connect_timeout_seconds,
             command_timeout=self.command_timeout_seconds,
             client_name=client_name,
+            limits=Limits(
+                fact_text_bytes=self.max_fact_bytes,
+                fact_metadata_bytes=self.max_fact_bytes,
+                event_payload_bytes=self.max_event_bytes,
+                document_value_bytes=self.max_document_bytes,
+            ),
         )

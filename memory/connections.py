@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from memory.errors import InvalidConfigError, ServerUnavailableError
+from memory.limits import Limits
 
 # Every store takes either: one client of a standalone server, or one of a Redis Cluster.
 RedisClient = redis.Redis | RedisCluster
@@ -60,6 +61,7 @@ class MemoryConfig:
     pool_max_size: int = 10
     client_name: str = "agentmem"  # shown by CLIENT LIST / pg_stat_activity, with a pool id
     redis_cluster: bool | None = None  # None: ask the server (INFO cluster) when connecting
+    limits: Limits = field(default_factory=Limits)  # size caps the stores enforce
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout", "command_timeout"):

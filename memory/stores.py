@@ -22,10 +22,12 @@ from contextlib import asynccontextmanager
 from memory._resource import AsyncResource
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, RedisClient, connect_redis, postgres_pool
-from memory.errors import AgentMemoryError
+from memory.errors import AgentMemoryError, ServerUnavailableError
 from memory.events import EventStore
 from memory.keys import validate_id
+from memory.limits import Limits
 from memory.namespace import drop_redis_namespace
+from memory.retry import retrying
 from memory.shared_db import SharedAgentDB
 
 logger = logging.getLogger(__name__)
@@ -35,15 +37,18 @@ class Memory(AsyncResource):
     """The stores of one namespace, sharing one Redis client and one PostgreSQL pool."""
 
     def __init__(
-        self,
-        client: RedisClient,
-        namespace: str,
-        db: SharedAgentDB | None = None,
+        self, client: RedisClient, namespace: str, *, limits: Limits | None = None
     ) -> None:
         self.namespace = namespace
-        self.memory = RedisAgentMemory(client, namespace)
+        self.limits = limits or Limits()
+        self.memory = RedisAgentMemory(client, namespace, limits=self.limits)
         self._client = client
+        self._db: SharedAgentDB | None = None
+
+    def attach_db(self, db: SharedAgentDB) -> None:
+        """Use (and close) ``db`` for this namespace's documents."""
         self._db = db
+        self.own(db.aclose)
 
     @property
     def db(self) -> SharedAgentDB:
@@ -63,6 +68,7 @@ class Memory(AsyncResource):
             stream,
             max_deliveries=max_deliveries,
             reclaim_idle_ms=reclaim_idle_ms,
+            limits=self.limits,
         )
 
     async def drop(self) -> tuple[int, int]:
@@ -77,35 +83,43 @@ class Memory(AsyncResource):
 
 @asynccontextmanager
 async def open_memory(
-    config: MemoryConfig, namespace: str, *, migrate: bool = True
+    config: MemoryConfig, namespace: str, *, migrate: bool = True, wait: float = 0.0
 ) -> AsyncIterator[Memory]:
     """Open the stores of ``namespace``; everything opened here is closed on the way out.
 
     Redis is asked whether it is a cluster node (which picks the client), and the PostgreSQL
     pool opens its first connection, before this returns: a wrong URL, refused credentials or
     a server that is down are reported at once (:class:`~memory.errors.InvalidConfigError`,
-    :class:`~memory.errors.ServerUnavailableError`).
+    :class:`~memory.errors.ServerUnavailableError`). With ``wait`` (seconds), a server that
+    does not answer yet is tried again until then, for processes that may start before it.
     """
     validate_id(namespace, "namespace")
-    client = await connect_redis(config)
     memory: Memory | None = None
+    async for attempt in retrying(
+        ServerUnavailableError, attempts=1_000 if wait > 0 else 1, timeout=wait, maximum=1.0
+    ):
+        with attempt:
+            memory = await _connect(config, namespace, migrate=migrate)
+    assert memory is not None
+    async with memory:
+        yield memory
+
+
+async def _connect(config: MemoryConfig, namespace: str, *, migrate: bool) -> Memory:
+    client = await connect_redis(config)
+    memory = Memory(client, namespace, limits=config.limits)
+    memory.own(client.aclose)
     try:
-        db: SharedAgentDB | None = None
         if config.database_url is not None:
             pool = await postgres_pool(config, config.database_url)
-            db = SharedAgentDB(pool, namespace, call_deadline=config.call_deadline)
+            db = SharedAgentDB(
+                pool, namespace, call_deadline=config.call_deadline, limits=config.limits
+            )
             db.own(pool.close)
-        memory = Memory(client, namespace, db)
-        memory.own(client.aclose)
-        if db is not None:
-            memory.own(db.aclose)
+            memory.attach_db(db)
             if migrate:
                 await db.migrate()
     except BaseException:
-        if memory is not None:
-            await memory.aclose()
-        else:
-            await client.aclose()
+        await memory.aclose()
         raise
-    async with memory:
-        yield memory
+    return memory

@@ -36,8 +36,6 @@ from agents.settings import Settings
 from memory import (
     AgentMemoryError,
     EventStore,
-    Memory,
-    MemoryConfig,
     RedisAgentMemory,
     ServerUnavailableError,
     SharedAgentDB,
@@ -110,7 +108,7 @@ async def run_report(
     started = time.monotonic()
     timings: dict[str, float] = {}
     async with AsyncExitStack() as stack:
-        m = await _open(stack, config, run_id)
+        m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
         memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
 
@@ -147,14 +145,6 @@ async def _announce(events: EventStore, event_type: EventType, payload: EventPay
     """Publish the orchestrator's own event, once (it is keyed by its type)."""
     event = new_event(event_type, ORCHESTRATOR, payload)
     await events.publish(event, idempotency_key=orchestrator_key(event_type))
-
-
-async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:
-    """The run's stores; a server that is still starting gets a few seconds to answer."""
-    async for attempt in retrying(ServerUnavailableError, attempts=5, timeout=10):
-        with attempt:
-            return await stack.enter_async_context(open_memory(config, run_id))
-    raise AssertionError  # pragma: no cover - retrying re-raises the last error
 
 
 async def _follow(
