@@ -108,7 +108,9 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
         "client_name": connection_name(config),
         "socket_connect_timeout": config.connect_timeout,
         "socket_timeout": config.command_timeout,
-        "retry": Retry(NoBackoff(), 1),
+        # A dropped connection (a restarted server) is tried once more on a new one; a timeout
+        # (a silent server) is not: one command never waits longer than its timeouts.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     }
 
 
