@@ -1,0 +1,154 @@
+"""The base of every local server: a process owned by an object, started, waited for, stopped.
+
+Each server runs in a data directory of its own, on a free port, and is stopped when its owner
+exits, is interrupted, or dies: the kernel sends the server a signal when the process that
+started it ends (``PR_SET_PDEATHSIG``), so no server outlives its owner.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from devservers.errors import ServerStartError
+from devservers.process import die_with_parent, free_port
+
+logger = logging.getLogger(__name__)
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+    msg = f"{what} did not become ready within {timeout:.0f}s; last log lines:\n{tail}"
+    raise ServerStartError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The user a server process runs as; all None means this process's own user."""
+
+    uid: int | None = None
+    gid: int | None = None
+    extra_groups: list[int] | None = None
+
+
+class Server:
+    """A server process owned by this object: started, waited for, stopped."""
+
+    name = "server"
+    stop_signal = signal.SIGTERM
+    crash_signal = signal.SIGKILL
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.log_path = data_dir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Create what the server needs before its first start."""
+
+    def _run_as(self) -> RunAs:
+        return RunAs()
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        started = time.monotonic()
+        run_as = self._run_as()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(self.stop_signal),  # noqa: PLW1509
+                user=run_as.uid,
+                group=run_as.gid,
+                extra_groups=run_as.extra_groups,
+            )
+        what = f"{self.name} on port {self.port}"
+        try:
+            wait_until(self._ready_or_dead, timeout, what, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+        logger.info(
+            "%s ready on 127.0.0.1:%d in %.2fs", self.name, self.port, time.monotonic() - started
+        )
+
+    def _ready_or_dead(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            msg = f"{self.name} exited with code {self._proc.returncode}:\n{tail}"
+            raise ServerStartError(msg)
+        return self._ready()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(self.stop_signal)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def crash(self) -> None:
+        """Stop the server abruptly, as a crash would: no shutdown work, clients cut off."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(self.crash_signal)
+            proc.wait()
+
+    def kill(self) -> None:
+        """The same as :meth:`crash`."""
+        self.crash()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
