@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from agents.instance import hold_instance
 from agents.keys import failed_key
-from agents.llm import make_llm
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import TimedLLM
 from agents.protocol import (
@@ -43,6 +42,7 @@ from agents.protocol import (
     parse_payload,
 )
 from agents.settings import Settings
+from agents.stub_llm import StubLLM
 from memory import (
     AgentEvent,
     ConsumerGroup,
@@ -136,7 +136,7 @@ async def run_agent(
             )
             stack.callback(wal.close)
             writer = DurableWriter(m.memory, events, wal)
-            llm = TimedLLM(make_llm(settings), agent_id, writer)
+            llm = TimedLLM(_make_llm(settings), agent_id, writer)
             stack.push_async_callback(llm.aclose)
             ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
             group = events.group(
@@ -194,6 +194,15 @@ def _ending(run_id: str, event: AgentEvent) -> str:
     if isinstance(payload, RunFailed):
         return f"run {run_id} failed ({payload.reason}); stopping"
     return f"run {run_id} ended ({event.event_type}); stopping"
+
+
+def _make_llm(settings: Settings) -> LLM:
+    """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
+    if settings.use_stub_llm:
+        return StubLLM(delay_seconds=settings.stub_delay_seconds)
+    from agents.llm import make_llm  # noqa: PLC0415 - deferred: see the docstring
+
+    return make_llm(settings)
 
 
 async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Memory:

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import scale
+
 Figures = dict[str, Any]
 
 
@@ -94,6 +96,16 @@ def targets(results: Figures) -> list[Figures]:
     if "documents" in results:
         lost = results["documents"]["contended"]["lost_updates"]
         check("lost updates in the contended test", lost, "== 0", lost == 0)
+    by_agents = results.get("scale", {}).get("by_agents", {})
+    if "4" in by_agents and "1" in by_agents:
+        speedup = by_agents["4"]["speedup"]
+        check(
+            f"{results['scale']['sources']}-source run, 4+4 vs 1+1 agents (x faster)",
+            speedup,
+            ">= 2.5",
+            speedup >= 2.5,
+            scale.why_missed(results["scale"], "4"),
+        )
     return checks
 
 
@@ -140,6 +152,7 @@ def _figures_table(results: Figures) -> Table:
         _handoff_rows(results),
         _lock_and_document_rows(results),
         _demo_rows(results),
+        _scale_rows(results),
     ):
         for row in rows:
             table.add_row(*row)
@@ -285,6 +298,20 @@ def _demo_rows(results: Figures) -> list[Row]:
             )
         )
     return rows
+
+
+def _scale_rows(results: Figures) -> list[Row]:
+    figures = results.get("scale", {})
+    return [
+        (
+            f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
+            f"{n}+{n} agents: wall (s), speedup",
+            "",
+            f"{_spread(row['wall_seconds'], '{:,.2f}')}, {row['speedup']:.2f}x",
+            "",
+        )
+        for n, row in figures.get("by_agents", {}).items()
+    ]
 
 
 def chart(results: Figures, path: Path) -> Path:
