@@ -211,15 +211,9 @@ def run(
     console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
 
 
-class AgentRole(StrEnum):
-    RESEARCH = "research"
-    WRITER = "writer"
-    REVIEW = "review"
-
-
 @app.command()
 def agent(
-    role: Annotated[AgentRole, typer.Argument(help="Which agent to run.")],
+    role: Annotated[Role, typer.Argument(help="Which agent to run.")],
     run: Annotated[str, typer.Option(help="The run to join.", callback=_run_id)],
     instance: Annotated[
         int, typer.Option(min=1, help="Instance number, unique within the role in the run.")
@@ -240,7 +234,7 @@ def agent(
         )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
-    raise typer.Exit(serve_agent(Role(role.value), run, instance, log_level.upper()))
+    raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
 
 
 @app.command()
