@@ -305,9 +305,10 @@ def _scale_rows(results: Figures) -> list[Row]:
     return [
         (
             f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
-            f"{n}+{n} agents: wall (s), speedup",
+            f"{n}+{n} agents: wall (s), speedup (writing and review alone)",
             "",
-            f"{_spread(row['wall_seconds'], '{:,.2f}')}, {row['speedup']:.2f}x",
+            f"{_spread(row['wall_seconds'], '{:,.2f}')}, {row['speedup']:.2f}x "
+            f"({row['writing_and_review_speedup']:.2f}x)",
             "",
         )
         for n, row in figures.get("by_agents", {}).items()
