@@ -79,25 +79,25 @@ def one_run(
     ``joined`` all but the first of each are started and ready before the run starts."""
     run_id = f"scale-{uuid.uuid4().hex[:8]}"
     ahead = _join(env, run_id, agents) if joined else []
-    started = time.perf_counter()
-    result = subprocess.run(
-        [*_command(sources, 1 if joined else agents), "--run-id", run_id],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    wall = time.perf_counter() - started
-    for process in ahead:  # they stop by themselves once run.completed is out
-        try:
+    try:
+        started = time.perf_counter()
+        result = subprocess.run(
+            [*_command(sources, 1 if joined else agents), "--run-id", run_id],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        wall = time.perf_counter() - started
+        for process in ahead:  # they stop by themselves once run.completed is out
             process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            msg = f"a joined agent (pid {process.pid}) did not stop after the run completed"
-            raise RuntimeError(msg) from None
+    finally:
+        for process in ahead:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     if result.returncode != 0:
         msg = f"the run with {agents}+{agents} agents exited {result.returncode}: "
         raise RuntimeError(msg + result.stderr[-800:])
@@ -130,6 +130,8 @@ def _join(env: dict[str, str], run_id: str, agents: int) -> list[subprocess.Pope
     for process, path in zip(processes, paths, strict=True):
         while b"ready on run" not in path.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
+                for started in processes:
+                    started.kill()
                 msg = f"joined agent {path.stem} did not become ready; see {path}"
                 raise RuntimeError(msg)
             time.sleep(0.05)
