@@ -1,8 +1,10 @@
 """Run one agent process: ``python -m agents <role> --run-id RUN --instance N``.
 
-Reads the settings once, logs JSON lines to stderr, runs the role's loop until SIGTERM or
-SIGINT, and exits 0 on a clean stop or non-zero (with a one-line reason) on an error it
-cannot recover from.
+Reads the settings once, logs JSON lines to stderr, runs the role's loop until the run ends
+(``run.completed`` or ``run.failed``), SIGTERM or SIGINT, and exits 0 on any of those or
+non-zero (with a one-line reason) on an error it cannot recover from, such as another live
+process holding the same role and instance. It needs only ``REDIS_URL`` and ``DATABASE_URL``:
+started on another host with the same URLs, it joins the run (``agentmem agent`` does the same).
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--supervised",
+        action="store_true",
+        help="stop when the parent process exits (the orchestrator's supervisor passes it)",
+    )
     args = parser.parse_args(argv)
     if args.instance < 1:
         parser.error(f"--instance must be 1 or more, got {args.instance}")
@@ -91,8 +98,10 @@ def setup_logging(agent_id: str, level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-async def run_until_signalled(settings: Settings, role: Role, run_id: str, instance: int) -> None:
-    """Run the agent; SIGTERM or SIGINT cancels it, and the runtime closes what it opened."""
+async def run_until_signalled(settings: Settings, role: Role, run_id: str, instance: int) -> str:
+    """Run the agent until its run ends (returns how) or SIGTERM or SIGINT cancels it (returns
+    ""); the runtime closes what it opened."""
+    ended = ""
     async with anyio.create_task_group() as tg:
 
         async def stop_on_signal() -> None:
@@ -103,25 +112,31 @@ async def run_until_signalled(settings: Settings, role: Role, run_id: str, insta
                     return
 
         tg.start_soon(stop_on_signal)
-        await run_agent(settings, role, run_id, instance, HANDLERS[role])
+        ended = await run_agent(settings, role, run_id, instance, HANDLERS[role])
         tg.cancel_scope.cancel()
+    return ended
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    parent = os.getppid()
-    die_with_parent(signal.SIGTERM)()  # never outlive the orchestrator, even if it is killed
-    if os.getppid() != parent:  # it died before the request took effect
-        return EXIT_ERROR
-    role = Role(args.role)
-    setup_logging(f"{role}-{args.instance}", args.log_level)
+    if args.supervised:
+        parent = os.getppid()
+        die_with_parent(signal.SIGTERM)()  # never outlive the orchestrator, even if it is killed
+        if os.getppid() != parent:  # it died before the request took effect
+            return EXIT_ERROR
+    return serve_agent(Role(args.role), args.run_id, args.instance, args.log_level)
+
+
+def serve_agent(role: Role, run_id: str, instance: int, log_level: str = "INFO") -> int:
+    """Run one agent of ``run_id`` in this process until the run ends; the exit code."""
+    setup_logging(f"{role}-{instance}", log_level)
     try:
         settings = Settings()
     except ValidationError as exc:
         logger.error("invalid settings in the environment: %s", exc)  # noqa: TRY400
         return EXIT_USAGE
     try:
-        anyio.run(run_until_signalled, settings, role, args.run_id, args.instance)
+        ended = anyio.run(run_until_signalled, settings, role, run_id, instance)
     except Exception as exc:  # the last stop: report why, in one line each, and exit non-zero
         for error in leaves(exc):
             if isinstance(error, AgentMemoryError | OSError):
@@ -129,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 logger.error("stopped by an unexpected error: %r", error, exc_info=error)  # noqa: TRY400
         return EXIT_ERROR
-    logger.info("stopped cleanly")
+    logger.info("%s", ended or "stopped cleanly")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 - ``run/plan`` (:class:`PlanDoc`): the research agent's plan: topic, sections, which section
   each source feeds, and whether the sections were handed off.
+- ``run/extracted`` (:class:`ExtractedDoc`): which sources' facts are stored, and their
+  keys per section; the researcher that completes it hands the sections to the writers.
 - ``section/<id>`` (:class:`Draft`): a section's draft; every write is a new version. Its
   paragraphs carry the ids of the facts they cite, as data: the report and the run checks
   read the citations from here, never from rendered text.
@@ -19,6 +21,7 @@ from agents.models import SectionDraft
 from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 
 PLAN_KEY = "run/plan"
+EXTRACTED_KEY = "run/extracted"
 
 
 def draft_key(section_id: str) -> str:
@@ -45,6 +48,22 @@ class PlanDoc(_Document):
     )
     published: bool = False
     planned: RunPlanned | None = None
+
+
+class ExtractedDoc(_Document):
+    """``run/extracted``: the sources whose facts are stored, each with its facts' keys."""
+
+    sources: dict[str, dict[SectionId, list[str]]] = Field(
+        default_factory=dict, description="source name -> section id -> the facts' keys"
+    )
+
+    def fact_keys(self) -> dict[str, set[str]]:
+        """The keys of the stored facts of each section, over every extracted source."""
+        keys: dict[str, set[str]] = {}
+        for sections in self.sources.values():
+            for section_id, fact_keys in sections.items():
+                keys.setdefault(section_id, set()).update(fact_keys)
+        return keys
 
 
 class Draft(SectionDraft):

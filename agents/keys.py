@@ -14,6 +14,11 @@ import uuid
 from agents.protocol import EventType, Role
 
 
+def source_key(source_name: str) -> str:
+    """``source.assigned``: each source of the run is handed to a researcher once."""
+    return f"source/{hashlib.sha256(source_name.encode()).hexdigest()[:32]}"
+
+
 def planned_key() -> str:
     """``run.planned``: the research agent publishes the plan once per run."""
     return "planned"

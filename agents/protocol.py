@@ -37,6 +37,7 @@ class Role(StrEnum):
 
 class EventType(StrEnum):
     RUN_REQUESTED = "run.requested"  # orchestrator -> research
+    SOURCE_ASSIGNED = "source.assigned"  # research -> research: extract one source's facts
     RUN_PLANNED = "run.planned"  # research -> everyone: the sections to expect
     SECTION_ASSIGNED = "section.assigned"  # research -> writer: facts are stored, write it
     SECTION_DRAFTED = "section.drafted"  # writer -> review: a version is in the draft store
@@ -46,6 +47,11 @@ class EventType(StrEnum):
     AGENT_FAILED = "agent.failed"  # any agent: a step failed for good (shown to the user)
     LLM_CALLED = "llm.called"  # any agent: one LLM call, how long it took (for the run's timings)
     RUN_COMPLETED = "run.completed"  # orchestrator: the report is written
+    RUN_FAILED = "run.failed"  # orchestrator: the run stopped without a report
+
+
+# The events after which a run needs no agent any more: every agent stops when it sees one.
+RUN_ENDS: frozenset[EventType] = frozenset({EventType.RUN_COMPLETED, EventType.RUN_FAILED})
 
 
 class SectionState(StrEnum):
@@ -66,7 +72,7 @@ class SectionState(StrEnum):
 
 # Which event types each role's consumer group acts on; the rest it acknowledges and skips.
 HANDLED_BY: dict[Role, frozenset[EventType]] = {
-    Role.RESEARCH: frozenset({EventType.RUN_REQUESTED}),
+    Role.RESEARCH: frozenset({EventType.RUN_REQUESTED, EventType.SOURCE_ASSIGNED}),
     Role.WRITER: frozenset({EventType.SECTION_ASSIGNED, EventType.SECTION_REVISION_REQUESTED}),
     Role.REVIEW: frozenset({EventType.SECTION_DRAFTED}),
 }
@@ -92,6 +98,14 @@ class SourceDoc(_Model):
 class RunRequested(EventPayload):
     topic: str = Field(min_length=1, max_length=500)
     sources: list[SourceDoc] = Field(min_length=1)
+
+
+class SourceAssigned(EventPayload):
+    """One source to extract facts from, for the section the plan gave it."""
+
+    source: SourceDoc
+    section_id: SectionId
+    requested_by: str = Field(min_length=1, max_length=256)  # who wrote the source's text
 
 
 class SectionPlan(_Model):
@@ -168,9 +182,14 @@ class RunCompleted(EventPayload):
     report_path: str
 
 
+class RunFailed(EventPayload):
+    reason: str = Field(max_length=4000)
+
+
 # The payload every event type carries: producers and readers both go through this map.
 PAYLOADS: dict[EventType, type[EventPayload]] = {
     EventType.RUN_REQUESTED: RunRequested,
+    EventType.SOURCE_ASSIGNED: SourceAssigned,
     EventType.RUN_PLANNED: RunPlanned,
     EventType.SECTION_ASSIGNED: SectionAssigned,
     EventType.SECTION_DRAFTED: SectionDrafted,
@@ -180,6 +199,7 @@ PAYLOADS: dict[EventType, type[EventPayload]] = {
     EventType.AGENT_FAILED: AgentFailed,
     EventType.LLM_CALLED: LLMCalled,
     EventType.RUN_COMPLETED: RunCompleted,
+    EventType.RUN_FAILED: RunFailed,
 }
 
 P = TypeVar("P", bound=EventPayload)

@@ -1,14 +1,24 @@
 """The research agent: plans the report's sections and stores the facts its sources support.
 
-On ``run.requested`` it asks the LLM for a plan (one section per theme), extracts facts from
-each source, keeps only facts whose quote is verbatim in the source, and stores them as
-shared facts, one category per section. Then it hands every section that has facts to the
-writers. Each step is idempotent, so a redelivered request repeats nothing:
+The work is split through the research consumer group, so several research processes share it:
+
+- on ``run.requested`` one of them asks the LLM for a plan (one section per theme) and hands
+  every source out as a ``source.assigned`` event;
+- on ``source.assigned`` any of them extracts that source's facts, keeps only facts whose
+  quote is verbatim in the source, stores them as shared facts (one category per section),
+  and records the source as done in the document ``run/extracted``;
+- the researcher whose record completes ``run/extracted`` publishes ``run.planned`` and hands
+  every section that has facts to the writers.
+
+Each step is idempotent, so a redelivered handoff repeats nothing:
 
 - the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
-- a source whose facts are already stored is not extracted again, and every fact carries an
-  idempotency key (hash of source name and quote), so a retry never duplicates one;
-- the plan document records that the handoffs were published, so they are published once.
+- every handoff is published under an idempotency key (:mod:`agents.keys`);
+- a source recorded in ``run/extracted`` is not extracted again, every fact carries an
+  idempotency key (hash of source name and quote), so a retry never duplicates one, and the
+  record is updated with optimistic locking, so concurrent researchers lose no source;
+- the completeness check runs after every record (even a repeated one), so a researcher that
+  crashed after completing the record has its handoffs published by the redelivery.
 """
 
 from __future__ import annotations
@@ -16,18 +26,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import anyio
-
-from agents.documents import PLAN_KEY, PlanDoc
-from agents.keys import assigned_key, fact_key, planned_key
+from agents.documents import EXTRACTED_KEY, PLAN_KEY, ExtractedDoc, PlanDoc
+from agents.keys import assigned_key, fact_key, planned_key, source_key
 from agents.models import Extraction, Plan
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
+    ProtocolError,
     RunPlanned,
     RunRequested,
     SectionAssigned,
     SectionPlan,
+    SourceAssigned,
     SourceDoc,
     payload_as,
 )
@@ -35,42 +45,121 @@ from agents.runtime import Context
 from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
-from memory.facts import Fact, NewFact
+from memory.facts import NewFact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 1500
+_RECORD_ATTEMPTS = 1000  # each conflict means another source was recorded: progress is made
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
-    """Plan, extract and store facts, then hand each section to the writers (once)."""
+    """Plan and hand out the sources, or extract one source (and hand off once all are)."""
+    if event.event_type == EventType.RUN_REQUESTED:
+        await plan_run(ctx, event)
+    else:
+        await extract_source(ctx, event)
+
+
+async def plan_run(ctx: Context, event: AgentEvent) -> None:
+    """Store the plan (once) and hand every source to the research group (once each)."""
     request = payload_as(event, RunRequested)
     stored = await _stored_plan(ctx, request, event.agent_id)
     plan = PlanDoc.model_validate(stored.value)
     if plan.published:
         logger.info("run already planned and handed off; nothing to do")
         return
-    sections = plan.sections
-    fact_keys = await _extract_all(
-        ctx, request, plan, planned_by=stored.agent_id, requested_by=event.agent_id
+    await ctx.status(f"handing out {len(request.sources)} sources")
+    for source in request.sources:
+        assigned = SourceAssigned(
+            source=source,
+            section_id=plan.source_sections[source.name],
+            requested_by=event.agent_id,
+        )
+        await ctx.writer.publish(
+            ctx.event(EventType.SOURCE_ASSIGNED, assigned), idempotency_key=source_key(source.name)
+        )
+    logger.info(
+        "planned %d sections; handed out %d sources", len(plan.sections), len(request.sources)
     )
 
-    planned = [s for s in sections if fact_keys[s.section_id]]
-    for dropped in (s for s in sections if not fact_keys[s.section_id]):
+
+async def extract_source(ctx: Context, event: AgentEvent) -> None:
+    """Extract one source's facts (unless recorded), record it, hand off if it was the last."""
+    assigned = payload_as(event, SourceAssigned)
+    stored = await ctx.db.read(PLAN_KEY)
+    if stored is None:
+        msg = f"source {assigned.source.name!r} was handed out before the run's plan was stored"
+        raise ProtocolError(msg)
+    plan = PlanDoc.model_validate(stored.value)
+    extracted = await _extracted(ctx)
+    name = assigned.source.name
+    if name in extracted.sources:
+        logger.info("facts from %s already stored; not extracting again", name)
+    else:
+        keys = await _extract(ctx, plan, assigned, planned_by=stored.agent_id)
+        extracted = await _record(ctx, name, keys)
+    missing = set(plan.source_sections) - extracted.sources.keys()
+    if missing:
+        await ctx.status(f"{len(missing)} sources still to extract")
+        return
+    await _hand_off(ctx, plan, extracted, stored)
+
+
+async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored: Document) -> None:
+    """Publish ``run.planned`` and one ``section.assigned`` per section with facts (once)."""
+    fact_keys = extracted.fact_keys()
+    planned = [s for s in plan.sections if fact_keys.get(s.section_id)]
+    for dropped in (s for s in plan.sections if not fact_keys.get(s.section_id)):
         logger.warning("section %s has no facts in the sources; dropped", dropped.section_id)
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
-    ran = RunPlanned(topic=request.topic, sections=planned, fact_count=fact_count)
+    ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
     await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key=planned_key())
     for section in planned:
         assigned = ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section))
         await ctx.writer.publish(assigned, idempotency_key=assigned_key(section.section_id))
     done = plan.model_copy(update={"published": True, "planned": ran})
-    await ctx.db.write(
-        PLAN_KEY, done.model_dump(mode="json"), ctx.agent_id, expected_version=stored.version
-    )
+    try:
+        await ctx.db.write(
+            PLAN_KEY, done.model_dump(mode="json"), ctx.agent_id, expected_version=stored.version
+        )
+    except ConflictError:  # another researcher recorded the same hand-off first
+        logger.info("the hand-off was already recorded")
     logger.info("planned %d sections with %d facts", len(planned), fact_count)
+
+
+async def _extracted(ctx: Context) -> ExtractedDoc:
+    document = await ctx.db.read(EXTRACTED_KEY)
+    return ExtractedDoc() if document is None else ExtractedDoc.model_validate(document.value)
+
+
+async def _record(ctx: Context, source_name: str, keys: dict[str, set[str]]) -> ExtractedDoc:
+    """Add one source's fact keys to ``run/extracted`` (optimistic locking, retried on conflict)."""
+    entry = {section_id: sorted(fact_keys) for section_id, fact_keys in keys.items() if fact_keys}
+    conflict: ConflictError | None = None
+    for _ in range(_RECORD_ATTEMPTS):
+        document = await ctx.db.read(EXTRACTED_KEY)
+        current = (
+            ExtractedDoc() if document is None else ExtractedDoc.model_validate(document.value)
+        )
+        if source_name in current.sources:
+            return current
+        updated = ExtractedDoc(sources={**current.sources, source_name: entry})
+        try:
+            await ctx.db.write(
+                EXTRACTED_KEY,
+                updated.model_dump(mode="json"),
+                ctx.agent_id,
+                expected_version=0 if document is None else document.version,
+            )
+        except ConflictError as exc:  # another researcher recorded a source in between
+            conflict = exc
+            continue
+        return updated
+    assert conflict is not None
+    raise conflict
 
 
 async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
@@ -145,61 +234,35 @@ def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
     return {s.name: owner.get(s.name, fallback) for s in request.sources}
 
 
-async def _extract_all(
-    ctx: Context, request: RunRequested, plan: PlanDoc, *, planned_by: str, requested_by: str
+async def _extract(
+    ctx: Context, plan: PlanDoc, assigned: SourceAssigned, *, planned_by: str
 ) -> dict[str, set[str]]:
-    """Extract and store each source's facts; returns the facts' keys per section."""
-    sections = plan.sections
-    fact_keys: dict[str, set[str]] = {s.section_id: set() for s in sections}
-    stored = await _stored_facts(ctx, sections)
-    for fact in stored:
-        fact_keys[fact.category].add(fact_key(fact.metadata["source"], fact.metadata["quote"]))
-    done = {fact.metadata.get("source") for fact in stored}
-
-    async def extract(source_index: int) -> None:
-        source = request.sources[source_index]
-        await ctx.status(f"extracting facts from {source.name}")
-        payload = extract_request(
-            request.topic,
-            sections,
-            section_id=plan.source_sections[source.name],
-            source=source,
-            requested_by=requested_by,
-            planned_by=planned_by,
-        )
-        extraction = await ctx.llm.generate(
-            task="extract",
-            instructions=load_prompt("research"),
-            payload=payload,
-            output=Extraction,
-        )
-        facts = _verified(extraction, source.name, source.text, set(fact_keys))
-        if not await ctx.writer.store_facts(ctx.agent_id, facts):
-            logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
-        for fact in facts:
-            fact_keys[fact.category].add(fact.idempotency_key or "")
-        logger.info("stored %d facts from %s", len(facts), source.name)
-
-    async with anyio.create_task_group() as tg:
-        for index, source in enumerate(request.sources):
-            if source.name in done:
-                logger.info("facts from %s already stored; not extracting again", source.name)
-            else:
-                tg.start_soon(extract, index)
-    return fact_keys
-
-
-async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]:
-    """Every fact already stored for the planned sections (from an earlier attempt)."""
-    found: list[Fact] = []
-
-    async def fetch(category: str) -> None:
-        found.extend(await ctx.memory.get_facts_by_category(category))
-
-    async with anyio.create_task_group() as tg:
-        for section in sections:
-            tg.start_soon(fetch, section.category)
-    return found
+    """Extract and store one source's facts; returns the facts' keys per section."""
+    source = assigned.source
+    await ctx.status(f"extracting facts from {source.name}")
+    payload = extract_request(
+        plan.topic,
+        plan.sections,
+        section_id=assigned.section_id,
+        source=source,
+        requested_by=assigned.requested_by,
+        planned_by=planned_by,
+    )
+    extraction = await ctx.llm.generate(
+        task="extract",
+        instructions=load_prompt("research"),
+        payload=payload,
+        output=Extraction,
+    )
+    section_ids = {s.section_id for s in plan.sections}
+    facts = _verified(extraction, source.name, source.text, section_ids)
+    if not await ctx.writer.store_facts(ctx.agent_id, facts):
+        logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
+    keys: dict[str, set[str]] = {}
+    for fact in facts:
+        keys.setdefault(fact.category, set()).add(fact.idempotency_key or "")
+    logger.info("stored %d facts from %s", len(facts), source.name)
+    return keys
 
 
 def _verified(

@@ -6,33 +6,43 @@ through the role's consumer group, calls the handler for the event types the rol
 its effect is durable. A failed entry is retried on a later delivery and dead-lettered after
 ``max_deliveries``; a bad payload or an LLM failure is final at once. Every final failure is
 published as an ``agent.failed`` event so the person running the run sees it.
+
+Before serving, an agent claims its role and instance number (:mod:`agents.instance`), so two
+processes never act as one agent. It serves until the run ends: on ``run.completed`` or
+``run.failed`` (read from the stream itself, not through the group, so every instance sees
+it) :func:`run_agent` returns a sentence saying so, and the process exits 0.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 from pydantic import ValidationError
 
+from agents.instance import hold_instance
 from agents.keys import failed_key
-from agents.llm import make_llm
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import TimedLLM
 from agents.protocol import (
     HANDLED_BY,
+    RUN_ENDS,
     RUN_STREAM,
     AgentFailed,
     EventPayload,
     EventType,
     Role,
+    RunCompleted,
+    RunFailed,
     new_event,
+    parse_payload,
 )
 from agents.settings import Settings
+from agents.stub_llm import StubLLM
 from memory import (
     AgentEvent,
     ConsumerGroup,
@@ -104,10 +114,12 @@ Handler = Callable[[Context, AgentEvent], Awaitable[None]]
 
 async def run_agent(
     settings: Settings, role: Role, run_id: str, instance: int, handler: Handler
-) -> None:
-    """Open this agent's stores, then heartbeat and serve handoffs until cancelled."""
+) -> str:
+    """Open this agent's stores, claim its instance, then heartbeat and serve handoffs until
+    the run ends (returns a sentence saying how it ended) or the caller cancels it."""
     agent_id = f"{role}-{instance}"
     config = settings.memory_config(client_name=f"agentmem:{agent_id}")
+    ended = ""
     async with AsyncExitStack() as stack:
         # the servers may still be starting: wait for them a while
         m = await stack.enter_async_context(open_memory(config, run_id, wait=30.0))
@@ -116,29 +128,80 @@ async def run_agent(
             max_deliveries=settings.max_deliveries,
             reclaim_idle_ms=settings.reclaim_idle_ms,
         )
-        wal = WriteAheadLog(
-            Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
-        )
-        stack.callback(wal.close)
-        writer = DurableWriter(m.memory, events, wal)
-        llm = TimedLLM(make_llm(settings), agent_id, writer)
-        stack.push_async_callback(llm.aclose)
-        ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
-        group = events.group(
-            role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
-        )
-        async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
-            with attempt:
-                await group.ensure()
-        logger.info("%s ready on run %s", agent_id, run_id)
+        async with anyio.create_task_group() as outer:
+            await outer.start(hold_instance, m.memory, agent_id, settings.lock_ttl_seconds)
+            wal = WriteAheadLog(
+                Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
+            )
+            stack.callback(wal.close)
+            writer = DurableWriter(m.memory, events, wal)
+            llm = TimedLLM(_make_llm(settings), agent_id, writer)
+            stack.push_async_callback(llm.aclose)
+            ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
+            group = events.group(
+                role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
+            )
+            async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
+                with attempt:
+                    await group.ensure()
+            logger.info("%s ready on run %s", agent_id, run_id)
+            concurrency = settings.research_concurrency if role == Role.RESEARCH else 1
+            try:
+                async with anyio.create_task_group() as tg:
+
+                    async def until_run_ends() -> None:
+                        nonlocal ended
+                        ended = await wait_for_run_end(events, run_id)
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(until_run_ends)
+                    tg.start_soon(heartbeat, ctx)
+                    tg.start_soon(writer.run)
+                    await serve(ctx, group, handler, concurrency)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await ctx.status("shutting down", state="stopping")
+            outer.cancel_scope.cancel()  # release the instance
+    return ended
+
+
+async def wait_for_run_end(events: EventStore, run_id: str) -> str:
+    """Follow the run's stream (every event, not through a group) until the run ends."""
+    last_id = "0-0"
+    while True:
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(heartbeat, ctx)
-                tg.start_soon(writer.run)
-                await serve(ctx, group, handler)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                await ctx.status("shutting down", state="stopping")
+            async with aclosing(events.subscribe(last_id)) as log:
+                async for event in log:
+                    last_id = event.event_id or last_id
+                    if event.event_type in RUN_ENDS:
+                        return _ending(run_id, event)
+        except ServerUnavailableError as exc:
+            logger.warning(
+                "cannot follow the run (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS
+            )
+            await anyio.sleep(_RETRY_READ_SECONDS)
+
+
+def _ending(run_id: str, event: AgentEvent) -> str:
+    """The sentence an agent ends with when it sees the run's last event."""
+    try:
+        payload = parse_payload(event)
+    except (ValidationError, ValueError):
+        return f"run {run_id} ended ({event.event_type}); stopping"
+    if isinstance(payload, RunCompleted):
+        return f"run {run_id} completed (report {payload.report_path}); stopping"
+    if isinstance(payload, RunFailed):
+        return f"run {run_id} failed ({payload.reason}); stopping"
+    return f"run {run_id} ended ({event.event_type}); stopping"
+
+
+def _make_llm(settings: Settings) -> LLM:
+    """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
+    if settings.use_stub_llm:
+        return StubLLM(delay_seconds=settings.stub_delay_seconds)
+    from agents.llm import make_llm  # noqa: PLC0415 - deferred: see the docstring
+
+    return make_llm(settings)
 
 
 async def heartbeat(ctx: Context) -> None:
@@ -148,17 +211,38 @@ async def heartbeat(ctx: Context) -> None:
         await anyio.sleep(ctx.settings.heartbeat_seconds)
 
 
-async def serve(ctx: Context, group: ConsumerGroup, handler: Handler) -> None:
-    """Take handoffs one at a time, forever; a lost server is waited out, not fatal."""
-    while True:
-        if ctx.state != "idle":
-            await ctx.status("waiting for work", state="idle")
+async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrency: int = 1) -> None:
+    """Take handoffs, up to ``concurrency`` at a time, forever; a lost server is waited out."""
+    slots = anyio.Semaphore(concurrency)
+    busy = 0
+
+    async def run_one(delivery: Delivery) -> None:
+        nonlocal busy
         try:
-            for delivery in await group.read(count=1, block_ms=1000):
-                await process(ctx, group, delivery, handler)
-        except ServerUnavailableError as exc:
-            logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS)
-            await anyio.sleep(_RETRY_READ_SECONDS)
+            await process(ctx, group, delivery, handler)
+        except ServerUnavailableError as exc:  # left pending: retried once the server is back
+            logger.warning("lost a server during %s: %s", delivery.entry_id, exc)
+        finally:
+            busy -= 1
+            slots.release()
+
+    async with anyio.create_task_group() as tg:
+        while True:
+            await slots.acquire()
+            if busy == 0 and ctx.state != "idle":
+                await ctx.status("waiting for work", state="idle")
+            try:
+                deliveries = await group.read(count=1, block_ms=1000)
+            except ServerUnavailableError as exc:
+                slots.release()
+                logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS)
+                await anyio.sleep(_RETRY_READ_SECONDS)
+                continue
+            if not deliveries:
+                slots.release()
+                continue
+            busy += 1
+            tg.start_soon(run_one, deliveries[0])
 
 
 async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler) -> None:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     lock_ttl_seconds: int = Field(default=10, ge=1)  # renewed every third while held
     reclaim_idle_ms: int = Field(default=5_000, ge=100)  # live workers keep theirs claimed
     max_deliveries: int = Field(default=5, ge=1)
+    research_concurrency: int = Field(
+        default=8, ge=1, le=64
+    )  # sources one researcher extracts at once
     review_rounds: int = Field(default=3, ge=1, le=10)
 
     run_timeout_seconds: float = Field(default=600.0, gt=0)

@@ -25,7 +25,7 @@ import redis.asyncio as redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import documents, facts, floor, handoffs, locks, pipeline
+from bench import documents, facts, floor, handoffs, locks, pipeline, scale
 from bench.harness import Context, Figures, Sizes
 from bench.report import chart, print_tables, targets
 from devservers import local_servers
@@ -39,6 +39,7 @@ SUITES: dict[str, Suite] = {
     "handoffs": handoffs.handoffs,
     "locks": locks.locks,
     "documents": documents.documents,
+    "scale": scale.scale,
 }
 NAMES = (*SUITES, "demo")
 console = Console(width=None if sys.stdout.isatty() else 160)

@@ -36,6 +36,10 @@ class Sizes:
     writers: int = 16
     updates_each: int = 100
     demo_runs: int = 3
+    scale_sources: int = 20
+    scale_agents: tuple[int, ...] = (1, 2, 4, 8)  # writers and reviewers each; 1 comes first
+    scale_delay: float = 0.3  # seconds per stub LLM call
+    scale_repeat: int = 2
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -52,6 +56,10 @@ class Sizes:
             writers=4,
             updates_each=5,
             demo_runs=1,
+            scale_sources=2,
+            scale_agents=(1, 2),
+            scale_delay=0.0,
+            scale_repeat=1,
         )
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import scale
+
 Figures = dict[str, Any]
 
 
@@ -94,6 +96,26 @@ def targets(results: Figures) -> list[Figures]:
     if "documents" in results:
         lost = results["documents"]["contended"]["lost_updates"]
         check("lost updates in the contended test", lost, "== 0", lost == 0)
+    by_agents = results.get("scale", {}).get("by_agents", {})
+    if "4" in by_agents and "1" in by_agents:
+        speedup = by_agents["4"]["speedup"]
+        check(
+            f"{results['scale']['sources']}-source run, 4+4 vs 1+1 agents (x faster)",
+            speedup,
+            ">= 2.5",
+            speedup >= 2.5,
+            scale.why_missed(results["scale"], "4"),
+        )
+    joined = results.get("scale", {}).get("joined_by_agents", {})
+    if "4" in joined:
+        speedup = joined["4"]["speedup"]
+        check(
+            f"{results['scale']['sources']}-source run, 4+4 (3+3 joined ahead) vs 1+1 (x faster)",
+            speedup,
+            ">= 2.5",
+            speedup >= 2.5,
+            scale.why_missed(results["scale"], "4", series="joined_by_agents"),
+        )
     return checks
 
 
@@ -140,6 +162,7 @@ def _figures_table(results: Figures) -> Table:
         _handoff_rows(results),
         _lock_and_document_rows(results),
         _demo_rows(results),
+        _scale_rows(results),
     ):
         for row in rows:
             table.add_row(*row)
@@ -285,6 +308,24 @@ def _demo_rows(results: Figures) -> list[Row]:
             )
         )
     return rows
+
+
+def _scale_rows(results: Figures) -> list[Row]:
+    figures = results.get("scale", {})
+    series = [("by_agents", ""), ("joined_by_agents", " (joined ahead)")]
+    return [
+        (
+            f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
+            f"{n}+{n} agents{label}: wall (s), speedup (writing and review alone)",
+            "",
+            f"{_spread(row['wall_seconds'], '{:,.2f}')}, {row['speedup']:.2f}x "
+            f"({row['writing_and_review_speedup']:.2f}x)",
+            "",
+        )
+        for key, label in series
+        for n, row in figures.get(key, {}).items()
+        if not (label and n == "1")
+    ]
 
 
 def chart(results: Figures, path: Path) -> Path:

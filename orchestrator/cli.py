@@ -23,7 +23,8 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from agents.protocol import RUN_STREAM
+from agents.__main__ import serve_agent
+from agents.protocol import RUN_STREAM, Role
 from agents.settings import Settings
 from devservers import local_servers
 from memory import (
@@ -147,6 +148,10 @@ def run(
         Path, typer.Option(help="Folder of .md/.txt source files.", show_default=False)
     ] = PROJECT_SOURCES,
     writers: Annotated[int, typer.Option(min=1, max=8, help="Writing agent processes.")] = 1,
+    reviewers: Annotated[int, typer.Option(min=1, max=8, help="Review agent processes.")] = 1,
+    researchers: Annotated[
+        int, typer.Option(min=1, max=8, help="Research agent processes (sources are shared).")
+    ] = 1,
     llm: Annotated[LLMChoice | None, typer.Option(help="LLM: auto = stub without a key.")] = None,
     run_id: Annotated[
         str | None,
@@ -177,7 +182,10 @@ def run(
     run_id = run_id or new_run_id()
     progress = Progress(console, quiet=quiet)
     llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
-    progress.message(f"run [bold]{run_id}[/]: {len(docs)} sources, {writers} writer(s), {llm_name}")
+    progress.message(
+        f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
+        f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
+    )
     try:
         with _servers(settings) as ready:
             result = anyio.run(
@@ -188,6 +196,8 @@ def run(
                     sources=docs,
                     writers=writers,
                     progress=progress,
+                    reviewers=reviewers,
+                    researchers=researchers,
                 )
             )
     except KeyboardInterrupt:
@@ -199,6 +209,32 @@ def run(
         f"for the LLM in total); record: {result.record_path}"
     )
     console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def agent(
+    role: Annotated[Role, typer.Argument(help="Which agent to run.")],
+    run: Annotated[str, typer.Option(help="The run to join.", callback=_run_id)],
+    instance: Annotated[
+        int, typer.Option(min=1, help="Instance number, unique within the role in the run.")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Join a run from this host as one more agent; it stops by itself when the run ends.
+
+    Needs REDIS_URL and DATABASE_URL (the servers the run uses); no local server is started.
+    """
+    _settings()
+    unset = [name for name in ("REDIS_URL", "DATABASE_URL") if not os.environ.get(name)]
+    if unset:
+        _fail(
+            f"{' and '.join(unset)} must be set to join a run (the servers the run uses); "
+            "agentmem agent starts no local servers",
+            code=2,
+        )
+    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise typer.BadParameter(log_level, param_hint="--log-level")
+    raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
 
 
 @app.command()

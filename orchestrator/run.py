@@ -28,6 +28,7 @@ from agents.protocol import (
     EventType,
     Role,
     RunCompleted,
+    RunFailed,
     RunRequested,
     SourceDoc,
     new_event,
@@ -85,13 +86,10 @@ def agent_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def agent_specs(writers: int) -> list[AgentSpec]:
-    """One research agent, ``writers`` writing agents, one review agent."""
-    return [
-        AgentSpec(Role.RESEARCH),
-        *(AgentSpec(Role.WRITER, n) for n in range(1, writers + 1)),
-        AgentSpec(Role.REVIEW),
-    ]
+def agent_specs(writers: int = 1, reviewers: int = 1, researchers: int = 1) -> list[AgentSpec]:
+    """``researchers`` research agents, ``writers`` writing agents, ``reviewers`` review agents."""
+    counts = {Role.RESEARCH: researchers, Role.WRITER: writers, Role.REVIEW: reviewers}
+    return [AgentSpec(role, n) for role, count in counts.items() for n in range(1, count + 1)]
 
 
 async def run_report(
@@ -102,6 +100,8 @@ async def run_report(
     sources: Sequence[SourceDoc],
     writers: int,
     progress: Progress,
+    reviewers: int = 1,
+    researchers: int = 1,
 ) -> RunResult:
     """Run the agents on ``sources`` until the report is written; returns where it is."""
     config = settings.memory_config(client_name="agentmem:orchestrator")
@@ -120,14 +120,20 @@ async def run_report(
             Path(settings.data_dir) / "logs" / path_part(run_id),
             notify=progress.message,
         )
-        state = await _follow(
-            settings,
-            supervisor=supervisor,
-            memory=memory,
-            events=events,
-            progress=progress,
-            writers=writers,
-        )
+        specs = agent_specs(writers, reviewers, researchers)
+        try:
+            state = await _follow(
+                settings,
+                supervisor=supervisor,
+                memory=memory,
+                events=events,
+                progress=progress,
+                specs=specs,
+            )
+        except RunFailedError as exc:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await _announce_failure(events, str(exc))
+            raise
         timings["agents"] = time.monotonic() - started - timings["connect"]
         timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
 
@@ -147,6 +153,14 @@ async def _announce(events: EventStore, event_type: EventType, payload: EventPay
     await events.publish(event, idempotency_key=orchestrator_key(event_type))
 
 
+async def _announce_failure(events: EventStore, reason: str) -> None:
+    """Tell agents that joined from elsewhere that the run is over (they stop on it)."""
+    try:
+        await _announce(events, EventType.RUN_FAILED, RunFailed(reason=reason[:4000]))
+    except AgentMemoryError as exc:
+        logger.warning("could not publish run.failed: %s", exc)
+
+
 async def _follow(
     settings: Settings,
     *,
@@ -154,7 +168,7 @@ async def _follow(
     memory: RedisAgentMemory,
     events: EventStore,
     progress: Progress,
-    writers: int,
+    specs: Sequence[AgentSpec],
 ) -> RunState:
     """Run the agents and follow the log until every section is settled."""
     tracker = RunTracker()
@@ -162,7 +176,7 @@ async def _follow(
     try:
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(supervisor.run, agent_specs(writers))
+                tg.start_soon(supervisor.run, specs)
                 tg.start_soon(progress.follow, memory, state)
                 await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()

@@ -2,9 +2,11 @@
 
 Each agent is a separate OS process, ``python -m agents <role> --run-id R --instance N``,
 with its settings in its environment and its JSON log lines in a file of its own. A process
-that exits while the run still needs it is restarted with a growing backoff, a bounded number
-of times. When the supervisor is cancelled (the run finished, failed, timed out, or the user
-pressed Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
+that exits with an error is restarted with a growing backoff, a bounded number of times; one
+that exits 0 stopped by itself (it saw the run end) and is not restarted. A restarted agent
+waits for its previous process's instance lease to expire (see :mod:`agents.instance`).
+When the supervisor is cancelled (the run finished, failed, timed out, or the user pressed
+Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
 kernel for SIGTERM if the orchestrator itself dies, so none outlives it.
 """
 
@@ -82,12 +84,16 @@ class Supervisor:
             self.run_id,
             "--instance",
             str(spec.instance),
+            "--supervised",
         ]
 
     async def _keep_alive(self, spec: AgentSpec) -> None:
         restarts = 0
         while True:
             code = await self._run_once(spec)
+            if code == 0:
+                logger.info("%s stopped by itself (its run is over)", spec.name)
+                return
             restarts += 1
             self.restarts[spec.name] = restarts
             if restarts > self.max_restarts:

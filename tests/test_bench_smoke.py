@@ -13,7 +13,7 @@ import pytest
 from devservers import ServerUrls
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = {"floor", "facts", "category", "handoffs", "locks", "documents", "demo"}
+SECTIONS = {"floor", "facts", "category", "handoffs", "locks", "documents", "demo", "scale"}
 
 
 @pytest.mark.timeout(300)
