@@ -28,7 +28,7 @@ from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
 T = TypeVar("T")
 
 _REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError)
-_POSTGRES_DOWN = (
+POSTGRES_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
@@ -44,7 +44,7 @@ def translate(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, _REDIS_DOWN):
         return ServerUnavailableError(f"Redis is unavailable: {_reason(exc)}")
-    if isinstance(exc, _POSTGRES_DOWN):
+    if isinstance(exc, POSTGRES_DOWN):
         return ServerUnavailableError(f"PostgreSQL is unavailable: {_reason(exc)}")
     if isinstance(exc, TimeoutError):
         return ServerUnavailableError(f"the server did not answer in time: {_reason(exc)}")
