@@ -124,15 +124,20 @@ class LocalCluster:
         (self.nodes[0].data_dir / "created").touch()
 
     def healthy(self) -> bool:
-        """Every running node sees the cluster as ok, with every slot served."""
+        """Every running node sees the cluster as ok, with every slot served, and every
+        running replica is in sync with its primary (a replica still making its first copy
+        could not take over: it has no data to serve)."""
         for node in self.nodes:
             if not node.running:
                 continue
             try:
                 info = _ask(node.port, b"CLUSTER INFO\r\n")
+                replication = _ask(node.port, b"INFO replication\r\n")
             except OSError:
                 return False
             if b"cluster_state:ok" not in info or b"cluster_slots_ok:16384" not in info:
+                return False
+            if b"role:slave" in replication and b"master_link_status:up" not in replication:
                 return False
         return True
 

@@ -27,7 +27,14 @@ from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
 
 T = TypeVar("T")
 
-_REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+_REDIS_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    # a cluster between a primary's death and its replica's promotion: retry later
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+)
 POSTGRES_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
