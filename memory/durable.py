@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 _FACTS = "store_facts"
 _PUBLISH = "publish"
+_CHECK_AT_MOST = 500  # sent entries checked for replication in one round trip (oldest first)
 
 
 class DurableWriter:
@@ -138,7 +139,7 @@ class DurableWriter:
             for entry in entries:
                 await self._send(entry)
                 self._last_sent = entry.seq
-                if self._wait_for_replica:
+                if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
                     self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
                 else:
                     await self.wal.done(entry.seq)
@@ -147,7 +148,7 @@ class DurableWriter:
         """Drop the sent entries a replica holds; send again those a failover lost."""
         if not self._unconfirmed:
             return
-        sent = list(self._unconfirmed.values())
+        sent = list(self._unconfirmed.values())[:_CHECK_AT_MOST]
         marks = [mark for item in sent for mark in item.marks]
         fence = self.events.keys.replication_fence()
         seen = await check_replicated(self.events.client, marks, fence)

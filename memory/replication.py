@@ -106,11 +106,13 @@ async def check_replicated(
         before = await _info(client, fence_key)
         if before.get("role") != "master":
             return Replication(present, None, [])
+        primary = Position(str(before["master_replid"]), int(before["master_repl_offset"]))
+        if not int(before.get("connected_slaves", 0)):
+            return Replication(present, primary, [])  # no replica to ask (nor to wait for)
         await _nudge(client, fence_key, nudge_ms)
         after = await _info(client, fence_key)
     except _MOVING as exc:
         raise _moving(exc) from exc
-    primary = Position(str(before["master_replid"]), int(before["master_repl_offset"]))
     if after.get("role") != "master" or after.get("master_replid") != primary.replid:
         return Replication(present, None, [])
     acked = [
