@@ -47,6 +47,21 @@ class ClusterNode(EmbeddedRedis):
             "--cluster-node-timeout", str(self.node_timeout_ms),
         ]  # fmt: skip
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it neither answers nor reads its replication link."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def disconnect_replicas(self) -> None:
+        """Close this primary's links to its replicas; writes after this reach none of them
+        until a replica reconnects (about a second later, unless it is paused)."""
+        _ask(self.port, b"CLIENT KILL TYPE replica\r\n")
+
 
 def _cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too; both below 65536."""
@@ -161,6 +176,17 @@ class LocalCluster:
 
     def node_on(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
+
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        """The running nodes that replicate ``primary`` now."""
+        found = []
+        for node in self.nodes:
+            if node is not primary and node.running:
+                with contextlib.suppress(OSError):
+                    info = _ask(node.port, b"INFO replication\r\n")
+                    if f"master_port:{primary.port}\r\n".encode() in info:
+                        found.append(node)
+        return found
 
     def stop(self) -> None:
         for node in self.nodes:

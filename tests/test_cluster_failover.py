@@ -1,15 +1,17 @@
 """A primary of a local Redis Cluster is SIGKILLed while facts are written: its replica takes over.
 
 Replication is asynchronous, so a write the primary acknowledged but had not yet sent to its
-replica is lost when the replica is promoted. Writes made straight through the stores can lose
-those (the first test counts them); writes made through the durable writer cannot (the second).
-Run with ``-s`` to see the figures.
+replica is lost when the replica is promoted. The tests make that window certain: the
+replica is paused and its link closed, writes go on (acknowledged by the primary alone), then
+the primary is killed and the replica resumed and promoted. Writes made straight through the
+stores lose those (the first test); writes made through the durable writer do not (the
+second). Run with ``-s`` to see the figures.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +30,9 @@ from memory.wal import WriteAheadLog
 
 pytestmark = pytest.mark.anyio
 
-BEFORE_KILL = 200  # writes acknowledged before the primary is killed
-AFTER_FAILOVER = 200  # and after writes resume
+BEFORE_KILL = 200  # writes acknowledged before the replica is cut off
+UNREPLICATED = 50  # then writes acknowledged by the primary alone, before it is killed
+AFTER_FAILOVER = 200  # and writes after the failover
 
 
 @pytest.fixture
@@ -48,6 +51,7 @@ class Writes:
     first_failure: float | None = None
     resumed_at: float | None = None
     failures: int = 0
+    unreplicated_from: int = 0  # acked[unreplicated_from:] came after the replica was cut off
 
     def note_failure(self) -> None:
         self.failures += 1
@@ -60,7 +64,7 @@ class Writes:
             self.resumed_at = time.monotonic()
 
     def after_kill(self) -> int:
-        return 0 if self.killed_at is None else len(self.acked) - BEFORE_KILL
+        return 0 if self.killed_at is None else len(self.acked) - BEFORE_KILL - UNREPLICATED
 
     def report(self, what: str, present: int, lost: int) -> str:
         downtime = (self.resumed_at or 0) - (self.killed_at or 0)
@@ -87,21 +91,36 @@ def config_for(cluster: LocalCluster) -> MemoryConfig:
     return MemoryConfig(redis_url=cluster.url, connect_timeout=1.0, command_timeout=2.0)
 
 
-async def kill_when(writes: Writes, cluster: LocalCluster, victim: ClusterNode) -> None:
-    """SIGKILL the primary once enough writes were acknowledged, as the writers keep writing."""
+async def until(count: Callable[[], int], target: int) -> None:
     with anyio.fail_after(60):
         while True:
-            if len(writes.acked) >= BEFORE_KILL:
-                break
-            await anyio.sleep(0.01)
-    writes.killed_at = time.monotonic()
-    victim.crash()
+            if count() >= target:
+                return
+            await anyio.sleep(0.001)
+
+
+async def kill_when(writes: Writes, cluster: LocalCluster, victim: ClusterNode) -> None:
+    """Once enough writes were acknowledged: pause the victim's replica and cut its link, let
+    more writes be acknowledged by the primary alone, SIGKILL the primary, resume the replica
+    (which the cluster then promotes, without those writes)."""
+    await until(lambda: len(writes.acked), BEFORE_KILL)
+    [replica] = cluster.replicas_of(victim)
+    replica.pause()
+    try:
+        victim.disconnect_replicas()
+        writes.unreplicated_from = len(writes.acked)
+        await until(lambda: len(writes.acked), writes.unreplicated_from + UNREPLICATED)
+        writes.killed_at = time.monotonic()
+        victim.crash()
+    finally:
+        replica.resume()
 
 
 async def test_writes_resume_after_a_primary_is_killed_and_its_replica_takes_over(
     cluster: LocalCluster, namespace: str
 ) -> None:
-    """Stores raise ServerUnavailableError during the failover; retried writes then succeed."""
+    """Stores raise ServerUnavailableError during the failover; retried writes then succeed,
+    and writes the replica never received are lost."""
     victim = await owner_of(cluster, namespace)
     writes = Writes()
     async with open_memory(config_for(cluster), namespace) as m:
@@ -132,6 +151,8 @@ async def test_writes_resume_after_a_primary_is_killed_and_its_replica_takes_ove
     lost = sorted(set(writes.acked) - set(present))
     print(writes.report("direct writes", len(present), len(lost)))  # noqa: T201
     assert set(present) <= set(writes.acked)
+    assert lost  # acknowledged by the primary alone: gone with it
+    assert set(lost) <= set(writes.acked[writes.unreplicated_from :])
 
 
 async def test_no_fact_acknowledged_by_the_durable_writer_is_lost_in_a_failover(
@@ -175,3 +196,4 @@ async def test_no_fact_acknowledged_by_the_durable_writer_is_lost_in_a_failover(
         f"({writer.resent} resent after the failover lost them)",
     )
     assert present == sorted(writes.acked)  # all of them, each once
+    assert writer.resent > 0  # the failover lost some; the writer found and resent them
