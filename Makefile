@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-cluster cluster lint fmt bench chaos clean
+.PHONY: install demo test test-cluster cluster replica lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-cluster: $(STAMP)
 # A local Redis Cluster until Ctrl-C; prints the REDIS_URL to use.
 cluster: $(STAMP)
 	$(BIN)/python -m devservers.cluster
+
+# A local PostgreSQL primary and streaming replica until Ctrl-C; prints DATABASE_URL and DATABASE_READ_URL.
+replica: $(STAMP)
+	$(BIN)/python -m devservers.replica
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

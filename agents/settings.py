@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+    # a streaming replica for reads that tolerate lag (inspect, report); never migrated
+    database_read_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_READ_URL")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # Redis and PostgreSQL
     command_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)  # each command / query
     max_fact_bytes: int = Field(default=1024 * 1024, ge=1)  # a fact's text, and its metadata
@@ -75,6 +77,11 @@ class Settings(BaseSettings):
         return MemoryConfig(
             redis_url=self.redis_url.get_secret_value(),
             database_url=self.database_url.get_secret_value(),
+            database_read_url=(
+                None
+                if self.database_read_url is None
+                else self.database_read_url.get_secret_value()
+            ),
             connect_timeout=self.connect_timeout_seconds,
             command_timeout=self.command_timeout_seconds,
             client_name=client_name,

@@ -47,6 +47,21 @@ class ClusterNode(EmbeddedRedis):
             "--cluster-node-timeout", str(self.node_timeout_ms),
         ]  # fmt: skip
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it neither answers nor reads its replication link."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def disconnect_replicas(self) -> None:
+        """Close this primary's links to its replicas; writes after this reach none of them
+        until a replica reconnects (about a second later, unless it is paused)."""
+        _ask(self.port, b"CLIENT KILL TYPE replica\r\n")
+
 
 def _cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too; both below 65536."""
@@ -124,15 +139,20 @@ class LocalCluster:
         (self.nodes[0].data_dir / "created").touch()
 
     def healthy(self) -> bool:
-        """Every running node sees the cluster as ok, with every slot served."""
+        """Every running node sees the cluster as ok, with every slot served, and every
+        running replica is in sync with its primary (a replica still making its first copy
+        could not take over: it has no data to serve)."""
         for node in self.nodes:
             if not node.running:
                 continue
             try:
                 info = _ask(node.port, b"CLUSTER INFO\r\n")
+                replication = _ask(node.port, b"INFO replication\r\n")
             except OSError:
                 return False
             if b"cluster_state:ok" not in info or b"cluster_slots_ok:16384" not in info:
+                return False
+            if b"role:slave" in replication and b"master_link_status:up" not in replication:
                 return False
         return True
 
@@ -156,6 +176,17 @@ class LocalCluster:
 
     def node_on(self, port: int) -> ClusterNode:
         return next(node for node in self.nodes if node.port == port)
+
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        """The running nodes that replicate ``primary`` now."""
+        found = []
+        for node in self.nodes:
+            if node is not primary and node.running:
+                with contextlib.suppress(OSError):
+                    info = _ask(node.port, b"INFO replication\r\n")
+                    if f"master_port:{primary.port}\r\n".encode() in info:
+                        found.append(node)
+        return found
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -27,8 +27,15 @@ from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
 
 T = TypeVar("T")
 
-_REDIS_DOWN = (redis_errors.ConnectionError, redis_errors.TimeoutError)
-_POSTGRES_DOWN = (
+_REDIS_DOWN = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    # a cluster between a primary's death and its replica's promotion: retry later
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
+)
+POSTGRES_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
@@ -44,7 +51,7 @@ def translate(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, _REDIS_DOWN):
         return ServerUnavailableError(f"Redis is unavailable: {_reason(exc)}")
-    if isinstance(exc, _POSTGRES_DOWN):
+    if isinstance(exc, POSTGRES_DOWN):
         return ServerUnavailableError(f"PostgreSQL is unavailable: {_reason(exc)}")
     if isinstance(exc, TimeoutError):
         return ServerUnavailableError(f"the server did not answer in time: {_reason(exc)}")

@@ -56,6 +56,8 @@ class MemoryConfig:
 
     redis_url: str = field(repr=False)
     database_url: str | None = field(default=None, repr=False)
+    # a streaming replica of database_url for reads that tolerate lag; never migrated
+    database_read_url: str | None = field(default=None, repr=False)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     pool_max_size: int = 10
@@ -180,13 +182,14 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def postgres_pool(config: MemoryConfig, dsn: str) -> asyncpg.Pool:
-    """A connection pool for ``dsn``, with its first connection open (so errors show now)."""
+async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -> asyncpg.Pool:
+    """A connection pool for ``dsn``, with its first connection open (so errors show now);
+    ``lazy``: no connection until the first query (a server that may be down for now)."""
     where = redact(dsn)
     try:
         return await asyncpg.create_pool(
             dsn,
-            min_size=1,
+            min_size=0 if lazy else 1,
             max_size=config.pool_max_size,
             timeout=config.connect_timeout,
             command_timeout=config.command_timeout,

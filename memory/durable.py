@@ -10,13 +10,24 @@ writes were made, and a restarted agent sends what its previous life left behind
 Sending the same entry twice is harmless because every logged write is idempotent: facts carry
 idempotency keys and events carry publish keys, so an entry that reached Redis just before the
 connection dropped (and was therefore never marked done) is not applied twice on replay.
+
+**Replicas.** Redis replicates asynchronously, so a write its primary acknowledged can still be
+lost: if the primary dies before a replica has it and the replica is promoted (a Redis Cluster
+failover), the write is gone from Redis. When the primary owning the namespace has a replica
+(asked once, on the first send), an entry therefore stays in the log after it is sent, until
+:func:`~memory.replication.check_replicated` sees it on the primary and acknowledged by a
+replica; an entry found missing (lost in a failover) is sent again. Sending does not wait for
+this: later entries go out meanwhile, and :meth:`DurableWriter.run` keeps checking. While the
+primary has no replica in sync (its replica died, or was promoted and has none yet), sent
+entries wait in the log until one is. A standalone server without replicas is not waited for:
+its own append-only file is all there is (see ``redis_appendfsync``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
@@ -26,6 +37,7 @@ from memory.errors import InvalidIdError, ServerUnavailableError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
 from memory.keys import validate_id
+from memory.replication import Mark, Position, check_replicated, has_replicas
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -33,17 +45,31 @@ logger = logging.getLogger(__name__)
 
 _FACTS = "store_facts"
 _PUBLISH = "publish"
+_CHECK_AT_MOST = 500  # sent entries checked for replication in one round trip (oldest first)
 
 
 class DurableWriter:
-    """Idempotent Redis writes that are durable locally before they are sent."""
+    """Idempotent Redis writes that are durable locally before they are sent, and kept until a
+    replica has them when the primary has replicas."""
 
-    def __init__(self, memory: RedisAgentMemory, events: EventStore, wal: WriteAheadLog) -> None:
+    def __init__(
+        self,
+        memory: RedisAgentMemory,
+        events: EventStore,
+        wal: WriteAheadLog,
+        *,
+        wait_for_replica: bool | None = None,
+    ) -> None:
         self.memory = memory
         self.events = events
         self.wal = wal
+        self.resent = 0  # entries sent again because a failover had lost them (for metrics)
         self._send_lock = anyio.Lock()
         self._backlog = anyio.Event()
+        # None: ask the primary (on the first send) whether it has a replica to wait for
+        self._wait_for_replica = wait_for_replica
+        self._last_sent = 0  # entries up to this one were sent by this writer
+        self._unconfirmed: dict[int, _Sent] = {}  # sent, not yet known to be on a replica
 
     async def store_facts(self, agent_id: str, facts: Sequence[NewFact]) -> bool:
         """Store facts (each needs an idempotency key); True if they reached Redis now."""
@@ -65,26 +91,33 @@ class DurableWriter:
         return await self._write(_PUBLISH, args)
 
     async def pending(self) -> int:
-        """How many writes wait in the local log for Redis."""
+        """How many writes wait in the local log: not sent yet, or not yet on a replica."""
         return await self.wal.count()
 
+    async def unsent(self) -> int:
+        """How many writes have not reached Redis yet (the rest wait for a replica)."""
+        return await self.wal.count() - len(self._unconfirmed)
+
     async def flush(self) -> int:
-        """Send the log to Redis in order; returns how many entries are still pending."""
+        """Send the log to Redis in order, then drop what a replica holds; returns how many
+        entries are still pending (unsent, or sent but not yet safe)."""
         async with self._send_lock:
-            while entries := await self.wal.pending(limit=100):
-                for entry in entries:
-                    try:
-                        await self._send(entry)
-                    except ServerUnavailableError as exc:
-                        left = await self.wal.count()
-                        logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
-                        self._backlog.set()
-                        return left
-                    await self.wal.done(entry.seq)
-            return 0
+            try:
+                await self._send_new()
+                await self._confirm()
+            except ServerUnavailableError as exc:
+                left = await self.wal.count()
+                logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
+                self._backlog.set()
+                return left
+            left = await self.wal.count()
+            if left:
+                self._backlog.set()
+            return left
 
     async def run(self, interval: float = 0.5) -> None:
-        """Send any backlog, then keep sending it whenever a write could not go out."""
+        """Send any backlog, then keep sending it whenever a write could not go out (or is
+        not on a replica yet)."""
         while True:
             if await self.flush():
                 await anyio.sleep(interval)
@@ -93,8 +126,64 @@ class DurableWriter:
             await self._backlog.wait()
 
     async def _write(self, kind: str, args: dict[str, Any]) -> bool:
-        await self.wal.append(kind, args)
-        return await self.flush() == 0
+        seq = await self.wal.append(kind, args)
+        await self.flush()
+        return seq <= self._last_sent
+
+    async def _send_new(self) -> None:
+        """Send the entries this writer has not sent yet, oldest first."""
+        while entries := await self.wal.pending(limit=100, after=self._last_sent):
+            if self._wait_for_replica is None:
+                fence = self.events.keys.replication_fence()
+                self._wait_for_replica = await has_replicas(self.events.client, fence)
+            for entry in entries:
+                await self._send(entry)
+                self._last_sent = entry.seq
+                if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
+                    self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
+                else:
+                    await self.wal.done(entry.seq)
+
+    async def _confirm(self) -> None:
+        """Drop the sent entries a replica holds; send again those a failover lost."""
+        if not self._unconfirmed:
+            return
+        sent = list(self._unconfirmed.values())[:_CHECK_AT_MOST]
+        marks = [mark for item in sent for mark in item.marks]
+        fence = self.events.keys.replication_fence()
+        seen = await check_replicated(self.events.client, marks, fence)
+        found = iter(seen.present)
+        safe, lost = [], []
+        for item in sent:
+            present = all([next(found) for _ in item.marks])
+            if not present:
+                lost.append(item)
+                continue
+            if seen.primary is not None and (
+                item.written_at is None or item.written_at.replid != seen.primary.replid
+            ):
+                item.written_at = seen.primary  # on this primary by now, at or below here
+            if item.written_at is not None and seen.safe(item.written_at):
+                safe.append(item.entry.seq)
+        await self.wal.done(*safe)
+        for seq in safe:
+            del self._unconfirmed[seq]
+        if lost:
+            logger.warning(
+                "%d sent writes are missing from Redis (a failover); resending", len(lost)
+            )
+            for item in lost:
+                await self._send(item.entry)
+                item.written_at = None
+                self.resent += 1
+
+    def _marks(self, entry: WalEntry) -> list[Mark]:
+        """Where the entry's write leaves its trace in Redis: its idempotency records."""
+        if entry.kind == _FACTS:
+            idempotency = self.memory.keys.idempotency()
+            return [Mark(idempotency, fact["idempotency_key"]) for fact in entry.args["facts"]]
+        publish_keys = self.events.keys.publish_keys(self.events.stream)
+        return [Mark(publish_keys, entry.args["idempotency_key"])]
 
     async def _send(self, entry: WalEntry) -> None:
         args = entry.args
@@ -106,3 +195,12 @@ class DurableWriter:
             await self.events.publish(event, idempotency_key=args["idempotency_key"])
         else:
             logger.error("dropping unknown log entry %d of kind %r", entry.seq, entry.kind)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """An entry sent to Redis and not yet known to be on a replica."""
+
+    entry: WalEntry
+    marks: list[Mark]
+    written_at: Position | None = None  # the primary's position once it was seen there

@@ -156,6 +156,10 @@ class Keyspace:
     def fence(self, resource: str) -> str:
         return self._key("fence", encode_part(resource, "resource"))
 
+    def replication_fence(self) -> str:
+        """A short-lived key written to learn when replicas have caught up (memory.replication)."""
+        return self._key("replication", "fence")
+
     # streams
     def stream(self, name: str) -> str:
         return self._key("stream", encode_part(name, "stream"))

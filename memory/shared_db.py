@@ -11,19 +11,31 @@ makes a lock holder that stalled past its lease harmless.
 
 Each write is one round trip: the check and the append run in a server-side function
 (migration ``0001``) under the key's head-row lock.
+
+**Read replicas.** A store may also hold a pool on a streaming read replica
+(``DATABASE_READ_URL``). Plain reads always go to the primary, so they see the latest version;
+a reader that tolerates lag (a viewer, ``agentmem inspect``, the report) asks for
+:meth:`SharedAgentDB.replica`, a view whose reads go to the replica. Replication is
+asynchronous, so the view may miss the newest versions for a moment; it falls back to the
+primary when the replica is unreachable (or not yet initialised), and when a version asked for
+by number is missing there. Writes and :meth:`SharedAgentDB.update` (a read-modify-write) always
+use the primary, also through the view. The replica is never migrated: it replays the
+primary's schema.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
+import anyio
 import asyncpg
 
-from memory._boundary import translate_errors, unbounded
+from memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
 from memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
 from memory._resource import AsyncResource
 from memory.connections import MemoryConfig, postgres_pool
@@ -32,6 +44,17 @@ from memory.keys import validate_id
 from memory.limits import Limits
 from memory.migrate import migrate
 from memory.retry import retrying
+
+logger = logging.getLogger(__name__)
+
+# A replica that cannot answer: down, starting up, or not yet holding the schema.
+_REPLICA_UNAVAILABLE = (
+    *POSTGRES_DOWN,
+    OSError,
+    TimeoutError,
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedFunctionError,
+)
 
 _COLUMNS = "key, version, value::text AS value, agent_id, created_at, fencing_token"
 
@@ -53,7 +76,8 @@ class SharedAgentDB(AsyncResource):
     """Versioned documents of one namespace, shared by every agent.
 
     Pass a pool you own (run :meth:`migrate` once), or use :meth:`connect`, which creates a
-    pool, migrates, and closes the pool in :meth:`close`.
+    pool, migrates, and closes the pool in :meth:`close`. ``read_pool`` is an optional pool on
+    a read replica, used only by the lag-tolerant view :meth:`replica`.
     """
 
     _server_name = "PostgreSQL"
@@ -65,9 +89,12 @@ class SharedAgentDB(AsyncResource):
         *,
         call_deadline: float = 10.0,
         limits: Limits | None = None,
+        read_pool: asyncpg.Pool | None = None,
     ) -> None:
         self.limits = limits or Limits()  # size caps for written values
         self.pool = pool
+        self.read_pool = read_pool
+        self.stale_ok = False  # True in the view returned by replica(): reads may lag
         self.namespace = validate_id(namespace, "namespace")
         self.conflicts = 0  # version conflicts met by this instance's writes (for metrics)
         self._call_deadline = call_deadline  # each call is cancelled after this many seconds
@@ -87,17 +114,50 @@ class SharedAgentDB(AsyncResource):
             raise
         return db
 
+    def replica(self) -> SharedAgentDB:
+        """A view of the same documents whose reads may lag behind the latest writes.
+
+        Its reads go to the read replica when one is configured (else to the primary), and fall
+        back to the primary when the replica cannot answer. Writes and :meth:`update` still go
+        to the primary. The view owns nothing: close the store it came from.
+        """
+        view = SharedAgentDB(
+            self.pool,
+            self.namespace,
+            call_deadline=self._call_deadline,
+            limits=self.limits,
+            read_pool=self.read_pool,
+        )
+        view.stale_ok = True
+        return view
+
     @unbounded
     async def migrate(self) -> list[int]:
-        """Bring the schema up to date; returns the migrations applied now."""
+        """Bring the schema up to date; returns the migrations applied now.
+
+        A read-only server (a hot standby, or one with ``default_transaction_read_only``) is
+        left alone: a replica receives the schema from its primary.
+        """
+        with anyio.fail_after(self._call_deadline):
+            read_only = await self.pool.fetchval(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"
+            )
+        if read_only:
+            logger.info("not migrating %s: the server is read-only", self.namespace)
+            return []
         return await migrate(self.pool, acquire_timeout=self._call_deadline)
 
     async def close(self) -> None:
         """Close what this store owns (the pool, if :meth:`connect` made it)."""
         await self.aclose()
 
+    @unbounded  # each attempt (replica, then primary) is bounded by the call deadline
     async def read(self, key: str, version: int | None = None) -> Document | None:
-        """The latest version of a document, or the given one; None if there is none."""
+        """The latest version of a document, or the given one; None if there is none.
+
+        Through :meth:`replica`, a version asked for by number that the replica lacks (it may
+        lag) is read from the primary.
+        """
         _check_key(key)
         if version is not None:
             check_int(version, "version", 1, INT32_MAX)
@@ -106,15 +166,18 @@ class SharedAgentDB(AsyncResource):
                 f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 "
                 "ORDER BY version DESC LIMIT 1"
             )
-            row = await self.pool.fetchrow(sql, self.namespace, key)
+            rows = await self._fetch(sql, self.namespace, key)
         else:
             sql = (
                 f"SELECT {_COLUMNS} FROM documents "
                 "WHERE namespace = $1 AND key = $2 AND version = $3"
             )
-            row = await self.pool.fetchrow(sql, self.namespace, key, version)
-        return None if row is None else _document(row)
+            rows = await self._fetch(sql, self.namespace, key, version)
+            if not rows and self._reads_replica:  # not replayed there yet, or never written
+                rows = await self._fetch_primary(sql, self.namespace, key, version)
+        return _document(rows[0]) if rows else None
 
+    @unbounded
     async def read_many(self, keys: Sequence[str]) -> dict[str, Document]:
         """The latest version of each document that exists, in one query."""
         for key in keys:
@@ -123,15 +186,17 @@ class SharedAgentDB(AsyncResource):
             f"SELECT DISTINCT ON (key) {_COLUMNS} FROM documents "
             "WHERE namespace = $1 AND key = ANY($2::text[]) ORDER BY key, version DESC"
         )
-        rows = await self.pool.fetch(sql, self.namespace, list(keys))
+        rows = await self._fetch(sql, self.namespace, list(keys))
         return {row["key"]: _document(row) for row in rows}
 
+    @unbounded
     async def history(self, key: str) -> list[Document]:
         """Every version of a document, oldest first."""
         _check_key(key)
         sql = f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 ORDER BY version"
-        return [_document(row) for row in await self.pool.fetch(sql, self.namespace, key)]
+        return [_document(row) for row in await self._fetch(sql, self.namespace, key)]
 
+    @unbounded
     async def keys(self, prefix: str = "") -> list[str]:
         """The keys of every document (starting with ``prefix``), sorted."""
         check_text(prefix, "key prefix", 1024, allow_nul=False)
@@ -139,7 +204,7 @@ class SharedAgentDB(AsyncResource):
             "SELECT key FROM document_heads "
             "WHERE namespace = $1 AND version > 0 AND starts_with(key, $2) ORDER BY key"
         )
-        return [row["key"] for row in await self.pool.fetch(sql, self.namespace, prefix)]
+        return [row["key"] for row in await self._fetch(sql, self.namespace, prefix)]
 
     async def drop_all(self) -> int:
         """Delete every document of this namespace, all versions; returns how many versions."""
@@ -216,11 +281,39 @@ class SharedAgentDB(AsyncResource):
             ConflictError, attempts=attempts, timeout=60.0, initial=0.005, maximum=0.2
         ):
             with attempt:
-                current = await self.read(key)
+                current = await self._latest(key)
                 value = fn(None if current is None else current.value)
                 expected = 0 if current is None else current.version
                 return await self.write(key, value, agent_id, expected, fencing_token=fencing_token)
         raise AssertionError  # pragma: no cover - retrying re-raises the last error
+
+    @property
+    def _reads_replica(self) -> bool:
+        return self.stale_ok and self.read_pool is not None
+
+    @unbounded  # the replica's attempt and the primary's each have the call deadline
+    async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """Rows of a read: from the replica through the view (the primary if it cannot
+        answer), else from the primary."""
+        if self.stale_ok and self.read_pool is not None:
+            try:
+                with anyio.fail_after(self._call_deadline):
+                    return await self.read_pool.fetch(sql, *args)
+            except _REPLICA_UNAVAILABLE as exc:
+                logger.warning("read replica unavailable (%s); reading from the primary", exc)
+        return await self._fetch_primary(sql, *args)
+
+    async def _fetch_primary(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        return await self.pool.fetch(sql, *args)
+
+    async def _latest(self, key: str) -> Document | None:
+        """The latest version, from the primary whatever the view (for read-modify-write)."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 "
+            "ORDER BY version DESC LIMIT 1"
+        )
+        rows = await self._fetch_primary(sql, self.namespace, key)
+        return _document(rows[0]) if rows else None
 
 
 def _check_key(key: str) -> None:

@@ -10,7 +10,9 @@ schema, and closes both when the ``async with`` block ends::
         log = m.events("run")
         doc = await m.db.read("section/streams")
 
-It is also the one place that chooses which client to use for a given deployment.
+It is also the one place that chooses which client to use for a given deployment: a cluster
+client when ``REDIS_URL`` names a Redis Cluster node, and a second PostgreSQL pool, on the read
+replica, when ``database_read_url`` is set (used by ``m.db.replica()``; never migrated).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import asyncpg
 
 from memory._resource import AsyncResource
 from memory.agent_memory import RedisAgentMemory
@@ -117,9 +121,22 @@ async def _connect(config: MemoryConfig, namespace: str, *, migrate: bool) -> Me
             )
             db.own(pool.close)
             memory.attach_db(db)
+            if config.database_read_url is not None:
+                db.read_pool = await _replica_pool(config, config.database_read_url)
+                db.own(db.read_pool.close)
             if migrate:
                 await db.migrate()
     except BaseException:
         await memory.aclose()
         raise
     return memory
+
+
+async def _replica_pool(config: MemoryConfig, dsn: str) -> asyncpg.Pool:
+    """The read replica's pool; one that is down now is opened lazily (reads fall back to the
+    primary until it answers), but a wrong URL or refused credentials are reported at once."""
+    try:
+        return await postgres_pool(config, dsn)
+    except ServerUnavailableError as exc:
+        logger.warning("%s; lag-tolerant reads use the primary until it answers", exc)
+        return await postgres_pool(config, dsn, lazy=True)

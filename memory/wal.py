@@ -61,14 +61,20 @@ class WriteAheadLog(AsyncResource):
         )
         return int(rows[0][0])
 
-    async def pending(self, limit: int = 100) -> list[WalEntry]:
-        """The oldest operations not yet marked done, in the order they were appended."""
-        rows = await self._run("SELECT seq, kind, args FROM wal ORDER BY seq LIMIT ?", (limit,))
+    async def pending(self, limit: int = 100, *, after: int = 0) -> list[WalEntry]:
+        """The oldest operations not yet marked done (numbered above ``after``), in the order
+        they were appended."""
+        rows = await self._run(
+            "SELECT seq, kind, args FROM wal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
         return [WalEntry(seq, kind, json.loads(args)) for seq, kind, args in rows]
 
-    async def done(self, seq: int) -> None:
-        """Forget an operation once its effect is in Redis."""
-        await self._run("DELETE FROM wal WHERE seq = ?", (seq,))
+    async def done(self, *seqs: int) -> None:
+        """Forget operations once their effect is safely in Redis (one transaction)."""
+        if not seqs:
+            return
+        marks = ", ".join("?" * len(seqs))
+        await self._run(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
 
     async def count(self) -> int:
         rows = await self._run("SELECT count(*) FROM wal")

@@ -24,7 +24,7 @@ async def show_run(
     """Print the run's sections, and its facts, events or a section's versions; False if the
     run has no events in these stores."""
     async with open_memory(settings.memory_config(), run_id) as m:
-        memory, log, db = m.memory, m.events(RUN_STREAM), m.db
+        memory, log, db = m.memory, m.events(RUN_STREAM), m.db.replica()  # a viewer: may lag
         state = await log.replay(RunTracker())
         if not state.events:
             return False

@@ -19,12 +19,17 @@ from orchestrator.tracker import RunState
 
 
 async def final_drafts(db: SharedAgentDB, state: RunState) -> dict[str, Document]:
-    """The settled version of every planned section's draft, in plan order."""
+    """The settled version of every planned section's draft, in plan order.
+
+    Read through the replica when there is one: a settled version it has not replayed yet is
+    read from the primary (see :meth:`SharedAgentDB.replica`).
+    """
+    db = db.replica()
     latest = await db.read_many([draft_key(s) for s in state.sections])
     drafts = {}
     for section_id, section in state.sections.items():
         doc = latest.get(draft_key(section_id))
-        if doc is not None and doc.version != section.version:
+        if section.version and (doc is None or doc.version != section.version):
             doc = await db.read(draft_key(section_id), version=section.version)
         if doc is None:
             msg = f"section {section_id!r} has no draft version {section.version}"

@@ -1,0 +1,127 @@
+"""Whole runs on a local Redis Cluster (REDIS_URL at one node) with a PostgreSQL read replica.
+
+The CLI, agents and servers run in separate processes, as in tests/orchestrator; one run has
+the primary serving its hash slot SIGKILLed while it is in flight.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from chaos.invariants import run_problems
+from devservers.cluster import LocalCluster
+from devservers.replica import ReplicatedPostgres, local_replicated_postgres
+from memory import open_memory
+from memory.agent_event import AgentEvent
+from memory.connections import MemoryConfig, connect_redis
+from memory.errors import ServerUnavailableError
+from memory.keys import Keyspace
+from orchestrator.sources import load_sources
+from tests.orchestrator.runs import (
+    SOURCES,
+    cli_env,
+    expected_fact_count,
+    finish,
+    outcome,
+    start_cli,
+    wait_until_gone,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
+
+SLOW = {"AGENTMEM_STUB_DELAY_SECONDS": "0.2", "AGENTMEM_RECLAIM_IDLE_MS": "1500"}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "cluster") as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[ReplicatedPostgres]:
+    with local_replicated_postgres() as servers:
+        yield servers
+
+
+def env_for(cluster: LocalCluster, postgres: ReplicatedPostgres, tmp_path: Path) -> dict[str, str]:
+    return cli_env(cluster.url, postgres.url, tmp_path, DATABASE_READ_URL=postgres.read_url, **SLOW)
+
+
+def config_for(cluster: LocalCluster, postgres: ReplicatedPostgres) -> MemoryConfig:
+    return MemoryConfig(redis_url=cluster.url, database_url=postgres.url, connect_timeout=1.0)
+
+
+async def wait_for(
+    config: MemoryConfig, run_id: str, accept: Callable[[AgentEvent], bool]
+) -> AgentEvent:
+    """The first event of the run's log that ``accept`` accepts (polling)."""
+    async with open_memory(config, run_id, migrate=False) as m:
+        log = m.events("run")
+        with anyio.fail_after(90):
+            while True:
+                try:
+                    for event in await log.read_events(count=10_000):
+                        if accept(event):
+                            return event
+                except ServerUnavailableError:
+                    pass
+                await anyio.sleep(0.05)
+
+
+async def problems(config: MemoryConfig, run_id: str, stdout: str) -> list[str]:
+    out = outcome(stdout)
+    assert all(s["state"] == "approved" for s in out.record["sections"])
+    async with open_memory(config, run_id, migrate=False) as m:
+        return await run_problems(
+            m.memory,
+            m.db,
+            report=out.report,
+            record=out.record,
+            sources=load_sources(SOURCES),
+            expected_facts=expected_fact_count(),
+        )
+
+
+async def test_a_run_on_a_cluster_with_a_read_replica_completes_whole(
+    cluster: LocalCluster, postgres: ReplicatedPostgres, tmp_path: Path
+) -> None:
+    """REDIS_URL at one node, DATABASE_READ_URL at a replica: the run is whole."""
+    rid = f"cluster-{uuid.uuid4().hex[:8]}"
+    process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert await problems(config_for(cluster, postgres), rid, stdout) == []
+    assert wait_until_gone(rid) == []
+
+
+async def test_a_run_whose_primary_is_killed_mid_run_completes_whole(
+    cluster: LocalCluster, postgres: ReplicatedPostgres, tmp_path: Path
+) -> None:
+    """SIGKILL of the primary serving the run's slot once a draft exists; its replica takes
+    over and the run completes with every fact, once."""
+    rid = f"failover-{uuid.uuid4().hex[:8]}"
+    config = config_for(cluster, postgres)
+    client = await connect_redis(config)
+    assert isinstance(client, RedisCluster)
+    node = client.get_node_from_key(Keyspace(rid).fact_seq())
+    await client.aclose()
+    assert node is not None
+    victim = cluster.node_on(int(node.port))
+
+    process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
+    await wait_for(config, rid, lambda e: e.event_type == "section.drafted")
+    await anyio.to_thread.run_sync(victim.crash)
+
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    alive = next(n for n in cluster.nodes if n.running)  # REDIS_URL may name the dead node
+    after = MemoryConfig(redis_url=alive.url, database_url=postgres.url, connect_timeout=1.0)
+    assert await problems(after, rid, stdout) == []
+    assert wait_until_gone(rid) == []
