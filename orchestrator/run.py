@@ -46,7 +46,14 @@ from memory import (
 )
 from memory.keys import path_part
 from orchestrator.progress import Progress
-from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
+from orchestrator.report import (
+    cited_ids,
+    dump_json,
+    final_drafts,
+    render_markdown,
+    run_record,
+    section_histories,
+)
 from orchestrator.supervisor import AgentSpec, Supervisor
 from orchestrator.tracker import RunState, RunTracker
 
@@ -220,12 +227,13 @@ async def _write_outputs(  # noqa: PLR0917
     started: float,
 ) -> tuple[Path, Path]:
     drafts = await final_drafts(db, state)
+    histories = await section_histories(db, state, drafts)
     facts = await memory.get_facts(cited_ids(drafts))
     reports = Path(settings.reports_dir)
     await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
     report_path = reports / f"{path_part(run_id)}.md"
     record_path = reports / f"{path_part(run_id)}.json"
-    await anyio.Path(report_path).write_text(render_markdown(run_id, state, drafts, facts))
+    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, facts))
     timings["total"] = time.monotonic() - started
     record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)
     await anyio.Path(record_path).write_text(dump_json(record))
