@@ -23,6 +23,7 @@ from orchestrator.compose import (
     sources_table,
     summary,
 )
+from orchestrator.supervisor import Restart
 from orchestrator.tracker import RunState
 
 
@@ -115,21 +116,27 @@ def render_markdown(
     return "\n".join(lines)
 
 
-async def run_record(
-    state: RunState,
-    memory: RedisAgentMemory,
-    events: EventStore,
-    db: SharedAgentDB,
-    *,
-    run_id: str,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Everything about the run: events, every draft version, every fact, timings."""
+async def read_log(events: EventStore) -> list[AgentEvent]:
+    """Every event of the run's stream, oldest first."""
     log: list[AgentEvent] = []
     since = "0-0"
     while page := await events.read_events(since=since, count=1000):
         log += page
         since = page[-1].event_id or since
+    return log
+
+
+async def run_record(
+    state: RunState,
+    memory: RedisAgentMemory,
+    log: list[AgentEvent],
+    db: SharedAgentDB,
+    *,
+    run_id: str,
+    timings: dict[str, float],
+    restarts: list[Restart],
+) -> dict[str, Any]:
+    """Everything about the run: events, restarts, every draft version, every fact, timings."""
     by_section: dict[str, list[Fact]] = {}
     drafts: dict[str, list[Document]] = {}
 
@@ -156,6 +163,9 @@ async def run_record(
             for s in state.sections.values()
         ],
         "events": [e.model_dump(mode="json") for e in log],
+        "restarts": [
+            {"at": r.at.isoformat(), "agent": r.agent, "exit_code": r.exit_code} for r in restarts
+        ],
         "drafts": {
             section: [
                 {

@@ -50,11 +50,13 @@ from orchestrator.report import (
     cited_ids,
     dump_json,
     final_drafts,
+    read_log,
     render_markdown,
     run_record,
     section_histories,
 )
-from orchestrator.supervisor import AgentSpec, Supervisor
+from orchestrator.supervisor import AgentSpec, Restart, Supervisor
+from orchestrator.timeline import timeline_html
 from orchestrator.tracker import RunState, RunTracker
 
 logger = logging.getLogger(__name__)
@@ -143,7 +145,15 @@ async def run_report(
         async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
             with attempt:
                 report_path, record_path = await _write_outputs(
-                    settings, run_id, state, memory, events, db, timings, started
+                    settings,
+                    run_id,
+                    state,
+                    memory,
+                    events,
+                    db,
+                    timings,
+                    started,
+                    supervisor.restart_log,
                 )
                 done = RunCompleted(report_path=str(report_path))
                 await _announce(events, EventType.RUN_COMPLETED, done)
@@ -225,6 +235,7 @@ async def _write_outputs(  # noqa: PLR0917
     db: SharedAgentDB,
     timings: dict[str, float],
     started: float,
+    restarts: list[Restart],
 ) -> tuple[Path, Path]:
     drafts = await final_drafts(db, state)
     histories = await section_histories(db, state, drafts)
@@ -235,6 +246,11 @@ async def _write_outputs(  # noqa: PLR0917
     record_path = reports / f"{path_part(run_id)}.json"
     await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, facts))
     timings["total"] = time.monotonic() - started
-    record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)
+    log = await read_log(events)
+    record = await run_record(
+        state, memory, log, db, run_id=run_id, timings=timings, restarts=restarts
+    )
     await anyio.Path(record_path).write_text(dump_json(record))
+    picture = timeline_html(run_id, state.topic, log, await events.dead_letters(1000), restarts)
+    await anyio.Path(reports / f"{path_part(run_id)}.html").write_text(picture)
     return report_path, record_path
