@@ -26,6 +26,7 @@ from memory.errors import AgentMemoryError
 from memory.events import EventStore
 from memory.keys import validate_id
 from memory.namespace import drop_redis_namespace
+from memory.run_index import RunIndex
 from memory.shared_db import SharedAgentDB
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ class Memory(AsyncResource):
             max_deliveries=max_deliveries,
             reclaim_idle_ms=reclaim_idle_ms,
         )
+
+    @property
+    def runs(self) -> RunIndex:
+        """The index of every run (shared by all namespaces), on the shared client."""
+        return RunIndex(self._client)
 
     async def drop(self) -> tuple[int, int]:
         """Delete this namespace: every Redis key and every document version.

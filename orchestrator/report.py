@@ -79,7 +79,7 @@ def cited_ids(drafts: dict[str, Document]) -> list[int]:
 def render_markdown(
     run_id: str, state: RunState, histories: dict[str, SectionHistory], facts: list[Fact]
 ) -> str:
-    """The report: title, introduction, summary, every section once, then its sources."""
+    """The report: title, introduction, every section once, a summary, then its sources."""
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     drafts = [h.draft for h in histories.values()]
     numbers = citation_numbers(drafts)
@@ -94,14 +94,14 @@ def render_markdown(
         "",
         introduction(state.topic, drafts, facts),
         "",
-        "## Summary",
-        "",
-        *summary(drafts, facts, numbers),
-        "",
     ]
     for history in histories.values():
         lines += [section_markdown(history.draft, numbers), "", provenance(history), ""]
     lines += [
+        "## Summary",
+        "",
+        *summary(drafts, facts, numbers),
+        "",
         "## Sources",
         "",
         *sources_table(facts, numbers),

@@ -55,6 +55,7 @@ from orchestrator.report import (
     run_record,
     section_histories,
 )
+from orchestrator.runs import close_entry, failure_text, open_entry
 from orchestrator.supervisor import AgentSpec, Restart, Supervisor
 from orchestrator.timeline import timeline_html
 from orchestrator.tracker import RunState, RunTracker
@@ -123,6 +124,12 @@ async def run_report(
         memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
 
+        entry = await open_entry(m.runs, events, run_id, topic)
+        if entry.resumed:
+            progress.message(
+                f"[yellow]resuming run {run_id}[/] (started {entry.started_at:%Y-%m-%d %H:%M:%S} "
+                "UTC): what it already did is kept and not done again"
+            )
         request = RunRequested(topic=topic, sources=list(sources))
         await _announce(events, EventType.RUN_REQUESTED, request)
         supervisor = Supervisor(
@@ -131,14 +138,20 @@ async def run_report(
             Path(settings.data_dir) / "logs" / path_part(run_id),
             notify=progress.message,
         )
-        state = await _follow(
-            settings,
-            supervisor=supervisor,
-            memory=memory,
-            events=events,
-            progress=progress,
-            writers=writers,
-        )
+        state = RunState()
+        try:
+            await _follow(
+                settings,
+                state,
+                supervisor=supervisor,
+                memory=memory,
+                events=events,
+                progress=progress,
+                writers=writers,
+            )
+        except BaseException as exc:
+            await close_entry(m.runs, entry, state, error=failure_text(exc))
+            raise
         timings["agents"] = time.monotonic() - started - timings["connect"]
         timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
 
@@ -157,6 +170,7 @@ async def run_report(
                 )
                 done = RunCompleted(report_path=str(report_path))
                 await _announce(events, EventType.RUN_COMPLETED, done)
+        await close_entry(m.runs, entry, state, report_path=str(report_path))
     return RunResult(run_id, report_path, record_path, state, timings)
 
 
@@ -176,16 +190,17 @@ async def _open(stack: AsyncExitStack, config: MemoryConfig, run_id: str) -> Mem
 
 async def _follow(
     settings: Settings,
+    state: RunState,
     *,
     supervisor: Supervisor,
     memory: RedisAgentMemory,
     events: EventStore,
     progress: Progress,
     writers: int,
-) -> RunState:
-    """Run the agents and follow the log until every section is settled."""
+) -> None:
+    """Run the agents and follow the log, folding it into ``state``, until every section is
+    settled."""
     tracker = RunTracker()
-    state = tracker.initial()
     try:
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
@@ -201,7 +216,6 @@ async def _follow(
             f"see the agent logs in {supervisor.log_dir}"
         )
         raise RunFailedError(msg) from exc
-    return state
 
 
 async def _watch(
