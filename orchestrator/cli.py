@@ -19,6 +19,7 @@ from typing import Annotated, NoReturn, ParamSpec
 
 import anyio
 import typer
+import uvicorn
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -41,6 +42,7 @@ from orchestrator.inspection import show_dead_letters, show_run
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+from web import DEFAULT_PORT, HOST, create_app
 
 P = ParamSpec("P")
 
@@ -373,6 +375,26 @@ def forget(
     with _servers(settings) as ready:
         keys, versions = anyio.run(go, ready)
     console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
+
+
+@app.command(short_help="Show the runs in a web browser.")
+@_one_line_errors
+def serve(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port to listen on.", metavar="PORT")
+    ] = DEFAULT_PORT,
+) -> None:
+    """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
+    reviews, facts, timeline and dead letters, updated live while a run goes on."""
+    settings = _settings()
+    with _servers(settings) as ready:
+        console.print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+        uvicorn.run(  # stops on Ctrl-C, then the local servers stop
+            create_app(ready.memory_config(client_name="agentmem:web")),
+            host=HOST,
+            port=port,
+            log_level="warning",
+        )
 
 
 def main() -> None:
