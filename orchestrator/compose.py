@@ -56,10 +56,13 @@ def section_markdown(draft: Draft, numbers: dict[int, int]) -> str:
 def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
     """What the report covers, in which order, and where its statements come from."""
     titles = [d.title for d in drafts]
+    topic = topic.strip().rstrip(".")
+    if topic[:1].isupper() and topic[1:2].islower():  # "Shared memory" reads on as "shared memory"
+        topic = topic[0].lower() + topic[1:]
     sources = sorted({f.metadata.get("source", "unknown") for f in facts})
     listed = _join(titles)
     return (
-        f"This report covers {topic.rstrip('.')}. It has {len(drafts)} "
+        f"This report covers {topic}. It has {len(drafts)} "
         f"section{'s' if len(drafts) != 1 else ''}: {listed}. Every statement in it is a "
         f"sentence quoted from one of {len(sources)} source document"
         f"{'s' if len(sources) != 1 else ''}, and the numbers in brackets point to the "
