@@ -15,7 +15,13 @@ from agents.documents import Draft, ReviewRecord
 from memory.facts import Fact
 from memory.shared_db import Document
 
-_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)")
+_NAME_RUN = re.compile(r"(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.))*")
+_MONTHS = frozenset(
+    {
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +77,42 @@ def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
 
 
 def summary(drafts: list[Draft], facts: list[Fact], numbers: dict[int, int]) -> list[str]:
-    """One line per section: its title and the first fact it cites, with its number."""
+    """One line per section, repeating no sentence: how many facts it rests on, their numbers,
+    and the names it is about (the proper names, commands and years its facts mention most)."""
     by_id = {f.id: f for f in facts}
     lines = []
     for draft in drafts:
-        first = next((by_id[c] for c in draft.citations if c in by_id), None)
-        if first is None:
+        cited = [by_id[c] for c in draft.citations if c in by_id]
+        if not cited:
             lines.append(f"- **{draft.title}**: no facts were found in the sources.")
             continue
-        text = first.fact.strip()
-        text = text if text.endswith((".", "!", "?")) else f"{text}."
-        lines.append(f"- **{draft.title}**: {text} {cite([first.id], numbers)}")
+        about = key_terms([f.fact for f in cited], exclude=draft.title)
+        cites = ranges(sorted(numbers[f.id] for f in cited))
+        topics = f", about {_join(about)}" if about else ""
+        lines.append(
+            f"- **{draft.title}** rests on {len(cited)} fact{'s' * (len(cited) > 1)} "
+            f"[{cites}]{topics}."
+        )
     return lines
+
+
+def key_terms(sentences: list[str], *, exclude: str = "", limit: int = 4) -> list[str]:
+    """The names the sentences mention most: runs of capitalised words ("H. T. Kung", "Apache
+    Kafka", "XAUTOCLAIM"), not a sentence's opening word, not a month, not in ``exclude``;
+    ties keep the order of first mention."""
+    skip = {w.lower() for w in exclude.split()}
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        for match in _NAME_RUN.finditer(sentence):
+            words = match.group(0).split()
+            if match.start() == 0:
+                words = words[1:]
+            while words and (words[0].lower() in skip or words[0] in _MONTHS):
+                words = words[1:]
+            name = " ".join(words)
+            if len(name) > 2 and name.lower() not in skip:
+                counts[name] = counts.get(name, 0) + 1
+    return sorted(counts, key=lambda w: -counts[w])[:limit]
 
 
 def sources_table(facts: list[Fact], numbers: dict[int, int]) -> list[str]:

@@ -47,12 +47,16 @@ def test_sources_are_listed_once_with_counts_and_numbers_not_their_sentences() -
     assert not any("One." in row for row in rows)
 
 
-def test_the_summary_states_each_sections_first_cited_fact() -> None:
-    """Each summary line names the section and quotes its first fact whole, with its number."""
-    facts = [fact(5, "Optimistic concurrency was proposed by H. T. Kung in 1981", "x.md")]
-    lines = summary([draft("occ", [5])], facts, {5: 1})
+def test_the_summary_names_each_sections_facts_without_repeating_them() -> None:
+    """Each summary line gives the section's citation numbers and the names its facts mention."""
+    facts = [
+        fact(5, "In 1981 H. T. Kung proposed optimistic concurrency control.", "x.md"),
+        fact(6, "PostgreSQL checks versions; PostgreSQL retries need jitter.", "x.md"),
+    ]
+    lines = summary([draft("occ", [5], [6])], facts, {5: 1, 6: 2})
 
-    assert lines == ["- **Occ**: Optimistic concurrency was proposed by H. T. Kung in 1981. [1]"]
+    assert lines == ["- **Occ** rests on 2 facts [1-2], about H. T. Kung and PostgreSQL."]
+    assert not any(f.fact in lines[0] for f in facts)
 
 
 def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None:
