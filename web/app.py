@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
@@ -19,7 +19,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from agents.protocol import RUN_STREAM, EventType
-from memory import InvalidIdError, MemoryConfig, open_memory
+from memory import EventStore, InvalidIdError, MemoryConfig, open_memory
+from memory.connections import RedisClient, connect_redis
 from memory.keys import validate_id
 from web.data import load_run
 from web.pages import not_found, run_body, run_page, runs_page
@@ -30,7 +31,22 @@ _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
 def create_app(config: MemoryConfig) -> Starlette:
-    """The web view over the stores ``config`` points at."""
+    """The web view over the stores ``config`` points at.
+
+    Pages open the stores per request. The live streams share one Redis client that the app
+    opens at startup and closes at shutdown: a stream the browser leaves is cancelled while
+    it waits, and holds nothing of its own that would need closing.
+    """
+    streams: list[RedisClient] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = await connect_redis(config)
+        streams.append(client)
+        try:
+            yield
+        finally:
+            await client.aclose()
 
     async def runs(request: Request) -> Response:
         async with open_memory(config, "web", migrate=False) as m:
@@ -61,7 +77,7 @@ def create_app(config: MemoryConfig) -> Starlette:
         if run_id is None or not _ENTRY_ID.match(after):
             return Response("bad run id or event id", status_code=400)
         return StreamingResponse(
-            _events(config, run_id, after),
+            _events(EventStore(streams[0], run_id, RUN_STREAM), after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -82,13 +98,14 @@ def create_app(config: MemoryConfig) -> Starlette:
         return RedirectResponse(f"/runs/{quote(run_id, safe='')}", status_code=303)
 
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", runs),
             Route("/runs/{run_id}", run),
             Route("/runs/{run_id}/body", body),
             Route("/runs/{run_id}/stream", stream),
             Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),
-        ]
+        ],
     )
 
 
@@ -99,12 +116,9 @@ def _run_id(request: Request) -> str | None:
         return None
 
 
-async def _events(config: MemoryConfig, run_id: str, after: str) -> AsyncIterator[str]:
+async def _events(log: EventStore, after: str) -> AsyncIterator[str]:
     """The run's events after ``after``, one server-sent event each, until the run completes."""
-    async with (
-        open_memory(config, run_id, migrate=False) as m,
-        aclosing(m.events(RUN_STREAM).subscribe(after)) as events,
-    ):
+    async with aclosing(log.subscribe(after)) as events:
         async for event in events:
             yield f"id: {event.event_id}\ndata: {event.event_type} by {event.agent_id}\n\n"
             if event.event_type == EventType.RUN_COMPLETED:
