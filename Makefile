@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-cluster cluster replica lint fmt bench chaos clean
+.PHONY: install demo test test-browser test-cluster cluster replica lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The web view in a real browser: Debian's chromium (installed here if missing, needs root)
+# driven by Playwright, which cannot download its own browser in this environment.
+test-browser: $(STAMP)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pip install --quiet -e '.[dev,browser]'
+	$(BIN)/python -m pytest -m browser tests/web $(PYTEST_ARGS)
 
 # The memory tests again, against a local 3-primary + 3-replica Redis Cluster (~40 s).
 test-cluster: $(STAMP)

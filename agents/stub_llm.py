@@ -5,7 +5,8 @@ It answers the same four tasks as a real model, from what it is given and nothin
 - ``plan``: one section per source, titled by the source's first heading.
 - ``extract``: the source's informative sentences, each quoted verbatim (sentences with
   figures, names or dates first), at most :data:`MAX_FACTS` per source.
-- ``write``: paragraphs built from the section's facts, each citing the facts it states. A
+- ``write``: paragraphs built from the section's facts in source order, each citing the
+  facts it states; neighbouring sentences that share a subject word share a paragraph. A
   first draft covers only the first :data:`FIRST_DRAFT_SHARE` of the facts, as a hurried first
   draft would; a revision (a previous draft or review comments given) covers all of them.
 - ``review``: checks it can compute: every paragraph cites a fact, every citation is a fact of
@@ -42,11 +43,58 @@ MAX_FACTS = 8
 FIRST_DRAFT_SHARE = 0.6
 MIN_COVERAGE = 0.8
 MIN_CHARS, MAX_CHARS = 40, 6000
-FACTS_PER_PARAGRAPH = 2
+MAX_PER_PARAGRAPH = 3
 
 # A sentence ends at . ! or ? before a capital, except after an initial ("H. T. Kung").
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+(?=[A-Z0-9\"'(])")
 _NEEDS_CONTEXT = re.compile(r"^(It|Its|This|These|That|They|Their|He|She|His|Her)\b")
+_GLUE = frozenset(
+    [
+        "that",
+        "this",
+        "these",
+        "those",
+        "with",
+        "from",
+        "into",
+        "when",
+        "which",
+        "while",
+        "where",
+        "there",
+        "their",
+        "they",
+        "them",
+        "than",
+        "then",
+        "have",
+        "has",
+        "been",
+        "were",
+        "will",
+        "would",
+        "could",
+        "should",
+        "does",
+        "also",
+        "only",
+        "more",
+        "most",
+        "such",
+        "each",
+        "every",
+        "other",
+        "another",
+        "because",
+        "after",
+        "before",
+        "over",
+        "under",
+        "about",
+        "same",
+        "first",
+    ]
+)
 _INFORMATIVE = re.compile(r"\d|\b[A-Z][a-zA-Z]+\b.*\b[A-Z][a-zA-Z]+\b")
 
 
@@ -120,15 +168,26 @@ def extract(payload: Mapping[str, Any]) -> Extraction:
 
 
 def write(payload: Mapping[str, Any]) -> SectionDraft:
-    """Paragraphs stating the facts, each citing them; a first draft covers only some."""
-    facts = payload["facts"]
+    """Paragraphs stating the facts in source order, each citing them; a first draft covers
+    only some. Neighbouring sentences share a paragraph when they share a subject."""
+    facts = sorted(payload["facts"], key=lambda f: int(f["id"]))  # ids follow source order
     if payload.get("previous") is None and not payload.get("comments"):
         facts = facts[: max(1, math.ceil(len(facts) * FIRST_DRAFT_SHARE))]
-    paragraphs = []
-    for start in range(0, len(facts), FACTS_PER_PARAGRAPH):
-        group = facts[start : start + FACTS_PER_PARAGRAPH]
-        text = " ".join(_as_sentence(f["fact"]) for f in group)
-        paragraphs.append(Paragraph(text=text, citations=[int(f["id"]) for f in group]))
+    groups: list[list[Mapping[str, Any]]] = []
+    for fact in facts:
+        last = groups[-1] if groups else []
+        words = set().union(*(_content_words(f["fact"]) for f in last)) if last else set()
+        if last and len(last) < MAX_PER_PARAGRAPH and words & _content_words(fact["fact"]):
+            last.append(fact)
+        else:
+            groups.append([fact])
+    paragraphs = [
+        Paragraph(
+            text=" ".join(_as_sentence(f["fact"]) for f in group),
+            citations=[int(f["id"]) for f in group],
+        )
+        for group in groups
+    ]
     if not paragraphs:
         note = f"No facts about {payload['section']['title']} were found in the sources."
         paragraphs.append(Paragraph(text=note, citations=[]))
@@ -159,6 +218,12 @@ def review(payload: Mapping[str, Any]) -> Review:
     if not MIN_CHARS <= length <= MAX_CHARS:
         comments.append(f"Length {length} characters is outside {MIN_CHARS}-{MAX_CHARS}.")
     return Review(approved=not comments, comments=comments)
+
+
+def _content_words(sentence: str) -> set[str]:
+    """The sentence's words that carry its subject (long, not grammatical glue), lowercased."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9-]{3,}", sentence)}
+    return words - _GLUE
 
 
 def _rank(sentence: str) -> int:

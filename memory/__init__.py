@@ -6,6 +6,7 @@
 - :class:`SharedAgentDB`: versioned documents with optimistic locking (PostgreSQL).
 - :func:`open_memory` / :class:`MemoryConfig`: the one way a process opens all of them, on one
   Redis client and one PostgreSQL pool, with connect and command timeouts.
+- :class:`RunIndex`: which runs exist, newest first (Redis).
 - :class:`DurableWriter` / :class:`WriteAheadLog`: writes that survive a lost Redis.
 """
 
@@ -35,6 +36,7 @@ from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
 from memory.retry import retrying
+from memory.run_index import RunEntry, RunIndex
 from memory.shared_db import Document, SharedAgentDB
 from memory.status import AgentStatus
 from memory.stores import Memory, open_memory
@@ -67,6 +69,8 @@ __all__ = [
     "PoisonMessageError",
     "Projection",
     "RedisAgentMemory",
+    "RunEntry",
+    "RunIndex",
     "ServerUnavailableError",
     "SharedAgentDB",
     "StaleFencingTokenError",

@@ -170,3 +170,9 @@ class Keyspace:
 
     def dead_letters(self, name: str) -> str:
         return self._key("dlq", encode_part(name, "stream"))
+
+
+# The run index lives outside every namespace (no namespace's SCAN pattern matches it) and in
+# one hash slot, so the list and the records change together on a cluster.
+RUN_INDEX_ORDER = "agentmem-runs:{index}:order"
+RUN_INDEX_RECORDS = "agentmem-runs:{index}:records"

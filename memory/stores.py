@@ -32,6 +32,7 @@ from memory.keys import validate_id
 from memory.limits import Limits
 from memory.namespace import drop_redis_namespace
 from memory.retry import retrying
+from memory.run_index import RunIndex
 from memory.shared_db import SharedAgentDB
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,11 @@ class Memory(AsyncResource):
             reclaim_idle_ms=reclaim_idle_ms,
             limits=self.limits,
         )
+
+    @property
+    def runs(self) -> RunIndex:
+        """The index of every run (shared by all namespaces), on the shared client."""
+        return RunIndex(self._client)
 
     async def drop(self) -> tuple[int, int]:
         """Delete this namespace: every Redis key and every document version.

@@ -1,4 +1,4 @@
-"""``agentmem``: run the agents on a topic, and inspect what a run left behind.
+"""The ``agentmem`` command: run the agents on a topic, list runs, and look inside one.
 
 Configuration comes from the environment (see ``agents/settings.py`` and the README); the
 options here are per run. Without ``REDIS_URL`` / ``DATABASE_URL`` the commands start local
@@ -19,8 +19,10 @@ from typing import Annotated, NoReturn, ParamSpec
 
 import anyio
 import typer
+import uvicorn
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from agents.__main__ import serve_agent
@@ -29,22 +31,34 @@ from agents.settings import Settings
 from devservers import local_servers
 from memory import (
     AgentMemoryError,
-    DeadLetter,
     InvalidConfigError,
     InvalidIdError,
+    RunEntry,
     leaves,
     open_memory,
 )
 from memory.keys import validate_id
-from orchestrator.inspection import show_run
+from orchestrator.inspection import dead_letters as read_dead_letters
+from orchestrator.inspection import show_dead_letters, show_run
 from orchestrator.progress import Progress
 from orchestrator.run import new_run_id, run_report
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+from web import DEFAULT_PORT, HOST, create_app
 
 P = ParamSpec("P")
 
+HELP = """Run research, writing and review agents on a folder of notes and write a report.
+
+Settings come from environment variables (see the README). When REDIS_URL and DATABASE_URL
+are not set, each command starts local Redis and PostgreSQL servers and stops them at the end.
+"""
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no boxes, no type labels on flags
 )
 console = Console()
 errors = Console(stderr=True)
@@ -115,8 +129,9 @@ def _run_id(value: str) -> str:
 
 
 @contextmanager
-def _servers(settings: Settings) -> Iterator[Settings]:
-    """The settings with server URLs: the configured ones, or local servers started now."""
+def _servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
+    """The settings with server URLs: the configured ones, or local servers started now (said
+    on stderr unless ``quiet``)."""
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
     missing = [
@@ -124,14 +139,15 @@ def _servers(settings: Settings) -> Iterator[Settings]:
     ]
     if missing:
         unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
-        console.print(f"[dim]starting local {' and '.join(missing)} ({unset} unset)…[/]")
+        if not quiet:
+            errors.print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
     data_dir = Path(settings.data_dir) / "servers"
     started = time.monotonic()
     with local_servers(
         redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
     ) as urls:
-        if missing:
-            console.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
+        if missing and not quiet:
+            errors.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
             update={
                 "redis_url": SecretStr(urls.redis_url),
@@ -140,7 +156,7 @@ def _servers(settings: Settings) -> Iterator[Settings]:
         )
 
 
-@app.command()
+@app.command(short_help="Run the agents on the sources and write the report.")
 @_one_line_errors
 def run(
     topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
@@ -187,7 +203,7 @@ def run(
         f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
     )
     try:
-        with _servers(settings) as ready:
+        with _servers(settings, quiet=quiet) as ready:
             result = anyio.run(
                 lambda: run_report(
                     ready,
@@ -203,11 +219,19 @@ def run(
     except KeyboardInterrupt:
         _fail("interrupted; agents and servers stopped", code=130)
     t = result.timings
+    if quiet:
+        console.print(str(result.report_path), soft_wrap=True, highlight=False)
+        return
     progress.message(
         f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
         f"agents {t['agents']:.1f} s, of which agents waited {t['llm_by_agents']:.2f} s "
-        f"for the LLM in total); record: {result.record_path}"
+        "for the LLM in total)"
     )
+    for name, path in (
+        ("Record", result.record_path),
+        ("Timeline", result.report_path.with_suffix(".html")),
+    ):
+        console.print(f"{name}: {path}", soft_wrap=True, highlight=False)
     console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
 
 
@@ -237,94 +261,183 @@ def agent(
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
 
 
-@app.command()
+@app.command(short_help="List the runs, newest first.")
+@_one_line_errors
+def runs(
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="Show at most this many.", metavar="N")
+    ] = 20,
+) -> None:
+    """List the runs, newest first: id, topic, state, sections, duration, start time."""
+    settings = _settings()
+
+    async def go(ready: Settings) -> list[RunEntry]:
+        async with open_memory(ready.memory_config(), "runs") as m:
+            return await m.runs.newest(limit)
+
+    with _servers(settings) as ready:
+        entries = anyio.run(go, ready)
+    if not entries:
+        console.print("no runs yet; start one with: agentmem run")
+        return
+    table = Table(expand=False)
+    for column in ("run", "topic", "state", "sections", "duration"):
+        table.add_column(column, overflow="fold")
+    table.add_column("started (UTC)", no_wrap=True)
+    for entry in entries:
+        seconds = entry.seconds
+        state = {"completed": "[green]completed[/]", "failed": "[red]failed[/]"}.get(
+            entry.state, entry.state
+        )
+        table.add_row(
+            entry.run_id,
+            entry.topic if len(entry.topic) <= 32 else f"{entry.topic[:31]}…",
+            state,
+            f"{entry.approved}/{entry.sections}" if entry.sections else "-",
+            "-" if seconds is None else f"{seconds:.1f} s",
+            f"{entry.started_at:%Y-%m-%d %H:%M:%S}",
+        )
+    console.print(table)
+
+
+@app.command(short_help="Show a run: sections, failures, versions.")
 @_one_line_errors
 def inspect(
-    run_id: Annotated[str, typer.Argument(help="The run to inspect.", callback=_run_id)],
-    facts: Annotated[bool, typer.Option("--facts", help="List the run's facts.")] = False,
-    events: Annotated[bool, typer.Option("--events", help="List the run's events.")] = False,
-    section: Annotated[str | None, typer.Option(help="List every version of one section.")] = None,
+    run_id: Annotated[
+        str, typer.Argument(help="The run to look at.", callback=_run_id, metavar="RUN_ID")
+    ],
+    facts: Annotated[bool, typer.Option("--facts", help="Also list the run's facts.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Also list the run's events.")] = False,
+    section: Annotated[
+        str | None,
+        typer.Option(
+            help="Show every version of this section, its reviews and what changed.",
+            metavar="SECTION",
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show event payloads whole, not shortened.")
+    ] = False,
 ) -> None:
-    """Show a finished run: its sections, and on request its facts, events or versions."""
+    """Show a run: its sections, why it failed if it did, and on request more detail."""
     settings = _settings()
     with _servers(settings) as ready:
         found = anyio.run(
-            lambda: show_run(ready, run_id, console, facts=facts, events=events, section=section)
+            lambda: show_run(
+                ready, run_id, console, facts=facts, events=events, section=section, full=full
+            )
         )
     if not found:
-        _fail(
-            f"run {run_id!r} has no events here; "
-            "are REDIS_URL and AGENTMEM_DATA_DIR the same as for the run?"
-        )
+        _unknown_run(run_id)
 
 
-@app.command("dead-letters")
+def _unknown_run(run_id: str) -> NoReturn:
+    _fail(
+        f"run {run_id!r} has no events here; `agentmem runs` lists the runs "
+        "(are REDIS_URL and AGENTMEM_DATA_DIR the same as for the run?)"
+    )
+
+
+@app.command("dead-letters", short_help="List the handoffs the agents gave up on.")
 @_one_line_errors
-def dead_letters(run_id: Annotated[str, typer.Argument(callback=_run_id)]) -> None:
-    """List the handoffs of a run that were dead-lettered, with the reason."""
+def dead_letters(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to look at.", callback=_run_id, metavar="RUN_ID")
+    ],
+    full: Annotated[
+        bool, typer.Option("--full", help="Show what each one carried in full.")
+    ] = False,
+) -> None:
+    """List the handoffs the agents of a run gave up on, and why."""
     settings = _settings()
     with _servers(settings) as ready:
-        letters = anyio.run(lambda: _dead_letters(ready, run_id))
-    if not letters:
-        console.print("no dead letters")
-    for letter in letters:
-        console.print(
-            f"[bold]{letter.dead_letter_id}[/] entry {letter.entry_id} "
-            f"group {letter.group}: {letter.reason}",
-            highlight=False,
-        )
-        console.print(f"  {letter.fields}", markup=False)
+        letters = anyio.run(lambda: read_dead_letters(ready, run_id))
+    if letters is None:
+        _unknown_run(run_id)
+    show_dead_letters(console, letters, full=full)
 
 
-async def _dead_letters(settings: Settings, run_id: str) -> list[DeadLetter]:
-    async with open_memory(settings.memory_config(), run_id) as m:
-        return await m.events(RUN_STREAM).dead_letters(count=1000)
-
-
-@app.command()
+@app.command(short_help="Hand a given-up handoff to the agents again.")
 @_one_line_errors
 def requeue(
-    run_id: Annotated[str, typer.Argument(callback=_run_id)],
-    dead_letter_id: Annotated[str, typer.Argument(help="Id shown by `agentmem dead-letters`.")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run it belongs to.", callback=_run_id, metavar="RUN_ID")
+    ],
+    dead_letter_id: Annotated[
+        str, typer.Argument(help="The id `agentmem dead-letters` shows for it.", metavar="ID")
+    ],
 ) -> None:
-    """Put a dead-lettered handoff back on the run's stream."""
+    """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
     settings = _settings()
 
-    async def go(ready: Settings) -> str:
+    async def go(ready: Settings) -> str | None:
         async with open_memory(ready.memory_config(), run_id) as m:
-            return await m.events(RUN_STREAM).requeue(dead_letter_id)
+            log = m.events(RUN_STREAM)
+            if dead_letter_id not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
+                return None
+            return await log.requeue(dead_letter_id)
 
     with _servers(settings) as ready:
         entry_id = anyio.run(go, ready)
-    console.print(f"requeued as entry {entry_id}")
+    if entry_id is None:
+        _fail(
+            f"run {run_id!r} has no dead letter {dead_letter_id!r}; "
+            f"`agentmem dead-letters {run_id}` lists them"
+        )
+    console.print(
+        f"requeued as entry {entry_id}: the agents will take it up again", highlight=False
+    )
 
 
-@app.command()
+@app.command(short_help="Delete what a run stored.")
 @_one_line_errors
 def forget(
-    run_id: Annotated[str, typer.Argument(help="The run to delete.", callback=_run_id)],
+    run_id: Annotated[
+        str, typer.Argument(help="The run to delete.", callback=_run_id, metavar="RUN_ID")
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a run: its facts, events, statuses, locks (Redis) and documents (PostgreSQL).
-
-    Reports and records already written to the reports folder are kept.
-    """
+    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept)."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     settings = _settings()
 
     async def go(ready: Settings) -> tuple[int, int]:
         async with open_memory(ready.memory_config(), run_id) as m:
-            return await m.drop()
+            dropped = await m.drop()
+            await m.runs.remove(run_id)
+            return dropped
 
     with _servers(settings) as ready:
         keys, versions = anyio.run(go, ready)
     console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
 
 
+@app.command(short_help="Show the runs in a web browser.")
+@_one_line_errors
+def serve(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port to listen on.", metavar="PORT")
+    ] = DEFAULT_PORT,
+) -> None:
+    """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
+    reviews, facts, timeline and dead letters, updated live while a run goes on."""
+    settings = _settings()
+    with _servers(settings) as ready:
+        console.print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+        uvicorn.run(  # stops on Ctrl-C, then the local servers stop
+            create_app(ready.memory_config(client_name="agentmem:web")),
+            host=HOST,
+            port=port,
+            log_level="warning",
+        )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)  # reconnects after an outage
+    # The supervisor tells the person about each restart itself; its log line would repeat it.
+    logging.getLogger("orchestrator.supervisor").setLevel(logging.ERROR)
     app()
 
 

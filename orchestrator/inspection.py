@@ -1,15 +1,42 @@
-"""``agentmem inspect``: what a finished run left in the stores, rebuilt from its log."""
+"""``agentmem inspect`` and ``agentmem dead-letters``: what a run left in the stores.
+
+The sections' states are rebuilt from the run's log; why a run failed comes from its failure
+events and its entry in the run index; a section's versions come with the review of each and
+a diff from the version before. Payloads are shortened unless ``full`` is asked for.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from agents.documents import Draft, draft_key
+from agents.documents import Draft, ReviewRecord, draft_key, review_key
 from agents.protocol import RUN_STREAM
 from agents.settings import Settings
-from memory import open_memory
-from orchestrator.tracker import RunTracker
+from memory import DeadLetter, Memory, RunEntry, open_memory
+from orchestrator.tracker import RunState, RunTracker
+
+PAYLOAD_CHARS = 160
+
+
+def brief(value: Any, limit: int = PAYLOAD_CHARS, *, full: bool = False) -> str:
+    """``value`` as compact JSON, cut to ``limit`` characters (with what was left out)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if full or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters; --full shows them)"
+
+
+async def run_exists(m: Memory) -> bool:
+    """Whether the run has an entry in the index or any event in these stores."""
+    return await m.runs.get(m.namespace) is not None or bool(
+        await m.events(RUN_STREAM).read_events(count=1)
+    )
 
 
 async def show_run(
@@ -20,42 +47,121 @@ async def show_run(
     facts: bool,
     events: bool,
     section: str | None,
+    full: bool = False,
 ) -> bool:
-    """Print the run's sections, and its facts, events or a section's versions; False if the
-    run has no events in these stores."""
+    """Print the run's state, and on request its facts, events or a section's versions;
+    False if these stores know nothing of the run."""
     async with open_memory(settings.memory_config(), run_id) as m:
-        memory, log, db = m.memory, m.events(RUN_STREAM), m.db.replica()  # a viewer: may lag
+        log = m.events(RUN_STREAM)
         state = await log.replay(RunTracker())
-        if not state.events:
+        entry = await m.runs.get(run_id)
+        if not state.events and entry is None:
             return False
-        table = Table(title=f"{run_id}: {state.topic}")
-        for column in ("section", "state", "version", "revisions"):
-            table.add_column(column)
-        for s in state.sections.values():
-            table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
-        console.print(table)
-        llm = sum(state.llm_seconds.values())
-        console.print(
-            f"{state.events} events, {state.fact_count} facts, {llm:.2f} s waiting for the LLM, "
-            f"report: {state.report_path}"
-        )
+        _summary(console, run_id, state, entry)
         if facts:
-            for category in await memory.list_categories():
-                for fact in await memory.get_facts_by_category(category):
+            for category in await m.memory.list_categories():
+                for fact in await m.memory.get_facts_by_category(category):
                     source = fact.metadata.get("source")
                     console.print(f"[F{fact.id}] ({category}, {source}) {fact.fact}", markup=False)
         if events:
             for event in await log.read_events(count=10_000):
                 console.print(
                     f"{event.event_id} {event.timestamp:%H:%M:%S.%f} {event.agent_id:<12} "
-                    f"{event.event_type} {event.payload}",
+                    f"{event.event_type} {brief(event.payload, full=full)}",
                     markup=False,
+                    highlight=False,
                 )
         if section is not None:
-            for doc in await db.history(draft_key(section)):
-                console.rule(
-                    f"{section} version {doc.version} by {doc.agent_id} at "
-                    f"{doc.created_at:%H:%M:%S} (fencing token {doc.fencing_token})"
-                )
-                console.print(Draft.model_validate(doc.value).to_markdown(), markup=False)
+            await _versions(console, m, section)
         return True
+
+
+def _summary(console: Console, run_id: str, state: RunState, entry: RunEntry | None) -> None:
+    topic = state.topic or (entry.topic if entry else "")
+    if state.sections:
+        table = Table(title=f"{run_id}: {topic}", expand=False)
+        for column in ("section", "state", "version", "revisions"):
+            table.add_column(column)
+        for s in state.sections.values():
+            table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
+        console.print(table)
+    else:
+        console.print(f"[bold]{run_id}[/]: {topic}", highlight=False)
+        console.print("no sections were planned", style="yellow")
+    llm = sum(state.llm_seconds.values())
+    console.print(
+        f"{state.events} events, {state.fact_count} facts, {llm:.2f} s waiting for the LLM",
+        highlight=False,
+    )
+    failures = list(state.failures)
+    if entry is not None and entry.error and entry.error not in " ".join(failures):
+        failures.append(entry.error)
+    if failures:
+        console.print("[bold red]why the run failed:[/]")
+        for failure in failures:
+            console.print(Text(f"  {failure}"))
+    if state.report_path:
+        console.print(f"report: {state.report_path}", soft_wrap=True, highlight=False)
+    elif entry is not None and entry.state == "running":
+        console.print("report: not written yet (the run has not finished)")
+    else:
+        console.print("report: not written (the run did not finish)")
+
+
+async def _versions(console: Console, m: Memory, section: str) -> None:
+    """Every version of the section, the review of each, and what changed between them."""
+    history = await m.db.replica().history(draft_key(section))  # a viewer: may lag
+    if not history:
+        console.print(f"section {section!r} has no drafts in this run", style="yellow")
+        return
+    reviews = await m.db.replica().read_many([review_key(section, d.version) for d in history])
+    previous: list[str] | None = None
+    for doc in history:
+        console.rule(
+            f"{section} version {doc.version} by {doc.agent_id} at "
+            f"{doc.created_at:%H:%M:%S} (fencing token {doc.fencing_token})"
+        )
+        lines = Draft.model_validate(doc.value).to_markdown().splitlines()
+        if previous is None:
+            console.print("\n".join(lines), markup=False)
+        else:
+            diff = difflib.unified_diff(
+                previous, lines, f"version {doc.version - 1}", f"version {doc.version}", lineterm=""
+            )
+            for line in diff:
+                style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+                console.print(Text(line, style=style))
+        previous = lines
+        record = reviews.get(review_key(section, doc.version))
+        if record is None:
+            console.print("review: none yet", style="dim")
+            continue
+        review = ReviewRecord.model_validate(record.value)
+        verdict = "approved" if review.approved else "revision requested"
+        console.print(f"review by {record.agent_id}: [bold]{verdict}[/]", highlight=False)
+        for comment in review.comments:
+            console.print(Text(f"  - {comment}"))
+
+
+async def dead_letters(settings: Settings, run_id: str) -> list[DeadLetter] | None:
+    """The run's dead letters; None if these stores know nothing of the run."""
+    async with open_memory(settings.memory_config(), run_id) as m:
+        if not await run_exists(m):
+            return None
+        return await m.events(RUN_STREAM).dead_letters(count=1000)
+
+
+def show_dead_letters(console: Console, letters: list[DeadLetter], *, full: bool) -> None:
+    """One block per dead letter: its id, when, which role gave up and why, what it carried."""
+    if not letters:
+        console.print("no dead letters: every handoff of this run was handled")
+        return
+    for letter in letters:
+        console.print(
+            Text.assemble(
+                (letter.dead_letter_id, "bold"),
+                f" {letter.failed_at:%Y-%m-%d %H:%M:%S} the {letter.group} agents gave up on "
+                f"entry {letter.entry_id}: {brief(letter.reason, 300, full=full)}",
+            )
+        )
+        console.print(Text(f"  carried: {brief(letter.fields, full=full)}"))

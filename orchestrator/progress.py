@@ -1,12 +1,14 @@
 """Live progress for a person: each agent's status, each section's state and draft version.
 
 On a terminal it is a live table (rich), refreshed twice a second from the agents' status
-heartbeats and the run's events; elsewhere (CI, pipes, ``--quiet`` off) one line per event.
+heartbeats and the run's events, with the time so far and how many sections are approved;
+elsewhere (CI, pipes) one line per event; with ``--quiet``, nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 
 import anyio
 from pydantic import ValidationError
@@ -46,6 +48,7 @@ class Progress:
         self.console = console
         self.quiet = quiet
         self.live = console.is_terminal and not quiet
+        self.started = time.monotonic()
 
     def message(self, text: str) -> None:
         """A one-off line (a restart, a warning), shown in every mode but quiet."""
@@ -70,22 +73,30 @@ class Progress:
                 while True:
                     with contextlib.suppress(ServerUnavailableError):  # an outage stales the table
                         agents = await memory.list_live_agents()
-                    live.update(render(state, agents))
+                    live.update(render(state, agents, time.monotonic() - self.started))
                     await anyio.sleep(0.5)
-            finally:
-                live.update(render(state, agents))  # the final state, as the run ended
+            finally:  # the final state, as the run ended
+                live.update(render(state, agents, time.monotonic() - self.started))
 
 
-def render(state: RunState, agents: list[AgentStatus]) -> Group:
-    """The agents table and the sections table."""
-    agent_table = Table(title="Agents", expand=True)
+def render(state: RunState, agents: list[AgentStatus], elapsed: float = 0.0) -> Group:
+    """The agents table and the sections table, with the time so far and how many are done."""
+    agent_table = Table(title="Agents", expand=False, title_justify="left")
     for column in ("agent", "status", "doing"):
-        agent_table.add_column(column)
+        agent_table.add_column(column, overflow="fold", max_width=60)
     for status in agents:
-        agent_table.add_row(status.agent_id, status.status, status.detail)
-    sections = Table(title=f"Sections ({state.fact_count} facts)", expand=True)
+        if state.done:  # the run is settled: what an agent last reported is over
+            agent_table.add_row(status.agent_id, "[green]finished[/]", "")
+        else:
+            agent_table.add_row(status.agent_id, status.status, status.detail)
+    settled = sum(s.state.settled for s in state.sections.values())
+    title = (
+        f"Sections: {settled}/{len(state.sections)} approved, {state.fact_count} facts, "
+        f"{elapsed:.0f} s"
+    )
+    sections = Table(title=title, expand=False, title_justify="left")
     for column in ("section", "state", "version", "round", "last agent"):
-        sections.add_column(column)
+        sections.add_column(column, overflow="fold", max_width=50)
     for section in state.sections.values():
         style = _STATE_STYLE.get(section.state, "")
         sections.add_row(

@@ -8,13 +8,22 @@ from typing import Any
 
 import anyio
 
-from agents.documents import Draft, draft_key
-from agents.protocol import SectionState
+from agents.documents import Draft, ReviewRecord, draft_key, review_key
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.events import EventStore
 from memory.facts import Fact
 from memory.shared_db import Document, SharedAgentDB
+from orchestrator.compose import (
+    SectionHistory,
+    citation_numbers,
+    introduction,
+    provenance,
+    section_markdown,
+    sources_table,
+    summary,
+)
+from orchestrator.supervisor import Restart
 from orchestrator.tracker import RunState
 
 
@@ -38,6 +47,32 @@ async def final_drafts(db: SharedAgentDB, state: RunState) -> dict[str, Document
     return drafts
 
 
+async def section_histories(
+    db: SharedAgentDB, state: RunState, drafts: dict[str, Document]
+) -> dict[str, SectionHistory]:
+    """Every section's versions up to the settled one, and the review of each version."""
+    versions: dict[str, list[Document]] = {}
+
+    async def fetch(section_id: str) -> None:
+        versions[section_id] = await db.history(draft_key(section_id))
+
+    async with anyio.create_task_group() as tg:
+        for section_id in drafts:
+            tg.start_soon(fetch, section_id)
+    keys = [review_key(s, d.version) for s, docs in versions.items() for d in docs]
+    records = await db.read_many(keys)
+    histories = {}
+    for section_id, final in drafts.items():
+        reviews = {}
+        for doc in versions[section_id]:
+            record = records.get(review_key(section_id, doc.version))
+            if record is not None:
+                reviews[doc.version] = ReviewRecord.model_validate(record.value)
+        kept = [d for d in versions[section_id] if d.version <= final.version]
+        histories[section_id] = SectionHistory(section_id, final, kept, reviews)
+    return histories
+
+
 def cited_ids(drafts: dict[str, Document]) -> list[int]:
     """Every fact id cited by the drafts, in order of first citation (read from their data)."""
     ids: dict[int, None] = {}
@@ -47,58 +82,66 @@ def cited_ids(drafts: dict[str, Document]) -> list[int]:
 
 
 def render_markdown(
-    run_id: str, state: RunState, drafts: dict[str, Document], facts: list[Fact]
+    run_id: str, state: RunState, histories: dict[str, SectionHistory], facts: list[Fact]
 ) -> str:
-    """The report: title, every section once in plan order, then the facts it cites."""
+    """The report: title, introduction, every section once, a summary, then its sources."""
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    drafts = [h.draft for h in histories.values()]
+    numbers = citation_numbers(drafts)
     lines = [
         f"# {state.topic}",
         "",
         f"*Run `{run_id}`, {created}. {len(drafts)} sections written by the writing agents "
         f"from {state.fact_count} facts the research agent extracted from the sources, each "
-        "approved by the review agent.*",
+        "reviewed by the review agent.*",
+        "",
+        "## Introduction",
+        "",
+        introduction(state.topic, drafts, facts),
         "",
     ]
-    for section_id, doc in drafts.items():
-        section = state.sections[section_id]
-        lines.append(Draft.model_validate(doc.value).to_markdown().strip())
-        approved = section.state == SectionState.APPROVED
-        verdict = "approved" if approved else "accepted at the round limit"
-        lines += [
-            "",
-            f"*Draft version {doc.version}, {section.revisions} revision(s), {verdict}.*",
-            "",
-        ]
-    lines += ["## Facts cited", ""]
-    for fact in facts:
-        source = fact.metadata.get("source", "unknown source")
-        lines.append(f"- **[F{fact.id}]** {fact.fact} — *source: {source}*")
+    for history in histories.values():
+        lines += [section_markdown(history.draft, numbers), "", provenance(history), ""]
     lines += [
+        "## Summary",
+        "",
+        *summary(drafts, facts, numbers),
+        "",
+        "## Sources",
+        "",
+        *sources_table(facts, numbers),
         "",
         "---",
-        f"Every [F*n*] is a shared fact in Redis (namespace `{run_id}`); every draft version "
-        "is kept in PostgreSQL; the full event log is in the run's record "
-        f"(`{run_id}.json`).",
+        f"Each citation number is a fact shared in Redis (namespace `{run_id}`) that quotes "
+        "its source verbatim; `agentmem inspect --facts` lists them. Every draft version is "
+        f"kept in PostgreSQL; the full event log is in the run's record (`{run_id}.json`) and "
+        f"its timeline in `{run_id}.html`.",
         "",
     ]
     return "\n".join(lines)
 
 
-async def run_record(
-    state: RunState,
-    memory: RedisAgentMemory,
-    events: EventStore,
-    db: SharedAgentDB,
-    *,
-    run_id: str,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Everything about the run: events, every draft version, every fact, timings."""
+async def read_log(events: EventStore) -> list[AgentEvent]:
+    """Every event of the run's stream, oldest first."""
     log: list[AgentEvent] = []
     since = "0-0"
     while page := await events.read_events(since=since, count=1000):
         log += page
         since = page[-1].event_id or since
+    return log
+
+
+async def run_record(
+    state: RunState,
+    memory: RedisAgentMemory,
+    log: list[AgentEvent],
+    db: SharedAgentDB,
+    *,
+    run_id: str,
+    timings: dict[str, float],
+    restarts: list[Restart],
+) -> dict[str, Any]:
+    """Everything about the run: events, restarts, every draft version, every fact, timings."""
     by_section: dict[str, list[Fact]] = {}
     drafts: dict[str, list[Document]] = {}
 
@@ -125,6 +168,9 @@ async def run_record(
             for s in state.sections.values()
         ],
         "events": [e.model_dump(mode="json") for e in log],
+        "restarts": [
+            {"at": r.at.isoformat(), "agent": r.agent, "exit_code": r.exit_code} for r in restarts
+        ],
         "drafts": {
             section: [
                 {

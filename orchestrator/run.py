@@ -45,8 +45,18 @@ from memory import (
 )
 from memory.keys import path_part
 from orchestrator.progress import Progress
-from orchestrator.report import cited_ids, dump_json, final_drafts, render_markdown, run_record
-from orchestrator.supervisor import AgentSpec, Supervisor
+from orchestrator.report import (
+    cited_ids,
+    dump_json,
+    final_drafts,
+    read_log,
+    render_markdown,
+    run_record,
+    section_histories,
+)
+from orchestrator.runs import close_entry, failure_text, open_entry
+from orchestrator.supervisor import AgentSpec, Restart, Supervisor
+from orchestrator.timeline import timeline_html
 from orchestrator.tracker import RunState, RunTracker
 
 logger = logging.getLogger(__name__)
@@ -112,6 +122,12 @@ async def run_report(
         memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
 
+        entry = await open_entry(m.runs, events, run_id, topic)
+        if entry.resumed:
+            progress.message(
+                f"[yellow]resuming run {run_id}[/] (started {entry.started_at:%Y-%m-%d %H:%M:%S} "
+                "UTC): what it already did is kept and not done again"
+            )
         request = RunRequested(topic=topic, sources=list(sources))
         await _announce(events, EventType.RUN_REQUESTED, request)
         supervisor = Supervisor(
@@ -121,18 +137,22 @@ async def run_report(
             notify=progress.message,
         )
         specs = agent_specs(writers, reviewers, researchers)
+        state = RunState()
         try:
-            state = await _follow(
+            await _follow(
                 settings,
+                state,
                 supervisor=supervisor,
                 memory=memory,
                 events=events,
                 progress=progress,
                 specs=specs,
             )
-        except RunFailedError as exc:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await _announce_failure(events, str(exc))
+        except BaseException as exc:
+            if isinstance(exc, RunFailedError):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await _announce_failure(events, str(exc))
+            await close_entry(m.runs, entry, state, error=failure_text(exc))
             raise
         timings["agents"] = time.monotonic() - started - timings["connect"]
         timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
@@ -140,10 +160,19 @@ async def run_report(
         async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
             with attempt:
                 report_path, record_path = await _write_outputs(
-                    settings, run_id, state, memory, events, db, timings, started
+                    settings,
+                    run_id,
+                    state,
+                    memory,
+                    events,
+                    db,
+                    timings,
+                    started,
+                    supervisor.restart_log,
                 )
                 done = RunCompleted(report_path=str(report_path))
                 await _announce(events, EventType.RUN_COMPLETED, done)
+        await close_entry(m.runs, entry, state, report_path=str(report_path))
     return RunResult(run_id, report_path, record_path, state, timings)
 
 
@@ -163,16 +192,17 @@ async def _announce_failure(events: EventStore, reason: str) -> None:
 
 async def _follow(
     settings: Settings,
+    state: RunState,
     *,
     supervisor: Supervisor,
     memory: RedisAgentMemory,
     events: EventStore,
     progress: Progress,
     specs: Sequence[AgentSpec],
-) -> RunState:
-    """Run the agents and follow the log until every section is settled."""
+) -> None:
+    """Run the agents and follow the log, folding it into ``state``, until every section is
+    settled."""
     tracker = RunTracker()
-    state = tracker.initial()
     try:
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
@@ -188,7 +218,6 @@ async def _follow(
             f"see the agent logs in {supervisor.log_dir}"
         )
         raise RunFailedError(msg) from exc
-    return state
 
 
 async def _watch(
@@ -222,15 +251,22 @@ async def _write_outputs(  # noqa: PLR0917
     db: SharedAgentDB,
     timings: dict[str, float],
     started: float,
+    restarts: list[Restart],
 ) -> tuple[Path, Path]:
     drafts = await final_drafts(db, state)
+    histories = await section_histories(db, state, drafts)
     facts = await memory.get_facts(cited_ids(drafts))
     reports = Path(settings.reports_dir)
     await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
     report_path = reports / f"{path_part(run_id)}.md"
     record_path = reports / f"{path_part(run_id)}.json"
-    await anyio.Path(report_path).write_text(render_markdown(run_id, state, drafts, facts))
+    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, facts))
     timings["total"] = time.monotonic() - started
-    record = await run_record(state, memory, events, db, run_id=run_id, timings=timings)
+    log = await read_log(events)
+    record = await run_record(
+        state, memory, log, db, run_id=run_id, timings=timings, restarts=restarts
+    )
     await anyio.Path(record_path).write_text(dump_json(record))
+    picture = timeline_html(run_id, state.topic, log, await events.dead_letters(1000), restarts)
+    await anyio.Path(reports / f"{path_part(run_id)}.html").write_text(picture)
     return report_path, record_path

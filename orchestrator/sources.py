@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from agents.protocol import SourceDoc
@@ -10,7 +11,9 @@ from memory.errors import AgentMemoryError
 SUFFIXES = (".md", ".markdown", ".txt")
 MAX_FILE_BYTES = 1_000_000
 MAX_FILES = 50
-PROJECT_SOURCES = Path(__file__).resolve().parent.parent / "sources"
+# The demo's notes ship inside the package (``sources/`` at the top of the checkout links here),
+# so ``agentmem run`` works from an installed wheel; a wheel is always unpacked on disk.
+PROJECT_SOURCES = Path(str(resources.files("orchestrator") / "demo_sources"))
 DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"
 
 

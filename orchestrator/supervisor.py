@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -45,6 +46,15 @@ class AgentSpec:
         return f"{self.role}-{self.instance}"
 
 
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """An agent process the supervisor restarted: when, which agent, and how it had exited."""
+
+    at: datetime
+    agent: str
+    exit_code: int
+
+
 class Supervisor:
     """Runs agent processes for one run; cancel :meth:`run` to stop them all."""
 
@@ -66,6 +76,7 @@ class Supervisor:
         self.notify = notify
         self.processes: dict[str, Process] = {}
         self.restarts: dict[str, int] = {}
+        self.restart_log: list[Restart] = []
 
     async def run(self, specs: Sequence[AgentSpec]) -> None:
         """Start every agent and keep each one alive; returns only by cancellation or error."""
@@ -103,6 +114,7 @@ class Supervisor:
                 )
                 raise AgentCrashedError(msg)
             delay = min(self.first_backoff * 2 ** (restarts - 1), 10.0)
+            self.restart_log.append(Restart(datetime.now(UTC), spec.name, code))
             self.notify(f"{spec.name} exited with code {code}; restarting in {delay:.1f} s")
             logger.warning("%s exited with code %s; restart %d", spec.name, code, restarts)
             await anyio.sleep(delay)

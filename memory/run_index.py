@@ -1,0 +1,82 @@
+"""The run index: which runs exist, newest first, without scanning keys.
+
+The orchestrator writes a run's entry when the run starts and again when it ends; ``agentmem
+runs`` and the web view read it. One sorted set orders the run ids by start time, one hash
+holds each run's entry as JSON; both live in one hash slot and change in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory._boundary import translate_errors
+from memory._codec import as_str
+from memory.connections import RedisClient
+from memory.keys import RUN_INDEX_ORDER, RUN_INDEX_RECORDS, validate_id
+
+RunOutcome = Literal["running", "completed", "failed"]
+
+
+class RunEntry(BaseModel):
+    """One run as the index knows it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str
+    topic: str = ""
+    state: RunOutcome = "running"
+    sections: int = Field(default=0, ge=0)
+    approved: int = Field(default=0, ge=0)
+    started_at: datetime
+    ended_at: datetime | None = None
+    error: str | None = None
+    report_path: str | None = None
+    resumed: bool = False  # started again with the id of a run that had already begun
+
+    @property
+    def seconds(self) -> float | None:
+        """How long the run took (None while it runs)."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@translate_errors
+class RunIndex:
+    """Every run's entry, on a client the caller owns."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+
+    async def put(self, entry: RunEntry) -> None:
+        """Add or replace the entry of ``entry.run_id`` (one transaction)."""
+        validate_id(entry.run_id, "run id")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(RUN_INDEX_ORDER, {entry.run_id: entry.started_at.timestamp()})
+            pipe.hset(RUN_INDEX_RECORDS, entry.run_id, entry.model_dump_json())
+            await pipe.execute()
+
+    async def get(self, run_id: str) -> RunEntry | None:
+        """The entry of ``run_id``, or None if the index has none."""
+        raw = await self.client.hget(RUN_INDEX_RECORDS, validate_id(run_id, "run id"))
+        return None if raw is None else RunEntry.model_validate_json(as_str(raw))
+
+    async def newest(self, count: int = 50) -> list[RunEntry]:
+        """The ``count`` most recently started runs, newest first."""
+        members: Any = await self.client.zrevrange(RUN_INDEX_ORDER, 0, count - 1)
+        ids = [as_str(i) for i in members]
+        if not ids:
+            return []
+        raws = await self.client.hmget(RUN_INDEX_RECORDS, ids)
+        return [RunEntry.model_validate_json(as_str(raw)) for raw in raws if raw is not None]
+
+    async def remove(self, run_id: str) -> None:
+        """Forget ``run_id``'s entry (one transaction)."""
+        validate_id(run_id, "run id")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zrem(RUN_INDEX_ORDER, run_id)
+            pipe.hdel(RUN_INDEX_RECORDS, run_id)
+            await pipe.execute()

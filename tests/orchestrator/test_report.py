@@ -1,0 +1,80 @@
+"""The report reads as a document: numbered citations, framing, sources once, connected prose."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.documents import Draft
+from agents.models import Paragraph
+from agents.protocol import SectionPlan
+from agents.stub_llm import extract, write
+from memory.facts import Fact
+from orchestrator.compose import citation_numbers, section_markdown, sources_table, summary
+
+SOURCES = Path(__file__).resolve().parents[2] / "sources"
+
+
+def fact(fact_id: int, text: str, source: str) -> Fact:
+    return Fact(fact_id, text, "s", "research-1", datetime.now(UTC), {"source": source})
+
+
+def draft(section_id: str, *citations: list[int]) -> Draft:
+    paragraphs = [Paragraph(text=f"Text {c}.", citations=c) for c in citations]
+    plan = SectionPlan(section_id=section_id, title=section_id.title())
+    return Draft(title=plan.title, paragraphs=paragraphs, section=plan, round=0)
+
+
+def test_citations_are_numbered_from_one_in_reading_order() -> None:
+    """Fact ids 33, 9, 33, 12 across two sections read as [1], [2], [1], [3]."""
+    drafts = [draft("a", [33, 9]), draft("b", [33], [12])]
+    numbers = citation_numbers(drafts)
+
+    assert numbers == {33: 1, 9: 2, 12: 3}
+    assert section_markdown(drafts[1], numbers) == "## B\n\nText [33]. [1]\n\nText [12]. [3]"
+
+
+def test_sources_are_listed_once_with_counts_and_numbers_not_their_sentences() -> None:
+    """One row per source, in order of first citation, with its citation numbers as ranges."""
+    facts = [fact(1, "One.", "b.md"), fact(2, "Two.", "a.md"), fact(3, "Three.", "b.md")]
+    numbers = {2: 1, 1: 2, 3: 3}
+
+    rows = sources_table(facts, numbers)
+
+    assert rows[2:] == ["| a.md | 1 | 1 |", "| b.md | 2 | 2-3 |"]
+    assert not any("One." in row for row in rows)
+
+
+def test_the_summary_names_each_sections_facts_without_repeating_them() -> None:
+    """Each summary line gives the section's citation numbers and the names its facts mention."""
+    facts = [
+        fact(5, "In 1981 H. T. Kung proposed optimistic concurrency control.", "x.md"),
+        fact(6, "PostgreSQL checks versions; PostgreSQL retries need jitter.", "x.md"),
+    ]
+    lines = summary([draft("occ", [5], [6])], facts, {5: 1, 6: 2})
+
+    assert lines == ["- **Occ** rests on 2 facts [1-2], about H. T. Kung and PostgreSQL."]
+    assert not any(f.fact in lines[0] for f in facts)
+
+
+def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None:
+    """Sentences keep source order; a paragraph never joins sentences sharing no subject word."""
+    text = (SOURCES / "05-heartbeats.md").read_text()
+    extracted = extract({"section_id": "h", "source": {"name": "h.md", "text": text}}).facts
+    facts: list[dict[str, Any]] = [{"id": i + 1, "fact": f.fact} for i, f in enumerate(extracted)]
+    payload = {"section": {"title": "H"}, "facts": facts[::-1], "previous": {"version": 1}}
+
+    paragraphs = write(payload).paragraphs
+
+    assert [c for p in paragraphs for c in p.citations] == [f["id"] for f in facts]
+
+    def words(sentence: str) -> set[str]:
+        return {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9-]{3,}", sentence)}
+
+    for p in paragraphs:
+        sentences = [facts[c - 1]["fact"] for c in p.citations]
+        for n, sentence in enumerate(sentences[1:], start=1):
+            earlier = set().union(*(words(s) for s in sentences[:n]))
+            assert words(sentence) & earlier, sentence

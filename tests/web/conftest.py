@@ -1,0 +1,42 @@
+"""The web view served by a real uvicorn on a free local port, over the session's servers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from devservers import ServerUrls
+from memory import MemoryConfig
+from web import HOST, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def web_url(servers: ServerUrls) -> Iterator[str]:
+    """The base URL of ``agentmem serve``'s app, running in a thread until the module ends."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host=HOST, port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the web view did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://{HOST}:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,126 @@
+"""``agentmem serve``: a local web view of the runs (Starlette, server-rendered HTML).
+
+Routes: ``/`` the runs list; ``/runs/<id>`` a run's page; ``/runs/<id>/body`` the part of it
+that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
+``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
+agents again. It listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from urllib.parse import parse_qs, quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agents.protocol import RUN_STREAM, EventType
+from memory import EventStore, InvalidIdError, MemoryConfig, open_memory
+from memory.connections import RedisClient, connect_redis
+from memory.keys import validate_id
+from web.data import load_run
+from web.pages import not_found, run_body, run_page, runs_page
+
+DEFAULT_PORT = 8765
+HOST = "127.0.0.1"
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+def create_app(config: MemoryConfig) -> Starlette:
+    """The web view over the stores ``config`` points at.
+
+    Pages open the stores per request. The live streams share one Redis client that the app
+    opens at startup and closes at shutdown: a stream the browser leaves is cancelled while
+    it waits, and holds nothing of its own that would need closing.
+    """
+    streams: list[RedisClient] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = await connect_redis(config)
+        streams.append(client)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    async def runs(request: Request) -> Response:
+        async with open_memory(config, "web", migrate=False) as m:
+            entries = await m.runs.newest(200)
+        return HTMLResponse(runs_page(entries))
+
+    async def run(request: Request) -> Response:
+        run_id = _run_id(request)
+        if run_id is None:
+            return HTMLResponse(not_found(request.path_params["run_id"]), status_code=404)
+        async with open_memory(config, run_id, migrate=False) as m:
+            view = await load_run(m, run_id)
+        if not view.known:
+            return HTMLResponse(not_found(run_id), status_code=404)
+        return HTMLResponse(run_page(view))
+
+    async def body(request: Request) -> Response:
+        run_id = _run_id(request)
+        if run_id is None:
+            return Response("unknown run", status_code=404)
+        async with open_memory(config, run_id, migrate=False) as m:
+            view = await load_run(m, run_id)
+        return HTMLResponse(run_body(view))
+
+    async def stream(request: Request) -> Response:
+        run_id = _run_id(request)
+        after = request.query_params.get("after", "0-0")
+        if run_id is None or not _ENTRY_ID.match(after):
+            return Response("bad run id or event id", status_code=400)
+        return StreamingResponse(
+            _events(EventStore(streams[0], run_id, RUN_STREAM), after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def requeue(request: Request) -> Response:
+        run_id = _run_id(request)
+        letter = request.path_params["letter"]
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if run_id is None or not _ENTRY_ID.match(letter):
+            return Response("bad run id or dead letter id", status_code=400)
+        if form.get("confirm") != ["yes"]:
+            return Response("not confirmed: send confirm=yes", status_code=400)
+        async with open_memory(config, run_id, migrate=False) as m:
+            log = m.events(RUN_STREAM)
+            if letter not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
+                return Response(f"run {run_id} has no dead letter {letter}", status_code=404)
+            await log.requeue(letter)
+        return RedirectResponse(f"/runs/{quote(run_id, safe='')}", status_code=303)
+
+    return Starlette(
+        lifespan=lifespan,
+        routes=[
+            Route("/", runs),
+            Route("/runs/{run_id}", run),
+            Route("/runs/{run_id}/body", body),
+            Route("/runs/{run_id}/stream", stream),
+            Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),
+        ],
+    )
+
+
+def _run_id(request: Request) -> str | None:
+    try:
+        return validate_id(request.path_params["run_id"], "run id")
+    except InvalidIdError:
+        return None
+
+
+async def _events(log: EventStore, after: str) -> AsyncIterator[str]:
+    """The run's events after ``after``, one server-sent event each, until the run completes."""
+    async with aclosing(log.subscribe(after)) as events:
+        async for event in events:
+            yield f"id: {event.event_id}\ndata: {event.event_type} by {event.agent_id}\n\n"
+            if event.event_type == EventType.RUN_COMPLETED:
+                yield "event: done\ndata: done\n\n"
+                return
