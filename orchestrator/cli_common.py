@@ -1,0 +1,137 @@
+"""What every ``agentmem`` command shares: the app, settings, one-line errors, local servers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import NoReturn, ParamSpec
+
+import typer
+from pydantic import SecretStr, ValidationError
+from rich.console import Console
+from rich.text import Text
+
+from agents.settings import Settings
+from devservers import local_servers
+from memory import (
+    AgentMemoryError,
+    InvalidConfigError,
+    InvalidIdError,
+    leaves,
+)
+from memory.keys import validate_id
+
+P = ParamSpec("P")
+
+HELP = """Run research, writing and review agents on a folder of notes and write a report.
+
+Settings come from environment variables (see the README). When REDIS_URL and DATABASE_URL
+are not set, each command starts local Redis and PostgreSQL servers and stops them at the end.
+"""
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no boxes, no type labels on flags
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class LLMChoice(StrEnum):
+    AUTO = "auto"
+    STUB = "stub"
+    OPENAI = "openai"
+
+
+def settings_from_env(**overrides: object) -> Settings:
+    """The settings from the environment, with this command's options applied and checked."""
+    try:
+        settings = Settings().model_copy(update=overrides)
+        settings.check_llm()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid configuration in the environment: {problems}", code=2)
+    except InvalidConfigError as exc:
+        fail(str(exc), code=2)
+    return settings
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """End the command with one line on stderr and exit 1 on any error, never a traceback.
+
+    Project errors (and OS errors) are expected: their message is the line. Anything else is a
+    bug: it is named as unexpected, and ``AGENTMEM_DEBUG=1`` shows its traceback.
+    """
+
+    @functools.wraps(command)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter, typer.exceptions.TyperException):
+            raise
+        except Exception as exc:
+            inside = leaves(exc)
+            known = all(isinstance(e, AgentMemoryError | OSError) for e in inside)
+            if not known and os.environ.get("AGENTMEM_DEBUG"):
+                raise
+            message = "; ".join(_one_line(e) for e in inside)
+            if not known:
+                message = f"unexpected error: {message} (AGENTMEM_DEBUG=1 shows the traceback)"
+            fail(message)
+
+    return guarded
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, AgentMemoryError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def checked_run_id(value: str) -> str:
+    try:
+        return validate_id(value, "run id")
+    except InvalidIdError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@contextmanager
+def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
+    """The settings with server URLs: the configured ones, or local servers started now (said
+    on stderr unless ``quiet``)."""
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    missing = [
+        name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url
+    ]
+    if missing:
+        unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
+        if not quiet:
+            errors.print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
+    data_dir = Path(settings.data_dir) / "servers"
+    started = time.monotonic()
+    with local_servers(
+        redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
+    ) as urls:
+        if missing and not quiet:
+            errors.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
+        yield settings.model_copy(
+            update={
+                "redis_url": SecretStr(urls.redis_url),
+                "database_url": SecretStr(urls.database_url),
+            }
+        )

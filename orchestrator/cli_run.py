@@ -1,0 +1,136 @@
+"""``agentmem run`` and ``agentmem agent``: start a run, or join one from this host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from agents.__main__ import serve_agent
+from agents.protocol import Role
+from memory import (
+    AgentMemoryError,
+)
+from orchestrator.cli_common import (
+    LLMChoice,
+    app,
+    checked_run_id,
+    console,
+    fail,
+    one_line_errors,
+    servers,
+    settings_from_env,
+)
+from orchestrator.progress import Progress
+from orchestrator.run import new_run_id, run_report
+from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+
+
+@app.command(short_help="Run the agents on the sources and write the report.")
+@one_line_errors
+def run(
+    topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
+    sources: Annotated[
+        Path, typer.Option(help="Folder of .md/.txt source files.", show_default=False)
+    ] = PROJECT_SOURCES,
+    writers: Annotated[int, typer.Option(min=1, max=8, help="Writing agent processes.")] = 1,
+    reviewers: Annotated[int, typer.Option(min=1, max=8, help="Review agent processes.")] = 1,
+    researchers: Annotated[
+        int, typer.Option(min=1, max=8, help="Research agent processes (sources are shared).")
+    ] = 1,
+    llm: Annotated[LLMChoice | None, typer.Option(help="LLM: auto = stub without a key.")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Run id (default: generated).", callback=lambda v: v and checked_run_id(v)
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, help="Fail the run after this many seconds.")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the report path.")
+    ] = False,
+) -> None:
+    """Run the research, writing and review agents on the sources and write the report."""
+    updates: dict[str, object] = {}
+    if llm is not None:
+        updates["llm"] = llm.value
+    if timeout is not None:
+        updates["run_timeout_seconds"] = timeout
+    settings = settings_from_env(**updates)
+    topic = topic.strip()
+    if not topic or len(topic) > 500:
+        msg = "the topic must be 1 to 500 characters"
+        raise typer.BadParameter(msg, param_hint="--topic")
+    try:
+        docs = load_sources(sources)
+    except AgentMemoryError as exc:
+        fail(str(exc), code=2)
+    run_id = run_id or new_run_id()
+    progress = Progress(console, quiet=quiet)
+    llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
+    progress.message(
+        f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
+        f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
+    )
+    try:
+        with servers(settings, quiet=quiet) as ready:
+            result = anyio.run(
+                lambda: run_report(
+                    ready,
+                    run_id=run_id,
+                    topic=topic,
+                    sources=docs,
+                    writers=writers,
+                    progress=progress,
+                    reviewers=reviewers,
+                    researchers=researchers,
+                )
+            )
+    except KeyboardInterrupt:
+        fail("interrupted; agents and servers stopped", code=130)
+    t = result.timings
+    if quiet:
+        console.print(str(result.report_path), soft_wrap=True, highlight=False)
+        return
+    progress.message(
+        f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
+        f"agents {t['agents']:.1f} s, of which agents waited {t['llm_by_agents']:.2f} s "
+        "for the LLM in total)"
+    )
+    for name, path in (
+        ("Record", result.record_path),
+        ("Timeline", result.report_path.with_suffix(".html")),
+    ):
+        console.print(f"{name}: {path}", soft_wrap=True, highlight=False)
+    console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def agent(
+    role: Annotated[Role, typer.Argument(help="Which agent to run.")],
+    run: Annotated[str, typer.Option(help="The run to join.", callback=checked_run_id)],
+    instance: Annotated[
+        int, typer.Option(min=1, help="Instance number, unique within the role in the run.")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Join a run from this host as one more agent; it stops by itself when the run ends.
+
+    Needs REDIS_URL and DATABASE_URL (the servers the run uses); no local server is started.
+    """
+    settings_from_env()
+    unset = [name for name in ("REDIS_URL", "DATABASE_URL") if not os.environ.get(name)]
+    if unset:
+        fail(
+            f"{' and '.join(unset)} must be set to join a run (the servers the run uses); "
+            "agentmem agent starts no local servers",
+            code=2,
+        )
+    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise typer.BadParameter(log_level, param_hint="--log-level")
+    raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))

@@ -1,0 +1,202 @@
+"""``agentmem runs / inspect / dead-letters / requeue / forget / serve``: look inside runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import anyio
+import typer
+import uvicorn
+from rich.table import Table
+
+from agents.protocol import RUN_STREAM
+from agents.settings import Settings
+from memory import (
+    RunEntry,
+    open_memory,
+)
+from orchestrator.cli_common import (
+    app,
+    checked_run_id,
+    console,
+    fail,
+    one_line_errors,
+    servers,
+    settings_from_env,
+)
+from orchestrator.inspection import dead_letters as read_dead_letters
+from orchestrator.inspection import show_dead_letters, show_run
+from web import DEFAULT_PORT, HOST, create_app
+
+
+@app.command(short_help="List the runs, newest first.")
+@one_line_errors
+def runs(
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, help="Show at most this many.", metavar="N")
+    ] = 20,
+) -> None:
+    """List the runs, newest first: id, topic, state, sections, duration, start time."""
+    settings = settings_from_env()
+
+    async def go(ready: Settings) -> list[RunEntry]:
+        async with open_memory(ready.memory_config(), "runs") as m:
+            return await m.runs.newest(limit)
+
+    with servers(settings) as ready:
+        entries = anyio.run(go, ready)
+    if not entries:
+        console.print("no runs yet; start one with: agentmem run")
+        return
+    table = Table(expand=False)
+    for column in ("run", "topic", "state", "sections", "duration"):
+        table.add_column(column, overflow="fold")
+    table.add_column("started (UTC)", no_wrap=True)
+    for entry in entries:
+        seconds = entry.seconds
+        state = {"completed": "[green]completed[/]", "failed": "[red]failed[/]"}.get(
+            entry.state, entry.state
+        )
+        table.add_row(
+            entry.run_id,
+            entry.topic if len(entry.topic) <= 32 else f"{entry.topic[:31]}…",
+            state,
+            f"{entry.approved}/{entry.sections}" if entry.sections else "-",
+            "-" if seconds is None else f"{seconds:.1f} s",
+            f"{entry.started_at:%Y-%m-%d %H:%M:%S}",
+        )
+    console.print(table)
+
+
+@app.command(short_help="Show a run: sections, failures, versions.")
+@one_line_errors
+def inspect(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to look at.", callback=checked_run_id, metavar="RUN_ID")
+    ],
+    facts: Annotated[bool, typer.Option("--facts", help="Also list the run's facts.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Also list the run's events.")] = False,
+    section: Annotated[
+        str | None,
+        typer.Option(
+            help="Show every version of this section, its reviews and what changed.",
+            metavar="SECTION",
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show event payloads whole, not shortened.")
+    ] = False,
+) -> None:
+    """Show a run: its sections, why it failed if it did, and on request more detail."""
+    settings = settings_from_env()
+    with servers(settings) as ready:
+        found = anyio.run(
+            lambda: show_run(
+                ready, run_id, console, facts=facts, events=events, section=section, full=full
+            )
+        )
+    if not found:
+        _unknown_run(run_id)
+
+
+def _unknown_run(run_id: str) -> NoReturn:
+    fail(
+        f"run {run_id!r} has no events here; `agentmem runs` lists the runs "
+        "(are REDIS_URL and AGENTMEM_DATA_DIR the same as for the run?)"
+    )
+
+
+@app.command("dead-letters", short_help="List the handoffs the agents gave up on.")
+@one_line_errors
+def dead_letters(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to look at.", callback=checked_run_id, metavar="RUN_ID")
+    ],
+    full: Annotated[
+        bool, typer.Option("--full", help="Show what each one carried in full.")
+    ] = False,
+) -> None:
+    """List the handoffs the agents of a run gave up on, and why."""
+    settings = settings_from_env()
+    with servers(settings) as ready:
+        letters = anyio.run(lambda: read_dead_letters(ready, run_id))
+    if letters is None:
+        _unknown_run(run_id)
+    show_dead_letters(console, letters, full=full)
+
+
+@app.command(short_help="Hand a given-up handoff to the agents again.")
+@one_line_errors
+def requeue(
+    run_id: Annotated[
+        str,
+        typer.Argument(help="The run it belongs to.", callback=checked_run_id, metavar="RUN_ID"),
+    ],
+    dead_letter_id: Annotated[
+        str, typer.Argument(help="The id `agentmem dead-letters` shows for it.", metavar="ID")
+    ],
+) -> None:
+    """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
+    settings = settings_from_env()
+
+    async def go(ready: Settings) -> str | None:
+        async with open_memory(ready.memory_config(), run_id) as m:
+            log = m.events(RUN_STREAM)
+            if dead_letter_id not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
+                return None
+            return await log.requeue(dead_letter_id)
+
+    with servers(settings) as ready:
+        entry_id = anyio.run(go, ready)
+    if entry_id is None:
+        fail(
+            f"run {run_id!r} has no dead letter {dead_letter_id!r}; "
+            f"`agentmem dead-letters {run_id}` lists them"
+        )
+    console.print(
+        f"requeued as entry {entry_id}: the agents will take it up again", highlight=False
+    )
+
+
+@app.command(short_help="Delete what a run stored.")
+@one_line_errors
+def forget(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to delete.", callback=checked_run_id, metavar="RUN_ID")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept)."""
+    if not yes:
+        typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
+    settings = settings_from_env()
+
+    async def go(ready: Settings) -> tuple[int, int]:
+        async with open_memory(ready.memory_config(), run_id) as m:
+            dropped = await m.drop()
+            await m.runs.remove(run_id)
+            return dropped
+
+    with servers(settings) as ready:
+        keys, versions = anyio.run(go, ready)
+    console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
+
+
+@app.command(short_help="Show the runs in a web browser.")
+@one_line_errors
+def serve(
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port to listen on.", metavar="PORT")
+    ] = DEFAULT_PORT,
+) -> None:
+    """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
+    reviews, facts, timeline and dead letters, updated live while a run goes on."""
+    settings = settings_from_env()
+    with servers(settings) as ready:
+        console.print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+        uvicorn.run(  # stops on Ctrl-C, then the local servers stop
+            create_app(ready.memory_config(client_name="agentmem:web")),
+            host=HOST,
+            port=port,
+            log_level="warning",
+        )
