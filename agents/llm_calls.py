@@ -17,6 +17,7 @@ from typing import Any
 from agents.keys import llm_call_key
 from agents.llm_base import LLM, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
+from agents.schemas import Bounds
 from memory.durable import DurableWriter
 
 logger = logging.getLogger(__name__)
@@ -42,12 +43,18 @@ class TimedLLM:
         payload: Mapping[str, Any],
         output: type[T],
         usage: Usage | None = None,
+        bounds: Bounds | None = None,
     ) -> T:
         usage = usage if usage is not None else Usage()
         started = time.perf_counter()
         try:
             answer = await self.inner.generate(
-                task=task, instructions=instructions, payload=payload, output=output, usage=usage
+                task=task,
+                instructions=instructions,
+                payload=payload,
+                output=output,
+                usage=usage,
+                bounds=bounds,
             )
         except Exception:
             await self._record(task, time.perf_counter() - started, usage, ok=False)

@@ -1,9 +1,10 @@
 """The research agent: plans the report's sections and stores the facts its sources support.
 
 On ``run.requested`` it asks the LLM for a plan (one section per theme), extracts facts from
-each source, keeps only facts whose quote is verbatim in the source, and stores them as
-shared facts, one category per section. Then it hands every section that has facts to the
-writers. Each step is idempotent, so a redelivered request repeats nothing:
+each source (the LLM picks them by sentence number, so each fact's quote is a verbatim
+sentence of its source), and stores them as shared facts, one category per section. Then
+it hands every section that has facts to the writers. Each step is idempotent, so a
+redelivered request repeats nothing:
 
 - the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
 - a source whose facts are already stored is not extracted again, and every fact carries an
@@ -32,6 +33,8 @@ from agents.protocol import (
     payload_as,
 )
 from agents.runtime import Context
+from agents.schemas import Bounds
+from agents.sentences import numbered, sentences
 from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
@@ -40,7 +43,8 @@ from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
 
-EXCERPT_CHARS = 1500
+EXCERPT_CHARS = 800  # of each source, for the plan (a small model's context is short)
+MAX_FACTS_PER_SOURCE = 8
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -84,6 +88,7 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         instructions=load_prompt("research"),
         payload=plan_request(request, requested_by),
         output=Plan,
+        bounds=plan_bounds(request),
     )
     value = PlanDoc(
         topic=request.topic,
@@ -114,6 +119,16 @@ def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
     }
 
 
+def plan_bounds(request: RunRequested) -> Bounds:
+    """The plan's schema for this run: sources by name, at most a section per source."""
+    names = [s.name for s in request.sources]
+    return Bounds(
+        enums={"sections.sources": names},
+        max_items={"sections": max(1, min(len(names), 20)), "sections.sources": len(names)},
+        max_length={"sections.title": 80, "sections.description": 200},
+    )
+
+
 def extract_request(
     topic: str,
     sections: list[SectionPlan],
@@ -123,16 +138,29 @@ def extract_request(
     requested_by: str,
     planned_by: str,
 ) -> dict[str, Any]:
-    """The input of the "extract" task: the plan, and one source's text, quoted."""
+    """The input of the "extract" task: the plan, and one source's sentences, numbered, quoted."""
+    prose = numbered(sentences(source.text))
     return {
         "topic": topic,
         "sections": [s.quoted(planned_by) for s in sections],
         "section_id": section_id,
         "source": {
             "name": source.name,
-            "text": quote(source.text, written_by=requested_by, source=source.name),
+            "sentences": quote(prose, written_by=requested_by, source=source.name),
         },
     }
+
+
+def extract_bounds(section_id: str, sentence_count: int) -> Bounds:
+    """The extraction's schema for one source: its sentence numbers, the section it feeds."""
+    return Bounds(
+        enums={
+            "facts.sentence": list(range(1, sentence_count + 1)),
+            "facts.section_id": [section_id],
+        },
+        max_items={"facts": min(MAX_FACTS_PER_SOURCE, sentence_count)},
+        max_length={"facts.fact": 300},
+    )
 
 
 def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
@@ -158,11 +186,16 @@ async def _extract_all(
 
     async def extract(source_index: int) -> None:
         source = request.sources[source_index]
+        prose = sentences(source.text)
+        if not prose:
+            logger.warning("%s has no prose sentences; no facts from it", source.name)
+            return
         await ctx.status(f"extracting facts from {source.name}")
+        section_id = plan.source_sections[source.name]
         payload = extract_request(
             request.topic,
             sections,
-            section_id=plan.source_sections[source.name],
+            section_id=section_id,
             source=source,
             requested_by=requested_by,
             planned_by=planned_by,
@@ -172,8 +205,9 @@ async def _extract_all(
             instructions=load_prompt("research"),
             payload=payload,
             output=Extraction,
+            bounds=extract_bounds(section_id, len(prose)),
         )
-        facts = _verified(extraction, source.name, source.text, set(fact_keys))
+        facts = _verified(extraction, source.name, prose, set(fact_keys))
         if not await ctx.writer.store_facts(ctx.agent_id, facts):
             logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
         for fact in facts:
@@ -203,16 +237,20 @@ async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]
 
 
 def _verified(
-    extraction: Extraction, source_name: str, text: str, section_ids: set[str]
+    extraction: Extraction, source_name: str, prose: list[str], section_ids: set[str]
 ) -> list[NewFact]:
-    """The extracted facts worth storing: a known section and a quote verbatim in the source."""
+    """The extracted facts worth storing, each quoting the source sentence it names."""
     facts: list[NewFact] = []
     for item in extraction.facts:
-        if item.section_id not in section_ids or not item.quote or item.quote not in text:
-            logger.warning("dropped a fact from %s: quote not in the source", source_name)
+        if item.section_id not in section_ids or not 1 <= item.sentence <= len(prose):
+            logger.warning(
+                "dropped a fact from %s: section %r or sentence %d unknown",
+                source_name,
+                item.section_id,
+                item.sentence,
+            )
             continue
-        metadata: dict[str, Any] = {"source": source_name, "quote": item.quote}
-        facts.append(
-            NewFact(item.fact, item.section_id, metadata, fact_key(source_name, item.quote))
-        )
+        quoted = prose[item.sentence - 1]
+        metadata: dict[str, Any] = {"source": source_name, "quote": quoted}
+        facts.append(NewFact(item.fact, item.section_id, metadata, fact_key(source_name, quoted)))
     return facts

@@ -27,6 +27,7 @@ from agents.protocol import (
     payload_as,
 )
 from agents.runtime import Context
+from agents.schemas import Bounds
 from agents.untrusted import quote, quoted_facts
 from memory.errors import ConflictError
 from memory.events import AgentEvent
@@ -34,6 +35,9 @@ from memory.facts import Fact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
+
+# The review's schema: a few short comments (a small model would otherwise go on and on).
+REVIEW_BOUNDS = Bounds(max_items={"comments": 4}, max_length={"comments": 240})
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -77,6 +81,7 @@ async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDra
             round_=drafted.round,
         ),
         output=Review,
+        bounds=REVIEW_BOUNDS,
     )
     problems = citation_problems(draft, facts)
     approved = review.approved and not problems

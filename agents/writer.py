@@ -27,12 +27,16 @@ from agents.protocol import (
     parse_payload,
 )
 from agents.runtime import Context
+from agents.schemas import Bounds
 from agents.untrusted import Quoted, quote, quoted_facts
 from memory.events import AgentEvent
 from memory.facts import Fact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
+
+MAX_PARAGRAPHS = 4  # in the draft's schema (see write_bounds)
+PARAGRAPH_CITATIONS = 4  # fact ids a paragraph may cite
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -127,6 +131,24 @@ def write_request(
     }
 
 
+def write_bounds(section: SectionPlan, fact_ids: list[int]) -> Bounds:
+    """The draft's schema for one section: its title, its facts' ids, a few paragraphs."""
+    enums: dict[str, list[str | int]] = {"title": [section.title]}
+    citations = PARAGRAPH_CITATIONS
+    if fact_ids:
+        enums["paragraphs.citations"] = list(fact_ids)
+    else:
+        citations = 0
+    return Bounds(
+        enums=enums,
+        max_items={
+            "paragraphs": max(1, min(MAX_PARAGRAPHS, len(fact_ids))),
+            "paragraphs.citations": citations,
+        },
+        max_length={"paragraphs.text": 600},
+    )
+
+
 async def _write(
     ctx: Context,
     request: dict[str, Any],
@@ -137,7 +159,11 @@ async def _write(
 ) -> Draft:
     """Ask the LLM for the section; returns the draft document's value."""
     draft = await ctx.llm.generate(
-        task="write", instructions=load_prompt("writer"), payload=request, output=SectionDraft
+        task="write",
+        instructions=load_prompt("writer"),
+        payload=request,
+        output=SectionDraft,
+        bounds=write_bounds(section, sorted(known)),
     )
     unknown = [c for c in draft.citations if c not in known]
     if unknown:

@@ -9,6 +9,7 @@ import pytest
 
 from agents.llm_base import LLMError
 from agents.models import Extraction, Plan, Review, SectionDraft
+from agents.sentences import numbered, sentences
 from agents.stub_llm import StubLLM
 
 pytestmark = pytest.mark.anyio
@@ -21,19 +22,20 @@ def source(name: str) -> dict[str, str]:
 
 
 async def extract(llm: StubLLM, name: str) -> Extraction:
-    payload = {"topic": "t", "section_id": "s", "source": source(name)}
+    text = numbered(sentences(source(name)["text"]))
+    payload = {"topic": "t", "section_id": "s", "source": {"name": name, "sentences": text}}
     return await llm.generate(task="extract", instructions="", payload=payload, output=Extraction)
 
 
 async def test_extracted_facts_are_verbatim_quotes_of_their_own_source() -> None:
-    """Every quote is in the source it came from; different sources give different facts."""
+    """Each fact names a sentence of its own source; different sources give different facts."""
     llm = StubLLM()
     streams = await extract(llm, "01-redis-streams.md")
     locks = await extract(llm, "02-locks-and-fencing.md")
-    text = source("01-redis-streams.md")["text"]
+    prose = sentences(source("01-redis-streams.md")["text"])
 
     assert len(streams.facts) >= 4
-    assert all(f.quote in text for f in streams.facts)
+    assert all(f.fact == prose[f.sentence - 1] for f in streams.facts)
     assert {f.fact for f in streams.facts}.isdisjoint({f.fact for f in locks.facts})
     assert streams == await extract(llm, "01-redis-streams.md")
 
