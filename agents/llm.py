@@ -36,7 +36,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from agents.llm_base import LLM, Attempt, LLMError, T, Usage
+from agents.llm_base import LLM, Attempt, LLMError, LLMNoAnswerError, T, Usage
 from agents.schemas import Bounds, strict_schema
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
@@ -215,6 +215,8 @@ class OpenAILLM:
                 f"LLM task {task!r} failed after {number} attempts on model "
                 f"{self.model!r}: {type(exc).__name__}: {str(exc)[:300]}"
             )
+            if isinstance(exc, _Retry | openai.APITimeoutError):
+                raise LLMNoAnswerError(msg) from exc
             raise LLMError(msg) from exc
         except openai.APIError as exc:  # authentication, bad request, not found: not retried
             msg = f"LLM task {task!r} was refused by the endpoint: {str(exc)[:300]}"

@@ -23,6 +23,11 @@ class LLMError(AgentMemoryError, RuntimeError):
     """The LLM gave no usable answer within the allowed attempts."""
 
 
+class LLMNoAnswerError(LLMError):
+    """The endpoint answered, but no answer fitted (or came in time) within the attempts:
+    the model is too weak for the task, not misconfigured. Callers may fall back."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One request of a call: its tokens (when reported), how long it took, how it ended."""

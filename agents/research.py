@@ -21,6 +21,7 @@ import anyio
 
 from agents.documents import PLAN_KEY, PlanDoc
 from agents.keys import assigned_key, fact_key, planned_key
+from agents.llm_base import LLMNoAnswerError
 from agents.models import Extraction, Plan
 from agents.prompts import load_prompt
 from agents.protocol import (
@@ -200,13 +201,17 @@ async def _extract_all(
             requested_by=requested_by,
             planned_by=planned_by,
         )
-        extraction = await ctx.llm.generate(
-            task="extract",
-            instructions=load_prompt("research"),
-            payload=payload,
-            output=Extraction,
-            bounds=extract_bounds(section_id, len(prose)),
-        )
+        try:
+            extraction = await ctx.llm.generate(
+                task="extract",
+                instructions=load_prompt("research"),
+                payload=payload,
+                output=Extraction,
+                bounds=extract_bounds(section_id, len(prose)),
+            )
+        except LLMNoAnswerError as exc:  # a weak model: this source gives no fact, the run goes on
+            logger.warning("no usable facts from %s: %s", source.name, exc)
+            return
         facts = _verified(extraction, source.name, prose, set(fact_keys))
         if not await ctx.writer.store_facts(ctx.agent_id, facts):
             logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))

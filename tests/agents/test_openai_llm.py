@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from agents.llm import BUDGETS, OpenAILLM, make_llm
-from agents.llm_base import LLMError, Usage
+from agents.llm_base import LLMError, LLMNoAnswerError, Usage
 from agents.models import Review, SectionDraft
 from agents.schemas import Bounds
 from agents.settings import Settings
@@ -209,3 +209,18 @@ def test_auto_with_an_endpoint_and_no_key_uses_the_endpoint() -> None:
     """AGENTMEM_LLM=auto and OPENAI_BASE_URL set (no key) means the real client."""
     llm = make_llm(Settings(openai_base_url="http://127.0.0.1:9/v1", llm="auto"))
     assert isinstance(llm, OpenAILLM)
+
+
+async def test_a_model_that_never_fits_raises_no_answer_and_a_refusal_does_not() -> None:
+    """Answers that never fit end in LLMNoAnswerError (callers fall back); a 401 does not."""
+    with fake_openai(Script([completion("{}")])) as url:
+        llm = OpenAILLM.from_settings(settings(url, attempts=2))
+        with pytest.raises(LLMNoAnswerError, match="failed after 2 attempts"):
+            await review(llm)
+        await llm.aclose()
+    with fake_openai(Script([error(401)])) as url:
+        llm = OpenAILLM.from_settings(settings(url))
+        with pytest.raises(LLMError) as refused:
+            await review(llm)
+        await llm.aclose()
+    assert not isinstance(refused.value, LLMNoAnswerError)
