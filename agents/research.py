@@ -126,7 +126,7 @@ def plan_bounds(request: RunRequested) -> Bounds:
     return Bounds(
         enums={"sections.sources": names},
         max_items={"sections": max(1, min(len(names), 20)), "sections.sources": len(names)},
-        max_length={"sections.title": 80, "sections.description": 200},
+        max_length={"sections.section_id": 40, "sections.title": 80, "sections.description": 200},
     )
 
 
