@@ -164,7 +164,7 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
     raise ServerStartError(msg)
 
 
-def run_demo(base_url: str, run_id: str, data_dir: Path) -> int:
+def run_demo(base_url: str, run_id: str, data_dir: Path, sources: Path) -> int:
     """The full demo against ``base_url`` through the ``openai`` transport; its exit code."""
     env = {
         **os.environ,
@@ -179,6 +179,7 @@ def run_demo(base_url: str, run_id: str, data_dir: Path) -> int:
     agentmem = Path(sys.executable).with_name("agentmem")
     command = [
         str(agentmem), "run", "--run-id", run_id, "--timeout", str(RUN_TIMEOUT_SECONDS),
+        "--sources", str(sources),
     ]  # fmt: skip
     return subprocess.run(command, env=env, check=False).returncode
 
@@ -237,8 +238,11 @@ def _say(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devservers.llm [SOURCES_DIR]``: the bundled sources unless a folder is named."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    sources = Path(args[0]).resolve() if args else ROOT / "sources"
     cache = cache_dir()
     started = time.monotonic()
     try:
@@ -252,7 +256,7 @@ def main() -> int:
     data_dir = cache / "runs"
     try:
         with serving(binary, model, cache / "llama-server.log") as base_url:
-            code = run_demo(base_url, run_id, data_dir)
+            code = run_demo(base_url, run_id, data_dir, sources)
     except ServerStartError as exc:
         _say(f"test-llm: {exc}")
         return 2
@@ -261,7 +265,7 @@ def main() -> int:
         _say(f"test-llm: the run failed (exit {code}); no record at {record_path}")
         return 1
     record = json.loads(record_path.read_text())
-    problems = check_record(record, ROOT / "sources")
+    problems = check_record(record, sources)
     result = {
         "run_id": run_id,
         "obtain_seconds": round(ready - started, 1),
