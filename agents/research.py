@@ -160,7 +160,7 @@ def extract_bounds(section_id: str, sentence_count: int) -> Bounds:
             "facts.section_id": [section_id],
         },
         max_items={"facts": min(MAX_FACTS_PER_SOURCE, sentence_count)},
-        max_length={"facts.fact": 300},
+        max_length={"facts.fact": 160},  # a gloss only: the stored fact is the sentence
     )
 
 
@@ -244,7 +244,7 @@ async def _stored_facts(ctx: Context, sections: list[SectionPlan]) -> list[Fact]
 def _verified(
     extraction: Extraction, source_name: str, prose: list[str], section_ids: set[str]
 ) -> list[NewFact]:
-    """The extracted facts worth storing, each quoting the source sentence it names."""
+    """The extracted facts worth storing: the source sentences they name, verbatim."""
     facts: list[NewFact] = []
     for item in extraction.facts:
         if item.section_id not in section_ids or not 1 <= item.sentence <= len(prose):
@@ -255,7 +255,8 @@ def _verified(
                 item.sentence,
             )
             continue
+        # The fact is the sentence itself: a model's restatement can drift from its quote.
         quoted = prose[item.sentence - 1]
         metadata: dict[str, Any] = {"source": source_name, "quote": quoted}
-        facts.append(NewFact(item.fact, item.section_id, metadata, fact_key(source_name, quoted)))
+        facts.append(NewFact(quoted, item.section_id, metadata, fact_key(source_name, quoted)))
     return facts

@@ -30,6 +30,7 @@ class Bounds:
     enums: Mapping[str, Sequence[str | int]] = field(default_factory=dict)
     max_items: Mapping[str, int] = field(default_factory=dict)
     max_length: Mapping[str, int] = field(default_factory=dict)
+    min_items: Mapping[str, int] = field(default_factory=dict)
 
 
 def strict_schema(output: type[BaseModel], bounds: Bounds | None = None) -> dict[str, Any]:
@@ -46,6 +47,9 @@ def strict_schema(output: type[BaseModel], bounds: Bounds | None = None) -> dict
     for path, count in bounds.max_items.items():
         node = _node(schema, path, items=False)
         node["maxItems"] = max(count, node.get("minItems", 0))
+    for path, count in bounds.min_items.items():
+        node = _node(schema, path, items=False)
+        node["minItems"] = min(count, node.get("maxItems", count))
     for path, length in bounds.max_length.items():
         _node(schema, path)["maxLength"] = length
     return schema

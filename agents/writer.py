@@ -147,6 +147,7 @@ def write_bounds(section: SectionPlan, fact_ids: list[int]) -> Bounds:
             "paragraphs": max(1, min(MAX_PARAGRAPHS, len(fact_ids))),
             "paragraphs.citations": citations,
         },
+        min_items={"paragraphs.citations": 1 if fact_ids else 0},  # every paragraph cites
         max_length={"paragraphs.text": 600},
     )
 

@@ -206,6 +206,8 @@ def check_record(record: dict[str, Any], sources: Path) -> list[str]:
                     problems.append(f"{section}: [F{fact_id}]'s quote is not in its source")
     if not record["sections"]:
         problems.append("the report has no section")
+    elif not cited:
+        problems.append("the report cites no fact: nothing shows its quotes are verbatim")
     logger.info("%d citations checked", cited)
     return problems
 

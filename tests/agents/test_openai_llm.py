@@ -118,6 +118,7 @@ async def test_a_strict_bounded_schema_and_the_tasks_max_tokens_are_sent() -> No
         enums={"title": ["Locks"], "paragraphs.citations": [3, 7]},
         max_items={"paragraphs": 2},
         max_length={"paragraphs.text": 100},
+        min_items={"paragraphs.citations": 1},
     )
     with fake_openai(script) as url:
         llm = OpenAILLM.from_settings(settings(url, attempts=1))
@@ -138,6 +139,7 @@ async def test_a_strict_bounded_schema_and_the_tasks_max_tokens_are_sent() -> No
     assert paragraphs["maxItems"] == 2
     assert paragraphs["items"]["properties"]["text"]["maxLength"] == 100
     assert paragraphs["items"]["properties"]["citations"]["items"]["enum"] == [3, 7]
+    assert paragraphs["items"]["properties"]["citations"]["minItems"] == 1
 
 
 async def test_an_endpoint_without_json_schema_falls_back_once_to_json_object() -> None:
