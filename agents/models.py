@@ -66,15 +66,15 @@ class Plan(_Output):
 
 
 class ExtractedFact(_Output):
-    """A fact, and the number of the source sentence that states it.
+    """A fact: the number of the source sentence that states it, and its section.
 
-    The model picks a sentence rather than copying it: the agent maps the number to the
-    source's sentence, so every quote is verbatim by construction.
+    The model picks a sentence rather than copying or restating it: the agent stores the
+    source's sentence itself, so every fact is verbatim by construction (a small model's
+    restatements drifted from their quotes), and an answer costs a few tokens per fact.
     """
 
     section_id: SectionId
     sentence: int = Field(ge=1, description="number of the source sentence that states it")
-    fact: str = Field(min_length=1, max_length=1000)
 
 
 class Extraction(_Output):

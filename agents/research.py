@@ -160,7 +160,6 @@ def extract_bounds(section_id: str, sentence_count: int) -> Bounds:
             "facts.section_id": [section_id],
         },
         max_items={"facts": min(MAX_FACTS_PER_SOURCE, sentence_count)},
-        max_length={"facts.fact": 160},  # a gloss only: the stored fact is the sentence
     )
 
 

@@ -117,9 +117,7 @@ def extract(payload: Mapping[str, Any]) -> Extraction:
     usable = [n for n, s in numbered.items() if 40 <= len(s) <= 600]
     chosen = sorted(sorted(usable, key=lambda n: (_rank(numbered[n]), n))[:MAX_FACTS])
     section_id = payload["section_id"]
-    return Extraction(
-        facts=[ExtractedFact(section_id=section_id, sentence=n, fact=numbered[n]) for n in chosen]
-    )
+    return Extraction(facts=[ExtractedFact(section_id=section_id, sentence=n) for n in chosen])
 
 
 def write(payload: Mapping[str, Any]) -> SectionDraft:

@@ -47,7 +47,7 @@ def test_answers_outside_the_bounds_are_rejected() -> None:
         PlannedSection(section_id="Not A Slug", title="T")
     with pytest.raises(ValidationError):
         Paragraph(text="x", citations=[0])
-    facts = [{"section_id": "s", "sentence": n, "fact": "f"} for n in range(1, 52)]
+    facts = [{"section_id": "s", "sentence": n} for n in range(1, 52)]
     with pytest.raises(ValidationError):
         Extraction.model_validate({"facts": facts})
 

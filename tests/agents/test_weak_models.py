@@ -53,7 +53,7 @@ def test_repeated_sections_and_facts_are_de_duplicated_not_rejected() -> None:
             ]
         }
     )
-    facts = [{"section_id": "s", "sentence": 2, "fact": "f"}] * 3
+    facts = [{"section_id": "s", "sentence": 2}] * 3
     extraction = Extraction.model_validate({"facts": facts})
 
     assert [s.section_id for s in plan.sections] == ["locks", "locks-2", "bad-id"]
