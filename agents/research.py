@@ -4,8 +4,9 @@ The work is split through the research consumer group, so several research proce
 
 - on ``run.requested`` one of them asks the LLM for a plan (one section per theme) and hands
   every source out as a ``source.assigned`` event;
-- on ``source.assigned`` any of them extracts that source's facts, keeps only facts whose
-  quote is verbatim in the source, stores them as shared facts (one category per section),
+- on ``source.assigned`` any of them extracts that source's facts (the LLM picks them by
+  sentence number, so each fact's quote is a verbatim sentence of its source), stores them as
+  shared facts (one category per section),
   and records the source as done in the document ``run/extracted``;
 - the researcher whose record completes ``run/extracted`` publishes ``run.planned`` and hands
   every section that has facts to the writers.
@@ -28,6 +29,7 @@ from typing import Any
 
 from agents.documents import EXTRACTED_KEY, PLAN_KEY, ExtractedDoc, PlanDoc
 from agents.keys import assigned_key, fact_key, planned_key, source_key
+from agents.llm_base import LLMNoAnswerError
 from agents.models import Extraction, Plan
 from agents.prompts import load_prompt
 from agents.protocol import (
@@ -42,6 +44,8 @@ from agents.protocol import (
     payload_as,
 )
 from agents.runtime import Context
+from agents.schemas import Bounds
+from agents.sentences import numbered, sentences
 from agents.untrusted import quote
 from memory.errors import ConflictError
 from memory.events import AgentEvent
@@ -50,7 +54,8 @@ from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
 
-EXCERPT_CHARS = 1500
+EXCERPT_CHARS = 800  # of each source, for the plan (a small model's context is short)
+MAX_FACTS_PER_SOURCE = 8
 _RECORD_ATTEMPTS = 1000  # each conflict means another source was recorded: progress is made
 
 
@@ -173,6 +178,7 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         instructions=load_prompt("research"),
         payload=plan_request(request, requested_by),
         output=Plan,
+        bounds=plan_bounds(request),
     )
     value = PlanDoc(
         topic=request.topic,
@@ -203,6 +209,16 @@ def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
     }
 
 
+def plan_bounds(request: RunRequested) -> Bounds:
+    """The plan's schema for this run: sources by name, at most a section per source."""
+    names = [s.name for s in request.sources]
+    return Bounds(
+        enums={"sections.sources": names},
+        max_items={"sections": max(1, min(len(names), 20)), "sections.sources": len(names)},
+        max_length={"sections.section_id": 40, "sections.title": 80, "sections.description": 200},
+    )
+
+
 def extract_request(
     topic: str,
     sections: list[SectionPlan],
@@ -212,16 +228,28 @@ def extract_request(
     requested_by: str,
     planned_by: str,
 ) -> dict[str, Any]:
-    """The input of the "extract" task: the plan, and one source's text, quoted."""
+    """The input of the "extract" task: the plan, and one source's sentences, numbered, quoted."""
+    prose = numbered(sentences(source.text))
     return {
         "topic": topic,
         "sections": [s.quoted(planned_by) for s in sections],
         "section_id": section_id,
         "source": {
             "name": source.name,
-            "text": quote(source.text, written_by=requested_by, source=source.name),
+            "sentences": quote(prose, written_by=requested_by, source=source.name),
         },
     }
+
+
+def extract_bounds(section_id: str, sentence_count: int) -> Bounds:
+    """The extraction's schema for one source: its sentence numbers, the section it feeds."""
+    return Bounds(
+        enums={
+            "facts.sentence": list(range(1, sentence_count + 1)),
+            "facts.section_id": [section_id],
+        },
+        max_items={"facts": min(MAX_FACTS_PER_SOURCE, sentence_count)},
+    )
 
 
 def _source_sections(plan: Plan, request: RunRequested) -> dict[str, str]:
@@ -239,6 +267,10 @@ async def _extract(
 ) -> dict[str, set[str]]:
     """Extract and store one source's facts; returns the facts' keys per section."""
     source = assigned.source
+    prose = sentences(source.text)
+    if not prose:
+        logger.warning("%s has no prose sentences; no facts from it", source.name)
+        return {}
     await ctx.status(f"extracting facts from {source.name}")
     payload = extract_request(
         plan.topic,
@@ -248,14 +280,19 @@ async def _extract(
         requested_by=assigned.requested_by,
         planned_by=planned_by,
     )
-    extraction = await ctx.llm.generate(
-        task="extract",
-        instructions=load_prompt("research"),
-        payload=payload,
-        output=Extraction,
-    )
+    try:
+        extraction = await ctx.llm.generate(
+            task="extract",
+            instructions=load_prompt("research"),
+            payload=payload,
+            output=Extraction,
+            bounds=extract_bounds(assigned.section_id, len(prose)),
+        )
+    except LLMNoAnswerError as exc:  # a weak model: this source gives no fact, the run goes on
+        logger.warning("no usable facts from %s: %s", source.name, exc)
+        return {}
     section_ids = {s.section_id for s in plan.sections}
-    facts = _verified(extraction, source.name, source.text, section_ids)
+    facts = _verified(extraction, source.name, prose, section_ids)
     if not await ctx.writer.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
     keys: dict[str, set[str]] = {}
@@ -266,16 +303,21 @@ async def _extract(
 
 
 def _verified(
-    extraction: Extraction, source_name: str, text: str, section_ids: set[str]
+    extraction: Extraction, source_name: str, prose: list[str], section_ids: set[str]
 ) -> list[NewFact]:
-    """The extracted facts worth storing: a known section and a quote verbatim in the source."""
+    """The extracted facts worth storing: the source sentences they name, verbatim."""
     facts: list[NewFact] = []
     for item in extraction.facts:
-        if item.section_id not in section_ids or not item.quote or item.quote not in text:
-            logger.warning("dropped a fact from %s: quote not in the source", source_name)
+        if item.section_id not in section_ids or not 1 <= item.sentence <= len(prose):
+            logger.warning(
+                "dropped a fact from %s: section %r or sentence %d unknown",
+                source_name,
+                item.section_id,
+                item.sentence,
+            )
             continue
-        metadata: dict[str, Any] = {"source": source_name, "quote": item.quote}
-        facts.append(
-            NewFact(item.fact, item.section_id, metadata, fact_key(source_name, item.quote))
-        )
+        # The fact is the sentence itself: a model's restatement can drift from its quote.
+        quoted = prose[item.sentence - 1]
+        metadata: dict[str, Any] = {"source": source_name, "quote": quoted}
+        facts.append(NewFact(quoted, item.section_id, metadata, fact_key(source_name, quoted)))
     return facts

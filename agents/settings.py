@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     llm_model: str = Field(default="gpt-4o-mini", validation_alias="OPENAI_MODEL")
     llm: str = Field(default="auto", pattern="^(auto|stub|openai)$")
-    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_timeout_seconds: float | None = Field(default=None, gt=0)  # per request; None: per task
     llm_max_attempts: int = Field(default=4, ge=1, le=10)
+    llm_max_concurrency: int = Field(default=4, ge=1, le=256)  # LLM calls in flight per agent
     log_prompts: bool = False
     stub_delay_seconds: float = Field(default=0.0, ge=0, le=60)  # simulated LLM latency
 
@@ -53,7 +54,9 @@ class Settings(BaseSettings):
 
     @property
     def use_stub_llm(self) -> bool:
-        return self.llm == "stub" or (self.llm == "auto" and self.openai_api_key is None)
+        """The stub when chosen, or on ``auto`` with neither an API key nor an endpoint set."""
+        no_endpoint = self.openai_api_key is None and self.openai_base_url is None
+        return self.llm == "stub" or (self.llm == "auto" and no_endpoint)
 
     @model_validator(mode="after")
     def _llm_is_usable(self) -> Self:
@@ -62,10 +65,17 @@ class Settings(BaseSettings):
 
     def check_llm(self) -> None:
         """Raise :class:`InvalidConfigError` if the chosen LLM cannot work as configured."""
-        if self.llm == "openai" and self.openai_api_key is None:
+        if self.llm == "openai" and self.openai_api_key is None and self.openai_base_url is None:
             msg = (
-                "AGENTMEM_LLM=openai needs OPENAI_API_KEY (for a local endpoint that ignores "
-                "keys, any value will do, with OPENAI_BASE_URL pointing at it)"
+                "AGENTMEM_LLM=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL pointing at a "
+                "local OpenAI-compatible endpoint"
+            )
+            raise InvalidConfigError(msg)
+        if self.openai_base_url is not None and not self.openai_base_url.startswith(
+            ("http://", "https://")
+        ):
+            msg = (
+                f"OPENAI_BASE_URL must start with http:// or https://, not {self.openai_base_url!r}"
             )
             raise InvalidConfigError(msg)
 

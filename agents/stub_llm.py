@@ -3,7 +3,7 @@
 It answers the same four tasks as a real model, from what it is given and nothing else:
 
 - ``plan``: one section per source, titled by the source's first heading.
-- ``extract``: the source's informative sentences, each quoted verbatim (sentences with
+- ``extract``: the source's informative sentences, chosen by number (sentences with
   figures, names or dates first), at most :data:`MAX_FACTS` per source.
 - ``write``: paragraphs built from the section's facts in source order, each citing the
   facts it states; neighbouring sentences that share a subject word share a paragraph. A
@@ -37,6 +37,8 @@ from agents.models import (
     Review,
     SectionDraft,
 )
+from agents.schemas import Bounds
+from agents.sentences import sentences
 from agents.untrusted import unquoted
 
 MAX_FACTS = 8
@@ -45,8 +47,6 @@ MIN_COVERAGE = 0.8
 MIN_CHARS, MAX_CHARS = 40, 6000
 MAX_PER_PARAGRAPH = 3
 
-# A sentence ends at . ! or ? before a capital, except after an initial ("H. T. Kung").
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+(?=[A-Z0-9\"'(])")
 _NEEDS_CONTEXT = re.compile(r"^(It|Its|This|These|That|They|Their|He|She|His|Her)\b")
 _GLUE = frozenset(
     [
@@ -118,8 +118,13 @@ class StubLLM:
         payload: Mapping[str, Any],
         output: type[T],
         usage: Usage | None = None,
+        bounds: Bounds | None = None,
     ) -> T:
-        del instructions, usage  # the behaviour is fixed (the prompt is for real models), no tokens
+        del (
+            instructions,
+            usage,
+            bounds,
+        )  # the behaviour is fixed (the prompt is for real models), no tokens
         # The stub reads the content of quoted text; it follows no instruction in it.
         if self.delay_seconds:
             await anyio.sleep(self.delay_seconds)
@@ -139,8 +144,8 @@ def plan(payload: Mapping[str, Any]) -> Plan:
         text = source.get("excerpt") or source.get("text") or ""
         title = _heading(text) or _title_from_name(source["name"])
         section_id = _unique(_slug(title), taken)
-        sentences = _sentences(text)
-        description = sentences[0] if sentences else title
+        prose = sentences(text)
+        description = prose[0] if prose else title
         sections.append(
             PlannedSection(
                 section_id=section_id,
@@ -153,18 +158,14 @@ def plan(payload: Mapping[str, Any]) -> Plan:
 
 
 def extract(payload: Mapping[str, Any]) -> Extraction:
-    """The source's most informative sentences, quoted verbatim, in source order."""
-    text = payload["source"]["text"]
-    sentences = [s for s in _sentences(text) if 40 <= len(s) <= 600 and s in text]
-    ranked = sorted(range(len(sentences)), key=lambda i: (_rank(sentences[i]), i))
-    chosen = sorted(ranked[:MAX_FACTS])
+    """The source's most informative sentences, by number, in source order."""
+    # The sentences arrive one a line, as "[n] sentence", numbered from 1.
+    lines = payload["source"]["sentences"].splitlines()
+    numbered = {n: line.partition("] ")[2] for n, line in enumerate(lines, start=1)}
+    usable = [n for n, s in numbered.items() if 40 <= len(s) <= 600]
+    chosen = sorted(sorted(usable, key=lambda n: (_rank(numbered[n]), n))[:MAX_FACTS])
     section_id = payload["section_id"]
-    return Extraction(
-        facts=[
-            ExtractedFact(section_id=section_id, fact=sentences[i], quote=sentences[i])
-            for i in chosen
-        ]
-    )
+    return Extraction(facts=[ExtractedFact(section_id=section_id, sentence=n) for n in chosen])
 
 
 def write(payload: Mapping[str, Any]) -> SectionDraft:
@@ -231,18 +232,6 @@ def _rank(sentence: str) -> int:
     if _NEEDS_CONTEXT.match(sentence):
         return 2
     return 0 if _INFORMATIVE.search(sentence) else 1
-
-
-def _sentences(text: str) -> list[str]:
-    """Sentences of the prose (headings, list markers and code dropped), whitespace-normalised."""
-    sentences = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "```", "|", ">")):
-            continue
-        stripped = re.sub(r"^([-*+]|\d+\.)\s+", "", stripped)
-        sentences += [s.strip() for s in _SENTENCE_END.split(stripped) if s.strip()]
-    return sentences
 
 
 def _heading(text: str) -> str | None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
 from agents.keys import drafted_key
-from agents.models import SectionDraft
+from agents.llm_base import LLMNoAnswerError
+from agents.models import Paragraph, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
@@ -27,12 +28,17 @@ from agents.protocol import (
     parse_payload,
 )
 from agents.runtime import Context
+from agents.schemas import Bounds
 from agents.untrusted import Quoted, quote, quoted_facts
 from memory.events import AgentEvent
 from memory.facts import Fact
 from memory.shared_db import Document
 
 logger = logging.getLogger(__name__)
+
+MAX_PARAGRAPHS = 4  # in the draft's schema (see write_bounds)
+PARAGRAPH_CITATIONS = 4  # fact ids a paragraph may cite
+MAX_FALLBACK = 30  # paragraphs of a draft made from the facts when the LLM gives none
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -75,7 +81,7 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
                     topic, section.quoted(planned_by), facts, previous=current, comments=comments
                 ),
                 section=section,
-                known={fact.id for fact in facts},
+                facts=facts,
                 round_=round_,
             )
             held.check()  # the lease must still be ours right before the write
@@ -127,19 +133,60 @@ def write_request(
     }
 
 
+def write_bounds(section: SectionPlan, fact_ids: list[int]) -> Bounds:
+    """The draft's schema for one section: its title, its facts' ids, a few paragraphs."""
+    enums: dict[str, list[str | int]] = {"title": [section.title]}
+    citations = PARAGRAPH_CITATIONS
+    if fact_ids:
+        enums["paragraphs.citations"] = list(fact_ids)
+    else:
+        citations = 0
+    return Bounds(
+        enums=enums,
+        max_items={
+            "paragraphs": max(1, min(MAX_PARAGRAPHS, len(fact_ids))),
+            "paragraphs.citations": citations,
+        },
+        min_items={"paragraphs.citations": 1 if fact_ids else 0},  # every paragraph cites
+        max_length={"paragraphs.text": 600},
+    )
+
+
 async def _write(
     ctx: Context,
     request: dict[str, Any],
     *,
     section: SectionPlan,
-    known: set[int],
+    facts: list[Fact],
     round_: int,
 ) -> Draft:
-    """Ask the LLM for the section; returns the draft document's value."""
-    draft = await ctx.llm.generate(
-        task="write", instructions=load_prompt("writer"), payload=request, output=SectionDraft
-    )
+    """Ask the LLM for the section; returns the draft document's value.
+
+    If the LLM gives no usable draft within its attempts (a weak model can fail every one),
+    the section is drafted from its facts, one cited paragraph each, so the run still ends.
+    """
+    known = {fact.id for fact in facts}
+    try:
+        draft = await ctx.llm.generate(
+            task="write",
+            instructions=load_prompt("writer"),
+            payload=request,
+            output=SectionDraft,
+            bounds=write_bounds(section, sorted(known)),
+        )
+    except LLMNoAnswerError as exc:
+        logger.warning("no usable draft of %s from the LLM (%s); using its facts", section, exc)
+        draft = facts_draft(section, facts)
     unknown = [c for c in draft.citations if c not in known]
     if unknown:
         logger.warning("draft of %s cites unknown facts %s", section.section_id, unknown)
     return Draft(title=draft.title, paragraphs=draft.paragraphs, section=section, round=round_)
+
+
+def facts_draft(section: SectionPlan, facts: list[Fact]) -> SectionDraft:
+    """The section as its facts, each a paragraph citing itself (or a note that it has none)."""
+    paragraphs = [Paragraph(text=f.fact, citations=[f.id]) for f in facts[:MAX_FALLBACK]]
+    if not paragraphs:
+        note = f"The sources gave no usable fact about {section.title}."
+        paragraphs = [Paragraph(text=note, citations=[])]
+    return SectionDraft(title=section.title, paragraphs=paragraphs)

@@ -33,8 +33,8 @@ class Script:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
-def completion(content: str) -> Answer:
-    """A 200 answer whose message content is ``content``."""
+def completion(content: str, finish_reason: str = "stop") -> Answer:
+    """A 200 answer whose message content is ``content`` (cut off if ``finish_reason`` says)."""
     body = {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -44,7 +44,7 @@ def completion(content: str) -> Answer:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -52,9 +52,10 @@ def completion(content: str) -> Answer:
     return Answer(200, json.dumps(body))
 
 
-def error(status: int) -> Answer:
+def error(status: int, message: str | None = None) -> Answer:
     """An error answer with ``status`` in the OpenAI error format."""
-    return Answer(status, json.dumps({"error": {"message": f"scripted {status}", "type": "test"}}))
+    body = {"error": {"message": message or f"scripted {status}", "type": "test"}}
+    return Answer(status, json.dumps(body))
 
 
 def slow(answer: Answer, seconds: float) -> Answer:

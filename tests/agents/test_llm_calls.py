@@ -47,12 +47,42 @@ async def test_calls_are_published_with_task_model_time_tokens_and_outcome(
     assert [e.agent_id for e in published] == ["review-1", "writer-2"]
     assert all(isinstance(c, LLMCalled) and c.seconds >= 0 for c in calls)
     assert [c.model_dump(exclude={"seconds"}) for c in calls] == [
-        {"task": "review", "model": "m", "ok": True, "prompt_tokens": 1, "completion_tokens": 1},
+        {
+            "task": "review",
+            "model": "m",
+            "ok": True,
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "attempts": 1,
+            "outcomes": ["ok"],
+        },
         {
             "task": "unknown",
             "model": "stub",
             "ok": False,
             "prompt_tokens": None,
             "completion_tokens": None,
+            "attempts": 1,
+            "outcomes": [],
         },
     ]
+
+
+async def test_a_retried_call_records_every_attempt_and_their_tokens(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """An invalid answer then a valid one: one event, two attempts, the tokens of both."""
+    events = EventStore(redis_client, namespace, RUN_STREAM)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        script = Script([completion("{}"), completion(json.dumps({"approved": False}))])
+        with fake_openai(script) as url:
+            settings = Settings(openai_base_url=url, llm_model="m")
+            llm = TimedLLM(OpenAILLM.from_settings(settings), "review-1", writer)
+            await llm.generate(task="review", instructions="", payload={}, output=Review)
+            await llm.aclose()
+
+    (call,) = [parse_payload(e) for e in await events.read_events()]
+    assert isinstance(call, LLMCalled)
+    assert (call.attempts, call.outcomes) == (2, ["invalid", "ok"])
+    assert (call.prompt_tokens, call.completion_tokens) == (2, 2)

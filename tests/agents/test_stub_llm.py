@@ -9,6 +9,7 @@ import pytest
 
 from agents.llm_base import LLMError
 from agents.models import Extraction, Plan, Review, SectionDraft
+from agents.sentences import numbered, sentences
 from agents.stub_llm import StubLLM
 
 pytestmark = pytest.mark.anyio
@@ -21,20 +22,28 @@ def source(name: str) -> dict[str, str]:
 
 
 async def extract(llm: StubLLM, name: str) -> Extraction:
-    payload = {"topic": "t", "section_id": "s", "source": source(name)}
+    text = numbered(sentences(source(name)["text"]))
+    payload = {"topic": "t", "section_id": "s", "source": {"name": name, "sentences": text}}
     return await llm.generate(task="extract", instructions="", payload=payload, output=Extraction)
 
 
+async def fact_texts(llm: StubLLM, name: str) -> list[str]:
+    """The sentences the stub chose from a source, as the research agent stores them."""
+    prose = sentences(source(name)["text"])
+    return [prose[f.sentence - 1] for f in (await extract(llm, name)).facts]
+
+
 async def test_extracted_facts_are_verbatim_quotes_of_their_own_source() -> None:
-    """Every quote is in the source it came from; different sources give different facts."""
+    """Each fact names a distinct sentence of its source; different sources, different facts."""
     llm = StubLLM()
     streams = await extract(llm, "01-redis-streams.md")
     locks = await extract(llm, "02-locks-and-fencing.md")
-    text = source("01-redis-streams.md")["text"]
+    prose = sentences(source("01-redis-streams.md")["text"])
 
     assert len(streams.facts) >= 4
-    assert all(f.quote in text for f in streams.facts)
-    assert {f.fact for f in streams.facts}.isdisjoint({f.fact for f in locks.facts})
+    assert all(1 <= f.sentence <= len(prose) for f in streams.facts)
+    assert len({f.sentence for f in streams.facts}) == len(streams.facts)
+    assert streams != locks
     assert streams == await extract(llm, "01-redis-streams.md")
 
 
@@ -54,8 +63,8 @@ async def test_a_partial_first_draft_is_sent_back_and_its_revision_approved() ->
     """The first draft misses facts, the review names them, the revision covers them."""
     llm = StubLLM()
     facts: list[dict[str, Any]] = [
-        {"id": 10 + i, "fact": f.fact, "source": "s"}
-        for i, f in enumerate((await extract(llm, "02-locks-and-fencing.md")).facts)
+        {"id": 10 + i, "fact": text, "source": "s"}
+        for i, text in enumerate(await fact_texts(llm, "02-locks-and-fencing.md"))
     ]
     section = {"section_id": "locks", "title": "Locks", "description": ""}
     payload: dict[str, Any] = {"topic": "t", "section": section, "facts": facts, "previous": None}
@@ -117,9 +126,9 @@ async def test_a_draft_citing_facts_of_another_section_is_not_approved() -> None
 async def test_a_draft_cites_only_the_facts_it_was_given_and_states_them() -> None:
     """Citations are the given ids, and each cited fact's text is in its paragraph."""
     llm = StubLLM()
-    extraction = await extract(llm, "05-heartbeats.md")
     facts: list[dict[str, Any]] = [
-        {"id": 40 + i, "fact": f.fact, "source": "s"} for i, f in enumerate(extraction.facts)
+        {"id": 40 + i, "fact": text, "source": "s"}
+        for i, text in enumerate(await fact_texts(llm, "05-heartbeats.md"))
     ]
     by_id = {f["id"]: f["fact"] for f in facts}
     payload = {

@@ -13,6 +13,7 @@ from agents.models import Extraction, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import RunRequested, SectionPlan, SourceDoc
 from agents.research import extract_request
+from agents.sentences import numbered, sentences
 from agents.settings import Settings
 from agents.untrusted import OPERATOR, quote
 from agents.writer import write_request
@@ -60,9 +61,11 @@ async def test_an_instruction_injected_into_a_source_arrives_delimited_with_its_
         await client.aclose()
 
     first, second = (sent_input(r) for r in script.requests)
+    prose = numbered(sentences(text))
+    assert INJECTION in prose
     assert first.data["source"] == {
         "name": "evil.md",
-        "text": {"written_by": OPERATOR, "source": "evil.md", "data": text},
+        "sentences": {"written_by": OPERATOR, "source": "evil.md", "data": prose},
     }
     assert first.data["sections"][0]["title"] == {
         "written_by": "research-1",

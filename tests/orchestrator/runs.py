@@ -16,6 +16,7 @@ import anyio
 import psutil
 import redis.asyncio as redis
 
+from agents.sentences import numbered, sentences
 from agents.stub_llm import extract
 from chaos.invariants import run_problems
 from memory.agent_memory import RedisAgentMemory
@@ -100,10 +101,15 @@ def wait_until_gone(run_id: str, timeout: float = 15) -> list[psutil.Process]:
     return left
 
 
+def numbered_text(path: Path) -> str:
+    """A source's sentences as the research agent sends them for extraction."""
+    return numbered(sentences(path.read_text()))
+
+
 def expected_fact_count() -> int:
     """How many facts a clean run stores from the bundled sources (the stub is deterministic)."""
     return sum(
-        len(extract({"section_id": "x", "source": {"name": p.name, "text": p.read_text()}}).facts)
+        len(extract({"section_id": "x", "source": {"sentences": numbered_text(p)}}).facts)
         for p in SOURCES.glob("*.md")
     )
 

@@ -10,6 +10,8 @@ from typing import Any
 from agents.documents import Draft
 from agents.models import Paragraph
 from agents.protocol import SectionPlan
+from agents.sentences import numbered
+from agents.sentences import sentences as split_sentences
 from agents.stub_llm import extract, write
 from memory.facts import Fact
 from orchestrator.compose import citation_numbers, section_markdown, sources_table, summary
@@ -61,9 +63,12 @@ def test_the_summary_names_each_sections_facts_without_repeating_them() -> None:
 
 def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None:
     """Sentences keep source order; a paragraph never joins sentences sharing no subject word."""
-    text = (SOURCES / "05-heartbeats.md").read_text()
-    extracted = extract({"section_id": "h", "source": {"name": "h.md", "text": text}}).facts
-    facts: list[dict[str, Any]] = [{"id": i + 1, "fact": f.fact} for i, f in enumerate(extracted)]
+    prose = split_sentences((SOURCES / "05-heartbeats.md").read_text())
+    payload_in = {"section_id": "h", "source": {"name": "h.md", "sentences": numbered(prose)}}
+    extracted = extract(payload_in).facts
+    facts: list[dict[str, Any]] = [
+        {"id": i + 1, "fact": prose[f.sentence - 1]} for i, f in enumerate(extracted)
+    ]
     payload = {"section": {"title": "H"}, "facts": facts[::-1], "previous": {"version": 1}}
 
     paragraphs = write(payload).paragraphs
