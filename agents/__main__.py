@@ -25,9 +25,8 @@ from agents import research, reviewer, writer
 from agents.protocol import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
-from devservers.process import die_with_parent
-from memory.errors import AgentMemoryError, InvalidIdError, leaves
-from memory.keys import validate_id
+from devservers import die_with_parent
+from memory import AgentMemoryError, InvalidIdError, leaves, validate_id
 
 HANDLERS: dict[Role, Handler] = {
     Role.RESEARCH: research.handle,

@@ -41,7 +41,7 @@ from agents.schemas import Bounds, strict_schema
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
 from agents.untrusted import new_boundary, render_input
-from memory.retry import retrying
+from memory import retrying
 
 logger = logging.getLogger(__name__)
 

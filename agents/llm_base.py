@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from agents.schemas import Bounds
-from memory.errors import AgentMemoryError
+from memory import AgentMemoryError
 
 T = TypeVar("T", bound=BaseModel)
 

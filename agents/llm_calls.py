@@ -19,7 +19,7 @@ from agents.keys import llm_call_key
 from agents.llm_base import LLM, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
 from agents.schemas import Bounds
-from memory.durable import DurableWriter
+from memory import DurableWriter
 
 logger = logging.getLogger(__name__)
 

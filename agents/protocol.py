@@ -18,8 +18,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.untrusted import quote
-from memory.agent_event import AgentEvent
-from memory.errors import AgentMemoryError
+from memory import AgentEvent, AgentMemoryError
 
 RUN_STREAM = "run"
 

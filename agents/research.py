@@ -47,10 +47,7 @@ from agents.runtime import Context
 from agents.schemas import Bounds
 from agents.sentences import numbered, sentences
 from agents.untrusted import quote
-from memory.errors import ConflictError
-from memory.events import AgentEvent
-from memory.facts import NewFact
-from memory.shared_db import Document
+from memory import AgentEvent, ConflictError, Document, NewFact
 
 logger = logging.getLogger(__name__)
 

@@ -54,9 +54,9 @@ from memory import (
     SharedAgentDB,
     WriteAheadLog,
     open_memory,
+    path_part,
     retrying,
 )
-from memory.keys import path_part
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,7 @@ from agents.protocol import (
 from agents.runtime import Context
 from agents.schemas import Bounds
 from agents.untrusted import Quoted, quote, quoted_facts
-from memory.events import AgentEvent
-from memory.facts import Fact
-from memory.shared_db import Document
+from memory import AgentEvent, Document, Fact
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 import anyio
 import redis.asyncio as redis
 
-from memory.events import EventStore
+from memory import EventStore
 
 
 def ping_key(namespace: str) -> str:

@@ -8,7 +8,7 @@ import anyio
 
 from bench.facts import fact_text
 from bench.harness import Context, Figures, compare, namespace, timed
-from memory.shared_db import SharedAgentDB
+from memory import SharedAgentDB
 
 
 async def documents(ctx: Context) -> Figures:

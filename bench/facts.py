@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from bench.harness import Context, Figures, Work, compare, namespace
 from bench.naive import NaiveMemory
-from memory.agent_memory import RedisAgentMemory
-from memory.facts import NewFact, parse_records
+from memory import NewFact, RedisAgentMemory
+from memory.facts import parse_records
 
 CATEGORY = "c"
 LOAD_CHUNK = 5000

@@ -19,8 +19,7 @@ import redis.asyncio as redis
 
 from bench.consumer import ping_key, pong_key
 from bench.harness import Context, Figures, latency_summary, namespace
-from memory.agent_event import AgentEvent
-from memory.events import EventStore
+from memory import AgentEvent, EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PACE_SECONDS = 0.0005  # producers pause between publishes: this measures latency, not saturation

@@ -6,7 +6,7 @@ import anyio
 
 from bench.harness import Context, Figures, compare, namespace
 from bench.naive import NaiveMemory
-from memory.agent_memory import RedisAgentMemory
+from memory import RedisAgentMemory
 
 CONTENDERS = 8
 

@@ -13,9 +13,9 @@ import anyio
 from pydantic import ValidationError
 from rich.console import Console
 
-from agents.settings import Settings
+from agents import Settings
 from chaos.session import chaos_session, fault_counts, outcomes_table
-from memory.errors import AgentMemoryError, leaves
+from memory import AgentMemoryError, leaves
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
 

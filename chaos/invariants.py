@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from agents import SectionState
 from agents.documents import Draft, draft_key
-from agents.protocol import SectionState, SourceDoc
-from memory.agent_memory import RedisAgentMemory
-from memory.shared_db import SharedAgentDB
+from agents.protocol import SourceDoc
+from memory import RedisAgentMemory, SharedAgentDB
 
 
 async def run_problems(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory.errors import AgentMemoryError
+from memory import AgentMemoryError
 
 
 class ServerStartError(AgentMemoryError, RuntimeError):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devservers.base import Server, package_dir
 from devservers.errors import ServerStartError
-from memory.errors import InvalidValueError
+from memory import InvalidValueError
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from memory.errors import (
 )
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
+from memory.keys import path_part, validate_id
 from memory.limits import Limits
 from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
@@ -79,6 +80,8 @@ __all__ = [
     "drop_redis_namespace",
     "leaves",
     "open_memory",
+    "path_part",
     "redact",
     "retrying",
+    "validate_id",
 ]

@@ -16,15 +16,15 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from agents.settings import Settings
+from agents import Settings
 from devservers import local_servers
 from memory import (
     AgentMemoryError,
     InvalidConfigError,
     InvalidIdError,
     leaves,
+    validate_id,
 )
-from memory.keys import validate_id
 
 P = ParamSpec("P")
 

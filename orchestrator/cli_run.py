@@ -9,8 +9,8 @@ from typing import Annotated
 import anyio
 import typer
 
+from agents import Role
 from agents.__main__ import serve_agent
-from agents.protocol import Role
 from memory import (
     AgentMemoryError,
 )

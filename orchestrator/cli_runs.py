@@ -9,8 +9,7 @@ import typer
 import uvicorn
 from rich.table import Table
 
-from agents.protocol import RUN_STREAM
-from agents.settings import Settings
+from agents import RUN_STREAM, Settings
 from memory import (
     RunEntry,
     open_memory,

@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agents.documents import Draft, ReviewRecord
-from memory.facts import Fact
-from memory.shared_db import Document
+from memory import Document, Fact
 
 _NAME_RUN = re.compile(r"(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.))*")
 _MONTHS = frozenset(

@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agents import RUN_STREAM, Settings
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from agents.protocol import RUN_STREAM
-from agents.settings import Settings
 from memory import DeadLetter, Memory, RunEntry, open_memory
 from orchestrator.tracker import RunState, RunTracker
 

@@ -16,6 +16,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from agents import SectionState, parse_payload
 from agents.protocol import (
     AgentFailed,
     LLMCalled,
@@ -25,13 +26,8 @@ from agents.protocol import (
     SectionAssigned,
     SectionDrafted,
     SectionRevisionRequested,
-    SectionState,
-    parse_payload,
 )
-from memory.agent_event import AgentEvent
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import ServerUnavailableError
-from memory.status import AgentStatus
+from memory import AgentEvent, AgentStatus, RedisAgentMemory, ServerUnavailableError
 from orchestrator.tracker import RunState
 
 _STATE_STYLE = {

@@ -9,11 +9,7 @@ from typing import Any
 import anyio
 
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from memory.agent_event import AgentEvent
-from memory.agent_memory import RedisAgentMemory
-from memory.events import EventStore
-from memory.facts import Fact
-from memory.shared_db import Document, SharedAgentDB
+from memory import AgentEvent, Document, EventStore, Fact, RedisAgentMemory, SharedAgentDB
 from orchestrator.compose import (
     SectionHistory,
     citation_numbers,

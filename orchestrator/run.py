@@ -21,19 +21,9 @@ from pathlib import Path
 import anyio
 from pydantic import SecretStr
 
+from agents import RUN_STREAM, EventType, Role, Settings, new_event
 from agents.keys import orchestrator_key
-from agents.protocol import (
-    RUN_STREAM,
-    EventPayload,
-    EventType,
-    Role,
-    RunCompleted,
-    RunFailed,
-    RunRequested,
-    SourceDoc,
-    new_event,
-)
-from agents.settings import Settings
+from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (
     AgentMemoryError,
     EventStore,
@@ -41,9 +31,9 @@ from memory import (
     ServerUnavailableError,
     SharedAgentDB,
     open_memory,
+    path_part,
     retrying,
 )
-from memory.keys import path_part
 from orchestrator.progress import Progress
 from orchestrator.report import (
     cited_ids,

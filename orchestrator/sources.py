@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from agents.protocol import SourceDoc
-from memory.errors import AgentMemoryError
+from memory import AgentMemoryError
 
 SUFFIXES = (".md", ".markdown", ".txt")
 MAX_FILE_BYTES = 1_000_000

@@ -24,8 +24,8 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
-from agents.protocol import Role
-from memory.errors import AgentMemoryError
+from agents import Role
+from memory import AgentMemoryError
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from html import escape
 
 from pydantic import ValidationError
 
+from agents import EventType, parse_payload
 from agents.protocol import (
     AgentFailed,
     EventPayload,
-    EventType,
     LLMCalled,
     ProtocolError,
     RunPlanned,
@@ -27,10 +27,8 @@ from agents.protocol import (
     SectionAssigned,
     SectionDrafted,
     SectionRevisionRequested,
-    parse_payload,
 )
-from memory.agent_event import AgentEvent
-from memory.consumer import DeadLetter
+from memory import AgentEvent, DeadLetter
 from orchestrator.supervisor import Restart
 
 LEFT, RIGHT, TOP, LANE, AXIS = 150, 30, 40, 56, 30

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents import EventType, SectionState, parse_payload
 from agents.protocol import (
     AgentFailed,
-    EventType,
     LLMCalled,
     ProtocolError,
     RunCompleted,
@@ -23,10 +23,8 @@ from agents.protocol import (
     SectionDrafted,
     SectionPlan,
     SectionRevisionRequested,
-    SectionState,
-    parse_payload,
 )
-from memory.agent_event import AgentEvent
+from memory import AgentEvent
 
 
 @dataclass

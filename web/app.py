@@ -18,10 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agents.protocol import RUN_STREAM, EventType
-from memory import EventStore, InvalidIdError, MemoryConfig, open_memory
+from agents import RUN_STREAM, EventType
+from memory import EventStore, InvalidIdError, MemoryConfig, open_memory, validate_id
 from memory.connections import RedisClient, connect_redis
-from memory.keys import validate_id
 from web.data import load_run
 from web.pages import not_found, run_body, run_page, runs_page
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from agents import RUN_STREAM
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from agents.protocol import RUN_STREAM
 from memory import AgentEvent, DeadLetter, Document, Fact, Memory, RunEntry
+from orchestrator import RunState, RunTracker
 from orchestrator.report import read_log
-from orchestrator.tracker import RunState, RunTracker
 
 
 @dataclass
