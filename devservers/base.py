@@ -51,7 +51,29 @@ class RunAs:
     extra_groups: list[int] | None = None
 
 
-class Server:
+class StartStop:
+    """``with`` for a local server or cluster: ``start()`` on entry, ``stop()`` on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Server(StartStop):
     """A server process owned by this object: started, waited for, stopped."""
 
     name = "server"
@@ -140,15 +162,3 @@ class Server:
     def kill(self) -> None:
         """The same as :meth:`crash`."""
         self.crash()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

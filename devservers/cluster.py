@@ -21,9 +21,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from devservers.base import StartStop
 from devservers.errors import ServerStartError
 from devservers.servers import EmbeddedRedis, find_redis_server
 
@@ -96,7 +95,7 @@ def _ask(port: int, command: bytes) -> bytes:
         return sock.recv(65536)
 
 
-class LocalCluster:
+class LocalCluster(StartStop):
     """Six cluster nodes on free loopback ports; :attr:`url` names one of them."""
 
     def __init__(
@@ -191,18 +190,6 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager
