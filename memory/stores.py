@@ -76,6 +76,17 @@ class Memory(AsyncResource):
             limits=self.limits,
         )
 
+    def scope(self, namespace: str) -> Memory:
+        """The stores of another namespace on this one's Redis client and PostgreSQL pools.
+
+        For processes that serve many runs (the web view): one client, one pool, any number of
+        namespaces. The view owns nothing; close the :class:`Memory` it came from.
+        """
+        view = Memory(self._client, validate_id(namespace, "namespace"), limits=self.limits)
+        if self._db is not None:
+            view._db = self._db.for_namespace(namespace)
+        return view
+
     @property
     def runs(self) -> RunIndex:
         """The index of every run (shared by all namespaces), on the shared client."""
