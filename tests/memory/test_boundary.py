@@ -198,7 +198,7 @@ async def test_a_redis_url_listing_a_standalone_server_among_others_is_a_config_
 ) -> None:
     """Several URLs are cluster nodes or a mistake: two standalone servers are never mixed."""
     config = short(redis_url=f"redis://127.0.0.1:1/0,{servers.redis_url}")
-    with pytest.raises(InvalidConfigError, match="lists 2 servers; .* is not a cluster node"):
+    with pytest.raises(InvalidConfigError, match=r"lists 2 servers; .* is not a cluster node"):
         async with open_memory(config, namespace):
             pass
 
