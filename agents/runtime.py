@@ -35,12 +35,12 @@ from agents.protocol import (
     AgentFailed,
     EventPayload,
     EventType,
-    Role,
     RunCompleted,
     RunFailed,
     new_event,
     parse_payload,
 )
+from agents.roles import Role
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
 from memory import (

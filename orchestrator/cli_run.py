@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
 import typer
 
-from agents import Role
-from agents.__main__ import serve_agent
-from memory import (
-    AgentMemoryError,
-)
+from agents.roles import Role
 from orchestrator.cli_common import (
     LLMChoice,
     app,
@@ -24,9 +19,12 @@ from orchestrator.cli_common import (
     servers,
     settings_from_env,
 )
-from orchestrator.progress import Progress
-from orchestrator.run import new_run_id, run_report
-from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+
+if TYPE_CHECKING:
+    from orchestrator.launcher import AgentLauncher
+
+# The commands import what they run when they run (see orchestrator.cli_common).
 
 
 @app.command(short_help="Run the agents on the sources and write the report.")
@@ -56,6 +54,33 @@ def run(
     ] = False,
 ) -> None:
     """Run the research, writing and review agents on the sources and write the report."""
+    # The zygote that forks the agents starts first: its imports overlap with ours and with
+    # the servers starting.
+    from orchestrator.launcher import AgentLauncher  # noqa: PLC0415 - light, on purpose
+
+    with AgentLauncher.start() as launcher:
+        _run(topic, sources, writers, reviewers, researchers, llm, run_id, timeout, quiet, launcher)
+
+
+def _run(
+    topic: str,
+    sources: Path,
+    writers: int,
+    reviewers: int,
+    researchers: int,
+    llm: LLMChoice | None,
+    run_id: str | None,
+    timeout: float | None,
+    quiet: bool,
+    launcher: AgentLauncher,
+) -> None:
+    import anyio  # noqa: PLC0415 - deferred, as every import of the run (see above)
+
+    from memory import AgentMemoryError  # noqa: PLC0415
+    from orchestrator.progress import Progress  # noqa: PLC0415
+    from orchestrator.run import new_run_id, run_report  # noqa: PLC0415
+    from orchestrator.sources import load_sources  # noqa: PLC0415
+
     updates: dict[str, object] = {}
     if llm is not None:
         updates["llm"] = llm.value
@@ -71,7 +96,7 @@ def run(
     except AgentMemoryError as exc:
         fail(str(exc), code=2)
     run_id = run_id or new_run_id()
-    progress = Progress(console, quiet=quiet)
+    progress = Progress(console(), quiet=quiet)
     llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
     progress.message(
         f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
@@ -89,13 +114,14 @@ def run(
                     progress=progress,
                     reviewers=reviewers,
                     researchers=researchers,
+                    launcher=launcher,
                 )
             )
     except KeyboardInterrupt:
         fail("interrupted; agents and servers stopped", code=130)
     t = result.timings
     if quiet:
-        console.print(str(result.report_path), soft_wrap=True, highlight=False)
+        console().print(str(result.report_path), soft_wrap=True, highlight=False)
         return
     progress.message(
         f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
@@ -106,8 +132,8 @@ def run(
         ("Record", result.record_path),
         ("Timeline", result.report_path.with_suffix(".html")),
     ):
-        console.print(f"{name}: {path}", soft_wrap=True, highlight=False)
-    console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
+        console().print(f"{name}: {path}", soft_wrap=True, highlight=False)
+    console().print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -133,4 +159,6 @@ def agent(
         )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
+    from agents.__main__ import serve_agent  # noqa: PLC0415 - deferred: not needed by --help
+
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
