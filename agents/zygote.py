@@ -165,10 +165,10 @@ def _serve(request: dict[str, Any]) -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    title = agent_title(role.value, run_id, instance)
+    setproctitle.setproctitle(title)  # first: it finds the argv area through the environment
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-    title = agent_title(role.value, run_id, instance)
-    setproctitle.setproctitle(title)
     sys.argv = title.split()[2:]
     from agents.__main__ import serve_agent  # noqa: PLC0415 - imported by main() already
 

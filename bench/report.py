@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import scale
+from bench import scale, startup
 
 Figures = dict[str, Any]
 
@@ -116,6 +116,8 @@ def targets(results: Figures) -> list[Figures]:
             speedup >= 2.5,
             scale.why_missed(results["scale"], "4", series="joined_by_agents"),
         )
+    if "startup" in results:
+        checks += startup.targets(results["startup"])
     return checks
 
 
