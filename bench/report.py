@@ -315,7 +315,21 @@ def _demo_rows(results: Figures) -> list[Row]:
 def _scale_rows(results: Figures) -> list[Row]:
     figures = results.get("scale", {})
     series = [("by_agents", ""), ("joined_by_agents", " (joined ahead)")]
-    return [
+    concurrent = figures.get("concurrent_runs")
+    at_once = (
+        [
+            (
+                f"{concurrent['runs_at_once']} runs at once: runs per minute, one node / cluster",
+                "",
+                f"{concurrent['one_node_runs_per_minute']:.1f} / "
+                f"{concurrent['cluster_runs_per_minute']:.1f}",
+                "",
+            )
+        ]
+        if concurrent
+        else []
+    )
+    return at_once + [
         (
             f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
             f"{n}+{n} agents{label}: wall (s), speedup (writing and review alone)",

@@ -209,7 +209,7 @@ def demo(repeat: int) -> Figures:
 
 async def startup(ctx: Context) -> Figures:
     """The start-up benchmark (issue 12's start-up targets)."""
-    repeat = max(3, ctx.sizes.demo_runs)
+    repeat = ctx.sizes.demo_runs
     ctx.say("start-up: agentmem --help")
     figures: Figures = {
         "help_seconds": (await anyio.to_thread.run_sync(help_seconds, repeat)).as_dict(),
