@@ -88,8 +88,9 @@ def main(argv: list[str]) -> int:
             _reap(reports)
         if control.fileno() in ready:
             message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 1)
-            if not message:  # the orchestrator closed its end or died: stop
-                return 0
+            if not message:  # the orchestrator closed its end or died: stop, at once (os._exit:
+                # a fork server has nothing to tear down, and its owner waits for it)
+                os._exit(0)
             if not fds:
                 continue
             report = socket.socket(fileno=fds[0])
