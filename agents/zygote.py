@@ -31,12 +31,13 @@ import importlib
 import json
 import os
 import select
+import shlex
 import signal
 import socket
 import struct
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import setproctitle
 
@@ -52,10 +53,16 @@ _EXIT_ERROR = 1
 
 def agent_title(role: str, run_id: str, instance: int) -> str:
     """The process title of an agent: the command line that would start it by hand."""
-    return f"python -m agents {role} --run-id {run_id} --instance {instance} --supervised"
+    words = ["python", "-m", "agents", role, "--run-id", run_id, "--instance", str(instance)]
+    return shlex.join([*words, "--supervised"])
 
 
-def main(argv: list[str]) -> int:
+def name_forked_zygote(parent: int) -> None:
+    """Title a zygote forked from an orchestrator, which would otherwise show its command."""
+    setproctitle.setproctitle(f"python -m agents.zygote --parent {parent}")
+
+
+def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
     """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
     (``--parent PID``): if it is gone already, stop at once."""
     from devservers.process import die_with_parent  # noqa: PLC0415 - heavy; see above
@@ -66,9 +73,17 @@ def main(argv: list[str]) -> int:
     # The import this server exists for: every role and everything they use (agents.__main__
     # imports them), done once here instead of in every agent process.
     importlib.import_module("agents.__main__")
-    control = socket.socket(fileno=os.dup(0))
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # the control socket is not an agent's stdin
+    serve(socket.socket(fileno=os.dup(0)))  # never returns
+
+
+def serve(control: socket.socket) -> NoReturn:
+    """Fork agents on the requests that come on ``control`` until it ends, then exit.
+
+    Run by :func:`main`, or in a fork of an orchestrator that has imported ``agents.__main__``
+    itself and has no thread or event loop yet (:meth:`AgentLauncher.fork`)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)  # the control socket (or a terminal) is no agent's stdin
+    os.dup2(devnull, 1)  # nor is an orchestrator's stdout: it would not see end of file
     os.close(devnull)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -170,7 +185,7 @@ def _serve(request: dict[str, Any]) -> int:
     setproctitle.setproctitle(title)  # first: it finds the argv area through the environment
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-    sys.argv = title.split()[2:]
+    sys.argv = shlex.split(title)[2:]
     from agents.__main__ import serve_agent  # noqa: PLC0415 - imported by main() already
 
     return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))

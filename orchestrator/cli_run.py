@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -20,9 +20,6 @@ from orchestrator.cli_common import (
     settings_from_env,
 )
 from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
-
-if TYPE_CHECKING:
-    from orchestrator.launcher import AgentLauncher
 
 # The commands import what they run when they run (see orchestrator.cli_common).
 
@@ -54,29 +51,10 @@ def run(
     ] = False,
 ) -> None:
     """Run the research, writing and review agents on the sources and write the report."""
-    # The zygote that forks the agents starts first: its imports overlap with ours and with
-    # the servers starting.
-    from orchestrator.launcher import AgentLauncher  # noqa: PLC0415 - light, on purpose
-
-    with AgentLauncher.start() as launcher:
-        _run(topic, sources, writers, reviewers, researchers, llm, run_id, timeout, quiet, launcher)
-
-
-def _run(
-    topic: str,
-    sources: Path,
-    writers: int,
-    reviewers: int,
-    researchers: int,
-    llm: LLMChoice | None,
-    run_id: str | None,
-    timeout: float | None,
-    quiet: bool,
-    launcher: AgentLauncher,
-) -> None:
     import anyio  # noqa: PLC0415 - deferred, as every import of the run (see above)
 
     from memory import AgentMemoryError  # noqa: PLC0415
+    from orchestrator.launcher import AgentLauncher  # noqa: PLC0415
     from orchestrator.progress import Progress  # noqa: PLC0415
     from orchestrator.run import new_run_id, run_report  # noqa: PLC0415
     from orchestrator.sources import load_sources  # noqa: PLC0415
@@ -103,7 +81,9 @@ def _run(
         f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
     )
     try:
-        with servers(settings, quiet=quiet) as ready:
+        # The zygote that forks the agents is a fork of this process, made now: the agent code
+        # is imported already, and no server, thread or event loop exists yet.
+        with AgentLauncher.fork() as launcher, servers(settings, quiet=quiet) as ready:
             result = anyio.run(
                 lambda: run_report(
                     ready,

@@ -1,30 +1,42 @@
 """How the supervisor starts agent processes: forked from a zygote that has imported the agents.
 
-:class:`AgentLauncher` starts ``python -m agents.zygote`` (see :mod:`agents.zygote`) once, at
-the start of a run, so that its imports overlap with the servers starting; each agent is then
-a fork of it, ready in milliseconds instead of the 0.6 s (idle) to several seconds (nine at
-once on two cores) that a new interpreter spends importing. :meth:`AgentLauncher.start` needs
-no event loop; :meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which
-the supervisor waits for, signals and kills like a subprocess.
+An :class:`AgentLauncher` owns one zygote (see :mod:`agents.zygote`); each agent is a fork of
+it, ready once it has connected (about 0.15 s) instead of after the 0.6 s (idle) to several
+seconds (nine at once on two cores) that a new interpreter spends importing. The zygote comes
+from one of two places:
 
-The zygote is a child of this process and stops when :meth:`AgentLauncher.close` closes its
-socket, or when this process dies; its agents get SIGTERM when it stops.
+- :meth:`AgentLauncher.fork`: a fork of this process, for an orchestrator that has imported
+  the agent code already (``agentmem run`` does, before it starts servers, threads or an event
+  loop); nothing is imported twice.
+- :meth:`AgentLauncher.start`: ``python -m agents.zygote``, a new interpreter that imports the
+  agent code itself; for a caller that already runs an event loop or threads
+  (:func:`orchestrator.run.run_report` as a library call, the tests).
+
+:meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which the supervisor
+waits for, signals and kills like a subprocess. The zygote is a child of this process and
+stops when :meth:`AgentLauncher.close` closes its socket, or when this process dies; its agents
+get SIGTERM when it stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import anyio
 
+from agents import zygote
 from agents.roles import Role
 from agents.zygote import INT
 
@@ -72,10 +84,45 @@ class AgentChild:
 class AgentLauncher:
     """Forks agent processes from one zygote; ``with AgentLauncher.start() as launcher:``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], control: socket.socket) -> None:
-        self.process = process
+    def __init__(
+        self, pid: int, control: socket.socket, process: subprocess.Popen[bytes] | None = None
+    ) -> None:
+        self.pid = pid  # the zygote's
+        self.process = process  # when it was spawned rather than forked
         self._control = control
         self._sending = anyio.Lock()
+        self._exited: int | None = None  # the forked zygote's exit code, once reaped
+
+    @classmethod
+    @contextmanager
+    def fork(cls) -> Iterator[AgentLauncher]:
+        """The zygote as a fork of this process, which imports the agent code first (most of it
+        an orchestrator has imported already): no second interpreter imports it all again.
+        This process must have no thread and no event loop yet (checked: it is a
+        :class:`LauncherError` otherwise); :meth:`start` has no such condition."""
+        importlib.import_module("agents.__main__")
+        if threading.active_count() > 1 or _loop_running():
+            msg = "AgentLauncher.fork() needs a process without threads or a running event loop"
+            raise LauncherError(msg)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            for stream in (sys.stdout, sys.stderr):  # or the zygote's agents would repeat it
+                stream.flush()
+            pid = os.fork()
+            if pid == 0:  # the zygote
+                try:
+                    ours.close()
+                    zygote.name_forked_zygote(os.getppid())
+                    zygote.serve(theirs)
+                finally:
+                    os._exit(1)
+            theirs.close()
+            ours.setblocking(False)
+            launcher = cls(pid, ours)
+            try:
+                yield launcher
+            finally:
+                launcher.close()
 
     @classmethod
     @contextmanager
@@ -94,7 +141,7 @@ class AgentLauncher:
             finally:
                 theirs.close()
             ours.setblocking(False)
-            launcher = cls(process, ours)
+            launcher = cls(process.pid, ours, process)
             try:
                 yield launcher
             finally:
@@ -103,11 +150,29 @@ class AgentLauncher:
     def close(self) -> None:
         """Stop the zygote: end of file on its socket, then SIGKILL if it lingers."""
         self._control.close()
-        try:
-            self.process.wait(_CLOSE_WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            try:
+                self.process.wait(_CLOSE_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            return
+        deadline = time.monotonic() + _CLOSE_WAIT_SECONDS
+        while self.exit_code() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                self._exited = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+                return
+            time.sleep(0.005)
+
+    def exit_code(self) -> int | None:
+        """The zygote's exit code if it has exited (it then starts no agent), else None."""
+        if self.process is not None:
+            return self.process.poll()
+        if self._exited is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            self._exited = None if pid == 0 else os.waitstatus_to_exitcode(status)
+        return self._exited
 
     async def launch(
         self, role: Role, run_id: str, instance: int, env: Mapping[str, str], log_path: Path
@@ -135,7 +200,7 @@ class AgentLauncher:
             raise
         if pid is None or pid < 0:
             ours.close()
-            code = self.process.poll()
+            code = self.exit_code()
             why = "could not fork" if code is None else f"exited with code {code}"
             msg = f"cannot start agent {role}-{instance}: the agent zygote {why}"
             raise LauncherError(msg)
@@ -170,3 +235,11 @@ async def _read_int(sock: socket.socket) -> int | None:
         data += chunk
     value: int = INT.unpack(data)[0]
     return value
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -54,8 +54,8 @@ async def test_a_forked_agent_runs_under_its_own_command_line_until_killed(
         await wait_ready(log)
         process = psutil.Process(child.pid)
         assert agent_identity(process.cmdline()) == ("writer", rid, 2)
-        assert process.ppid() == launcher.process.pid
-        assert child.pid not in {os.getpid(), launcher.process.pid}
+        assert process.ppid() == launcher.pid
+        assert child.pid not in {os.getpid(), launcher.pid}
         child.send_signal(signal.SIGKILL)
         with anyio.fail_after(30):
             assert await child.wait() == -signal.SIGKILL
