@@ -57,8 +57,14 @@ def agent_title(role: str, run_id: str, instance: int) -> str:
     return shlex.join([*words, "--supervised"])
 
 
-def name_forked_zygote(parent: int) -> None:
-    """Title a zygote forked from an orchestrator, which would otherwise show its command."""
+def become_forked_zygote(parent: int) -> None:
+    """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
+    a title of its own (it would show the orchestrator's command line)."""
+    from devservers.process import die_with_parent  # noqa: PLC0415 - imported already
+
+    die_with_parent(signal.SIGTERM)()
+    if os.getppid() != parent:  # the orchestrator died before the request took effect
+        os._exit(_EXIT_ERROR)
     setproctitle.setproctitle(f"python -m agents.zygote --parent {parent}")
 
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -108,12 +109,15 @@ class AgentLauncher:
         with ours:
             for stream in (sys.stdout, sys.stderr):  # or the zygote's agents would repeat it
                 stream.flush()
+            parent = os.getpid()
             pid = os.fork()
             if pid == 0:  # the zygote
                 try:
                     ours.close()
-                    zygote.name_forked_zygote(os.getppid())
+                    zygote.become_forked_zygote(parent)
                     zygote.serve(theirs)
+                except BaseException:
+                    traceback.print_exc()
                 finally:
                     os._exit(1)
             theirs.close()
