@@ -115,7 +115,16 @@ def serve(control: socket.socket) -> NoReturn:
             if not fds:
                 continue
             report = socket.socket(fileno=fds[0])
-            pid = _fork(json.loads(message), report, [control, *reports.values()], (wake_r, wake_w))
+            try:
+                request = json.loads(message)
+            except ValueError:  # cut short (over MAX_REQUEST_BYTES) or not ours: refuse it
+                traceback.print_exc()
+                request = None
+            pid = (
+                -1
+                if request is None
+                else _fork(request, report, [control, *reports.values()], (wake_r, wake_w))
+            )
             with contextlib.suppress(OSError):  # the orchestrator gave up on it: still reaped
                 report.sendall(INT.pack(pid))
             if pid > 0:
