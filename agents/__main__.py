@@ -22,7 +22,7 @@ import anyio
 from pydantic import ValidationError
 
 from agents import research, reviewer, writer
-from agents.protocol import Role
+from agents.roles import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
 from devservers import die_with_parent

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from agents.protocol import EventType, Role
+from agents.protocol import EventType
+from agents.roles import Role
 
 
 def source_key(source_name: str) -> str:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.roles import Role
 from agents.untrusted import quote
 from memory import AgentEvent, AgentMemoryError
 
@@ -26,12 +27,6 @@ RUN_STREAM = "run"
 SectionId = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="lowercase slug, e.g. 'locks'")
 ]
-
-
-class Role(StrEnum):
-    RESEARCH = "research"
-    WRITER = "writer"
-    REVIEW = "review"
 
 
 class EventType(StrEnum):

@@ -35,12 +35,12 @@ from agents.protocol import (
     AgentFailed,
     EventPayload,
     EventType,
-    Role,
     RunCompleted,
     RunFailed,
     new_event,
     parse_payload,
 )
+from agents.roles import Role
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
 from memory import (
@@ -49,6 +49,7 @@ from memory import (
     Delivery,
     DurableWriter,
     EventStore,
+    MemoryConfig,
     RedisAgentMemory,
     ServerUnavailableError,
     SharedAgentDB,
@@ -118,7 +119,7 @@ async def run_agent(
     """Open this agent's stores, claim its instance, then heartbeat and serve handoffs until
     the run ends (returns a sentence saying how it ended) or the caller cancels it."""
     agent_id = f"{role}-{instance}"
-    config = settings.memory_config(client_name=f"agentmem:{agent_id}")
+    config = agent_memory_config(settings, agent_id)
     ended = ""
     async with AsyncExitStack() as stack:
         # the servers may still be starting: wait for them a while
@@ -163,6 +164,12 @@ async def run_agent(
                     await ctx.status("shutting down", state="stopping")
             outer.cancel_scope.cancel()  # release the instance
     return ended
+
+
+def agent_memory_config(settings: Settings, agent_id: str) -> MemoryConfig:
+    """An agent's connections: named for it, and without the read replica (an agent reads the
+    version it was handed, which only the primary is sure to have)."""
+    return settings.memory_config(client_name=f"agentmem:{agent_id}", read_replica=False)
 
 
 async def wait_for_run_end(events: EventStore, run_id: str) -> str:

@@ -79,8 +79,14 @@ class Settings(BaseSettings):
             )
             raise InvalidConfigError(msg)
 
-    def memory_config(self, client_name: str = "agentmem") -> MemoryConfig:
-        """How to reach the servers; both URLs must be set (the CLI starts local ones)."""
+    def memory_config(
+        self, client_name: str = "agentmem", *, read_replica: bool = True
+    ) -> MemoryConfig:
+        """How to reach the servers; both URLs must be set (the CLI starts local ones).
+
+        ``read_replica=False`` leaves ``DATABASE_READ_URL`` out: for a process that must read
+        the latest versions (the agents), so that it opens no replica pool it would not use.
+        """
         if self.redis_url is None or self.database_url is None:
             msg = "REDIS_URL and DATABASE_URL must both be set"
             raise InvalidConfigError(msg)
@@ -89,7 +95,7 @@ class Settings(BaseSettings):
             database_url=self.database_url.get_secret_value(),
             database_read_url=(
                 None
-                if self.database_read_url is None
+                if self.database_read_url is None or not read_replica
                 else self.database_read_url.get_secret_value()
             ),
             connect_timeout=self.connect_timeout_seconds,

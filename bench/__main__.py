@@ -25,7 +25,7 @@ import redis.asyncio as redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import documents, facts, floor, handoffs, locks, pipeline, scale
+from bench import documents, facts, floor, handoffs, locks, pipeline, scale, startup
 from bench.harness import Context, Figures, Sizes
 from bench.report import chart, print_tables, targets
 from devservers import local_servers
@@ -40,6 +40,7 @@ SUITES: dict[str, Suite] = {
     "locks": locks.locks,
     "documents": documents.documents,
     "scale": scale.scale,
+    "startup": startup.startup,
 }
 NAMES = (*SUITES, "demo")
 console = Console(width=None if sys.stdout.isatty() else 160)

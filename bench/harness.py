@@ -40,6 +40,7 @@ class Sizes:
     scale_agents: tuple[int, ...] = (1, 2, 4, 8)  # writers and reviewers each; 1 comes first
     scale_delay: float = 0.3  # seconds per stub LLM call
     scale_repeat: int = 2
+    scale_concurrent_runs: int = 4  # runs at once, one node vs the 3-node cluster; 0 skips it
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -60,6 +61,7 @@ class Sizes:
             scale_agents=(1, 2),
             scale_delay=0.0,
             scale_repeat=1,
+            scale_concurrent_runs=0,
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import scale
+from bench import scale, startup
 
 Figures = dict[str, Any]
 
@@ -116,6 +116,8 @@ def targets(results: Figures) -> list[Figures]:
             speedup >= 2.5,
             scale.why_missed(results["scale"], "4", series="joined_by_agents"),
         )
+    if "startup" in results:
+        checks += startup.targets(results["startup"])
     return checks
 
 
@@ -313,7 +315,21 @@ def _demo_rows(results: Figures) -> list[Row]:
 def _scale_rows(results: Figures) -> list[Row]:
     figures = results.get("scale", {})
     series = [("by_agents", ""), ("joined_by_agents", " (joined ahead)")]
-    return [
+    concurrent = figures.get("concurrent_runs")
+    at_once = (
+        [
+            (
+                f"{concurrent['runs_at_once']} runs at once: runs per minute, one node / cluster",
+                "",
+                f"{concurrent['one_node_runs_per_minute']:.1f} / "
+                f"{concurrent['cluster_runs_per_minute']:.1f}",
+                "",
+            )
+        ]
+        if concurrent
+        else []
+    )
+    return at_once + [
         (
             f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
             f"{n}+{n} agents{label}: wall (s), speedup (writing and review alone)",

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from bench.harness import Context, Figures, Sample
+from devservers.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "sources"
@@ -147,6 +148,7 @@ def measure(ctx: Context) -> Figures:
     parts: dict[str, dict[int, dict[str, Sample]]] = {
         name: {n: {} for n in sizes.scale_agents} for name in series
     }
+    concurrent: Figures = {}
     with tempfile.TemporaryDirectory(prefix="agentmem-scale-") as tmp:
         folder = Path(tmp) / "sources"
         make_sources(folder, sizes.scale_sources)
@@ -168,6 +170,8 @@ def measure(ctx: Context) -> Figures:
                     walls[name][n].values.append(wall)
                     for part, seconds in phases(record["events"]).items():
                         parts[name][n].setdefault(part, Sample()).values.append(seconds)
+        if sizes.scale_concurrent_runs:
+            concurrent = concurrent_runs(ctx, env, Path(tmp))
     one = sizes.scale_agents[0]
     walls["joined_ahead"][one], parts["joined_ahead"][one] = (
         walls["started_by_run"][one],
@@ -187,6 +191,8 @@ def measure(ctx: Context) -> Figures:
             "reviewers 2..N were started and ready before the run (as on other hosts)"
         ),
     }
+    if concurrent:
+        figures["concurrent_runs"] = concurrent
     for name in series:
         figures["by_agents" if name == "started_by_run" else "joined_by_agents"] = {
             str(n): {
@@ -198,6 +204,48 @@ def measure(ctx: Context) -> Figures:
             for n in sizes.scale_agents
         }
     return figures
+
+
+def runs_per_minute(env: dict[str, str], sources: Path, runs: int) -> float:
+    """``runs`` runs (1+1 agents) started at once; how many of them would finish per minute."""
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [*_command(sources, 1), "--run-id", f"concurrent-{uuid.uuid4().hex[:8]}"],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(runs)
+    ]
+    failed = [p.communicate(timeout=600)[1] for p in processes if p.wait(timeout=600) != 0]
+    if failed:
+        msg = f"{len(failed)} of {runs} concurrent runs failed: {failed[0][-800:].decode()}"
+        raise RuntimeError(msg)
+    return runs / (time.perf_counter() - started) * 60
+
+
+def concurrent_runs(ctx: Context, env: dict[str, str], tmp: Path) -> Figures:
+    """Runs per minute with ``scale_concurrent_runs`` runs at once on the bundled sources: on the
+    benchmark's Redis (one node) and on a local 3-primary + 3-replica cluster."""
+    runs = ctx.sizes.scale_concurrent_runs
+    ctx.say(f"scale: {runs} runs at once on one Redis node")
+    one_node = runs_per_minute(env, BUNDLED, runs)
+    ctx.say(f"scale: {runs} runs at once on a 3-node Redis Cluster (starting it)")
+    with LocalCluster(tmp / "cluster") as cluster:
+        on_cluster = runs_per_minute({**env, "REDIS_URL": cluster.url}, BUNDLED, runs)
+    return {
+        "runs_at_once": runs,
+        "one_node_runs_per_minute": one_node,
+        "cluster_runs_per_minute": on_cluster,
+        "note": (
+            "each run: the bundled sources, 1 writer + 1 reviewer, the stub LLM at the scale "
+            "delay; every run's keys live in one hash slot, so the cluster spreads whole runs "
+            "over its primaries; all processes share this machine's CPUs"
+        ),
+    }
 
 
 async def scale(ctx: Context) -> Figures:

@@ -8,13 +8,15 @@
 
 Agent processes are found by their command line, ``python -m agents <role> --run-id R
 --instance N``, parsed by option name (not by position), so other interpreter flags or a
-different option order do not confuse it.
+different option order do not confuse it. An agent forked by the orchestrator's zygote shows
+the same command line as its process title, one shell-quoted string (``setproctitle``).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +95,13 @@ _AGENT_ARGS = _agent_parser()
 
 def agent_identity(cmdline: list[str]) -> tuple[str, str, int] | None:
     """``(role, run id, instance)`` of a ``python -m agents ...`` command line, else None."""
+    words = [word for word in cmdline if word]
+    if len(words) == 1:  # a process title set in one piece: the command line, shell-quoted
+        try:
+            words = shlex.split(words[0])
+        except ValueError:
+            return None
+    cmdline = words
     for i in range(len(cmdline) - 1):
         if cmdline[i] == "-m" and cmdline[i + 1] == "agents":
             rest = cmdline[i + 2 :]

@@ -12,7 +12,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -73,6 +73,26 @@ class StartStop:
         self.stop()
 
 
+def start_together(servers: Sequence[Server], timeout: float = 30.0) -> None:
+    """Start ``servers`` at once and wait for all: the start takes the slowest one's time, not
+    the sum. If one fails, those started are stopped."""
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_ready(timeout)
+    except BaseException:
+        stop_together(servers)
+        raise
+
+
+def stop_together(servers: Sequence[Server]) -> None:
+    """Ask every server in ``servers`` to stop, then wait for each."""
+    stopping = [(server, server.ask_to_stop()) for server in servers]
+    for server, proc in stopping:
+        server.wait_stopped(proc)
+
+
 class Server(StartStop):
     """A server process owned by this object: started, waited for, stopped."""
 
@@ -85,6 +105,7 @@ class Server(StartStop):
         self.port = port or free_port()
         self.log_path = data_dir / f"{self.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -107,11 +128,16 @@ class Server(StartStop):
         return RunAs()
 
     def start(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the server process and return at once (:meth:`wait_ready` waits for it)."""
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
-        started = time.monotonic()
+        self._launched = time.monotonic()
         run_as = self._run_as()
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -124,6 +150,9 @@ class Server(StartStop):
                 group=run_as.gid,
                 extra_groups=run_as.extra_groups,
             )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the launched server answers; stop it and raise if it does not in time."""
         what = f"{self.name} on port {self.port}"
         try:
             wait_until(self._ready_or_dead, timeout, what, self.log_path)
@@ -131,7 +160,10 @@ class Server(StartStop):
             self.stop()
             raise
         logger.info(
-            "%s ready on 127.0.0.1:%d in %.2fs", self.name, self.port, time.monotonic() - started
+            "%s ready on 127.0.0.1:%d in %.2fs",
+            self.name,
+            self.port,
+            time.monotonic() - self._launched,
         )
 
     def _ready_or_dead(self) -> bool:
@@ -142,10 +174,20 @@ class Server(StartStop):
         return self._ready()
 
     def stop(self, timeout: float = 15.0) -> None:
+        self.wait_stopped(self.ask_to_stop(), timeout)
+
+    def ask_to_stop(self) -> subprocess.Popen[bytes] | None:
+        """Send the stop signal and return at once; the process to pass to :meth:`wait_stopped`."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
-            return
+            return None
         proc.send_signal(self.stop_signal)
+        return proc
+
+    def wait_stopped(self, proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+        """Wait for a server asked to stop; SIGKILL it after ``timeout`` seconds."""
+        if proc is None:
+            return
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devservers.base import Server, start_together, stop_together
 from devservers.postgres_server import EmbeddedPostgres, find_postgres_bin
 from devservers.redis_server import APPENDFSYNC_POLICIES, EmbeddedRedis, find_redis_server
 
@@ -57,16 +58,22 @@ def local_servers(
             stack.callback(shutil.rmtree, tmp, True)
             data_dir = Path(tmp)
             data_dir.chmod(0o755)
+        started: list[Server] = []
         if not redis_url:
             assert data_dir is not None
             valkey = EmbeddedRedis(_subdir(data_dir, "redis"), appendfsync=redis_appendfsync)
-            redis_url = stack.enter_context(valkey).url
+            started.append(valkey)
+            redis_url = valkey.url
         if not database_url:
             assert data_dir is not None
-            postgres = stack.enter_context(EmbeddedPostgres(_subdir(data_dir, "postgres")))
+            postgres = EmbeddedPostgres(_subdir(data_dir, "postgres"))
+            started.append(postgres)
             if temporary:  # its cluster may live outside data_dir (see devservers.unprivileged)
                 stack.callback(postgres.destroy)
             database_url = postgres.url
+        # both start at once and stop at once: each waits for the slower, not for the sum
+        start_together(started)
+        stack.callback(stop_together, started)
         yield ServerUrls(redis_url=redis_url, database_url=database_url)
 
 

@@ -1,15 +1,36 @@
 """The orchestrator: launches and supervises agent processes, shows progress, writes the report.
 
 The ``agentmem`` command is :mod:`orchestrator.cli`; :func:`run_report` is the same run as a
-library call, for embedding in another program.
+library call, for embedding in another program. The names below are imported on first use
+(PEP 562): ``agentmem --help`` imports none of the agents or the memory layer.
 """
 
-from orchestrator.run import RunFailedError, RunResult, run_report
-from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
-from orchestrator.tracker import RunState, RunTracker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.launcher import AgentLauncher
+    from orchestrator.run import RunFailedError, RunResult, run_report
+    from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
+    from orchestrator.tracker import RunState, RunTracker
+
+_HOMES = {
+    "AgentCrashedError": "orchestrator.supervisor",
+    "AgentLauncher": "orchestrator.launcher",
+    "AgentSpec": "orchestrator.supervisor",
+    "RunFailedError": "orchestrator.run",
+    "RunResult": "orchestrator.run",
+    "RunState": "orchestrator.tracker",
+    "RunTracker": "orchestrator.tracker",
+    "Supervisor": "orchestrator.supervisor",
+    "run_report": "orchestrator.run",
+}
 
 __all__ = [
     "AgentCrashedError",
+    "AgentLauncher",
     "AgentSpec",
     "RunFailedError",
     "RunResult",
@@ -18,3 +39,13 @@ __all__ = [
     "Supervisor",
     "run_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module 'orchestrator' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

@@ -9,7 +9,12 @@ registers them on :data:`app`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
+import sys
+from typing import NoReturn
 
 from orchestrator import cli_run, cli_runs
 from orchestrator.cli_common import app
@@ -22,7 +27,30 @@ def main() -> None:
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)  # reconnects after an outage
     # The supervisor tells the person about each restart itself; its log line would repeat it.
     logging.getLogger("orchestrator.supervisor").setLevel(logging.ERROR)
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        end_now(exc.code)
+    end_now(0)
+
+
+def end_now(code: str | int | None) -> NoReturn:
+    """Exit with ``code`` once the command is done, without the interpreter's teardown.
+
+    Every command closes what it opened (servers, agents, connections, files) before it
+    returns; what is left is the interpreter freeing the ~600 modules a run imports one by one,
+    which took 0.15-0.4 s on a 2-core machine, a tenth of the demo. Output is flushed and
+    ``atexit`` handlers run first.
+    """
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn, ParamSpec
+from typing import TYPE_CHECKING, NoReturn, ParamSpec
 
 import typer
-from pydantic import SecretStr, ValidationError
-from rich.console import Console
-from rich.text import Text
 
-from agents import Settings
-from devservers import local_servers
-from memory import (
-    AgentMemoryError,
-    InvalidConfigError,
-    InvalidIdError,
-    leaves,
-    validate_id,
-)
+# Only what parsing the command line needs is imported here: ``agentmem --help`` stays quick.
+# The rest (rich, pydantic, the agents, the memory layer, the local servers) is imported by
+# the command that uses it.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agents import Settings
 
 P = ParamSpec("P")
 
@@ -41,8 +36,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: no boxes, no type labels on flags
 )
-console = Console()
-errors = Console(stderr=True)
+
+
+@functools.cache
+def console() -> Console:
+    """Standard output, through rich (created on first use)."""
+    from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
+
+    return Console()
+
+
+@functools.cache
+def errors() -> Console:
+    """Standard error, through rich (created on first use)."""
+    from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
+
+    return Console(stderr=True)
 
 
 class LLMChoice(StrEnum):
@@ -53,6 +62,11 @@ class LLMChoice(StrEnum):
 
 def settings_from_env(**overrides: object) -> Settings:
     """The settings from the environment, with this command's options applied and checked."""
+    from pydantic import ValidationError  # noqa: PLC0415 - deferred: not needed by --help
+
+    from agents import Settings  # noqa: PLC0415
+    from memory import InvalidConfigError  # noqa: PLC0415
+
     try:
         settings = Settings().model_copy(update=overrides)
         settings.check_llm()
@@ -65,7 +79,9 @@ def settings_from_env(**overrides: object) -> Settings:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    from rich.text import Text  # noqa: PLC0415 - deferred: not needed by --help
+
+    errors().print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -83,6 +99,8 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
         except (typer.Exit, typer.Abort, typer.BadParameter, typer.exceptions.TyperException):
             raise
         except Exception as exc:
+            from memory import AgentMemoryError, leaves  # noqa: PLC0415 - loaded by now
+
             inside = leaves(exc)
             known = all(isinstance(e, AgentMemoryError | OSError) for e in inside)
             if not known and os.environ.get("AGENTMEM_DEBUG"):
@@ -96,6 +114,8 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
 
 
 def _one_line(exc: BaseException) -> str:
+    from memory import AgentMemoryError  # noqa: PLC0415 - loaded by now
+
     text = " ".join(str(exc).split())
     if isinstance(exc, AgentMemoryError):
         return text
@@ -103,6 +123,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def checked_run_id(value: str) -> str:
+    from memory import InvalidIdError, validate_id  # noqa: PLC0415 - deferred: not for --help
+
     try:
         return validate_id(value, "run id")
     except InvalidIdError as exc:
@@ -113,6 +135,10 @@ def checked_run_id(value: str) -> str:
 def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
     """The settings with server URLs: the configured ones, or local servers started now (said
     on stderr unless ``quiet``)."""
+    from pydantic import SecretStr  # noqa: PLC0415 - deferred: not needed by --help
+
+    from devservers import local_servers  # noqa: PLC0415
+
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
     missing = [
@@ -121,14 +147,14 @@ def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
     if missing:
         unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
         if not quiet:
-            errors.print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
+            errors().print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
     data_dir = Path(settings.data_dir) / "servers"
     started = time.monotonic()
     with local_servers(
         redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
     ) as urls:
         if missing and not quiet:
-            errors.print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
+            errors().print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
             update={
                 "redis_url": SecretStr(urls.redis_url),

@@ -6,14 +6,9 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 
-from agents import Role
-from agents.__main__ import serve_agent
-from memory import (
-    AgentMemoryError,
-)
+from agents.roles import Role
 from orchestrator.cli_common import (
     LLMChoice,
     app,
@@ -24,9 +19,9 @@ from orchestrator.cli_common import (
     servers,
     settings_from_env,
 )
-from orchestrator.progress import Progress
-from orchestrator.run import new_run_id, run_report
-from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+
+# The commands import what they run when they run (see orchestrator.cli_common).
 
 
 @app.command(short_help="Run the agents on the sources and write the report.")
@@ -56,6 +51,14 @@ def run(
     ] = False,
 ) -> None:
     """Run the research, writing and review agents on the sources and write the report."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of the run (see above)
+
+    from memory import AgentMemoryError  # noqa: PLC0415
+    from orchestrator.launcher import AgentLauncher  # noqa: PLC0415
+    from orchestrator.progress import Progress  # noqa: PLC0415
+    from orchestrator.run import new_run_id, run_report  # noqa: PLC0415
+    from orchestrator.sources import load_sources  # noqa: PLC0415
+
     updates: dict[str, object] = {}
     if llm is not None:
         updates["llm"] = llm.value
@@ -71,14 +74,16 @@ def run(
     except AgentMemoryError as exc:
         fail(str(exc), code=2)
     run_id = run_id or new_run_id()
-    progress = Progress(console, quiet=quiet)
+    progress = Progress(console(), quiet=quiet)
     llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
     progress.message(
         f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
         f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
     )
     try:
-        with servers(settings, quiet=quiet) as ready:
+        # The zygote that forks the agents is a fork of this process, made now: the agent code
+        # is imported already, and no server, thread or event loop exists yet.
+        with AgentLauncher.fork() as launcher, servers(settings, quiet=quiet) as ready:
             result = anyio.run(
                 lambda: run_report(
                     ready,
@@ -89,13 +94,14 @@ def run(
                     progress=progress,
                     reviewers=reviewers,
                     researchers=researchers,
+                    launcher=launcher,
                 )
             )
     except KeyboardInterrupt:
         fail("interrupted; agents and servers stopped", code=130)
     t = result.timings
     if quiet:
-        console.print(str(result.report_path), soft_wrap=True, highlight=False)
+        console().print(str(result.report_path), soft_wrap=True, highlight=False)
         return
     progress.message(
         f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "
@@ -106,8 +112,8 @@ def run(
         ("Record", result.record_path),
         ("Timeline", result.report_path.with_suffix(".html")),
     ):
-        console.print(f"{name}: {path}", soft_wrap=True, highlight=False)
-    console.print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
+        console().print(f"{name}: {path}", soft_wrap=True, highlight=False)
+    console().print(f"Report: {result.report_path}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -133,4 +139,6 @@ def agent(
         )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
+    from agents.__main__ import serve_agent  # noqa: PLC0415 - deferred: not needed by --help
+
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))

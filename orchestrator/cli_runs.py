@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import anyio
 import typer
-import uvicorn
-from rich.table import Table
 
-from agents import RUN_STREAM, Settings
-from memory import (
-    RunEntry,
-    open_memory,
-)
 from orchestrator.cli_common import (
     app,
     checked_run_id,
@@ -23,9 +15,12 @@ from orchestrator.cli_common import (
     servers,
     settings_from_env,
 )
-from orchestrator.inspection import dead_letters as read_dead_letters
-from orchestrator.inspection import show_dead_letters, show_run
-from web import DEFAULT_PORT, HOST, create_app
+from web import DEFAULT_PORT, HOST
+
+# The commands import what they run when they run (see orchestrator.cli_common).
+if TYPE_CHECKING:
+    from agents import Settings
+    from memory import RunEntry
 
 
 @app.command(short_help="List the runs, newest first.")
@@ -36,6 +31,11 @@ def runs(
     ] = 20,
 ) -> None:
     """List the runs, newest first: id, topic, state, sections, duration, start time."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    from rich.table import Table  # noqa: PLC0415
+
+    from memory import open_memory  # noqa: PLC0415
+
     settings = settings_from_env()
 
     async def go(ready: Settings) -> list[RunEntry]:
@@ -45,7 +45,7 @@ def runs(
     with servers(settings) as ready:
         entries = anyio.run(go, ready)
     if not entries:
-        console.print("no runs yet; start one with: agentmem run")
+        console().print("no runs yet; start one with: agentmem run")
         return
     table = Table(expand=False)
     for column in ("run", "topic", "state", "sections", "duration"):
@@ -64,7 +64,7 @@ def runs(
             "-" if seconds is None else f"{seconds:.1f} s",
             f"{entry.started_at:%Y-%m-%d %H:%M:%S}",
         )
-    console.print(table)
+    console().print(table)
 
 
 @app.command(short_help="Show a run: sections, failures, versions.")
@@ -87,11 +87,15 @@ def inspect(
     ] = False,
 ) -> None:
     """Show a run: its sections, why it failed if it did, and on request more detail."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+
+    from orchestrator.inspection import show_run  # noqa: PLC0415
+
     settings = settings_from_env()
     with servers(settings) as ready:
         found = anyio.run(
             lambda: show_run(
-                ready, run_id, console, facts=facts, events=events, section=section, full=full
+                ready, run_id, console(), facts=facts, events=events, section=section, full=full
             )
         )
     if not found:
@@ -116,12 +120,17 @@ def dead_letters(
     ] = False,
 ) -> None:
     """List the handoffs the agents of a run gave up on, and why."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+
+    from orchestrator.inspection import dead_letters as read_dead_letters  # noqa: PLC0415
+    from orchestrator.inspection import show_dead_letters  # noqa: PLC0415
+
     settings = settings_from_env()
     with servers(settings) as ready:
         letters = anyio.run(lambda: read_dead_letters(ready, run_id))
     if letters is None:
         _unknown_run(run_id)
-    show_dead_letters(console, letters, full=full)
+    show_dead_letters(console(), letters, full=full)
 
 
 @app.command(short_help="Hand a given-up handoff to the agents again.")
@@ -136,6 +145,11 @@ def requeue(
     ],
 ) -> None:
     """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+
+    from agents import RUN_STREAM  # noqa: PLC0415
+    from memory import open_memory  # noqa: PLC0415
+
     settings = settings_from_env()
 
     async def go(ready: Settings) -> str | None:
@@ -152,7 +166,7 @@ def requeue(
             f"run {run_id!r} has no dead letter {dead_letter_id!r}; "
             f"`agentmem dead-letters {run_id}` lists them"
         )
-    console.print(
+    console().print(
         f"requeued as entry {entry_id}: the agents will take it up again", highlight=False
     )
 
@@ -168,6 +182,10 @@ def forget(
     """Delete everything a run stored in Redis and PostgreSQL (its report files are kept)."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+
+    from memory import open_memory  # noqa: PLC0415
+
     settings = settings_from_env()
 
     async def go(ready: Settings) -> tuple[int, int]:
@@ -178,7 +196,7 @@ def forget(
 
     with servers(settings) as ready:
         keys, versions = anyio.run(go, ready)
-    console.print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
+    console().print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
 
 
 @app.command(short_help="Show the runs in a web browser.")
@@ -190,9 +208,13 @@ def serve(
 ) -> None:
     """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
     reviews, facts, timeline and dead letters, updated live while a run goes on."""
+    import uvicorn  # noqa: PLC0415 - deferred, as every import of a command
+
+    from web import create_app  # noqa: PLC0415
+
     settings = settings_from_env()
     with servers(settings) as ready:
-        console.print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+        console().print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
         uvicorn.run(  # stops on Ctrl-C, then the local servers stop
             create_app(ready.memory_config(client_name="agentmem:web")),
             host=HOST,

@@ -34,6 +34,7 @@ from memory import (
     path_part,
     retrying,
 )
+from orchestrator.launcher import AgentLauncher
 from orchestrator.progress import Progress
 from orchestrator.report import (
     cited_ids,
@@ -102,12 +103,19 @@ async def run_report(
     progress: Progress,
     reviewers: int = 1,
     researchers: int = 1,
+    launcher: AgentLauncher | None = None,
 ) -> RunResult:
-    """Run the agents on ``sources`` until the report is written; returns where it is."""
+    """Run the agents on ``sources`` until the report is written; returns where it is.
+
+    The agents are forked from ``launcher``'s zygote; without one, a zygote is started here
+    (start it earlier, :meth:`AgentLauncher.start`, to overlap its imports with other work).
+    """
     config = settings.memory_config(client_name="agentmem:orchestrator")
     started = time.monotonic()
     timings: dict[str, float] = {}
     async with AsyncExitStack() as stack:
+        if launcher is None:
+            launcher = stack.enter_context(AgentLauncher.start())
         m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
         memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
@@ -125,6 +133,7 @@ async def run_report(
             agent_env(settings),
             Path(settings.data_dir) / "logs" / path_part(run_id),
             notify=progress.message,
+            launcher=launcher,
         )
         specs = agent_specs(writers, reviewers, researchers)
         state = RunState()

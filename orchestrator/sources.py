@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from agents.protocol import SourceDoc
 from memory import AgentMemoryError
+from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 
 SUFFIXES = (".md", ".markdown", ".txt")
 MAX_FILE_BYTES = 1_000_000
 MAX_FILES = 50
-# The demo's notes ship inside the package (``sources/`` at the top of the checkout links here),
-# so ``agentmem run`` works from an installed wheel; a wheel is always unpacked on disk.
-PROJECT_SOURCES = Path(str(resources.files("orchestrator") / "demo_sources"))
-DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"
+
+__all__ = ["DEFAULT_TOPIC", "PROJECT_SOURCES", "SourceError", "load_sources"]
 
 
 class SourceError(AgentMemoryError, ValueError):

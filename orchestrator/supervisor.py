@@ -1,7 +1,10 @@
 """Launch agent processes and keep them running until the run is over.
 
 Each agent is a separate OS process, ``python -m agents <role> --run-id R --instance N``,
-with its settings in its environment and its JSON log lines in a file of its own. A process
+with its settings in its environment and its JSON log lines in a file of its own. Given an
+:class:`~orchestrator.launcher.AgentLauncher`, the supervisor forks each agent from its zygote
+(the same agent, without a new interpreter's imports; the orchestrator does so); without one
+it starts that command line. A process
 that exits with an error is restarted with a growing backoff, a bounded number of times; one
 that exits 0 stopped by itself (it saw the run end) and is not restarted. A restarted agent
 waits for its previous process's instance lease to expire (see :mod:`agents.instance`).
@@ -20,16 +23,33 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import anyio
-from anyio.abc import Process
 
-from agents import Role
+from agents.roles import Role
 from memory import AgentMemoryError
+from orchestrator.launcher import AgentLauncher
 
 logger = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
+
+
+class AgentProcess(Protocol):
+    """What the supervisor needs of an agent process (a subprocess, or a zygote's fork)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signal: signal.Signals, /) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 class AgentCrashedError(AgentMemoryError, RuntimeError):
@@ -67,6 +87,7 @@ class Supervisor:
         max_restarts: int = 5,
         first_backoff: float = 0.5,
         notify: Callable[[str], None] = lambda message: None,
+        launcher: AgentLauncher | None = None,
     ) -> None:
         self.run_id = run_id
         self.env = dict(env)
@@ -74,7 +95,8 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.first_backoff = first_backoff
         self.notify = notify
-        self.processes: dict[str, Process] = {}
+        self.launcher = launcher
+        self.processes: dict[str, AgentProcess] = {}
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
 
@@ -122,14 +144,20 @@ class Supervisor:
     async def _run_once(self, spec: AgentSpec) -> int:
         """Run the agent until it exits (returns its code) or the supervisor is cancelled."""
         log_path = self.log_dir / f"{spec.name}.log"
-        with log_path.open("ab") as log:
-            process = await anyio.open_process(
-                self.command(spec),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self.env,
+        process: AgentProcess
+        if self.launcher is not None:
+            process = await self.launcher.launch(
+                spec.role, self.run_id, spec.instance, self.env, log_path
             )
+        else:
+            with log_path.open("ab") as log:
+                process = await anyio.open_process(
+                    self.command(spec),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=self.env,
+                )
         self.processes[spec.name] = process
         try:
             return await process.wait()
@@ -142,7 +170,7 @@ class Supervisor:
         return {name: p.pid for name, p in self.processes.items() if p.returncode is None}
 
 
-async def _terminate(process: Process) -> None:
+async def _terminate(process: AgentProcess) -> None:
     """SIGTERM, then SIGKILL if the process has not exited after the grace period."""
     if process.returncode is not None:
         return

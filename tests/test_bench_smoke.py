@@ -13,7 +13,17 @@ import pytest
 from devservers import ServerUrls
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = {"floor", "facts", "category", "handoffs", "locks", "documents", "demo", "scale"}
+SECTIONS = {
+    "floor",
+    "facts",
+    "category",
+    "handoffs",
+    "locks",
+    "documents",
+    "demo",
+    "scale",
+    "startup",
+}
 
 
 @pytest.mark.timeout(300)

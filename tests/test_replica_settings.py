@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.runtime import agent_memory_config
 from agents.settings import Settings
 
 
@@ -28,3 +29,14 @@ def test_without_database_read_url_every_read_uses_the_primary(
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@primary/db")
     monkeypatch.delenv("DATABASE_READ_URL", raising=False)
     assert Settings().memory_config().database_read_url is None
+
+
+def test_agents_leave_the_read_replica_to_viewers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent's connections skip DATABASE_READ_URL: it opens no replica pool it never uses."""
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@primary/db")
+    monkeypatch.setenv("DATABASE_READ_URL", "postgresql://u@replica/db")
+    config = agent_memory_config(Settings(), "writer-2")
+    assert config.database_read_url is None
+    assert config.database_url == "postgresql://u@primary/db"
+    assert config.client_name == "agentmem:writer-2"

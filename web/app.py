@@ -23,8 +23,6 @@ from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory
 from web.data import load_run
 from web.pages import not_found, run_body, run_page, runs_page
 
-DEFAULT_PORT = 8765
-HOST = "127.0.0.1"
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 

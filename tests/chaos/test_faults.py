@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.zygote import agent_title
 from chaos.faults import agent_identity
 
 
@@ -22,3 +23,11 @@ def test_other_processes_are_not_taken_for_agents() -> None:
     assert agent_identity(["grep", "agents", "--run-id", "r-1"]) is None
     assert agent_identity(["/venv/bin/python", "-m", "agents", "writer"]) is None
     assert agent_identity(["/venv/bin/python", "-m", "agents", "--instance", "x"]) is None
+
+
+def test_an_agent_forked_by_the_zygote_is_found_by_its_process_title() -> None:
+    """A title set in one piece, padded with empty strings or not, names the same agent."""
+    title = agent_title("writer", "run a/1", 2)
+    assert agent_identity([title, "", "", ""]) == ("writer", "run a/1", 2)
+    assert agent_identity([title]) == ("writer", "run a/1", 2)
+    assert agent_identity(["python -m orchestrator.cli run", "", ""]) is None

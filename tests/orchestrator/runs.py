@@ -18,6 +18,7 @@ import redis.asyncio as redis
 
 from agents.sentences import numbered, sentences
 from agents.stub_llm import extract
+from chaos.faults import agent_identity
 from chaos.invariants import run_problems
 from memory.agent_memory import RedisAgentMemory
 from memory.events import AgentEvent, EventStore
@@ -78,10 +79,10 @@ def agent_processes(run_id: str, role: str | None = None) -> list[psutil.Process
     """Live agent processes of the run (optionally of one role)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
-        cmdline = proc.info["cmdline"] or []
-        if run_id not in cmdline or proc.info["status"] == psutil.STATUS_ZOMBIE:
+        identity = agent_identity(proc.info["cmdline"] or [])
+        if identity is None or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        if "agents" in cmdline and (role is None or role in cmdline):
+        if identity[1] == run_id and (role is None or identity[0] == role):
             found.append(proc)
     return found
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agents.protocol import Role
+from agents.roles import Role
 from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
 
 pytestmark = pytest.mark.anyio

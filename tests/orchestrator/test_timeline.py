@@ -9,7 +9,6 @@ from agents.protocol import (
     EventPayload,
     EventType,
     LLMCalled,
-    Role,
     RunPlanned,
     SectionApproved,
     SectionAssigned,
@@ -18,6 +17,7 @@ from agents.protocol import (
     SectionRevisionRequested,
 )
 from agents.protocol import new_event as typed_event
+from agents.roles import Role
 from memory.agent_event import AgentEvent
 from memory.consumer import DeadLetter
 from orchestrator.supervisor import Restart

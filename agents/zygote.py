@@ -1,0 +1,210 @@
+"""A fork server for agent processes: ``python -m agents.zygote``, started by the orchestrator.
+
+A new interpreter spends about 0.6 s of CPU importing the agent code (pydantic, redis, asyncpg,
+the roles) before an agent can connect; nine agents started at once on two cores spend seconds
+on it before the first handoff. The zygote imports that code once, then forks each agent from
+itself on request. Each agent is still a fresh OS process of its own (own pid, memory, Redis
+client and PostgreSQL pool, nothing shared but the servers), and the zygote never holds an
+event loop, a thread or a connection that a fork could copy.
+
+The protocol, on the ``SOCK_SEQPACKET`` socket the orchestrator passes as standard input:
+
+- a request is one message, a JSON object (``role``, ``run_id``, ``instance``, ``env``, the
+  agent's environment, and ``log``, the file its output goes to), carrying one file descriptor:
+  the *report socket* for that agent;
+- on the report socket the zygote writes the agent's pid, then, once it has exited and been
+  reaped, its exit code (negative for a signal, as :mod:`subprocess` reports it), each an 8-byte
+  signed integer; it writes ``-1`` as the pid and closes the socket if it cannot fork.
+
+The zygote stops when its standard input reaches end of file (the orchestrator closed it or
+died) or when the orchestrator dies (it asks the kernel for SIGTERM then). Each agent asks the
+kernel for SIGTERM when the zygote dies, so no agent outlives the orchestrator. An agent's
+process title is the command line that starts the same agent by hand (``python -m agents
+writer --run-id R --instance 2 --supervised``), so ``ps``, ``pgrep`` and the chaos tool find
+agents by command line as they always did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import struct
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import setproctitle
+
+from agents.roles import Role
+
+# Only light modules are imported at the top: the orchestrator imports INT from here before
+# it starts the zygote, and main() imports the rest in the zygote only.
+
+INT = struct.Struct("!q")  # the pid, then the exit code, on an agent's report socket
+MAX_REQUEST_BYTES = 1 << 20
+_EXIT_ERROR = 1
+
+
+def agent_title(role: str, run_id: str, instance: int) -> str:
+    """The process title of an agent: the command line that would start it by hand."""
+    words = ["python", "-m", "agents", role, "--run-id", run_id, "--instance", str(instance)]
+    return shlex.join([*words, "--supervised"])
+
+
+def become_forked_zygote(parent: int) -> None:
+    """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
+    a title of its own (it would show the orchestrator's command line)."""
+    from devservers.process import die_with_parent  # noqa: PLC0415 - imported already
+
+    die_with_parent(signal.SIGTERM)()
+    if os.getppid() != parent:  # the orchestrator died before the request took effect
+        os._exit(_EXIT_ERROR)
+    setproctitle.setproctitle(f"python -m agents.zygote --parent {parent}")
+
+
+def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
+    """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
+    (``--parent PID``): if it is gone already, stop at once."""
+    from devservers.process import die_with_parent  # noqa: PLC0415 - heavy; see above
+
+    die_with_parent(signal.SIGTERM)()
+    if len(argv) == 2 and argv[0] == "--parent" and os.getppid() != int(argv[1]):
+        return _EXIT_ERROR  # the orchestrator died while this process was starting
+    # The import this server exists for: every role and everything they use (agents.__main__
+    # imports them), done once here instead of in every agent process.
+    importlib.import_module("agents.__main__")
+    serve(socket.socket(fileno=os.dup(0)))  # never returns
+
+
+def serve(control: socket.socket) -> NoReturn:
+    """Fork agents on the requests that come on ``control`` until it ends, then exit.
+
+    Run by :func:`main`, or in a fork of an orchestrator that has imported ``agents.__main__``
+    itself and has no thread or event loop yet (:meth:`AgentLauncher.fork`)."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)  # the control socket (or a terminal) is no agent's stdin
+    os.dup2(devnull, 1)  # nor is an orchestrator's stdout: it would not see end of file
+    os.close(devnull)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select() via wake_w
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the orchestrator decides, then closes
+    reports: dict[int, socket.socket] = {}
+    while True:
+        try:
+            ready, _, _ = select.select([control.fileno(), wake_r], [], [])
+        except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
+            continue
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+            _reap(reports)
+        if control.fileno() in ready:
+            message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 1)
+            if not message:  # the orchestrator closed its end or died: stop, at once (os._exit:
+                # a fork server has nothing to tear down, and its owner waits for it)
+                os._exit(0)
+            if not fds:
+                continue
+            report = socket.socket(fileno=fds[0])
+            try:
+                request = json.loads(message)
+            except ValueError:  # cut short (over MAX_REQUEST_BYTES) or not ours: refuse it
+                traceback.print_exc()
+                request = None
+            pid = (
+                -1
+                if request is None
+                else _fork(request, report, [control, *reports.values()], (wake_r, wake_w))
+            )
+            with contextlib.suppress(OSError):  # the orchestrator gave up on it: still reaped
+                report.sendall(INT.pack(pid))
+            if pid > 0:
+                reports[pid] = report
+            else:
+                report.close()
+
+
+def _reap(reports: dict[int, socket.socket]) -> None:
+    """Collect every agent that has exited and tell the orchestrator its exit code."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        report = reports.pop(pid, None)
+        if report is not None:
+            with contextlib.suppress(OSError):
+                report.sendall(INT.pack(os.waitstatus_to_exitcode(status)))
+            report.close()
+
+
+def _fork(
+    request: dict[str, Any],
+    report: socket.socket,
+    inherited: list[socket.socket],
+    wake: tuple[int, int],
+) -> int:
+    """Fork one agent; the pid in the zygote (-1 if it could not fork). Never returns in the
+    agent."""
+    zygote = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        traceback.print_exc()
+        return -1
+    if pid > 0:
+        return pid
+    code = _EXIT_ERROR
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sock in (*inherited, report):
+            sock.close()
+        for fd in wake:
+            os.close(fd)
+        from devservers.process import die_with_parent  # noqa: PLC0415 - imported by main()
+
+        die_with_parent(signal.SIGTERM)()
+        if os.getppid() != zygote:  # the zygote died before the request took effect
+            os._exit(_EXIT_ERROR)
+        code = _serve(request)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _serve(request: dict[str, Any]) -> int:
+    """Become the agent ``request`` describes and run it until it stops; its exit code."""
+    role, run_id, instance = Role(request["role"]), str(request["run_id"]), int(request["instance"])
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    title = agent_title(role.value, run_id, instance)
+    setproctitle.setproctitle(title)  # first: it finds the argv area through the environment
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+    sys.argv = shlex.split(title)[2:]
+    from agents.__main__ import serve_agent  # noqa: PLC0415 - imported by main() already
+
+    return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,95 @@
+"""Agents forked from the zygote are processes of their own that tools find by command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from agents.roles import Role
+from chaos.faults import agent_identity
+from devservers import ServerUrls
+from orchestrator.launcher import AgentChild, AgentLauncher
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def agent_env(servers: ServerUrls, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": servers.redis_url,
+        "DATABASE_URL": servers.database_url,
+        "AGENTMEM_DATA_DIR": str(tmp_path / "data"),
+        "AGENTMEM_LLM": "stub",
+    }
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_ready(log: Path) -> None:
+    path = anyio.Path(log)
+    with anyio.fail_after(60):
+        while not await path.exists() or b"ready on run" not in await path.read_bytes():  # noqa: ASYNC110 - a file, polled
+            await anyio.sleep(0.05)
+
+
+async def test_a_forked_agent_runs_under_its_own_command_line_until_killed(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """It gets ready in a process of its own named like ``python -m agents``; SIGKILL shows."""
+    rid = f"fork-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "writer-2.log"
+    with AgentLauncher.start() as launcher:
+        child = await launcher.launch(Role.WRITER, rid, 2, agent_env(servers, tmp_path), log)
+        await wait_ready(log)
+        process = psutil.Process(child.pid)
+        assert agent_identity(process.cmdline()) == ("writer", rid, 2)
+        assert process.ppid() == launcher.pid
+        assert child.pid not in {os.getpid(), launcher.pid}
+        child.send_signal(signal.SIGKILL)
+        with anyio.fail_after(30):
+            assert await child.wait() == -signal.SIGKILL
+
+
+async def test_a_forked_agent_that_cannot_start_reports_its_exit_code_and_why(
+    tmp_path: Path,
+) -> None:
+    """Without server URLs in the environment it is given, it exits 1 and its log says why."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
+    log = tmp_path / "review-1.log"
+    with AgentLauncher.start() as launcher:
+        child = await launcher.launch(Role.REVIEW, "run-x", 1, env, log)
+        with anyio.fail_after(60):
+            assert await child.wait() == 1
+    assert "REDIS_URL and DATABASE_URL must both be set" in log.read_text()
+
+
+async def test_closing_the_launcher_stops_the_agents_it_forked(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """The zygote stops when its owner closes it; its agents get SIGTERM and stop cleanly."""
+    rid = f"fork-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "research-1.log"
+    children: list[AgentChild] = []
+    with AgentLauncher.start() as launcher:
+        children.append(
+            await launcher.launch(Role.RESEARCH, rid, 1, agent_env(servers, tmp_path), log)
+        )
+        await wait_ready(log)
+    pid = children[0].pid
+    with anyio.fail_after(30):
+        assert await children[0].wait() == -signal.SIGTERM  # as the zygote is gone
+    with anyio.fail_after(30):
+        while not gone(pid):  # noqa: ASYNC110 - another process, polled
+            await anyio.sleep(0.05)
+    assert "stopping" in log.read_text()
