@@ -92,6 +92,47 @@ async def test_fifty_concurrent_increments_end_at_exactly_fifty(db: SharedAgentD
     assert [d.value for d in await db.history("counter")] == list(range(1, 51))
 
 
+async def test_of_twenty_racing_writes_on_one_version_exactly_one_lands(
+    db: SharedAgentDB,
+) -> None:
+    """Writers that all expect version 1 of an existing document: one wins, the rest conflict."""
+    await db.write("doc", "v1", "a", expected_version=0)
+    outcomes: list[str] = []
+
+    async def write(n: int) -> None:
+        try:
+            await db.write("doc", f"from {n}", f"agent-{n}", expected_version=1, fencing_token=n)
+            outcomes.append("ok")
+        except ConflictError as exc:
+            outcomes.append(f"conflict at {exc.actual}")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(write, n)
+
+    assert sorted(outcomes) == ["conflict at 2"] * 19 + ["ok"]
+    latest = await db.read("doc")
+    assert latest is not None and latest.version == 2
+    assert len(await db.history("doc")) == 2
+
+
+async def test_a_stale_token_on_an_existing_document_leaves_its_head_unchanged(
+    db: SharedAgentDB,
+) -> None:
+    """A refused write changes neither the version nor the highest token seen."""
+    await db.write("doc", "v1", "a", fencing_token=7)
+    with pytest.raises(StaleFencingTokenError):
+        await db.write("doc", "late", "b", fencing_token=6)
+    with pytest.raises(ConflictError):
+        await db.write("doc", "stale", "b", expected_version=5, fencing_token=8)
+
+    second = await db.write("doc", "v2", "c", expected_version=1, fencing_token=7)
+
+    assert second.version == 2
+    with pytest.raises(StaleFencingTokenError):
+        await db.write("doc", "late", "b", fencing_token=6)
+
+
 async def test_a_write_with_an_older_fencing_token_is_rejected(db: SharedAgentDB) -> None:
     """Once token 8 wrote, token 7 is refused and writes nothing; 8 and 9 still pass."""
     await db.write("section/a", "by holder 7", "w-1", fencing_token=7)
