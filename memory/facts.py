@@ -31,6 +31,7 @@ from memory.limits import Limits
 _STORE = """
 -- KEYS: 1 id counter, 2 records hash, 3 idempotency hash, 4 categories set, 5.. category sets
 -- ARGV: 4 per fact: category-key index, category, idempotency key ('' for none), record JSON
+-- (an object, stored with the fact's id added as its first field)
 local ids = {}
 for i = 0, #ARGV / 4 - 1 do
   local key_index, category = tonumber(ARGV[i * 4 + 1]), ARGV[i * 4 + 2]
@@ -41,6 +42,7 @@ for i = 0, #ARGV / 4 - 1 do
     ids[i + 1] = tonumber(id)
   else
     id = redis.call('INCR', KEYS[1])
+    record = '{"id":' .. string.format('%d', id) .. ',' .. string.sub(record, 2)
     redis.call('HSET', KEYS[2], id, record)
     redis.call('ZADD', KEYS[key_index], id, id)
     redis.call('SADD', KEYS[4], category)
@@ -52,11 +54,11 @@ return ids
 """
 
 _READ_CATEGORY = """
--- KEYS: 1 category set, 2 records hash. Returns one JSON array of the category's records in
--- id order, each record (a JSON object) with its id added: [{"id":1,"fact":...},...].
--- One bulk string is far cheaper for the client than two per fact.
+-- KEYS: 1 category set, 2 records hash. Returns one JSON array of the category's records, in
+-- id order: one string, which the client decodes at once (far cheaper than a reply element
+-- per fact). Records written before they held their id get it here.
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {'['}
+local parts = {}
 for first = 1, #ids, 4000 do
   local chunk = {}
   for i = first, math.min(first + 3999, #ids) do chunk[#chunk + 1] = ids[i] end
@@ -64,18 +66,14 @@ for first = 1, #ids, 4000 do
   for i = 1, #chunk do
     local record = records[i]
     if record then
-      local n = #out
-      out[n + 1] = '{"id":'
-      out[n + 2] = chunk[i]
-      out[n + 3] = ','
-      out[n + 4] = string.sub(record, 2)
-      out[n + 5] = ','
+      if string.find(record, '^{"id":') == nil then
+        record = '{"id":' .. chunk[i] .. ',' .. string.sub(record, 2)
+      end
+      parts[#parts + 1] = record
     end
   end
 end
-if #out == 1 then return '[]' end
-out[#out] = ']'
-return table.concat(out)
+return '[' .. table.concat(parts, ',') .. ']'
 """
 
 
@@ -270,10 +268,17 @@ def _decode(blob: bytes | str) -> list[Fact]:
 
 
 def parse_records(ids: Sequence[Any], raws: Sequence[bytes | str | None]) -> list[Fact]:
-    """Typed facts from ids and their raw JSON records (missing records are skipped)."""
-    parts = [
-        b'{"id":%d,%s' % (int(i), raw[1:] if isinstance(raw, bytes) else raw[1:].encode())
-        for i, raw in zip(ids, raws, strict=True)
-        if raw is not None
-    ]
+    """Typed facts from ids and their raw JSON records (missing records are skipped).
+
+    The records are decoded together, as one JSON array, straight into :class:`Fact`; a record
+    written before records held their id gets it from ``ids``.
+    """
+    parts = [_with_id(i, raw) for i, raw in zip(ids, raws, strict=True) if raw is not None]
     return _decode(b"[" + b",".join(parts) + b"]")
+
+
+def _with_id(fact_id: Any, raw: bytes | str) -> bytes:
+    record = raw if isinstance(raw, bytes) else raw.encode()
+    if record.startswith(b'{"id":'):
+        return record
+    return b'{"id":%d,%b' % (int(fact_id), record[1:])
