@@ -112,7 +112,8 @@ async def test_of_twenty_racing_writes_on_one_version_exactly_one_lands(
 
     assert sorted(outcomes) == ["conflict at 2"] * 19 + ["ok"]
     latest = await db.read("doc")
-    assert latest is not None and latest.version == 2
+    assert latest is not None
+    assert latest.version == 2
     assert len(await db.history("doc")) == 2
 
 
