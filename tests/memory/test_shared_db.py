@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum, StrEnum
 
 import anyio
 import asyncpg
@@ -190,3 +191,23 @@ async def test_values_that_are_not_json_are_rejected(db: SharedAgentDB) -> None:
     with pytest.raises(InvalidValueError, match="not JSON"):
         await db.write("doc", {"when": datetime.now(UTC)}, "a")
     assert await db.read("doc") is None
+
+
+async def test_str_and_int_subclasses_are_stored_as_their_json_values(db: SharedAgentDB) -> None:
+    """A StrEnum, an IntEnum and a plain str subclass are written as the string or int."""
+
+    class Color(StrEnum):
+        RED = "red"
+
+    class Size(IntEnum):
+        BIG = 3
+
+    class Label(str):
+        pass
+
+    written = await db.write("doc", {"c": Color.RED, "s": Size.BIG, "l": Label("x")}, "a")
+    stored = await db.read("doc")
+
+    assert stored is not None
+    assert stored.value == written.value == {"c": "red", "s": 3, "l": "x"}
+    assert type(stored.value["c"]) is str
