@@ -16,10 +16,10 @@ drift (1 % of the TTL plus 2 ms, as Redlock allows), is a local deadline that pa
 the server can grant the lock to anyone else. :attr:`HeldLock.lost` turns true at that
 deadline unless a renewal moved it, even when Redis is unreachable and no renewal can answer.
 
-Renewal costs nothing until it is due: ``async with lock(...)`` arms a timer for a third of
-the TTL, and only a block that lasts that long gets a task, which renews the lease until the
-block ends. Most blocks are shorter, and pay for the lock just its two round trips (acquire
-and release), as redis-py's ``Lock`` does.
+Renewal costs nothing until it is due: one timer per lock manager fires when the earliest
+held lease's first renewal (a third of its TTL) is due, and only a block that lasts that long
+gets a task, which renews its lease until the block ends. Most blocks are shorter, and pay
+for the lock just its two round trips (acquire and release), as redis-py's ``Lock`` does.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class LockManager:
         self._acquire = LuaScript(client, _ACQUIRE)
         self._release = LuaScript(client, _RELEASE)
         self._extend = LuaScript(client, _EXTEND)
+        self._renewals = _Renewals()
 
     async def acquire_lock(
         self, resource: str, agent_id: str, ttl_seconds: float = 30.0
@@ -174,11 +175,12 @@ class LockManager:
             sent_at, lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout, holder)
         held = HeldLock(lease, _valid_until(sent_at, ttl_seconds))
         renewal = _Renewal(self, held)
+        self._renewals.add(renewal)
         try:
             yield held
         finally:
             with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _RELEASE_WAIT):
-                await renewal.stop()
+                await self._renewals.remove(renewal)
                 try:
                     if not await self.release_lock(lease):
                         held.mark_lost()
@@ -243,29 +245,25 @@ class LockManager:
 
 
 class _Renewal:
-    """Renews one held lease: a timer until the first renewal is due, then a task.
+    """Renews one held lease: nothing until its first renewal is due, then a task.
 
     The task belongs to the ``async with`` block that holds the lease: :meth:`stop` (called
     as the block ends) cancels it and waits for it.
     """
 
     def __init__(self, manager: LockManager, held: HeldLock) -> None:
-        self._manager = manager
-        self._held = held
-        self._loop = asyncio.get_running_loop()  # anyio's clock on asyncio is this loop's
-        self._task: asyncio.Task[None] | None = None
-        due = self._loop.time() + held.lease.ttl_seconds / 3
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(due, self._start)
+        self.manager = manager
+        self.held = held
+        self.due = anyio.current_time() + held.lease.ttl_seconds / 3
+        self.task: asyncio.Task[None] | None = None
 
-    def _start(self) -> None:
-        self._timer = None
-        self._task = self._loop.create_task(self._manager._renew(self._held, first_wait=0.0))
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self.manager._renew(self.held, first_wait=0.0)
+        )
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        task, self._task = self._task, None
+        task, self.task = self.task, None
         if task is not None:
             task.cancel()
             try:
@@ -273,6 +271,49 @@ class _Renewal:
             except asyncio.CancelledError:
                 if not task.cancelled():  # this task was cancelled, not just the renewal
                     raise
+
+
+class _Renewals:
+    """The leases a :class:`LockManager` holds in ``async with`` blocks, and one timer.
+
+    The timer fires at the earliest renewal due (or earlier: a block that ended leaves it
+    armed rather than paying to cancel it) and starts a task for each lease whose first renewal
+    is due. A block shorter than a third of its TTL costs a set insertion and removal.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[_Renewal] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, renewal: _Renewal) -> None:
+        self._held.add(renewal)
+        loop = asyncio.get_running_loop()  # anyio's clock on asyncio is this loop's
+        if self._timer is None or self._loop is not loop or renewal.due < self._timer_due:
+            self._arm(loop, renewal.due)
+
+    async def remove(self, renewal: _Renewal) -> None:
+        self._held.discard(renewal)
+        await renewal.stop()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        if self._timer is not None and self._loop is loop:
+            self._timer.cancel()
+        self._loop, self._timer_due = loop, due
+        self._timer = loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = [r for r in self._held if r.task is None]
+        for renewal in waiting:
+            if renewal.due <= now:
+                renewal.start()
+        later = [r.due for r in waiting if r.task is None]
+        if later:
+            self._arm(loop, min(later))
 
 
 def _ttl_ms(ttl_seconds: float) -> int:
