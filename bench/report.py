@@ -35,7 +35,7 @@ def targets(results: Figures) -> list[Figures]:
         if value is None:
             continue
         ok = target.met(value)
-        row = {"target": target.title(results), "measured": round(value, 2), "goal": target.goal}
+        row = {"target": target.title(results), "measured": round(value, 3), "goal": target.goal}
         why = "" if ok else target.why(results)
         checks.append(row | {"pass": ok} | ({"why": why} if why else {}))
     return checks
