@@ -4,6 +4,9 @@
 the latency of each from its publish (``sent_ns`` in the payload, CLOCK_MONOTONIC, which every
 process of one Linux machine shares) to its receipt here.
 
+``bare URL NS GROUP N``: the same with redis-py alone (XREADGROUP, then XACK per entry, the
+payload's JSON parsed for its ``sent_ns``): the floor a handoff is measured against.
+
 ``pong URL NS N``: answers ``N`` pings (BRPOP a request, LPUSH it back), so the other side can
 time the bare round trip between two processes through the same server.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 import anyio
 import redis.asyncio as redis
@@ -45,6 +49,32 @@ async def consume(url: str, namespace: str, group_name: str, expected: int) -> l
         await client.aclose()
 
 
+def bare_stream_key(namespace: str) -> str:
+    return f"bench:{namespace}:bare"
+
+
+async def consume_bare(url: str, namespace: str, group_name: str, expected: int) -> list[float]:
+    client = redis.Redis.from_url(url)
+    key = bare_stream_key(namespace)
+    try:
+        await client.xgroup_create(key, group_name, "0", mkstream=True)
+        print("ready", flush=True)
+        latencies: list[float] = []
+        while len(latencies) < expected:
+            reply: Any = await client.xreadgroup(
+                group_name, "consumer-1", {key: ">"}, count=100, block=5000
+            )
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    received = time.monotonic_ns()
+                    sent_ns = json.loads(fields[b"payload"])["sent_ns"]
+                    latencies.append((received - sent_ns) / 1e9)
+                    await client.xack(key, group_name, entry_id)
+        return latencies
+    finally:
+        await client.aclose()
+
+
 async def pong(url: str, namespace: str, count: int) -> None:
     client = redis.Redis.from_url(url)
     try:
@@ -63,7 +93,8 @@ def main() -> None:
     if mode == "pong":
         anyio.run(pong, url, namespace, int(sys.argv[4]))
     else:
-        latencies = anyio.run(consume, url, namespace, sys.argv[4], int(sys.argv[5]))
+        run = consume_bare if mode == "bare" else consume
+        latencies = anyio.run(run, url, namespace, sys.argv[4], int(sys.argv[5]))
         print(json.dumps(latencies), flush=True)
 
 

@@ -20,8 +20,13 @@ def metadata(i: int) -> dict[str, object]:
 
 
 async def store(ctx: Context) -> Figures:
-    """Facts per second: naive (3 round trips each), ours one at a time, ours in batches."""
+    """Facts per second: naive (3 round trips each), ours one at a time, ours in batches;
+    and as many PINGs, interleaved with them, for the round trip they are measured against."""
     client, n, batch = ctx.client, ctx.sizes.facts, ctx.sizes.batch
+
+    async def pings() -> None:
+        for _ in range(n):
+            await client.ping()
 
     async def naive_single() -> None:
         naive = NaiveMemory(client, namespace())
@@ -41,10 +46,13 @@ async def store(ctx: Context) -> Figures:
 
     ctx.say(f"facts: storing {n:,} facts, naive and ours, {ctx.sizes.repeat} times")
     times = await compare(
-        {"naive": naive_single, "single": ours_single, "batch": ours_batch}, ctx.sizes.repeat
+        {"ping": pings, "naive": naive_single, "single": ours_single, "batch": ours_batch},
+        ctx.sizes.repeat,
     )
     return {
         "facts": n,
+        "ping_us": times["ping"].scaled(1e6 / n).as_dict(),
+        "single_us": times["single"].scaled(1e6 / n).as_dict(),
         "batch_size": batch,
         "naive_per_s": times["naive"].inverted(n).as_dict(),
         "single_per_s": times["single"].inverted(n).as_dict(),

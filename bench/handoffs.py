@@ -1,8 +1,10 @@
 """Handoffs: publish in this process, receive in another through a consumer group.
 
-Compared with the bare round trip between two processes through the same server (ping-pong
-over two lists). Producers are tasks of this process; the consumer is a child process
-(``bench.consumer``), started fresh for each run.
+Compared with the same handoff written with redis-py alone (XADD of the same fields, then
+XREADGROUP and XACK in the other process: the floor), and with the bare round trip between
+two processes through the same server (ping-pong over two lists). Producers are tasks of
+this process; the consumer is a child process (``bench.consumer``), started fresh for each
+run. The floor's runs and ours alternate, so a burst of load hurts both alike.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import redis.asyncio as redis
 
-from bench.consumer import ping_key, pong_key
+from bench.consumer import bare_stream_key, ping_key, pong_key
 from bench.harness import Context, Figures, latency_summary, namespace
 from memory import AgentEvent, EventStore
 
@@ -37,13 +40,17 @@ async def handoffs(ctx: Context) -> Figures:
     results["pingpong_rtt"] = latency_summary(pings)
     for producers in PRODUCERS:
         runs: list[list[float]] = []
+        bare: list[list[float]] = []
         for run in range(sizes.handoff_runs):
             ctx.say(f"handoffs: {producers} producer(s), run {run + 1}/{sizes.handoff_runs}")
+            bare.append(await _handoff_latencies(ctx.redis_url, sizes.handoffs, producers, True))
             runs.append(await _handoff_latencies(ctx.redis_url, sizes.handoffs, producers))
         results[f"producers_{producers}"] = latency_summary(runs)
+        results[f"bare_producers_{producers}"] = latency_summary(bare)
     results["note"] = (
-        "one-way publish -> receipt (XADD via EventStore.publish, XREADGROUP in another "
-        "process) vs the full LPUSH/BRPOP round trip between two processes"
+        "one-way publish -> receipt (EventStore.publish, a consumer group's read and ack in "
+        "another process) vs the same with redis-py alone (XADD, XREADGROUP, XACK), and vs the "
+        "full LPUSH/BRPOP round trip between two processes"
     )
     return results
 
@@ -87,9 +94,12 @@ async def _pingpong(url: str, count: int) -> list[float]:
     return rtts
 
 
-async def _handoff_latencies(url: str, count: int, producers: int) -> list[float]:
+async def _handoff_latencies(
+    url: str, count: int, producers: int, bare: bool = False
+) -> list[float]:
+    """Latencies of ``count`` handoffs: ours, or (``bare``) with redis-py alone."""
     ns = namespace()
-    process = await _start(["consume", url, ns, "bench", str(count)])
+    process = await _start(["bare" if bare else "consume", url, ns, "bench", str(count)])
     client = redis.Redis.from_url(url)
     store = EventStore(client, ns, "bench")
     shares = [count // producers + (1 if n < count % producers else 0) for n in range(producers)]
@@ -97,7 +107,17 @@ async def _handoff_latencies(url: str, count: int, producers: int) -> list[float
     async def produce(n: int) -> None:
         for i in range(shares[n]):
             payload = {"producer": n, "i": i, "sent_ns": time.monotonic_ns()}
-            await store.publish(AgentEvent(event_type="bench", agent_id=f"p-{n}", payload=payload))
+            if bare:  # the same fields ours sends, as they are
+                fields = {
+                    "type": "bench",
+                    "agent": f"p-{n}",
+                    "ts": datetime.now(UTC).isoformat(),
+                    "payload": json.dumps(payload),
+                }
+                await client.xadd(bare_stream_key(ns), fields)  # type: ignore[arg-type]
+            else:
+                event = AgentEvent(event_type="bench", agent_id=f"p-{n}", payload=payload)
+                await store.publish(event)
             await anyio.sleep(PACE_SECONDS)
 
     try:
@@ -107,7 +127,7 @@ async def _handoff_latencies(url: str, count: int, producers: int) -> list[float
         with anyio.fail_after(60):
             output = await _output(process)
     finally:
-        await client.delete(store.stream_key)
+        await client.delete(store.stream_key, bare_stream_key(ns))
         await client.aclose()
     latencies: list[float] = json.loads(output)
     return latencies

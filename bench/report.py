@@ -1,4 +1,4 @@
-"""Present benchmark results: the table, the targets of issue #5, and a latency chart."""
+"""Present benchmark results: the table, the targets (:mod:`bench.targets`), a latency chart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import scale, startup
+from bench import startup
+from bench.targets import TARGETS
 
 Figures = dict[str, Any]
 
@@ -27,103 +28,25 @@ def _latency(figure: Figures) -> str:
 
 
 def targets(results: Figures) -> list[Figures]:
-    """Each target of issue #5 as a measured ratio, PASS/MISS, and why where it misses."""
+    """Each target of :data:`bench.targets.TARGETS` that was measured: the value, the goal,
+    PASS/MISS, and why where it misses."""
     checks: list[Figures] = []
-
-    def check(name: str, value: float, goal: str, ok: bool, why: str = "") -> None:
-        row = {"target": name, "measured": round(value, 2), "goal": goal, "pass": ok}
-        checks.append(row | ({} if ok or not why else {"why": why}))
-
-    ping_us = _m(results["floor"]["ping_rtt_us"]) if "floor" in results else float("nan")
-    if "facts" in results:
-        facts = results["facts"]
-        naive = _m(facts["naive_per_s"])
-        single_us, batch_us = 1e6 / _m(facts["single_per_s"]), 1e6 / _m(facts["batch_per_s"])
-        batch, single = _m(facts["batch_per_s"]) / naive, _m(facts["single_per_s"]) / naive
-        check(
-            "batch store vs naive (x)",
-            batch,
-            ">= 20",
-            batch >= 20,
-            f"{batch_us:.1f} µs per fact in a batch is client CPU (JSON record, 4 script "
-            "arguments per fact packed by redis-py) plus the script's 4 writes per fact; "
-            f"the naive store's 3 round trips cost {1e6 / naive:.0f} µs",
-        )
-        check(
-            "single store vs naive (x)",
-            single,
-            ">= 2.5",
-            single >= 2.5,
-            f"one script call costs {single_us:.0f} µs against {ping_us:.0f} µs for a bare "
-            f"PING and {1e6 / naive / 3:.0f} µs per naive command: the script call carries "
-            "more client work (record JSON, key building, EVALSHA arguments) than a "
-            "plain INCR/HSET/SADD, so saving 2 of 3 round trips gives less than 3x",
-        )
-    if "category" in results:
-        sized = results["category"]
-        with_naive = [s for s in sized if "naive_ms" in sized[s]]
-        key = "10000" if "10000" in with_naive else max(with_naive or sized, key=int)
-        row = sized[key]
-        if "naive_ms" in row:
-            speedup = _m(row["naive_ms"]) / _m(row["ours_ms"])
-            check(f"read {int(key):,} facts vs naive (x faster)", speedup, ">= 20", speedup >= 20)
-        vs_floor = _m(row["ours_ms"]) / _m(row["floor_ms"])
-        check(
-            f"read {int(key):,} facts vs floor (x)",
-            vs_floor,
-            "<= 2",
-            vs_floor <= 2,
-            "the floor fetches the same bytes in one round trip and leaves them undecoded; "
-            "decoding them into typed facts (JSON, timestamps) alone takes "
-            f"{_m(row['decode_ms']):.1f} of ours' {_m(row['ours_ms']):.1f} ms "
-            f"(floor {_m(row['floor_ms']):.1f} ms)",
-        )
-    if "handoffs" in results:
-        handoffs = results["handoffs"]
-        bare = _m(handoffs["pingpong_rtt"]["p50_us"])
-        ratio = _m(handoffs["producers_1"]["p50_us"]) / bare
-        check("handoff p50 vs two-process round trip (x)", ratio, "<= 3", ratio <= 3)
-        for producers in (1, 8):
-            p99_ms = _m(handoffs[f"producers_{producers}"]["p99_us"]) / 1000
-            check(
-                f"handoff p99, {producers} producer(s) (ms)",
-                p99_ms,
-                "< 5",
-                p99_ms < 5,
-                "producers, consumer and server share the machine's cores; the tail is "
-                "scheduling delay",
-            )
-    if "documents" in results:
-        lost = results["documents"]["contended"]["lost_updates"]
-        check("lost updates in the contended test", lost, "== 0", lost == 0)
-    by_agents = results.get("scale", {}).get("by_agents", {})
-    if "4" in by_agents and "1" in by_agents:
-        speedup = by_agents["4"]["speedup"]
-        check(
-            f"{results['scale']['sources']}-source run, 4+4 vs 1+1 agents (x faster)",
-            speedup,
-            ">= 2.5",
-            speedup >= 2.5,
-            scale.why_missed(results["scale"], "4"),
-        )
-    joined = results.get("scale", {}).get("joined_by_agents", {})
-    if "4" in joined:
-        speedup = joined["4"]["speedup"]
-        check(
-            f"{results['scale']['sources']}-source run, 4+4 (3+3 joined ahead) vs 1+1 (x faster)",
-            speedup,
-            ">= 2.5",
-            speedup >= 2.5,
-            scale.why_missed(results["scale"], "4", series="joined_by_agents"),
-        )
-    if "startup" in results:
+    for target in TARGETS:
+        value = target.measure(results)
+        if value is None:
+            continue
+        ok = target.met(value)
+        row = {"target": target.title(results), "measured": round(value, 3), "goal": target.goal}
+        why = "" if ok else target.why(results)
+        checks.append(row | {"pass": ok} | ({"why": why} if why else {}))
+    if "startup" in results:  # start-up targets carry their own goals (bench/startup.py)
         checks += startup.targets(results["startup"])
     return checks
 
 
 def print_tables(console: Console, record: Figures) -> None:
     console.print(_figures_table(record["results"]))
-    checks = Table(title="targets (issue #5)")
+    checks = Table(title="targets (issues #5, #10, #12)")
     for column in ("target", "measured", "goal", "result"):
         checks.add_column(column)
     for t in record["targets"]:
@@ -201,6 +124,15 @@ def _fact_rows(results: Figures) -> list[Row]:
                 "",
             )
         )
+        if "ping_us" in f:
+            rows.append(
+                (
+                    "store_fact vs a PING, interleaved (µs)",
+                    "",
+                    _spread(f["single_us"], "{:,.0f}"),
+                    _spread(f["ping_us"], "{:,.0f}"),
+                )
+            )
         rows.append(
             (f"store facts in batches of {f['batch_size']} (/s)", "", _spread(f["batch_per_s"]), "")
         )
@@ -239,10 +171,10 @@ def _handoff_rows(results: Figures) -> list[Row]:
     ]
     rows += [
         (
-            f"handoff to another process, {p} producer(s): p50/p99/max (µs)",
+            f"handoff to another process, {p} producer(s), floor redis-py alone: p50/p99/max (µs)",
             "",
             _latency(h[f"producers_{p}"]),
-            "",
+            _latency(h[f"bare_producers_{p}"]) if f"bare_producers_{p}" in h else "",
         )
         for p in (1, 8)
     ]
@@ -253,20 +185,22 @@ def _lock_and_document_rows(results: Figures) -> list[Row]:
     rows: list[Row] = []
     if "locks" in results:
         lk = results["locks"]
+        redis_py = lk.get("redis_py_per_s")
         rows.append(
             (
-                "lock acquire+release, uncontended (/s)",
+                "async with lock(), uncontended (/s); naive; redis-py's Lock as floor",
                 _spread(lk["naive_per_s"]),
                 _spread(lk["uncontended_per_s"]),
-                "",
+                _spread(redis_py) if redis_py else "",
             )
         )
+        redis_py = lk.get("redis_py_contended_per_s")
         rows.append(
             (
-                f"lock acquire+release, {lk['contenders']} contenders (/s)",
+                f"async with lock(), {lk['contenders']} contenders (/s); redis-py's Lock",
                 "",
                 _spread(lk["contended_per_s"]),
-                "",
+                _spread(redis_py) if redis_py else "",
             )
         )
     if "documents" in results:
@@ -275,6 +209,23 @@ def _lock_and_document_rows(results: Figures) -> list[Row]:
         rows.append(
             ("versioned writes, uncontended (/s)", "", _spread(d["uncontended_writes_per_s"]), "")
         )
+        if "write_us" in d:
+            rows.append(
+                (
+                    "versioned write; floor: a bare INSERT commit (µs)",
+                    "",
+                    _spread(d["write_us"]),
+                    _spread(d["bare_insert_us"]),
+                )
+            )
+            rows.append(
+                (
+                    "latest-version read; floor: a bare primary-key SELECT (µs)",
+                    "",
+                    _spread(d["read_us"]),
+                    _spread(d["bare_select_us"]),
+                )
+            )
         rows.append(
             (
                 f"{c['writers']} writers x {c['updates_each']} update() on one key: "
@@ -315,21 +266,7 @@ def _demo_rows(results: Figures) -> list[Row]:
 def _scale_rows(results: Figures) -> list[Row]:
     figures = results.get("scale", {})
     series = [("by_agents", ""), ("joined_by_agents", " (joined ahead)")]
-    concurrent = figures.get("concurrent_runs")
-    at_once = (
-        [
-            (
-                f"{concurrent['runs_at_once']} runs at once: runs per minute, one node / cluster",
-                "",
-                f"{concurrent['one_node_runs_per_minute']:.1f} / "
-                f"{concurrent['cluster_runs_per_minute']:.1f}",
-                "",
-            )
-        ]
-        if concurrent
-        else []
-    )
-    return at_once + [
+    return [
         (
             f"{figures['sources']} sources, {figures['stub_delay_seconds']} s LLM, "
             f"{n}+{n} agents{label}: wall (s), speedup (writing and review alone)",

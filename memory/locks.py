@@ -15,10 +15,16 @@ receives the request, so the request's send time plus the TTL, less a margin for
 drift (1 % of the TTL plus 2 ms, as Redlock allows), is a local deadline that passes before
 the server can grant the lock to anyone else. :attr:`HeldLock.lost` turns true at that
 deadline unless a renewal moved it, even when Redis is unreachable and no renewal can answer.
+
+Renewal costs nothing until it is due: one timer per lock manager fires when the earliest
+held lease's first renewal (a third of its TTL) is due, and only a block that lasts that long
+gets a task, which renews its lease until the block ends. Most blocks are shorter, and pay
+for the lock just its two round trips (acquire and release), as redis-py's ``Lock`` does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -29,8 +35,9 @@ import anyio
 
 from memory._boundary import translate_errors
 from memory._codec import as_str, ttl_ms
+from memory._scripts import LuaScript
 from memory.connections import RedisClient
-from memory.errors import LockLostError, LockTimeoutError, ServerUnavailableError
+from memory.errors import LockLostError, LockTimeoutError, ServerUnavailableError, StoreError
 from memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ _RETRY_MAX = 0.2
 _DRIFT_FACTOR = 0.01  # share of the TTL kept back for clock-rate drift (Redlock's figure)
 _DRIFT_FIXED = 0.002  # seconds
 _RENEW_RETRY = 0.25  # seconds between renewal attempts while Redis does not answer
+_RELEASE_WAIT = 5.0  # seconds a release may take before the lease is left to expire
 
 
 def _valid_until(sent_at: float, ttl_seconds: float) -> float:
@@ -82,7 +90,7 @@ class Lease:
 
 
 class HeldLock:
-    """A lease held by :meth:`LockManager.lock`, renewed in the background while held."""
+    """A lease held by :meth:`LockManager.lock`, renewed while held (see the module's notes)."""
 
     def __init__(self, lease: Lease, valid_until: float) -> None:
         self.lease = lease
@@ -123,9 +131,10 @@ class LockManager:
     def __init__(self, client: RedisClient, keys: Keyspace) -> None:
         self._client = client
         self._keys = keys
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._extend = client.register_script(_EXTEND)
+        self._acquire = LuaScript(client, _ACQUIRE)
+        self._release = LuaScript(client, _RELEASE)
+        self._extend = LuaScript(client, _EXTEND)
+        self._renewals = _Renewals()
 
     async def acquire_lock(
         self, resource: str, agent_id: str, ttl_seconds: float = 30.0
@@ -136,15 +145,13 @@ class LockManager:
 
     async def release_lock(self, lease: Lease) -> bool:
         """Release the lock if this lease still holds it; never touches another holder's."""
-        released = await self._release(keys=[self._keys.lock(lease.resource)], args=[lease.value])
+        released = await self._release([self._keys.lock(lease.resource)], [lease.value])
         return bool(released)
 
     async def extend_lock(self, lease: Lease, ttl_seconds: float | None = None) -> bool:
         """Reset the lease's time to live if it still holds the lock."""
         ttl_ms = _ttl_ms(lease.ttl_seconds if ttl_seconds is None else ttl_seconds)
-        extended = await self._extend(
-            keys=[self._keys.lock(lease.resource)], args=[lease.value, ttl_ms]
-        )
+        extended = await self._extend([self._keys.lock(lease.resource)], [lease.value, ttl_ms])
         return bool(extended)
 
     @asynccontextmanager
@@ -162,21 +169,18 @@ class LockManager:
         raises; call it before acting on the lock's behalf, and pass ``held.fencing_token``
         to stores that check it.
         """
-        sent_at, lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout)
+        sent_at = anyio.current_time()
+        lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
+        if lease is None:
+            sent_at, lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout, holder)
         held = HeldLock(lease, _valid_until(sent_at, ttl_seconds))
-        error: BaseException | None = None
+        renewal = _Renewal(self, held)
+        self._renewals.add(renewal)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._renew, held)
-                try:
-                    yield held
-                except BaseException as exc:  # re-raised as is, below
-                    error = exc  # raised outside the task group, so it is not wrapped
-                tg.cancel_scope.cancel()
-            if error is not None:
-                raise error
+            yield held
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _RELEASE_WAIT):
+                await self._renewals.remove(renewal)
                 try:
                     if not await self.release_lock(lease):
                         held.mark_lost()
@@ -189,37 +193,38 @@ class LockManager:
         validate_id(agent_id, "agent_id")
         lease = Lease(resource, agent_id, secrets.token_hex(16), 0, ttl_seconds)
         keys = [self._keys.lock(resource), self._keys.fence(resource)]
-        fence, holder = await self._acquire(keys=keys, args=[lease.value, _ttl_ms(ttl_seconds)])
+        fence, holder = await self._acquire(keys, [lease.value, _ttl_ms(ttl_seconds)])
         if int(fence) == 0:
             return None, as_str(holder).rsplit("/", 1)[0]
         return Lease(resource, agent_id, lease.token, int(fence), ttl_seconds), ""
 
     async def _wait_for(
-        self, resource: str, agent_id: str, ttl_seconds: float, wait_seconds: float
+        self, resource: str, agent_id: str, ttl_seconds: float, wait_seconds: float, holder: str
     ) -> tuple[float, Lease]:
-        """The lease, once granted, and the local time its request was sent."""
+        """The lease, once granted, and the local time its request was sent (after a first
+        attempt found it held by ``holder``)."""
         delay = _RETRY_MIN
-        holder = ""
         with anyio.move_on_after(wait_seconds):
             while True:
+                await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, _RETRY_MAX)
                 sent_at = anyio.current_time()
                 lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
                 if lease is not None:
                     return sent_at, lease
-                await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
-                delay = min(delay * 2, _RETRY_MAX)
         msg = (
             f"could not lock {resource!r} within {wait_seconds} s; "
             f"it is held by {holder or 'another agent'!r}"
         )
         raise LockTimeoutError(msg)
 
-    async def _renew(self, held: HeldLock) -> None:
-        """Extend the lease every third of its TTL; it is lost once found gone, or once its
-        local deadline passes without a renewal (however long Redis takes to answer)."""
+    async def _renew(self, held: HeldLock, *, first_wait: float) -> None:
+        """Extend the lease every third of its TTL (the first time after ``first_wait``); it
+        is lost once found gone, or once its local deadline passes without a renewal (however
+        long Redis takes to answer)."""
         lease = held.lease
         interval = lease.ttl_seconds / 3
-        wait = interval
+        wait = first_wait
         while not held.lost:
             await anyio.sleep(min(wait, held.remaining))
             if held.lost:
@@ -233,10 +238,82 @@ class LockManager:
                     held.valid_until = _valid_until(sent_at, lease.ttl_seconds)
                     wait = interval
                     continue
-                except ServerUnavailableError as exc:
+                except (ServerUnavailableError, StoreError) as exc:  # retried until the deadline
                     logger.warning("could not renew the lock on %s: %s", lease.resource, exc)
             wait = min(interval, _RENEW_RETRY)
         logger.warning("lost the lock on %s (%s)", lease.resource, lease.agent_id)
+
+
+class _Renewal:
+    """Renews one held lease: nothing until its first renewal is due, then a task.
+
+    The task belongs to the ``async with`` block that holds the lease: :meth:`stop` (called
+    as the block ends) cancels it and waits for it.
+    """
+
+    def __init__(self, manager: LockManager, held: HeldLock) -> None:
+        self.manager = manager
+        self.held = held
+        self.due = anyio.current_time() + held.lease.ttl_seconds / 3
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(
+            self.manager._renew(self.held, first_wait=0.0)
+        )
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():  # this task was cancelled, not just the renewal
+                    raise
+
+
+class _Renewals:
+    """The leases a :class:`LockManager` holds in ``async with`` blocks, and one timer.
+
+    The timer fires at the earliest renewal due (or earlier: a block that ended leaves it
+    armed rather than paying to cancel it) and starts a task for each lease whose first renewal
+    is due. A block shorter than a third of its TTL costs a set insertion and removal.
+    """
+
+    def __init__(self) -> None:
+        self._held: set[_Renewal] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, renewal: _Renewal) -> None:
+        self._held.add(renewal)
+        loop = asyncio.get_running_loop()  # anyio's clock on asyncio is this loop's
+        if self._timer is None or self._loop is not loop or renewal.due < self._timer_due:
+            self._arm(loop, renewal.due)
+
+    async def remove(self, renewal: _Renewal) -> None:
+        self._held.discard(renewal)
+        await renewal.stop()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        if self._timer is not None and self._loop is loop:
+            self._timer.cancel()
+        self._loop, self._timer_due = loop, due
+        self._timer = loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = [r for r in self._held if r.task is None]
+        for renewal in waiting:
+            if renewal.due <= now:
+                renewal.start()
+        later = [r.due for r in waiting if r.task is None]
+        if later:
+            self._arm(loop, min(later))
 
 
 def _ttl_ms(ttl_seconds: float) -> int:

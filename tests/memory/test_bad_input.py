@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,9 @@ BAD_JSON = [
     ({"bytes": b"x"}, "not JSON"),
     ({1: "int key"}, "key of type int"),
     ({"big": 10**5000}, "not JSON"),
+    ({"set": {1, 2}}, "not JSON"),  # types a fast encoder would write, but JSON has no name for
+    ({"when": date(2026, 1, 1)}, "not JSON"),
+    ({"nested": [{"nan": [float("-inf")]}]}, "not JSON"),
     ({"huge": TEN_MB}, "cap of 1.0 MB"),
 ]
 

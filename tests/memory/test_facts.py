@@ -183,3 +183,39 @@ async def test_facts_round_trip_on_a_client_that_decodes_responses(
     assert [f.fact for f in await memory.get_facts([facts[1].id])] == ["two"]
     assert await memory.list_categories() == ["c"]
     await client.aclose()
+
+
+async def test_records_stored_before_they_held_their_id_still_read_back(
+    memory: RedisAgentMemory, redis_client: redis.Redis
+) -> None:
+    """A record in the earlier layout (no id inside) is read with its id, beside new ones."""
+    await memory.store_fact("a", "new before", "c")
+    legacy = (
+        '{"fact": "old", "category": "c", "agent_id": "b", '
+        '"timestamp": "2026-01-02T03:04:05.000006+00:00", "metadata": {"n": 1}}'
+    )
+    await redis_client.hset(memory.keys.fact_records(), "2", legacy)
+    await redis_client.zadd(memory.keys.category("c"), {"2": 2})
+    await redis_client.incr(memory.keys.fact_seq())
+    await memory.store_fact("a", "new after", "c")
+
+    facts = await memory.get_facts_by_category("c")
+
+    assert [(f.id, f.fact, f.agent_id) for f in facts] == [
+        (1, "new before", "a"),
+        (2, "old", "b"),
+        (3, "new after", "a"),
+    ]
+    assert facts[1].timestamp == datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert facts[1].metadata == {"n": 1}
+    assert await memory.get_facts([2, 3]) == facts[1:]
+
+
+async def test_a_category_missing_a_record_reads_the_others(
+    memory: RedisAgentMemory, redis_client: redis.Redis
+) -> None:
+    """An id whose record is gone is skipped, not an error."""
+    await memory.store_facts("a", [NewFact("one", "c"), NewFact("two", "c")])
+    await redis_client.hdel(memory.keys.fact_records(), "1")
+
+    assert [f.fact for f in await memory.get_facts_by_category("c")] == ["two"]

@@ -140,3 +140,28 @@ async def test_an_error_inside_the_lock_block_propagates_as_itself(
         await fail_while_holding()
 
     assert await memory.acquire_lock("doc", "a-2")
+
+
+async def test_a_block_cancelled_while_renewing_releases_the_lock(
+    memory: RedisAgentMemory, redis_client: redis.Redis
+) -> None:
+    """Cancelled from outside after renewals began, the block frees the lock at once."""
+    with anyio.move_on_after(0.5) as scope:
+        async with memory.lock("doc", "a-1", ttl_seconds=0.3):
+            await anyio.sleep(5)
+    assert scope.cancelled_caught
+
+    assert await redis_client.get(memory.keys.lock("doc")) is None
+    assert await memory.acquire_lock("doc", "a-2")
+
+
+async def test_a_lease_lost_while_held_still_ends_the_block_cleanly(
+    memory: RedisAgentMemory, redis_client: redis.Redis
+) -> None:
+    """A renewal that finds the lease gone marks it lost; leaving the block raises nothing."""
+    async with memory.lock("doc", "a-1", ttl_seconds=0.3) as held:
+        await redis_client.delete(memory.keys.lock("doc"))
+        await anyio.sleep(0.25)  # the first renewal is due after 0.1 s
+        assert held.lost
+
+    assert await memory.acquire_lock("doc", "a-2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from enum import IntEnum, StrEnum
 
 import anyio
 import asyncpg
@@ -92,6 +93,48 @@ async def test_fifty_concurrent_increments_end_at_exactly_fifty(db: SharedAgentD
     assert [d.value for d in await db.history("counter")] == list(range(1, 51))
 
 
+async def test_of_twenty_racing_writes_on_one_version_exactly_one_lands(
+    db: SharedAgentDB,
+) -> None:
+    """Writers that all expect version 1 of an existing document: one wins, the rest conflict."""
+    await db.write("doc", "v1", "a", expected_version=0)
+    outcomes: list[str] = []
+
+    async def write(n: int) -> None:
+        try:
+            await db.write("doc", f"from {n}", f"agent-{n}", expected_version=1, fencing_token=n)
+            outcomes.append("ok")
+        except ConflictError as exc:
+            outcomes.append(f"conflict at {exc.actual}")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(write, n)
+
+    assert sorted(outcomes) == ["conflict at 2"] * 19 + ["ok"]
+    latest = await db.read("doc")
+    assert latest is not None
+    assert latest.version == 2
+    assert len(await db.history("doc")) == 2
+
+
+async def test_a_stale_token_on_an_existing_document_leaves_its_head_unchanged(
+    db: SharedAgentDB,
+) -> None:
+    """A refused write changes neither the version nor the highest token seen."""
+    await db.write("doc", "v1", "a", fencing_token=7)
+    with pytest.raises(StaleFencingTokenError):
+        await db.write("doc", "late", "b", fencing_token=6)
+    with pytest.raises(ConflictError):
+        await db.write("doc", "stale", "b", expected_version=5, fencing_token=8)
+
+    second = await db.write("doc", "v2", "c", expected_version=1, fencing_token=7)
+
+    assert second.version == 2
+    with pytest.raises(StaleFencingTokenError):
+        await db.write("doc", "late", "b", fencing_token=6)
+
+
 async def test_a_write_with_an_older_fencing_token_is_rejected(db: SharedAgentDB) -> None:
     """Once token 8 wrote, token 7 is refused and writes nothing; 8 and 9 still pass."""
     await db.write("section/a", "by holder 7", "w-1", fencing_token=7)
@@ -148,3 +191,23 @@ async def test_values_that_are_not_json_are_rejected(db: SharedAgentDB) -> None:
     with pytest.raises(InvalidValueError, match="not JSON"):
         await db.write("doc", {"when": datetime.now(UTC)}, "a")
     assert await db.read("doc") is None
+
+
+async def test_str_and_int_subclasses_are_stored_as_their_json_values(db: SharedAgentDB) -> None:
+    """A StrEnum, an IntEnum and a plain str subclass are written as the string or int."""
+
+    class Color(StrEnum):
+        RED = "red"
+
+    class Size(IntEnum):
+        BIG = 3
+
+    class Label(str):
+        pass
+
+    written = await db.write("doc", {"c": Color.RED, "s": Size.BIG, "l": Label("x")}, "a")
+    stored = await db.read("doc")
+
+    assert stored is not None
+    assert stored.value == written.value == {"c": "red", "s": 3, "l": "x"}
+    assert type(stored.value["c"]) is str
