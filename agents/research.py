@@ -73,15 +73,21 @@ async def plan_run(ctx: Context, event: AgentEvent) -> None:
         logger.info("run already planned and handed off; nothing to do")
         return
     await ctx.status(f"handing out {len(request.sources)} sources")
-    for source in request.sources:
-        assigned = SourceAssigned(
-            source=source,
-            section_id=plan.source_sections[source.name],
-            requested_by=event.agent_id,
+    handoffs = [
+        (
+            ctx.event(
+                EventType.SOURCE_ASSIGNED,
+                SourceAssigned(
+                    source=source,
+                    section_id=plan.source_sections[source.name],
+                    requested_by=event.agent_id,
+                ),
+            ),
+            source_key(source.name),
         )
-        await ctx.writer.publish(
-            ctx.event(EventType.SOURCE_ASSIGNED, assigned), idempotency_key=source_key(source.name)
-        )
+        for source in request.sources
+    ]
+    await ctx.writer.publish_many(handoffs)  # logged together, each published once
     logger.info(
         "planned %d sections; handed out %d sources", len(plan.sections), len(request.sources)
     )
@@ -118,10 +124,18 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
     ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
-    await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key=planned_key())
-    for section in planned:
-        assigned = ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section))
-        await ctx.writer.publish(assigned, idempotency_key=assigned_key(section.section_id))
+    await ctx.writer.publish_many(
+        [
+            (ctx.event(EventType.RUN_PLANNED, ran), planned_key()),
+            *(
+                (
+                    ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section)),
+                    assigned_key(section.section_id),
+                )
+                for section in planned
+            ),
+        ]
+    )
     done = plan.model_copy(update={"published": True, "planned": ran})
     try:
         await ctx.db.write(

@@ -90,6 +90,22 @@ class DurableWriter:
         args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
         return await self._write(_PUBLISH, args)
 
+    async def publish_many(self, events: Sequence[tuple[AgentEvent, str]]) -> bool:
+        """Publish several ``(event, idempotency_key)`` at most once each, in order, logged in
+        one transaction; True if they all reached Redis now. All are checked before any is
+        logged, so a bad one leaves nothing behind."""
+        items = []
+        for event, idempotency_key in events:
+            event.to_fields(self.events.limits)
+            validate_id(idempotency_key, "idempotency_key")
+            args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
+            items.append((_PUBLISH, args))
+        if not items:
+            return True
+        seqs = await self.wal.append_many(items)
+        await self.flush()
+        return seqs[-1] <= self._last_sent
+
     async def pending(self) -> int:
         """How many writes wait in the local log: not sent yet, or not yet on a replica."""
         return await self.wal.count()
@@ -136,13 +152,17 @@ class DurableWriter:
             if self._wait_for_replica is None:
                 fence = self.events.keys.replication_fence()
                 self._wait_for_replica = await has_replicas(self.events.client, fence)
-            for entry in entries:
-                await self._send(entry)
-                self._last_sent = entry.seq
-                if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
-                    self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
-                else:
-                    await self.wal.done(entry.seq)
+            sent: list[int] = []  # dropped from the log together (one disk sync), below
+            try:
+                for entry in entries:
+                    await self._send(entry)
+                    self._last_sent = entry.seq
+                    if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
+                        self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
+                    else:
+                        sent.append(entry.seq)
+            finally:
+                await self.wal.done(*sent)
 
     async def _confirm(self) -> None:
         """Drop the sent entries a replica holds; send again those a failover lost."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,25 @@ class WriteAheadLog(AsyncResource):
             "INSERT INTO wal (kind, args) VALUES (?, ?) RETURNING seq", (kind, json.dumps(args))
         )
         return int(rows[0][0])
+
+    async def append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+        """Record several operations in one transaction (one disk sync), in order; returns
+        their sequence numbers. Either all are recorded or none is."""
+        rows = [(kind, json.dumps(args)) for kind, args in items]
+
+        def insert() -> list[int]:
+            seqs = []
+            with self._db:  # BEGIN ... COMMIT (ROLLBACK if an insert fails)
+                self._db.execute("BEGIN")
+                for row in rows:
+                    cursor = self._db.execute(
+                        "INSERT INTO wal (kind, args) VALUES (?, ?) RETURNING seq", row
+                    )
+                    seqs.append(int(cursor.fetchone()[0]))
+            return seqs
+
+        async with self._lock:
+            return await anyio.to_thread.run_sync(insert)
 
     async def pending(self, limit: int = 100, *, after: int = 0) -> list[WalEntry]:
         """The oldest operations not yet marked done (numbered above ``after``), in the order

@@ -87,3 +87,38 @@ async def test_facts_without_an_idempotency_key_are_refused(
         with pytest.raises(InvalidIdError, match="idempotency key"):
             await writer.store_facts("a-1", [NewFact("no key", "notes")])
         assert await writer.pending() == 0
+
+
+async def test_a_batch_of_handoffs_is_published_once_each_in_order_even_when_sent_again(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """publish_many logs the batch together and publishes each event once, in order; the same
+    batch published again (a redelivered handler) adds nothing; a bad event refuses the whole
+    batch before any of it is logged."""
+    events = EventStore(redis_client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        batch = [(hello(n), f"hello-{n}") for n in range(5)]
+        assert await writer.publish_many(batch)
+        assert await writer.publish_many(batch)
+        with pytest.raises(InvalidIdError):
+            await writer.publish_many([(hello(9), "fine"), (hello(10), "")])
+        assert await writer.pending() == 0
+    assert [e.payload["n"] for e in await events.read_events()] == [0, 1, 2, 3, 4]
+
+
+async def test_a_batch_made_while_redis_is_down_is_sent_when_the_log_is_reopened(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """publish_many returns False while Redis is away; the next life sends the whole batch."""
+    down = redis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        first_life = DurableWriter(RedisAgentMemory(down), EventStore(down, namespace), wal)
+        assert not await first_life.publish_many([(hello(n), f"h-{n}") for n in range(3)])
+        assert await first_life.pending() == 3
+    await down.aclose()
+    events = EventStore(redis_client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        assert await writer.flush() == 0
+    assert [e.payload["n"] for e in await events.read_events()] == [0, 1, 2]

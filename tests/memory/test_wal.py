@@ -53,3 +53,16 @@ async def test_log_survives_a_killed_writer(tmp_path: Path) -> None:
     assert proc.returncode == -9
     async with WriteAheadLog(path) as wal:
         assert [e.args["n"] for e in await wal.pending()] == list(range(10))
+
+
+async def test_a_batch_is_appended_whole_in_order_or_not_at_all(tmp_path: Path) -> None:
+    """append_many keeps the batch's order after earlier entries; a batch with a value that
+    cannot be logged leaves none of its entries behind."""
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        first = await wal.append("publish", {"n": 0})
+        seqs = await wal.append_many([("publish", {"n": i}) for i in range(1, 4)])
+        assert seqs == sorted(seqs)
+        assert seqs[0] > first
+        with pytest.raises(TypeError):
+            await wal.append_many([("publish", {"n": 4}), ("publish", {"n": {1, 2}})])
+        assert [e.args["n"] for e in await wal.pending()] == [0, 1, 2, 3]
