@@ -26,6 +26,7 @@ from agents.keys import orchestrator_key
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (
     AgentMemoryError,
+    AgentStatus,
     EventStore,
     RedisAgentMemory,
     ServerUnavailableError,
@@ -53,6 +54,7 @@ from orchestrator.tracker import RunState, RunTracker
 logger = logging.getLogger(__name__)
 
 ORCHESTRATOR = "orchestrator"
+STAGE_WAIT_SECONDS = 2.0  # the longest writers and reviewers wait for the researchers to be ready
 
 
 class RunFailedError(AgentMemoryError, RuntimeError):
@@ -205,7 +207,7 @@ async def _follow(
     try:
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(supervisor.run, specs)
+                tg.start_soon(start_in_stages, supervisor, memory, specs)
                 tg.start_soon(progress.follow, memory, state)
                 await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()
@@ -217,6 +219,33 @@ async def _follow(
             f"see the agent logs in {supervisor.log_dir}"
         )
         raise RunFailedError(msg) from exc
+
+
+async def start_in_stages(
+    supervisor: Supervisor, memory: RedisAgentMemory, specs: Sequence[AgentSpec]
+) -> None:
+    """Start the research agents, then the others once those are ready (or after
+    :data:`STAGE_WAIT_SECONDS`). Research is the first work of a run and nothing else can
+    begin before it; agent processes starting at once share the CPUs, so the researcher gets
+    them first and the writers and reviewers start while it plans and extracts."""
+    first = [spec for spec in specs if spec.role == Role.RESEARCH]
+    rest = [spec for spec in specs if spec.role != Role.RESEARCH]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(supervisor.run, first)
+        with anyio.move_on_after(STAGE_WAIT_SECONDS):
+            for spec in first:  # polled: readiness is a status key in Redis, set by the agent
+                while True:
+                    if await _status_or_none(memory, spec.name) is not None:
+                        break
+                    await anyio.sleep(0.02)
+        tg.start_soon(supervisor.run, rest)
+
+
+async def _status_or_none(memory: RedisAgentMemory, agent_id: str) -> AgentStatus | None:
+    try:
+        return await memory.get_agent_status(agent_id)
+    except ServerUnavailableError:
+        return None
 
 
 async def _watch(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
 
 from agents.roles import Role
+from memory import RedisAgentMemory
+from memory.connections import RedisClient
+from orchestrator import run
+from orchestrator.run import agent_specs, start_in_stages
 from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
@@ -38,3 +43,54 @@ async def test_an_agent_that_keeps_exiting_is_restarted_then_reported(tmp_path: 
         f"writer-2 exited with code 3; restarting in {d:.1f} s" for d in (0.01, 0.02, 0.04)
     ]
     assert (tmp_path / "writer-2.log").read_text().count("started") == 4
+
+
+class Recording(Supervisor):
+    """A supervisor that notes which agents it was asked to start, and starts none."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__("run-1", {}, tmp_path)
+        self.started: list[str] = []
+        self._changed = anyio.Event()
+
+    async def run(self, specs: Sequence[AgentSpec]) -> None:
+        self.started += [spec.name for spec in specs]
+        self._changed.set()
+        await anyio.sleep_forever()
+
+    async def until_started(self, count: int) -> None:
+        with anyio.fail_after(5):
+            while len(self.started) < count:
+                self._changed = anyio.Event()
+                await self._changed.wait()
+
+
+async def test_writers_and_reviewers_start_once_the_researcher_is_ready(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """The researcher starts first; the others only once its status shows it is ready."""
+    memory = RedisAgentMemory(redis_client, namespace)
+    supervisor = Recording(tmp_path)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_in_stages, supervisor, memory, agent_specs(2, 1))
+        await anyio.sleep(0.3)
+        assert supervisor.started == ["research-1"]
+        await memory.set_agent_status("research-1", "idle", "waiting for work")
+        await supervisor.until_started(4)
+        tg.cancel_scope.cancel()
+    assert supervisor.started == ["research-1", "writer-1", "writer-2", "review-1"]
+
+
+async def test_the_others_start_anyway_when_the_researcher_is_slow_to_be_ready(
+    tmp_path: Path, redis_client: RedisClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A researcher that never reports ready delays the others by the bound, no longer."""
+    monkeypatch.setattr(run, "STAGE_WAIT_SECONDS", 0.2)
+    supervisor = Recording(tmp_path)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            start_in_stages, supervisor, RedisAgentMemory(redis_client, namespace), agent_specs()
+        )
+        await supervisor.until_started(3)
+        tg.cancel_scope.cancel()
+    assert supervisor.started == ["research-1", "writer-1", "review-1"]
