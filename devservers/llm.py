@@ -61,7 +61,9 @@ def cache_dir() -> Path:
 
 def _pip_download(name: str, version: str, into: Path, *, source: bool) -> Path:
     """Download one distribution of ``name==version`` from the package index; its path."""
-    kind = ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
+    # Only this one distribution as an sdist: ``:all:`` would also compile its build
+    # dependencies (the ``cmake`` package: 40 minutes) instead of taking their wheels.
+    kind = ["--no-binary", name] if source else ["--only-binary", ":all:"]
     command = [
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
         f"{name}=={version}", "--dest", str(into),
