@@ -23,11 +23,13 @@ from pydantic import SecretStr
 
 from agents import RUN_STREAM, EventType, Role, Settings, new_event
 from agents.keys import orchestrator_key
+from agents.llm_calls import LLM_SLOTS
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (
     AgentMemoryError,
     EventStore,
     RedisAgentMemory,
+    Semaphore,
     ServerUnavailableError,
     SharedAgentDB,
     open_memory,
@@ -137,6 +139,7 @@ async def run_report(
                 events=events,
                 progress=progress,
                 specs=specs,
+                llm_slots=m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
             )
         except BaseException as exc:
             if isinstance(exc, RunFailedError):
@@ -189,6 +192,7 @@ async def _follow(
     events: EventStore,
     progress: Progress,
     specs: Sequence[AgentSpec],
+    llm_slots: Semaphore | None = None,
 ) -> None:
     """Run the agents and follow the log, folding it into ``state``, until every section is
     settled."""
@@ -197,7 +201,7 @@ async def _follow(
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(supervisor.run, specs)
-                tg.start_soon(progress.follow, memory, state)
+                tg.start_soon(progress.follow, memory, state, llm_slots)
                 await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()
     except TimeoutError as exc:
