@@ -113,10 +113,11 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     """Publish ``run.planned`` and one ``section.assigned`` per section with facts (once)."""
     fact_keys = extracted.fact_keys()
     planned = [s for s in plan.sections if fact_keys.get(s.section_id)]
-    for dropped in (s for s in plan.sections if not fact_keys.get(s.section_id)):
-        logger.warning("section %s has no facts in the sources; dropped", dropped.section_id)
+    empty = [s for s in plan.sections if not fact_keys.get(s.section_id)]
+    for dropped in empty:
+        logger.warning("section %s has no facts in the sources; left out", dropped.section_id)
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
-    ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count)
+    ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count, without_facts=empty)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
     await ctx.writer.publish(ctx.event(EventType.RUN_PLANNED, ran), idempotency_key=planned_key())
     for section in planned:

@@ -79,3 +79,41 @@ def test_sections_settle_by_approval_or_round_limit_and_llm_time_is_totalled() -
     assert state.sections["streams"].state == SectionState.ROUND_LIMIT
     assert state.done
     assert state.events == len(log) + 1
+
+
+def test_llm_calls_are_listed_and_totalled_with_retries_and_tokens() -> None:
+    """Each llm.called becomes a listed call; totals count retries, failures and tokens."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    calls = [
+        LLMCalled(
+            task="extract",
+            model="m",
+            seconds=3.0,
+            queued_seconds=1.5,
+            ok=True,
+            prompt_tokens=100,
+            completion_tokens=20,
+            attempts=2,
+            outcomes=["length", "ok"],
+        ),
+        LLMCalled(
+            task="write",
+            model="m",
+            seconds=4.0,
+            ok=False,
+            prompt_tokens=50,
+            completion_tokens=None,
+            attempts=3,
+            outcomes=["invalid", "invalid", "timeout"],
+        ),
+    ]
+    for agent, call in zip(("research-1", "writer-1"), calls, strict=True):
+        tracker.apply(state, event(EventType.LLM_CALLED, agent, call))
+
+    listed = [(c.agent, c.task, c.attempts, c.outcome) for c in state.llm_calls]
+    assert listed == [("research-1", "extract", 2, "ok"), ("writer-1", "write", 3, "timeout")]
+    assert state.llm_calls[0].queued_seconds == 1.5
+    totals = state.llm_totals
+    assert (totals.calls, totals.failed, totals.retries) == (2, 1, 3)
+    assert (totals.prompt_tokens, totals.completion_tokens, totals.seconds) == (150, 20, 7.0)
