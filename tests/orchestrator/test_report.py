@@ -73,9 +73,9 @@ def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None
     """Sentences keep source order; a paragraph never joins sentences sharing no subject word."""
     prose = split_sentences((SOURCES / "05-heartbeats.md").read_text())
     payload_in = {"section_id": "h", "source": {"name": "h.md", "sentences": numbered(prose)}}
-    extracted = extract(payload_in).facts
+    extracted = extract(payload_in).sentences
     facts: list[dict[str, Any]] = [
-        {"id": i + 1, "fact": prose[f.sentence - 1]} for i, f in enumerate(extracted)
+        {"id": i + 1, "fact": prose[n - 1]} for i, n in enumerate(extracted)
     ]
     payload = {"section": {"title": "H"}, "facts": facts[::-1], "previous": {"version": 1}}
 
