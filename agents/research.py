@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 800  # of each source, for the plan (a small model's context is short)
 MAX_FACTS_PER_SOURCE = 8
+MIN_FACTS_PER_SOURCE = 3
 _RECORD_ATTEMPTS = 1000  # each conflict means another source was recorded: progress is made
 
 
@@ -242,10 +243,12 @@ def extract_request(
 
 
 def extract_bounds(sentence_count: int) -> Bounds:
-    """The extraction's schema for one source: its sentence numbers, at most a few."""
+    """The extraction's schema for one source: a few of its sentence numbers (at least
+    :data:`MIN_FACTS_PER_SOURCE`: a small model otherwise answers with an empty list)."""
     return Bounds(
         enums={"sentences": list(range(1, sentence_count + 1))},
         max_items={"sentences": min(MAX_FACTS_PER_SOURCE, sentence_count)},
+        min_items={"sentences": min(MIN_FACTS_PER_SOURCE, sentence_count)},
     )
 
 

@@ -67,6 +67,11 @@ def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
         topic = topic[0].lower() + topic[1:]
     sources = sorted({f.metadata.get("source", "unknown") for f in facts})
     listed = _join(titles)
+    if not drafts:
+        return (
+            f"This report was to cover {topic}, but no section could be written: the research "
+            "agent found no facts in the sources for any planned section."
+        )
     return (
         f"This report covers {topic}. It has {len(drafts)} "
         f"section{'s' if len(drafts) != 1 else ''}: {listed}. Every statement in it is a "

@@ -104,6 +104,7 @@ def test_a_planned_section_without_facts_is_named_in_the_report() -> None:
     report = render_markdown("r1", state, {}, [])
 
     assert "No facts were found for “Costs” and “History” in the sources" in report
+    assert "no section could be written" in report
 
 
 def test_the_footer_gives_the_runs_llm_calls_retries_and_token_totals() -> None:
