@@ -7,7 +7,8 @@ any host; a permit of an agent that dies frees itself after :data:`SLOT_TTL_SECO
 times the call and publishes what it took (task, model, seconds, seconds queued for a permit,
 tokens when known, each attempt's outcome, whether it gave an answer) through the agent's
 durable writer. The orchestrator totals these events, so calls made by agents on any host
-count, and nobody reads log lines to find them.
+count, and nobody reads log lines to find them. The stub LLM takes no permit: it has no
+endpoint to protect.
 """
 
 from __future__ import annotations

@@ -139,7 +139,9 @@ async def run_agent(
                 _make_llm(settings),
                 agent_id,
                 writer,
-                slots=m.semaphore(
+                slots=None  # the stub has no endpoint to protect
+                if settings.use_stub_llm
+                else m.semaphore(
                     LLM_SLOTS, settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
                 ),
                 queue_timeout=settings.llm_queue_timeout_seconds,

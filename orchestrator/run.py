@@ -139,7 +139,9 @@ async def run_report(
                 events=events,
                 progress=progress,
                 specs=specs,
-                llm_slots=m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
+                llm_slots=None
+                if settings.use_stub_llm
+                else m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
             )
         except BaseException as exc:
             if isinstance(exc, RunFailedError):

@@ -16,6 +16,7 @@ from agents.protocol import (
     new_event,
 )
 from memory.agent_event import AgentEvent
+from orchestrator.progress import InFlight, llm_line
 from orchestrator.tracker import RunTracker
 
 LOCKS = SectionPlan(section_id="locks", title="Locks")
@@ -117,3 +118,25 @@ def test_llm_calls_are_listed_and_totalled_with_retries_and_tokens() -> None:
     totals = state.llm_totals
     assert (totals.calls, totals.failed, totals.retries) == (2, 1, 3)
     assert (totals.prompt_tokens, totals.completion_tokens, totals.seconds) == (150, 20, 7.0)
+
+
+def test_the_live_tables_llm_line_shows_calls_in_flight_retries_and_tokens() -> None:
+    """The progress line reads calls in flight against the cap, done, retries and tokens."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    call = LLMCalled(
+        task="plan",
+        model="m",
+        seconds=1.0,
+        ok=True,
+        prompt_tokens=1880,
+        completion_tokens=297,
+        attempts=2,
+        outcomes=["timeout", "ok"],
+    )
+    tracker.apply(state, event(EventType.LLM_CALLED, "research-1", call))
+
+    assert llm_line(state, InFlight(calls=2, limit=2)) == (
+        "LLM calls: 2 in flight (cap 2), 1 done, 1 retries, 0 failed, "
+        "tokens 1,880 prompt + 297 completion"
+    )
