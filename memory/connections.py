@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -86,7 +86,9 @@ class MemoryConfig:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (safe for messages and logs)."""
+    """The URL without its password (safe for messages and logs); each of a comma list."""
+    if "," in url:
+        return ",".join(redact(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -116,15 +118,28 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
     }
 
 
-def redis_client(config: MemoryConfig, **extra: object) -> redis.Redis:
-    """A client of a standalone server at ``config.redis_url`` (it connects on first use).
+def redis_urls(config: MemoryConfig) -> list[str]:
+    """The URLs ``config.redis_url`` names: one server, or several nodes of one Redis Cluster
+    separated by commas (``redis://h1:7000,redis://h2:7000``), so that a process can start while
+    any one of them is down."""
+    urls = [url.strip() for url in config.redis_url.split(",")]
+    if not all(urls):
+        msg = f"REDIS_URL {redact(config.redis_url)!r} has an empty entry between its commas"
+        raise InvalidConfigError(msg)
+    return urls
+
+
+def redis_client(config: MemoryConfig, url: str | None = None, **extra: object) -> redis.Redis:
+    """A client of a standalone server at ``url`` (default: the first of ``config.redis_url``);
+    it connects on first use.
 
     ``extra`` options go to redis-py as they are (e.g. ``decode_responses=True``).
     """
+    url = url or redis_urls(config)[0]
     try:
-        return redis.Redis.from_url(config.redis_url, **_client_options(config, **extra))  # type: ignore[arg-type]
+        return redis.Redis.from_url(url, **_client_options(config, **extra))  # type: ignore[arg-type]
     except ValueError as exc:
-        msg = f"REDIS_URL {redact(config.redis_url)!r} is not a Redis URL: {exc}"
+        msg = f"REDIS_URL {redact(url)!r} is not a Redis URL: {exc}"
         raise InvalidConfigError(msg) from exc
 
 
@@ -133,43 +148,77 @@ async def connect_redis(config: MemoryConfig, **extra: object) -> RedisClient:
     a Redis Cluster (any node will do), else a standalone one.
 
     Asks the server once (``INFO cluster``) unless ``config.redis_cluster`` says which; a wrong
-    URL, refused credentials or a server that is down are reported here.
+    URL, refused credentials or a server that is down are reported here. When the URL lists
+    several cluster nodes, the first that answers is asked and the others are kept as
+    startup nodes; only when none answers is the server reported unavailable.
     """
-    client = redis_client(config, **extra)
-    try:
-        cluster = config.redis_cluster
-        if cluster is None:
-            info = await _ask(client, config, client.info("cluster"))
-            cluster = bool(info.get("cluster_enabled"))
-        else:
-            await _ask(client, config, client.ping())
+    urls = redis_urls(config)
+    unavailable: ServerUnavailableError | None = None
+    for url in urls:
+        client = redis_client(config, url, **extra)
+        try:
+            cluster = await _is_cluster(config, client, url)
+        except ServerUnavailableError as exc:
+            await client.aclose()
+            unavailable = unavailable or exc
+            continue
+        except BaseException:
+            await client.aclose()
+            raise
         if not cluster:
+            if len(urls) > 1:
+                await client.aclose()
+                msg = f"REDIS_URL lists {len(urls)} servers; {redact(url)} is not a cluster node"
+                raise InvalidConfigError(msg)
             return client
-    except BaseException:
         await client.aclose()
-        raise
-    await client.aclose()
-    nodes = RedisCluster.from_url(config.redis_url, **_client_options(config, **extra))
+        others = [_node(other) for other in urls if other != url]
+        nodes = RedisCluster.from_url(url, startup_nodes=others, **_client_options(config, **extra))
+        try:
+            await _ask(nodes, url, nodes.initialize())
+        except BaseException:
+            await nodes.aclose()
+            raise
+        return nodes
+    assert unavailable is not None  # every URL was tried, and none answered
+    raise unavailable
+
+
+async def _is_cluster(config: MemoryConfig, client: redis.Redis, url: str) -> bool:
+    """Whether the server behind ``client`` is a cluster node (asked unless the config says)."""
+    if config.redis_cluster is not None:
+        await _ask(client, url, client.ping())
+        return config.redis_cluster
+    info = await _ask(client, url, client.info("cluster"))
+    return bool(info.get("cluster_enabled"))
+
+
+def _node(url: str) -> ClusterNode:
+    """A startup node for one listed URL (the client's credentials and options apply to it)."""
     try:
-        await _ask(nodes, config, nodes.initialize())
-    except BaseException:
-        await nodes.aclose()
-        raise
-    return nodes
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        msg = f"REDIS_URL {redact(url)!r} is not a Redis URL: {exc}"
+        raise InvalidConfigError(msg) from exc
+    if not host:
+        msg = f"REDIS_URL {redact(url)!r} names no host"
+        raise InvalidConfigError(msg)
+    return ClusterNode(host, port or 6379)
 
 
-async def _ask(client: RedisClient, config: MemoryConfig, request: Awaitable[T]) -> T:
+async def _ask(client: RedisClient, url: str, request: Awaitable[T]) -> T:
     """Await the first request to a server, turning its failures into clear errors."""
     try:
         return await request
     except redis.AuthenticationError as exc:
-        msg = f"Redis at {redact(config.redis_url)} refused the credentials: {exc}"
+        msg = f"Redis at {redact(url)} refused the credentials: {exc}"
         raise InvalidConfigError(msg) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        msg = f"cannot reach Redis at {redact(config.redis_url)}: {exc}; start it or fix REDIS_URL"
+        msg = f"cannot reach Redis at {redact(url)}: {exc}; start it or fix REDIS_URL"
         raise ServerUnavailableError(msg) from exc
     except redis.RedisError as exc:
-        msg = f"Redis at {redact(config.redis_url)} refused to start a session: {exc}"
+        msg = f"Redis at {redact(url)} refused to start a session: {exc}"
         raise InvalidConfigError(msg) from exc
 
 

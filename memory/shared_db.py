@@ -114,6 +114,18 @@ class SharedAgentDB(AsyncResource):
             raise
         return db
 
+    def for_namespace(self, namespace: str) -> SharedAgentDB:
+        """The documents of ``namespace`` on the same pools; the view owns nothing."""
+        view = SharedAgentDB(
+            self.pool,
+            namespace,
+            call_deadline=self._call_deadline,
+            limits=self.limits,
+            read_pool=self.read_pool,
+        )
+        view.stale_ok = self.stale_ok
+        return view
+
     def replica(self) -> SharedAgentDB:
         """A view of the same documents whose reads may lag behind the latest writes.
 
@@ -121,13 +133,7 @@ class SharedAgentDB(AsyncResource):
         back to the primary when the replica cannot answer. Writes and :meth:`update` still go
         to the primary. The view owns nothing: close the store it came from.
         """
-        view = SharedAgentDB(
-            self.pool,
-            self.namespace,
-            call_deadline=self._call_deadline,
-            limits=self.limits,
-            read_pool=self.read_pool,
-        )
+        view = self.for_namespace(self.namespace)
         view.stale_ok = True
         return view
 

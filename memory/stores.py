@@ -82,6 +82,17 @@ class Memory(AsyncResource):
         namespace (a run-wide cap), on the shared client."""
         return Semaphore(self._client, self.memory.keys, name, limit, ttl_seconds=ttl_seconds)
 
+    def scope(self, namespace: str) -> Memory:
+        """The stores of another namespace on this one's Redis client and PostgreSQL pools.
+
+        For processes that serve many runs (the web view): one client, one pool, any number of
+        namespaces. The view owns nothing; close the :class:`Memory` it came from.
+        """
+        view = Memory(self._client, validate_id(namespace, "namespace"), limits=self.limits)
+        if self._db is not None:
+            view._db = self._db.for_namespace(namespace)
+        return view
+
     @property
     def runs(self) -> RunIndex:
         """The index of every run (shared by all namespaces), on the shared client."""

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from chaos.invariants import run_problems
-from devservers.cluster import LocalCluster
+from devservers.cluster import ClusterNode, LocalCluster
 from devservers.replica import ReplicatedPostgres, local_replicated_postgres
 from memory import open_memory
 from memory.agent_event import AgentEvent
@@ -75,6 +75,18 @@ async def wait_for(
                 await anyio.sleep(0.05)
 
 
+async def primary_of(cluster: LocalCluster, config: MemoryConfig, run_id: str) -> ClusterNode:
+    """The node serving the run's hash slot now."""
+    client = await connect_redis(config)
+    try:
+        assert isinstance(client, RedisCluster)
+        node = client.get_node_from_key(Keyspace(run_id).fact_seq())
+        assert node is not None
+        return cluster.node_on(int(node.port))
+    finally:
+        await client.aclose()
+
+
 async def problems(config: MemoryConfig, run_id: str, stdout: str) -> list[str]:
     out = outcome(stdout)
     assert all(s["state"] == "approved" for s in out.record["sections"])
@@ -108,12 +120,7 @@ async def test_a_run_whose_primary_is_killed_mid_run_completes_whole(
     over and the run completes with every fact, once."""
     rid = f"failover-{uuid.uuid4().hex[:8]}"
     config = config_for(cluster, postgres)
-    client = await connect_redis(config)
-    assert isinstance(client, RedisCluster)
-    node = client.get_node_from_key(Keyspace(rid).fact_seq())
-    await client.aclose()
-    assert node is not None
-    victim = cluster.node_on(int(node.port))
+    victim = await primary_of(cluster, config, rid)
 
     process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
     await wait_for(config, rid, lambda e: e.event_type == "section.drafted")
@@ -125,3 +132,38 @@ async def test_a_run_whose_primary_is_killed_mid_run_completes_whole(
     after = MemoryConfig(redis_url=alive.url, database_url=postgres.url, connect_timeout=1.0)
     assert await problems(after, rid, stdout) == []
     assert wait_until_gone(rid) == []
+
+
+async def test_a_run_keeps_every_fact_when_its_primary_dies_with_writes_its_replica_never_got(
+    cluster: LocalCluster, postgres: ReplicatedPostgres, tmp_path: Path
+) -> None:
+    """The window asynchronous replication leaves, made certain: once research has begun, the
+    replica of the run's primary is paused and cut off, the agents go on writing to the primary
+    alone until a draft exists, then the primary is SIGKILLed and the replica, which never got
+    those writes, is promoted. The agents' write-ahead logs still hold what the primary alone
+    acknowledged, and resend it: the run completes with every fact, once."""
+    rid = f"certainloss-{uuid.uuid4().hex[:8]}"
+    config = config_for(cluster, postgres)
+    victim = await primary_of(cluster, config, rid)
+    [replica] = cluster.replicas_of(victim)
+
+    process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
+    await wait_for(config, rid, lambda e: e.event_type == "source.assigned")
+    replica.pause()
+    try:
+        victim.disconnect_replicas()
+        await wait_for(config, rid, lambda e: e.event_type == "section.drafted")
+        await anyio.to_thread.run_sync(victim.crash)
+    finally:
+        replica.resume()
+
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    alive = next(n for n in cluster.nodes if n.running)
+    after = MemoryConfig(redis_url=alive.url, database_url=postgres.url, connect_timeout=1.0)
+    assert await problems(after, rid, stdout) == []
+    assert wait_until_gone(rid) == []
+    logs = "".join(p.read_text() for p in (tmp_path / "data").rglob("*.log"))
+    resends = [line for line in logs.splitlines() if "(a failover); resending" in line]
+    print(f"{len(resends)} resends after the failover:", *resends, sep="\n")  # noqa: T201
+    assert resends  # the window was not empty: the promoted replica lacked acknowledged writes

@@ -19,8 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from agents import RUN_STREAM, EventType
-from memory import EventStore, InvalidIdError, MemoryConfig, open_memory, validate_id
-from memory.connections import RedisClient, connect_redis
+from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory, validate_id
 from web.data import load_run
 from web.pages import not_found, run_body, run_page, runs_page
 
@@ -32,32 +31,28 @@ _ENTRY_ID = re.compile(r"^\d+-\d+$")
 def create_app(config: MemoryConfig) -> Starlette:
     """The web view over the stores ``config`` points at.
 
-    Pages open the stores per request. The live streams share one Redis client that the app
-    opens at startup and closes at shutdown: a stream the browser leaves is cancelled while
-    it waits, and holds nothing of its own that would need closing.
+    The app opens the memory layer once at startup (one Redis client, one PostgreSQL pool, and
+    the read replica's pool when one is configured) and closes it at shutdown; each request
+    reads one run's namespace through :meth:`~memory.Memory.scope` on those connections. A
+    live stream the browser leaves is cancelled while it waits and holds nothing of its own.
     """
-    streams: list[RedisClient] = []
+    opened: list[Memory] = []
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = await connect_redis(config)
-        streams.append(client)
-        try:
+        async with open_memory(config, "web", migrate=False) as memory:
+            opened.append(memory)
             yield
-        finally:
-            await client.aclose()
 
     async def runs(request: Request) -> Response:
-        async with open_memory(config, "web", migrate=False) as m:
-            entries = await m.runs.newest(200)
+        entries = await opened[0].runs.newest(200)
         return HTMLResponse(runs_page(entries))
 
     async def run(request: Request) -> Response:
         run_id = _run_id(request)
         if run_id is None:
             return HTMLResponse(not_found(request.path_params["run_id"]), status_code=404)
-        async with open_memory(config, run_id, migrate=False) as m:
-            view = await load_run(m, run_id)
+        view = await load_run(opened[0].scope(run_id), run_id)
         if not view.known:
             return HTMLResponse(not_found(run_id), status_code=404)
         return HTMLResponse(run_page(view))
@@ -66,8 +61,7 @@ def create_app(config: MemoryConfig) -> Starlette:
         run_id = _run_id(request)
         if run_id is None:
             return Response("unknown run", status_code=404)
-        async with open_memory(config, run_id, migrate=False) as m:
-            view = await load_run(m, run_id)
+        view = await load_run(opened[0].scope(run_id), run_id)
         return HTMLResponse(run_body(view))
 
     async def stream(request: Request) -> Response:
@@ -76,7 +70,7 @@ def create_app(config: MemoryConfig) -> Starlette:
         if run_id is None or not _ENTRY_ID.match(after):
             return Response("bad run id or event id", status_code=400)
         return StreamingResponse(
-            _events(EventStore(streams[0], run_id, RUN_STREAM), after),
+            _events(opened[0].scope(run_id).events(RUN_STREAM), after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -89,11 +83,10 @@ def create_app(config: MemoryConfig) -> Starlette:
             return Response("bad run id or dead letter id", status_code=400)
         if form.get("confirm") != ["yes"]:
             return Response("not confirmed: send confirm=yes", status_code=400)
-        async with open_memory(config, run_id, migrate=False) as m:
-            log = m.events(RUN_STREAM)
-            if letter not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
-                return Response(f"run {run_id} has no dead letter {letter}", status_code=404)
-            await log.requeue(letter)
+        log = opened[0].scope(run_id).events(RUN_STREAM)
+        if letter not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
+            return Response(f"run {run_id} has no dead letter {letter}", status_code=404)
+        await log.requeue(letter)
         return RedirectResponse(f"/runs/{quote(run_id, safe='')}", status_code=303)
 
     return Starlette(

@@ -54,14 +54,15 @@ async def load_run(m: Memory, run_id: str) -> RunView:
     if not view.known:
         return view
     histories: dict[str, list[Document]] = {}
+    db = m.db.replica()  # a page may lag a write by milliseconds; the replica serves it
 
     async def history(section_id: str) -> None:
-        histories[section_id] = await m.db.history(draft_key(section_id))
+        histories[section_id] = await db.history(draft_key(section_id))
 
     async with anyio.create_task_group() as tg:
         for section_id in state.sections:
             tg.start_soon(history, section_id)
-    reviews = await m.db.read_many(
+    reviews = await db.read_many(
         [review_key(s, d.version) for s, docs in histories.items() for d in docs]
     )
     for section_id in state.sections:

@@ -175,3 +175,47 @@ async def test_one_memory_uses_one_redis_client_for_every_store(
         clients = await redis_client.client_list()
     names = {c["name"] for c in clients if c["name"].startswith("one-client-test/")}
     assert len(names) == 1
+
+
+ON_CLUSTER = os.environ.get("AGENTMEM_TEST_REDIS") == "cluster"
+
+
+@pytest.mark.skipif(not ON_CLUSTER, reason="lists cluster nodes: runs in make test-cluster")
+async def test_a_redis_url_listing_cluster_nodes_opens_through_one_that_answers(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """REDIS_URL may list several nodes; a process starts while the first listed one is down."""
+    config = short(redis_url=f"redis://127.0.0.1:1/0, {servers.redis_url}")
+    async with open_memory(config, namespace) as m:
+        await m.memory.store_fact("a", "through the second node", "c")
+        assert await m.memory.count_facts() == 1
+        await m.drop()
+
+
+@pytest.mark.skipif(ON_CLUSTER, reason="a standalone server: runs in make test")
+async def test_a_redis_url_listing_a_standalone_server_among_others_is_a_config_error(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """Several URLs are cluster nodes or a mistake: two standalone servers are never mixed."""
+    config = short(redis_url=f"redis://127.0.0.1:1/0,{servers.redis_url}")
+    with pytest.raises(InvalidConfigError, match=r"lists 2 servers; .* is not a cluster node"):
+        async with open_memory(config, namespace):
+            pass
+
+
+async def test_a_redis_url_whose_listed_nodes_are_all_down_names_the_first(
+    namespace: str,
+) -> None:
+    """None of the listed nodes answers: ServerUnavailableError, passwords left out."""
+    config = short(redis_url="redis://:pw1@127.0.0.1:1/0,redis://:pw2@127.0.0.1:2/0")
+    with pytest.raises(ServerUnavailableError, match=r"127\.0\.0\.1:1/0") as caught:
+        async with open_memory(config, namespace):
+            pass
+    assert "pw1" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0,", ",redis://127.0.0.1:1/0"])
+async def test_a_redis_url_with_an_empty_entry_is_a_config_error(url: str, namespace: str) -> None:
+    with pytest.raises(InvalidConfigError, match="empty entry"):
+        async with open_memory(short(redis_url=url), namespace):
+            pass

@@ -8,6 +8,7 @@ from devservers import ServerUrls
 from memory import (
     AgentEvent,
     AgentMemoryError,
+    InvalidIdError,
     InvalidValueError,
     Limits,
     MemoryConfig,
@@ -45,3 +46,27 @@ async def test_without_a_database_the_documents_say_how_to_configure_one(
         await m.memory.store_fact("a", "only redis", "c")
         with pytest.raises(AgentMemoryError, match="DATABASE_URL"):
             _ = m.db
+
+
+async def test_a_scoped_view_reaches_another_namespace_on_the_same_connections(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """scope() reads and writes another namespace; it owns nothing, so the opener still works."""
+    config = MemoryConfig(servers.redis_url, servers.database_url)
+    other = f"{namespace}-other"
+    async with open_memory(config, namespace) as m:
+        view = m.scope(other)
+        await view.memory.store_fact("a", "in the other namespace", "c")
+        await view.db.write("doc", {"n": 1}, "a")
+        assert await m.memory.count_facts() == 0
+        assert await m.db.read("doc") is None
+        await view.aclose()  # a view closes nothing of its opener's
+        assert await m.memory.count_facts() == 0
+        async with open_memory(config, other) as o:
+            assert await o.memory.count_facts() == 1
+            document = await o.db.read("doc")
+            assert document is not None
+            assert document.value == {"n": 1}
+            await o.drop()
+        with pytest.raises(InvalidIdError):
+            m.scope("")

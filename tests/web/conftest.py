@@ -14,6 +14,8 @@ from devservers import ServerUrls
 from memory import MemoryConfig
 from web import HOST, create_app
 
+WEB_CLIENT = "web-view-test"  # the name the app's connections carry (CLIENT LIST, pg_stat_activity)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,7 +27,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def web_url(servers: ServerUrls) -> Iterator[str]:
     """The base URL of ``agentmem serve``'s app, running in a thread until the module ends."""
-    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    config = MemoryConfig(
+        redis_url=servers.redis_url, database_url=servers.database_url, client_name=WEB_CLIENT
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(config), host=HOST, port=port, log_level="warning")

@@ -7,11 +7,14 @@ import urllib.request
 from datetime import UTC, datetime
 
 import anyio
+import asyncpg
 import pytest
 
 from agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
 from devservers import ServerUrls
 from memory import MemoryConfig, RunEntry, open_memory
+from memory.connections import RedisClient
+from tests.web.conftest import WEB_CLIENT
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +78,28 @@ async def test_a_requeue_must_be_confirmed_and_name_a_real_dead_letter(
     status, text = await fetch(url, b"confirm=yes")
     assert status == 404
     assert "no dead letter 1-0" in text
+
+
+async def test_the_view_serves_every_request_on_one_client_and_one_pool(
+    servers: ServerUrls, web_url: str, redis_client: RedisClient, pg_pool: asyncpg.Pool
+) -> None:
+    """Pages of many runs reuse the connections the app opened at startup, not one per request."""
+
+    async def pools() -> tuple[set[str], set[str]]:
+        names = [c["name"] for c in await redis_client.client_list()]
+        rows = await pg_pool.fetch("SELECT application_name FROM pg_stat_activity")
+        apps = [r["application_name"] for r in rows]
+        return (
+            {n.rsplit("/", 1)[1] for n in names if n.startswith(f"{WEB_CLIENT}/")},
+            {a.rsplit("/", 1)[1] for a in apps if a.startswith(f"{WEB_CLIENT}/")},
+        )
+
+    seen: list[tuple[set[str], set[str]]] = []
+    for n in range(6):
+        assert (await fetch(f"{web_url}/"))[0] == 200
+        assert (await fetch(f"{web_url}/runs/no-such-run-{n}"))[0] == 404
+        seen.append(await pools())
+    redis_pools, pg_pools = seen[0]
+    assert len(redis_pools) == 1
+    assert len(pg_pools) == 1
+    assert all(snapshot == seen[0] for snapshot in seen), seen
