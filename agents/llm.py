@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
@@ -121,8 +120,8 @@ class _Conversation:
 class OpenAILLM:
     """An :class:`LLM` on ``openai.AsyncOpenAI`` (OpenAI or any compatible endpoint).
 
-    ``max_concurrency`` caps the calls this process has in flight at once (a local server
-    serves only a few at a time); ``timeout_seconds``, when set, replaces every task's own.
+    ``timeout_seconds``, when set, replaces every task's own. How many calls are in flight
+    at once is capped run-wide by :class:`agents.llm_calls.TimedLLM`, which wraps this.
     """
 
     def __init__(
@@ -132,7 +131,6 @@ class OpenAILLM:
         *,
         max_attempts: int = 4,
         log_prompts: bool = False,
-        max_concurrency: int = 4,
         timeout_seconds: float | None = None,
     ) -> None:
         self.client = client
@@ -141,7 +139,6 @@ class OpenAILLM:
         self.log_prompts = log_prompts
         self.timeout_seconds = timeout_seconds
         self.mode = OutputMode.JSON_SCHEMA  # until the endpoint refuses it
-        self._limiter = anyio.CapacityLimiter(max_concurrency)
         self._owns_client = False
 
     @classmethod
@@ -159,7 +156,6 @@ class OpenAILLM:
             settings.llm_model,
             max_attempts=settings.llm_max_attempts,
             log_prompts=settings.log_prompts,
-            max_concurrency=settings.llm_max_concurrency,
             timeout_seconds=settings.llm_timeout_seconds,
         )
         llm._owns_client = True
@@ -201,15 +197,14 @@ class OpenAILLM:
             ):
                 with attempt:
                     number += 1
-                    async with self._limiter:
-                        return await self._attempt(
-                            task,
-                            conversation=conversation,
-                            schema=schema,
-                            output=output,
-                            usage=usage,
-                            number=number,
-                        )
+                    return await self._attempt(
+                        task,
+                        conversation=conversation,
+                        schema=schema,
+                        output=output,
+                        usage=usage,
+                        number=number,
+                    )
         except RETRYABLE as exc:
             msg = (
                 f"LLM task {task!r} failed after {number} attempts on model "

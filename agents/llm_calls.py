@@ -1,10 +1,14 @@
-"""Every LLM call an agent makes, recorded as data: an ``llm.called`` event on the run's log.
+"""Every LLM call an agent makes: capped run-wide, and recorded as an ``llm.called`` event.
 
-:class:`TimedLLM` wraps the agent's :class:`~agents.llm_base.LLM`, times each call and
-publishes what it took (task, model, seconds, tokens when known, each attempt's outcome,
-whether it gave an answer)
-through the agent's durable writer. The orchestrator totals these events, so calls made by
-agents on any host count, and nobody reads log lines to find them.
+:class:`TimedLLM` wraps the agent's :class:`~agents.llm_base.LLM`. Each call first takes a
+permit of the run's semaphore ``llm`` (:class:`memory.Semaphore`, at most
+``AGENTMEM_LLM_MAX_CONCURRENCY`` calls in flight across every agent process of the run, on
+any host; a permit of an agent that dies frees itself after :data:`SLOT_TTL_SECONDS`), then
+times the call and publishes what it took (task, model, seconds, seconds queued for a permit,
+tokens when known, each attempt's outcome, whether it gave an answer) through the agent's
+durable writer. The orchestrator totals these events, so calls made by agents on any host
+count, and nobody reads log lines to find them. The stub LLM takes no permit: it has no
+endpoint to protect.
 """
 
 from __future__ import annotations
@@ -13,24 +17,42 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 from agents.keys import llm_call_key
-from agents.llm_base import LLM, T, Usage
+from agents.llm_base import LLM, LLMError, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
 from agents.schemas import Bounds
-from memory import DurableWriter
+from memory import DurableWriter, Semaphore, SemaphoreTimeoutError
 
 logger = logging.getLogger(__name__)
 
+LLM_SLOTS = "llm"  # the run's semaphore of LLM calls in flight
+SLOT_TTL_SECONDS = 15.0  # renewed every third while held; frees a dead agent's permit
+
 
 class TimedLLM:
-    """An :class:`~agents.llm_base.LLM` that publishes an ``llm.called`` event for each call."""
+    """An :class:`~agents.llm_base.LLM` that publishes an ``llm.called`` event for each call.
 
-    def __init__(self, inner: LLM, agent_id: str, writer: DurableWriter) -> None:
+    With ``slots``, each call holds one of its permits (waiting at most ``queue_timeout``
+    seconds for one, else :class:`~agents.llm_base.LLMError`).
+    """
+
+    def __init__(
+        self,
+        inner: LLM,
+        agent_id: str,
+        writer: DurableWriter,
+        *,
+        slots: Semaphore | None = None,
+        queue_timeout: float = 600.0,
+    ) -> None:
         self.inner = inner
         self.agent_id = agent_id
         self.writer = writer
+        self.slots = slots
+        self.queue_timeout = queue_timeout
 
     @property
     def model(self) -> str:
@@ -47,23 +69,36 @@ class TimedLLM:
         bounds: Bounds | None = None,
     ) -> T:
         usage = usage if usage is not None else Usage()
-        started = time.perf_counter()
-        try:
-            answer = await self.inner.generate(
-                task=task,
-                instructions=instructions,
-                payload=payload,
-                output=output,
-                usage=usage,
-                bounds=bounds,
-            )
-        except Exception:
-            await self._record(task, time.perf_counter() - started, usage, ok=False)
-            raise
-        await self._record(task, time.perf_counter() - started, usage, ok=True)
+        queued = time.perf_counter()
+        async with AsyncExitStack() as stack:
+            if self.slots is not None:
+                try:
+                    await stack.enter_async_context(
+                        self.slots.hold(self.agent_id, timeout=self.queue_timeout)
+                    )
+                except SemaphoreTimeoutError as exc:
+                    msg = f"LLM task {task!r} got no place among the run's LLM calls: {exc}"
+                    raise LLMError(msg) from exc
+            started = time.perf_counter()
+            waited = started - queued
+            try:
+                answer = await self.inner.generate(
+                    task=task,
+                    instructions=instructions,
+                    payload=payload,
+                    output=output,
+                    usage=usage,
+                    bounds=bounds,
+                )
+            except Exception:
+                await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
+                raise
+        await self._record(task, time.perf_counter() - started, waited, usage, ok=True)
         return answer
 
-    async def _record(self, task: str, seconds: float, usage: Usage, *, ok: bool) -> None:
+    async def _record(
+        self, task: str, seconds: float, queued: float, usage: Usage, *, ok: bool
+    ) -> None:
         outcomes = [a.outcome for a in usage.attempts]
         logger.info(
             "LLM %s on %s: %.3f s, ok=%s, attempts %s, tokens %s+%s",
@@ -79,6 +114,7 @@ class TimedLLM:
             task=task,
             model=self.model,
             seconds=seconds,
+            queued_seconds=queued,
             ok=ok,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,

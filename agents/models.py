@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.protocol import SectionId, SectionPlan
+from agents.protocol import SectionPlan
 
 FactId = Annotated[int, Field(ge=1)]
 
@@ -65,37 +65,29 @@ class Plan(_Output):
         return sections
 
 
-class ExtractedFact(_Output):
-    """A fact: the number of the source sentence that states it, and its section.
-
-    The model picks a sentence rather than copying or restating it: the agent stores the
-    source's sentence itself, so every fact is verbatim by construction (a small model's
-    restatements drifted from their quotes), and an answer costs a few tokens per fact.
-    """
-
-    section_id: SectionId
-    sentence: int = Field(ge=1, description="number of the source sentence that states it")
+SentenceNumber = Annotated[int, Field(ge=1)]
 
 
 class Extraction(_Output):
-    """task "extract": the facts one source supports (one per sentence)."""
+    """task "extract": the facts one source states, as the numbers of their sentences.
 
-    facts: list[ExtractedFact] = Field(default_factory=list, max_length=50)
+    The model picks sentences rather than copying or restating them: the agent stores each
+    source sentence itself, so every fact is verbatim by construction (a small model's
+    restatements drifted from their quotes), and an answer costs a few tokens per fact (the
+    section is the one the source was assigned to, so the model is not asked for it).
+    """
 
-    @field_validator("facts", mode="before")
+    sentences: list[SentenceNumber] = Field(
+        default_factory=list,
+        max_length=50,
+        description="numbers of the source sentences that state facts, most informative first",
+    )
+
+    @field_validator("sentences", mode="before")
     @classmethod
-    def _one_fact_per_sentence(cls, value: Any) -> Any:
-        """Drop a fact whose sentence was already chosen (small models repeat themselves)."""
-        if not isinstance(value, list):
-            return value
-        seen: set[object] = set()
-        kept = []
-        for item in value:
-            key = item.get("sentence") if isinstance(item, dict) else id(item)
-            if key not in seen:
-                seen.add(key)
-                kept.append(item)
-        return kept
+    def _each_sentence_once(cls, value: Any) -> Any:
+        """Drop a sentence already chosen (small models repeat themselves)."""
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
 
 class Paragraph(_Output):

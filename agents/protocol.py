@@ -125,8 +125,9 @@ class SectionPlan(_Model):
 
 class RunPlanned(EventPayload):
     topic: str
-    sections: list[SectionPlan]
+    sections: list[SectionPlan]  # the sections handed to the writers: those with facts
     fact_count: int = Field(ge=0)
+    without_facts: list[SectionPlan] = Field(default_factory=list)  # planned, left out
 
 
 class SectionAssigned(EventPayload):
@@ -171,6 +172,7 @@ class LLMCalled(EventPayload):
     task: str
     model: str
     seconds: float = Field(ge=0)
+    queued_seconds: float = Field(default=0.0, ge=0)  # waiting for a place among the run's calls
     ok: bool
     prompt_tokens: int | None = Field(default=None, ge=0)
     completion_tokens: int | None = Field(default=None, ge=0)

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 800  # of each source, for the plan (a small model's context is short)
 MAX_FACTS_PER_SOURCE = 8
+MIN_FACTS_PER_SOURCE = 3
 _RECORD_ATTEMPTS = 1000  # each conflict means another source was recorded: progress is made
 
 
@@ -119,10 +120,11 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     """Publish ``run.planned`` and one ``section.assigned`` per section with facts (once)."""
     fact_keys = extracted.fact_keys()
     planned = [s for s in plan.sections if fact_keys.get(s.section_id)]
-    for dropped in (s for s in plan.sections if not fact_keys.get(s.section_id)):
-        logger.warning("section %s has no facts in the sources; dropped", dropped.section_id)
+    empty = [s for s in plan.sections if not fact_keys.get(s.section_id)]
+    for dropped in empty:
+        logger.warning("section %s has no facts in the sources; left out", dropped.section_id)
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
-    ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count)
+    ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count, without_facts=empty)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
     await ctx.writer.publish_many(
         [
@@ -226,7 +228,9 @@ def plan_bounds(request: RunRequested) -> Bounds:
     return Bounds(
         enums={"sections.sources": names},
         max_items={"sections": max(1, min(len(names), 20)), "sections.sources": len(names)},
-        max_length={"sections.section_id": 40, "sections.title": 80, "sections.description": 200},
+        # short: the plan is the one call every other waits for, and a small model fills
+        # every string it is allowed to
+        max_length={"sections.section_id": 32, "sections.title": 60, "sections.description": 120},
     )
 
 
@@ -252,14 +256,13 @@ def extract_request(
     }
 
 
-def extract_bounds(section_id: str, sentence_count: int) -> Bounds:
-    """The extraction's schema for one source: its sentence numbers, the section it feeds."""
+def extract_bounds(sentence_count: int) -> Bounds:
+    """The extraction's schema for one source: a few of its sentence numbers (at least
+    :data:`MIN_FACTS_PER_SOURCE`: a small model otherwise answers with an empty list)."""
     return Bounds(
-        enums={
-            "facts.sentence": list(range(1, sentence_count + 1)),
-            "facts.section_id": [section_id],
-        },
-        max_items={"facts": min(MAX_FACTS_PER_SOURCE, sentence_count)},
+        enums={"sentences": list(range(1, sentence_count + 1))},
+        max_items={"sentences": min(MAX_FACTS_PER_SOURCE, sentence_count)},
+        min_items={"sentences": min(MIN_FACTS_PER_SOURCE, sentence_count)},
     )
 
 
@@ -297,13 +300,12 @@ async def _extract(
             instructions=load_prompt("research"),
             payload=payload,
             output=Extraction,
-            bounds=extract_bounds(assigned.section_id, len(prose)),
+            bounds=extract_bounds(len(prose)),
         )
     except LLMNoAnswerError as exc:  # a weak model: this source gives no fact, the run goes on
         logger.warning("no usable facts from %s: %s", source.name, exc)
         return {}
-    section_ids = {s.section_id for s in plan.sections}
-    facts = _verified(extraction, source.name, prose, section_ids)
+    facts = _verified(extraction, source.name, prose, assigned.section_id)
     if not await ctx.writer.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
     keys: dict[str, set[str]] = {}
@@ -314,21 +316,17 @@ async def _extract(
 
 
 def _verified(
-    extraction: Extraction, source_name: str, prose: list[str], section_ids: set[str]
+    extraction: Extraction, source_name: str, prose: list[str], section_id: str
 ) -> list[NewFact]:
-    """The extracted facts worth storing: the source sentences they name, verbatim."""
+    """The extracted facts worth storing: the source sentences they name, verbatim, each a
+    fact of the section the source feeds."""
     facts: list[NewFact] = []
-    for item in extraction.facts:
-        if item.section_id not in section_ids or not 1 <= item.sentence <= len(prose):
-            logger.warning(
-                "dropped a fact from %s: section %r or sentence %d unknown",
-                source_name,
-                item.section_id,
-                item.sentence,
-            )
+    for number in extraction.sentences[:MAX_FACTS_PER_SOURCE]:
+        if not 1 <= number <= len(prose):
+            logger.warning("dropped a fact from %s: it has no sentence %d", source_name, number)
             continue
         # The fact is the sentence itself: a model's restatement can drift from its quote.
-        quoted = prose[item.sentence - 1]
+        quoted = prose[number - 1]
         metadata: dict[str, Any] = {"source": source_name, "quote": quoted}
-        facts.append(NewFact(quoted, item.section_id, metadata, fact_key(source_name, quoted)))
+        facts.append(NewFact(quoted, section_id, metadata, fact_key(source_name, quoted)))
     return facts

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from agents.instance import hold_instance
 from agents.keys import failed_key
 from agents.llm_base import LLM, LLMError
-from agents.llm_calls import TimedLLM
+from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import (
     HANDLED_BY,
     RUN_ENDS,
@@ -136,7 +136,17 @@ async def run_agent(
             )
             stack.callback(wal.close)
             writer = DurableWriter(m.memory, events, wal)
-            llm = TimedLLM(_make_llm(settings), agent_id, writer)
+            llm = TimedLLM(
+                _make_llm(settings),
+                agent_id,
+                writer,
+                slots=None  # the stub has no endpoint to protect
+                if settings.use_stub_llm
+                else m.semaphore(
+                    LLM_SLOTS, settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
+                ),
+                queue_timeout=settings.llm_queue_timeout_seconds,
+            )
             stack.push_async_callback(llm.aclose)
             ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
             group = events.group(

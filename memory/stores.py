@@ -33,6 +33,7 @@ from memory.limits import Limits
 from memory.namespace import drop_redis_namespace
 from memory.retry import retrying
 from memory.run_index import RunIndex
+from memory.semaphore import Semaphore
 from memory.shared_db import SharedAgentDB
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ class Memory(AsyncResource):
             reclaim_idle_ms=reclaim_idle_ms,
             limits=self.limits,
         )
+
+    def semaphore(self, name: str, limit: int, *, ttl_seconds: float = 30.0) -> Semaphore:
+        """At most ``limit`` holders of ``name`` at once across every client of this
+        namespace (a run-wide cap), on the shared client."""
+        return Semaphore(self._client, self.memory.keys, name, limit, ttl_seconds=ttl_seconds)
 
     def scope(self, namespace: str) -> Memory:
         """The stores of another namespace on this one's Redis client and PostgreSQL pools.

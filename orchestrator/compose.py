@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from agents.documents import Draft, ReviewRecord
 from memory import Document, Fact
+from orchestrator.tracker import LLMTotals
 
 _NAME_RUN = re.compile(r"(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.))*")
 _MONTHS = frozenset(
@@ -66,6 +67,11 @@ def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
         topic = topic[0].lower() + topic[1:]
     sources = sorted({f.metadata.get("source", "unknown") for f in facts})
     listed = _join(titles)
+    if not drafts:
+        return (
+            f"This report was to cover {topic}, but no section could be written: the research "
+            "agent found no facts in the sources for any planned section."
+        )
     return (
         f"This report covers {topic}. It has {len(drafts)} "
         f"section{'s' if len(drafts) != 1 else ''}: {listed}. Every statement in it is a "
@@ -161,6 +167,29 @@ def ranges(numbers: list[int]) -> str:
         else:
             spans.append((n, n))
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def without_facts(titles: list[str]) -> list[str]:
+    """The paragraph naming planned sections that no source gave a fact for (none if all had)."""
+    if not titles:
+        return []
+    named = _join([f"“{t}”" for t in titles])
+    these = "this section was" if len(titles) == 1 else "these sections were"
+    return [f"*No facts were found for {named} in the sources, so {these} left out.*", ""]
+
+
+def llm_use(totals: LLMTotals, models: list[str]) -> str:
+    """The footer's sentence on the run's LLM calls and the tokens they used."""
+    calls, retries, failed = totals.calls, totals.retries, totals.failed
+    if not calls:
+        return "No LLM calls were recorded for this run."
+    prompt, completion = totals.prompt_tokens, totals.completion_tokens
+    on = f" on {_join([f'`{m}`' for m in models])}" if models else ""
+    return (
+        f"The agents made {calls} LLM call{'s' * (calls != 1)}{on} ({retries} "
+        f"retr{'ies' if retries != 1 else 'y'}, {failed} without an answer), using "
+        f"{prompt:,} prompt and {completion:,} completion tokens ({prompt + completion:,} in all)."
+    )
 
 
 def _join(items: list[str]) -> str:

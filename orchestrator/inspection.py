@@ -1,8 +1,10 @@
 """``agentmem inspect`` and ``agentmem dead-letters``: what a run left in the stores.
 
-The sections' states are rebuilt from the run's log; why a run failed comes from its failure
-events and its entry in the run index; a section's versions come with the review of each and
-a diff from the version before. Payloads are shortened unless ``full`` is asked for.
+The sections' states are rebuilt from the run's log, and so is the list of its LLM calls
+(agent, task, model, attempts, tokens, latency, outcome: its ``llm.called`` events); why a
+run failed comes from its failure events and its entry in the run index; a section's
+versions come with the review of each and a diff from the version before. Payloads are
+shortened unless ``full`` is asked for.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def _summary(console: Console, run_id: str, state: RunState, entry: RunEntry | N
         f"{state.events} events, {state.fact_count} facts, {llm:.2f} s waiting for the LLM",
         highlight=False,
     )
+    _llm_calls(console, state)
     failures = list(state.failures)
     if entry is not None and entry.error and entry.error not in " ".join(failures):
         failures.append(entry.error)
@@ -105,6 +108,42 @@ def _summary(console: Console, run_id: str, state: RunState, entry: RunEntry | N
         console.print("report: not written yet (the run has not finished)")
     else:
         console.print("report: not written (the run did not finish)")
+
+
+def _llm_calls(console: Console, state: RunState) -> None:
+    """Every LLM call of the run, and their totals."""
+    if not state.llm_calls:
+        console.print("no LLM calls were recorded")
+        return
+    table = Table(title="LLM calls", expand=False, title_justify="left")
+    columns = ("agent", "task", "model", "attempts", "prompt", "completion", "seconds", "queued")
+    for column in columns:
+        table.add_column(column, justify="right" if column in columns[3:] else "left")
+    table.add_column("outcome")
+    for call in state.llm_calls:
+        table.add_row(
+            call.agent,
+            call.task,
+            call.model,
+            str(call.attempts),
+            _tokens(call.prompt_tokens),
+            _tokens(call.completion_tokens),
+            f"{call.seconds:.2f}",
+            f"{call.queued_seconds:.2f}",
+            Text(call.outcome, style="" if call.outcome == "ok" else "red"),
+        )
+    console.print(table)
+    totals = state.llm_totals
+    console.print(
+        f"{totals.calls} LLM calls ({totals.failed} failed, {totals.retries} retries), "
+        f"{totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion tokens, "
+        f"{totals.seconds:.1f} s",
+        highlight=False,
+    )
+
+
+def _tokens(count: int | None) -> str:
+    return "-" if count is None else f"{count:,}"
 
 
 async def _versions(console: Console, m: Memory, section: str) -> None:

@@ -1,20 +1,24 @@
 """Live progress for a person: each agent's status, each section's state and draft version.
 
 On a terminal it is a live table (rich), refreshed twice a second from the agents' status
-heartbeats and the run's events, with the time so far and how many sections are approved;
-elsewhere (CI, pipes) one line per event; with ``--quiet``, nothing.
+heartbeats and the run's events, with the time so far and how many sections are approved,
+and a line on the LLM: calls in flight (the holders of the run's LLM semaphore), calls
+done, retries, failures and tokens so far. Elsewhere (CI, pipes) one line per event; with
+``--quiet``, nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import anyio
 from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from agents import SectionState, parse_payload
 from agents.protocol import (
@@ -27,7 +31,7 @@ from agents.protocol import (
     SectionDrafted,
     SectionRevisionRequested,
 )
-from memory import AgentEvent, AgentStatus, RedisAgentMemory, ServerUnavailableError
+from memory import AgentEvent, AgentStatus, RedisAgentMemory, Semaphore, ServerUnavailableError
 from orchestrator.tracker import RunState
 
 _STATE_STYLE = {
@@ -59,24 +63,58 @@ class Progress:
         line = f"{time} {event.agent_id:<12} {event.event_type:<28} {_brief(event)}"
         self.console.print(line, soft_wrap=True, markup=False, highlight=False)
 
-    async def follow(self, memory: RedisAgentMemory, state: RunState) -> None:
+    async def follow(
+        self, memory: RedisAgentMemory, state: RunState, llm_slots: Semaphore | None = None
+    ) -> None:
         """Refresh the live table until cancelled (returns at once when not live)."""
         if not self.live:
             return
         with Live(console=self.console, refresh_per_second=4, transient=False) as live:
             agents: list[AgentStatus] = []
+            in_flight: InFlight | None = None
             try:
                 while True:
                     with contextlib.suppress(ServerUnavailableError):  # an outage stales the table
                         agents = await memory.list_live_agents()
-                    live.update(render(state, agents, time.monotonic() - self.started))
+                        if llm_slots is not None:
+                            holders = await llm_slots.holders()
+                            in_flight = InFlight(len(holders), llm_slots.limit)
+                    elapsed = time.monotonic() - self.started
+                    live.update(render(state, agents, elapsed, in_flight))
                     await anyio.sleep(0.5)
             finally:  # the final state, as the run ended
                 live.update(render(state, agents, time.monotonic() - self.started))
 
 
-def render(state: RunState, agents: list[AgentStatus], elapsed: float = 0.0) -> Group:
-    """The agents table and the sections table, with the time so far and how many are done."""
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """LLM calls in flight across the run now, and the run-wide cap on them."""
+
+    calls: int
+    limit: int
+
+
+def llm_line(state: RunState, in_flight: InFlight | None = None) -> str:
+    """One line on the run's LLM use so far: in flight, done, retries, failures, tokens."""
+    totals = state.llm_totals
+    parts = [] if in_flight is None else [f"{in_flight.calls} in flight (cap {in_flight.limit})"]
+    parts += [
+        f"{totals.calls} done",
+        f"{totals.retries} retries",
+        f"{totals.failed} failed",
+        f"tokens {totals.prompt_tokens:,} prompt + {totals.completion_tokens:,} completion",
+    ]
+    return "LLM calls: " + ", ".join(parts)
+
+
+def render(
+    state: RunState,
+    agents: list[AgentStatus],
+    elapsed: float = 0.0,
+    in_flight: InFlight | None = None,
+) -> Group:
+    """The agents table, the sections table (with the time so far and how many are done)
+    and a line on the LLM calls."""
     agent_table = Table(title="Agents", expand=False, title_justify="left")
     for column in ("agent", "status", "doing"):
         agent_table.add_column(column, overflow="fold", max_width=60)
@@ -104,7 +142,7 @@ def render(state: RunState, agents: list[AgentStatus], elapsed: float = 0.0) -> 
         )
     if not state.planned:
         sections.add_row("(planning…)", "", "", "", "")
-    return Group(agent_table, sections)
+    return Group(agent_table, sections, Text(llm_line(state, in_flight)))
 
 
 def _brief(event: AgentEvent) -> str:
@@ -122,6 +160,9 @@ def _brief(event: AgentEvent) -> str:
         case AgentFailed(step=step, error=error):
             return f"{step}: {error}"
         case LLMCalled(task=task, model=model, seconds=seconds, ok=ok):
-            return f"{task} on {model}: {seconds:.3f} s{'' if ok else ', failed'}"
+            tokens = f"{payload.prompt_tokens or 0}+{payload.completion_tokens or 0} tokens"
+            tries = f"{payload.attempts} attempt{'s' if payload.attempts != 1 else ''}"
+            failed = "" if ok else ", failed"
+            return f"{task} on {model}: {seconds:.3f} s, {tries}, {tokens}{failed}"
         case _:
             return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +15,12 @@ from orchestrator.compose import (
     SectionHistory,
     citation_numbers,
     introduction,
+    llm_use,
     provenance,
     section_markdown,
     sources_table,
     summary,
+    without_facts,
 )
 from orchestrator.supervisor import Restart
 from orchestrator.tracker import RunState
@@ -98,6 +101,8 @@ def render_markdown(
     ]
     for history in histories.values():
         lines += [section_markdown(history.draft, numbers), "", provenance(history), ""]
+    lines += without_facts([s.title for s in state.without_facts])
+    models = sorted({c.model for c in state.llm_calls})
     lines += [
         "## Summary",
         "",
@@ -112,6 +117,8 @@ def render_markdown(
         "its source verbatim; `agentmem inspect --facts` lists them. Every draft version is "
         f"kept in PostgreSQL; the full event log is in the run's record (`{run_id}.json`) and "
         f"its timeline in `{run_id}.html`.",
+        "",
+        llm_use(state.llm_totals, models),
         "",
     ]
     return "\n".join(lines)
@@ -164,6 +171,8 @@ async def run_record(
             for s in state.sections.values()
         ],
         "events": [e.model_dump(mode="json") for e in log],
+        "without_facts": [s.section_id for s in state.without_facts],
+        "llm": dataclasses.asdict(state.llm_totals),
         "restarts": [
             {"at": r.at.isoformat(), "agent": r.agent, "exit_code": r.exit_code} for r in restarts
         ],

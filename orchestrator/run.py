@@ -23,12 +23,14 @@ from pydantic import SecretStr
 
 from agents import RUN_STREAM, EventType, Role, Settings, new_event
 from agents.keys import orchestrator_key
+from agents.llm_calls import LLM_SLOTS
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (
     AgentMemoryError,
     AgentStatus,
     EventStore,
     RedisAgentMemory,
+    Semaphore,
     ServerUnavailableError,
     SharedAgentDB,
     open_memory,
@@ -148,6 +150,9 @@ async def run_report(
                 events=events,
                 progress=progress,
                 specs=specs,
+                llm_slots=None
+                if settings.use_stub_llm
+                else m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
             )
         except BaseException as exc:
             if isinstance(exc, RunFailedError):
@@ -200,6 +205,7 @@ async def _follow(
     events: EventStore,
     progress: Progress,
     specs: Sequence[AgentSpec],
+    llm_slots: Semaphore | None = None,
 ) -> None:
     """Run the agents and follow the log, folding it into ``state``, until every section is
     settled."""
@@ -208,7 +214,7 @@ async def _follow(
         with anyio.fail_after(settings.run_timeout_seconds):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(start_in_stages, supervisor, memory, specs)
-                tg.start_soon(progress.follow, memory, state)
+                tg.start_soon(progress.follow, memory, state, llm_slots)
                 await _watch(events, tracker, state, progress)
                 tg.cancel_scope.cancel()
     except TimeoutError as exc:

@@ -37,6 +37,48 @@ class SectionProgress:
     revisions: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LLMCall:
+    """One LLM call as its ``llm.called`` event recorded it."""
+
+    agent: str
+    task: str
+    model: str
+    attempts: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    seconds: float
+    queued_seconds: float
+    outcome: str  # "ok", or how its last attempt ended ("invalid", "length", "timeout", ...)
+
+    @classmethod
+    def from_event(cls, agent: str, call: LLMCalled) -> LLMCall:
+        last = call.outcomes[-1] if call.outcomes else ("ok" if call.ok else "failed")
+        return cls(
+            agent=agent,
+            task=call.task,
+            model=call.model,
+            attempts=call.attempts,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            seconds=call.seconds,
+            queued_seconds=call.queued_seconds,
+            outcome="ok" if call.ok else last,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LLMTotals:
+    """What the run's LLM calls added up to."""
+
+    calls: int
+    failed: int
+    retries: int  # attempts beyond each call's first
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
 @dataclass
 class RunState:
     topic: str = ""
@@ -44,9 +86,24 @@ class RunState:
     fact_count: int = 0
     sections: dict[str, SectionProgress] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    without_facts: list[SectionPlan] = field(default_factory=list)  # planned, but no facts
     report_path: str | None = None
     events: int = 0
     llm_seconds: dict[str, float] = field(default_factory=dict)  # per agent, from llm.called
+    llm_calls: list[LLMCall] = field(default_factory=list)  # in the order they were recorded
+
+    @property
+    def llm_totals(self) -> LLMTotals:
+        """Calls, failures, retries, tokens and seconds over every LLM call so far."""
+        calls = self.llm_calls
+        return LLMTotals(
+            calls=len(calls),
+            failed=sum(c.outcome != "ok" for c in calls),
+            retries=sum(max(0, c.attempts - 1) for c in calls),
+            prompt_tokens=sum(c.prompt_tokens or 0 for c in calls),
+            completion_tokens=sum(c.completion_tokens or 0 for c in calls),
+            seconds=sum(c.seconds for c in calls),
+        )
 
     @property
     def done(self) -> bool:
@@ -76,6 +133,7 @@ class RunTracker:
                 state.topic = topic
             case RunPlanned(sections=sections, fact_count=fact_count):
                 state.planned, state.fact_count = True, fact_count
+                state.without_facts = list(payload.without_facts)
                 for plan in sections:
                     state.sections.setdefault(plan.section_id, SectionProgress(plan))
             case AgentFailed(step=step, error=error):
@@ -84,6 +142,7 @@ class RunTracker:
                 state.llm_seconds[event.agent_id] = (
                     state.llm_seconds.get(event.agent_id, 0.0) + seconds
                 )
+                state.llm_calls.append(LLMCall.from_event(event.agent_id, payload))
             case RunCompleted(report_path=report_path):
                 state.report_path = report_path
             case SectionAssigned(section=plan):

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
 from agents.llm import OpenAILLM
-from agents.llm_base import LLMError
+from agents.llm_base import LLMError, T, Usage
 from agents.llm_calls import TimedLLM
 from agents.models import Review
 from agents.protocol import RUN_STREAM, LLMCalled, parse_payload
+from agents.schemas import Bounds
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
+from memory import Semaphore
 from memory.agent_memory import RedisAgentMemory
 from memory.durable import DurableWriter
 from memory.events import EventStore
+from memory.keys import Keyspace
 from memory.wal import WriteAheadLog
 from tests.agents.fake_openai_server import Script, completion, fake_openai
 
@@ -46,7 +52,7 @@ async def test_calls_are_published_with_task_model_time_tokens_and_outcome(
     calls = [parse_payload(e) for e in published]
     assert [e.agent_id for e in published] == ["review-1", "writer-2"]
     assert all(isinstance(c, LLMCalled) and c.seconds >= 0 for c in calls)
-    assert [c.model_dump(exclude={"seconds"}) for c in calls] == [
+    assert [c.model_dump(exclude={"seconds", "queued_seconds"}) for c in calls] == [
         {
             "task": "review",
             "model": "m",
@@ -86,3 +92,75 @@ async def test_a_retried_call_records_every_attempt_and_their_tokens(
     assert isinstance(call, LLMCalled)
     assert (call.attempts, call.outcomes) == (2, ["invalid", "ok"])
     assert (call.prompt_tokens, call.completion_tokens) == (2, 2)
+
+
+class CountingLLM:
+    """An LLM that answers after a moment and counts the calls it has in flight."""
+
+    model = "counting"
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+
+    async def generate(
+        self,
+        *,
+        task: str,
+        instructions: str,
+        payload: Mapping[str, Any],
+        output: type[T],
+        usage: Usage | None = None,
+        bounds: Bounds | None = None,
+    ) -> T:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await anyio.sleep(0.05)
+        self.in_flight -= 1
+        return output.model_validate({"approved": True})
+
+
+async def test_calls_of_several_agents_share_the_runs_llm_cap(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """Three agents making four calls each, cap 2: never more than 2 in flight, all answered."""
+    events = EventStore(redis_client, namespace, RUN_STREAM)
+    inner = CountingLLM()
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        agents = [
+            TimedLLM(
+                inner,
+                f"writer-{n}",
+                writer,
+                slots=Semaphore(redis_client, Keyspace(namespace), "llm", 2),
+            )
+            for n in range(3)
+        ]
+
+        async def calls(llm: TimedLLM) -> None:
+            for _ in range(4):
+                await llm.generate(task="review", instructions="", payload={}, output=Review)
+
+        async with anyio.create_task_group() as tg:
+            for llm in agents:
+                tg.start_soon(calls, llm)
+
+    assert 1 <= inner.most <= 2
+    published = [parse_payload(e) for e in await events.read_events()]
+    assert len(published) == 12
+    assert await agents[0].slots.holders() == []  # type: ignore[union-attr]
+
+
+async def test_a_call_that_gets_no_place_in_time_fails_with_an_llm_error(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """Every place is held elsewhere: the call gives up after queue_timeout, naming the cap."""
+    slots = Semaphore(redis_client, Keyspace(namespace), "llm", 1)
+    assert await slots.try_acquire("writer-9") is not None
+    events = EventStore(redis_client, namespace, RUN_STREAM)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        llm = TimedLLM(CountingLLM(), "writer-1", writer, slots=slots, queue_timeout=0.2)
+        with pytest.raises(LLMError, match="no place"):
+            await llm.generate(task="review", instructions="", payload={}, output=Review)

@@ -47,9 +47,10 @@ def test_answers_outside_the_bounds_are_rejected() -> None:
         PlannedSection(section_id="Not A Slug", title="T")
     with pytest.raises(ValidationError):
         Paragraph(text="x", citations=[0])
-    facts = [{"section_id": "s", "sentence": n} for n in range(1, 52)]
     with pytest.raises(ValidationError):
-        Extraction.model_validate({"facts": facts})
+        Extraction.model_validate({"sentences": list(range(1, 52))})
+    with pytest.raises(ValidationError):
+        Extraction.model_validate({"sentences": [0]})
 
 
 def test_extra_keys_in_an_answer_are_ignored() -> None:

@@ -30,7 +30,7 @@ async def extract(llm: StubLLM, name: str) -> Extraction:
 async def fact_texts(llm: StubLLM, name: str) -> list[str]:
     """The sentences the stub chose from a source, as the research agent stores them."""
     prose = sentences(source(name)["text"])
-    return [prose[f.sentence - 1] for f in (await extract(llm, name)).facts]
+    return [prose[n - 1] for n in (await extract(llm, name)).sentences]
 
 
 async def test_extracted_facts_are_verbatim_quotes_of_their_own_source() -> None:
@@ -40,9 +40,9 @@ async def test_extracted_facts_are_verbatim_quotes_of_their_own_source() -> None
     locks = await extract(llm, "02-locks-and-fencing.md")
     prose = sentences(source("01-redis-streams.md")["text"])
 
-    assert len(streams.facts) >= 4
-    assert all(1 <= f.sentence <= len(prose) for f in streams.facts)
-    assert len({f.sentence for f in streams.facts}) == len(streams.facts)
+    assert len(streams.sentences) >= 4
+    assert all(1 <= n <= len(prose) for n in streams.sentences)
+    assert len(set(streams.sentences)) == len(streams.sentences)
     assert streams != locks
     assert streams == await extract(llm, "01-redis-streams.md")
 

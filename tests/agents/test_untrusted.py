@@ -48,7 +48,7 @@ async def test_an_instruction_injected_into_a_source_arrives_delimited_with_its_
         requested_by=OPERATOR,
         planned_by="research-1",
     )
-    script = Script([completion(json.dumps({"facts": []}))])
+    script = Script([completion(json.dumps({"sentences": []}))])
     with fake_openai(script) as url:
         client = llm(url)
         for _ in range(2):

@@ -53,8 +53,7 @@ def test_repeated_sections_and_facts_are_de_duplicated_not_rejected() -> None:
             ]
         }
     )
-    facts = [{"section_id": "s", "sentence": 2}] * 3
-    extraction = Extraction.model_validate({"facts": facts})
+    extraction = Extraction.model_validate({"sentences": [2, 2, 5, 2]})
 
     assert [s.section_id for s in plan.sections] == ["locks", "locks-2", "bad-id"]
-    assert len(extraction.facts) == 1
+    assert extraction.sentences == [2, 5]

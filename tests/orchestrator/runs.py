@@ -110,7 +110,7 @@ def numbered_text(path: Path) -> str:
 def expected_fact_count() -> int:
     """How many facts a clean run stores from the bundled sources (the stub is deterministic)."""
     return sum(
-        len(extract({"section_id": "x", "source": {"sentences": numbered_text(p)}}).facts)
+        len(extract({"section_id": "x", "source": {"sentences": numbered_text(p)}}).sentences)
         for p in SOURCES.glob("*.md")
     )
 

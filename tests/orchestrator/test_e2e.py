@@ -63,6 +63,7 @@ async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
     assert "approved" in shown
     assert f"{first} version 2" in " ".join(shown.split())
     assert shown.count("[F") >= len(out.record["facts"])
+    assert f"{len(calls)} LLM calls (" in " ".join(shown.split())
 
     code, forgotten, _ = finish(start_cli(env, "forget", run_id, "--yes"))
     assert code == 0

@@ -14,7 +14,15 @@ from agents.sentences import numbered
 from agents.sentences import sentences as split_sentences
 from agents.stub_llm import extract, write
 from memory.facts import Fact
-from orchestrator.compose import citation_numbers, section_markdown, sources_table, summary
+from orchestrator.compose import (
+    citation_numbers,
+    llm_use,
+    section_markdown,
+    sources_table,
+    summary,
+)
+from orchestrator.report import render_markdown
+from orchestrator.tracker import LLMTotals, RunState
 
 SOURCES = Path(__file__).resolve().parents[2] / "sources"
 
@@ -65,9 +73,9 @@ def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None
     """Sentences keep source order; a paragraph never joins sentences sharing no subject word."""
     prose = split_sentences((SOURCES / "05-heartbeats.md").read_text())
     payload_in = {"section_id": "h", "source": {"name": "h.md", "sentences": numbered(prose)}}
-    extracted = extract(payload_in).facts
+    extracted = extract(payload_in).sentences
     facts: list[dict[str, Any]] = [
-        {"id": i + 1, "fact": prose[f.sentence - 1]} for i, f in enumerate(extracted)
+        {"id": i + 1, "fact": prose[n - 1]} for i, n in enumerate(extracted)
     ]
     payload = {"section": {"title": "H"}, "facts": facts[::-1], "previous": {"version": 1}}
 
@@ -83,3 +91,29 @@ def test_stub_prose_keeps_source_order_and_splits_unrelated_neighbours() -> None
         for n, sentence in enumerate(sentences[1:], start=1):
             earlier = set().union(*(words(s) for s in sentences[:n]))
             assert words(sentence) & earlier, sentence
+
+
+def test_a_planned_section_without_facts_is_named_in_the_report() -> None:
+    """The report says no facts were found for the sections left out, by title."""
+    state = RunState(topic="Shared memory", planned=True)
+    state.without_facts = [
+        SectionPlan(section_id="costs", title="Costs"),
+        SectionPlan(section_id="history", title="History"),
+    ]
+
+    report = render_markdown("r1", state, {}, [])
+
+    assert "No facts were found for “Costs” and “History” in the sources" in report
+    assert "no section could be written" in report
+
+
+def test_the_footer_gives_the_runs_llm_calls_retries_and_token_totals() -> None:
+    """One sentence: calls, models, retries, failures, prompt/completion/total tokens."""
+    totals = LLMTotals(
+        calls=9, failed=1, retries=4, prompt_tokens=12_000, completion_tokens=3_456, seconds=1.0
+    )
+
+    assert llm_use(totals, ["smollm2-135m"]) == (
+        "The agents made 9 LLM calls on `smollm2-135m` (4 retries, 1 without an answer), "
+        "using 12,000 prompt and 3,456 completion tokens (15,456 in all)."
+    )

@@ -16,6 +16,7 @@ from agents.protocol import (
     new_event,
 )
 from memory.agent_event import AgentEvent
+from orchestrator.progress import InFlight, llm_line
 from orchestrator.tracker import RunTracker
 
 LOCKS = SectionPlan(section_id="locks", title="Locks")
@@ -79,3 +80,63 @@ def test_sections_settle_by_approval_or_round_limit_and_llm_time_is_totalled() -
     assert state.sections["streams"].state == SectionState.ROUND_LIMIT
     assert state.done
     assert state.events == len(log) + 1
+
+
+def test_llm_calls_are_listed_and_totalled_with_retries_and_tokens() -> None:
+    """Each llm.called becomes a listed call; totals count retries, failures and tokens."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    calls = [
+        LLMCalled(
+            task="extract",
+            model="m",
+            seconds=3.0,
+            queued_seconds=1.5,
+            ok=True,
+            prompt_tokens=100,
+            completion_tokens=20,
+            attempts=2,
+            outcomes=["length", "ok"],
+        ),
+        LLMCalled(
+            task="write",
+            model="m",
+            seconds=4.0,
+            ok=False,
+            prompt_tokens=50,
+            completion_tokens=None,
+            attempts=3,
+            outcomes=["invalid", "invalid", "timeout"],
+        ),
+    ]
+    for agent, call in zip(("research-1", "writer-1"), calls, strict=True):
+        tracker.apply(state, event(EventType.LLM_CALLED, agent, call))
+
+    listed = [(c.agent, c.task, c.attempts, c.outcome) for c in state.llm_calls]
+    assert listed == [("research-1", "extract", 2, "ok"), ("writer-1", "write", 3, "timeout")]
+    assert state.llm_calls[0].queued_seconds == 1.5
+    totals = state.llm_totals
+    assert (totals.calls, totals.failed, totals.retries) == (2, 1, 3)
+    assert (totals.prompt_tokens, totals.completion_tokens, totals.seconds) == (150, 20, 7.0)
+
+
+def test_the_live_tables_llm_line_shows_calls_in_flight_retries_and_tokens() -> None:
+    """The progress line reads calls in flight against the cap, done, retries and tokens."""
+    tracker = RunTracker()
+    state = tracker.initial()
+    call = LLMCalled(
+        task="plan",
+        model="m",
+        seconds=1.0,
+        ok=True,
+        prompt_tokens=1880,
+        completion_tokens=297,
+        attempts=2,
+        outcomes=["timeout", "ok"],
+    )
+    tracker.apply(state, event(EventType.LLM_CALLED, "research-1", call))
+
+    assert llm_line(state, InFlight(calls=2, limit=2)) == (
+        "LLM calls: 2 in flight (cap 2), 1 done, 1 retries, 0 failed, "
+        "tokens 1,880 prompt + 297 completion"
+    )
