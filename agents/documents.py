@@ -2,8 +2,9 @@
 
 - ``run/plan`` (:class:`PlanDoc`): the research agent's plan: topic, sections, which section
   each source feeds, and whether the sections were handed off.
-- ``run/extracted`` (:class:`ExtractedDoc`): which sources' facts are stored, and their
-  keys per section; the researcher that completes it hands the sections to the writers.
+- ``run/extracted/<n>`` (:class:`SourceExtracted`): the facts stored from the plan's n-th
+  source, their keys per section, written once; the researcher whose record completes the set
+  hands the sections to the writers (:class:`ExtractedDoc` gathers the set).
 - ``section/<id>`` (:class:`Draft`): a section's draft; every write is a new version. Its
   paragraphs carry the ids of the facts they cite, as data: the report and the run checks
   read the citations from here, never from rendered text.
@@ -21,7 +22,11 @@ from agents.models import SectionDraft
 from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 
 PLAN_KEY = "run/plan"
-EXTRACTED_KEY = "run/extracted"
+
+
+def extracted_key(index: int) -> str:
+    """The record of the plan's ``index``-th source (in the order the plan lists them)."""
+    return f"run/extracted/{index}"
 
 
 def draft_key(section_id: str) -> str:
@@ -50,8 +55,19 @@ class PlanDoc(_Document):
     planned: RunPlanned | None = None
 
 
+class SourceExtracted(_Document):
+    """``run/extracted/<n>``: one source's stored facts, written once by whoever extracted it.
+
+    One document per source, so researchers extracting at once never contend for a record."""
+
+    source: str
+    sections: dict[SectionId, list[str]] = Field(
+        default_factory=dict, description="section id -> the keys of the facts stored for it"
+    )
+
+
 class ExtractedDoc(_Document):
-    """``run/extracted``: the sources whose facts are stored, each with its facts' keys."""
+    """The sources whose facts are stored, each with its facts' keys (read from the records)."""
 
     sources: dict[str, dict[SectionId, list[str]]] = Field(
         default_factory=dict, description="source name -> section id -> the facts' keys"

@@ -6,18 +6,18 @@ The work is split through the research consumer group, so several research proce
   every source out as a ``source.assigned`` event;
 - on ``source.assigned`` any of them extracts that source's facts (the LLM picks them by
   sentence number, so each fact's quote is a verbatim sentence of its source), stores them as
-  shared facts (one category per section),
-  and records the source as done in the document ``run/extracted``;
-- the researcher whose record completes ``run/extracted`` publishes ``run.planned`` and hands
-  every section that has facts to the writers.
+  shared facts (one category per section), and records the source as done in its own
+  document ``run/extracted/<n>`` (written once: researchers never contend for it);
+- the researcher whose record completes the set (it reads them all, in one query, after
+  writing its own) publishes ``run.planned`` and hands every section that has facts to the
+  writers.
 
 Each step is idempotent, so a redelivered handoff repeats nothing:
 
 - the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
 - every handoff is published under an idempotency key (:mod:`agents.keys`);
-- a source recorded in ``run/extracted`` is not extracted again, every fact carries an
-  idempotency key (hash of source name and quote), so a retry never duplicates one, and the
-  record is updated with optimistic locking, so concurrent researchers lose no source;
+- a source with a record is not extracted again, and every fact carries an idempotency key
+  (hash of source name and quote), so a retry never duplicates one;
 - the completeness check runs after every record (even a repeated one), so a researcher that
   crashed after completing the record has its handoffs published by the redelivery.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.documents import EXTRACTED_KEY, PLAN_KEY, ExtractedDoc, PlanDoc
+from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
 from agents.keys import assigned_key, fact_key, planned_key, source_key
 from agents.llm_base import LLMNoAnswerError
 from agents.models import Extraction, Plan
@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 EXCERPT_CHARS = 800  # of each source, for the plan (a small model's context is short)
 MAX_FACTS_PER_SOURCE = 8
 MIN_FACTS_PER_SOURCE = 3
-_RECORD_ATTEMPTS = 1000  # each conflict means another source was recorded: progress is made
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -102,17 +101,25 @@ async def extract_source(ctx: Context, event: AgentEvent) -> None:
         msg = f"source {assigned.source.name!r} was handed out before the run's plan was stored"
         raise ProtocolError(msg)
     plan = PlanDoc.model_validate(stored.value)
-    extracted = await _extracted(ctx)
     name = assigned.source.name
-    if name in extracted.sources:
+    names = list(plan.source_sections)
+    if name not in plan.source_sections:
+        msg = f"source {name!r} was handed out but is not in the run's plan"
+        raise ProtocolError(msg)
+    records = [extracted_key(i) for i in range(len(names))]
+    mine = records[names.index(name)]
+    if await ctx.db.read(mine) is not None:
         logger.info("facts from %s already stored; not extracting again", name)
     else:
         keys = await _extract(ctx, plan, assigned, planned_by=stored.agent_id)
-        extracted = await _record(ctx, name, keys)
-    missing = set(plan.source_sections) - extracted.sources.keys()
-    if missing:
-        await ctx.status(f"{len(missing)} sources still to extract")
+        await _record(ctx, mine, name, keys)
+    found = await ctx.db.read_many(records)  # after this one's record: the last sees them all
+    if len(found) < len(records):
+        await ctx.status(f"{len(records) - len(found)} sources still to extract")
         return
+    extracted = ExtractedDoc(
+        sources={r.source: r.sections for r in map(_source_record, found.values())}
+    )
     await _hand_off(ctx, plan, extracted, stored)
 
 
@@ -148,36 +155,20 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     logger.info("planned %d sections with %d facts", len(planned), fact_count)
 
 
-async def _extracted(ctx: Context) -> ExtractedDoc:
-    document = await ctx.db.read(EXTRACTED_KEY)
-    return ExtractedDoc() if document is None else ExtractedDoc.model_validate(document.value)
+def _source_record(document: Document) -> SourceExtracted:
+    return SourceExtracted.model_validate(document.value)
 
 
-async def _record(ctx: Context, source_name: str, keys: dict[str, set[str]]) -> ExtractedDoc:
-    """Add one source's fact keys to ``run/extracted`` (optimistic locking, retried on conflict)."""
-    entry = {section_id: sorted(fact_keys) for section_id, fact_keys in keys.items() if fact_keys}
-    conflict: ConflictError | None = None
-    for _ in range(_RECORD_ATTEMPTS):
-        document = await ctx.db.read(EXTRACTED_KEY)
-        current = (
-            ExtractedDoc() if document is None else ExtractedDoc.model_validate(document.value)
-        )
-        if source_name in current.sources:
-            return current
-        updated = ExtractedDoc(sources={**current.sources, source_name: entry})
-        try:
-            await ctx.db.write(
-                EXTRACTED_KEY,
-                updated.model_dump(mode="json"),
-                ctx.agent_id,
-                expected_version=0 if document is None else document.version,
-            )
-        except ConflictError as exc:  # another researcher recorded a source in between
-            conflict = exc
-            continue
-        return updated
-    assert conflict is not None
-    raise conflict
+async def _record(ctx: Context, key: str, source_name: str, keys: dict[str, set[str]]) -> None:
+    """Write the source's record once; one already there (a redelivery's) is the same."""
+    record = SourceExtracted(
+        source=source_name,
+        sections={section_id: sorted(found) for section_id, found in keys.items() if found},
+    )
+    try:
+        await ctx.db.write(key, record.model_dump(mode="json"), ctx.agent_id, expected_version=0)
+    except ConflictError:
+        logger.info("source %s was recorded by another delivery first", source_name)
 
 
 async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:

@@ -43,9 +43,10 @@ class Settings(BaseSettings):
     lock_ttl_seconds: int = Field(default=10, ge=1)  # renewed every third while held
     reclaim_idle_ms: int = Field(default=5_000, ge=100)  # live workers keep theirs claimed
     max_deliveries: int = Field(default=5, ge=1)
-    research_concurrency: int = Field(
-        default=8, ge=1, le=64
-    )  # sources one researcher extracts at once
+    # Sources one researcher extracts at once. Extraction mostly waits for the LLM, and every
+    # call also waits for a place under llm_max_concurrency (run-wide), which is what protects
+    # the endpoint; this only bounds one process's work in flight.
+    research_concurrency: int = Field(default=32, ge=1, le=256)
     review_rounds: int = Field(default=3, ge=1, le=10)
 
     run_timeout_seconds: float = Field(default=600.0, gt=0)
