@@ -74,10 +74,9 @@ def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
         )
     return (
         f"This report covers {topic}. It has {len(drafts)} "
-        f"section{'s' if len(drafts) != 1 else ''}: {listed}. Every statement in it is a "
-        f"sentence quoted from one of {len(sources)} source document"
-        f"{'s' if len(sources) != 1 else ''}, and the numbers in brackets point to the "
-        "sources table at the end."
+        f"section{'s' if len(drafts) != 1 else ''}: {listed}. Each number in brackets cites "
+        f"a fact, a sentence quoted verbatim from one of {len(sources)} source document"
+        f"{'s' if len(sources) != 1 else ''}; the sources table at the end lists them."
     )
 
 

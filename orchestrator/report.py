@@ -90,7 +90,8 @@ def render_markdown(
     lines = [
         f"# {state.topic}",
         "",
-        f"*Run `{run_id}`, {created}. {len(drafts)} sections written by the writing agents "
+        f"*Run `{run_id}`, {created}. {len(drafts)} section{'s' * (len(drafts) != 1)} "
+        "written by the writing agents "
         f"from {state.fact_count} facts the research agent extracted from the sources, each "
         "reviewed by the review agent.*",
         "",
