@@ -17,16 +17,15 @@ from pathlib import Path
 
 import anyio
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from devservers.cluster import ClusterNode, LocalCluster
 from memory import open_memory
-from memory.connections import MemoryConfig, connect_redis
+from memory.connections import MemoryConfig
 from memory.durable import DurableWriter
 from memory.errors import ServerUnavailableError
 from memory.facts import NewFact
-from memory.keys import Keyspace
 from memory.wal import WriteAheadLog
+from tests.clusters import owner_of
 
 pytestmark = pytest.mark.anyio
 
@@ -73,18 +72,6 @@ class Writes:
             f"{self.failures} failed attempts; {len(self.acked)} acknowledged, "
             f"{present} present, {lost} lost"
         )
-
-
-async def owner_of(cluster: LocalCluster, namespace: str) -> ClusterNode:
-    """The node serving the namespace's slot."""
-    client = await connect_redis(MemoryConfig(redis_url=cluster.url))
-    try:
-        assert isinstance(client, RedisCluster)
-        node = client.get_node_from_key(Keyspace(namespace).fact_seq())
-        assert node is not None
-        return cluster.node_on(int(node.port))
-    finally:
-        await client.aclose()
 
 
 def config_for(cluster: LocalCluster) -> MemoryConfig:

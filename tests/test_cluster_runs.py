@@ -12,17 +12,16 @@ from pathlib import Path
 
 import anyio
 import pytest
-from redis.asyncio.cluster import RedisCluster
 
 from chaos.invariants import run_problems
-from devservers.cluster import ClusterNode, LocalCluster
+from devservers.cluster import LocalCluster
 from devservers.replica import ReplicatedPostgres, local_replicated_postgres
 from memory import open_memory
 from memory.agent_event import AgentEvent
-from memory.connections import MemoryConfig, connect_redis
+from memory.connections import MemoryConfig
 from memory.errors import ServerUnavailableError
-from memory.keys import Keyspace
 from orchestrator.sources import load_sources
+from tests.clusters import owner_of
 from tests.orchestrator.runs import (
     SOURCES,
     cli_env,
@@ -75,18 +74,6 @@ async def wait_for(
                 await anyio.sleep(0.05)
 
 
-async def primary_of(cluster: LocalCluster, config: MemoryConfig, run_id: str) -> ClusterNode:
-    """The node serving the run's hash slot now."""
-    client = await connect_redis(config)
-    try:
-        assert isinstance(client, RedisCluster)
-        node = client.get_node_from_key(Keyspace(run_id).fact_seq())
-        assert node is not None
-        return cluster.node_on(int(node.port))
-    finally:
-        await client.aclose()
-
-
 async def problems(config: MemoryConfig, run_id: str, stdout: str) -> list[str]:
     out = outcome(stdout)
     assert all(s["state"] == "approved" for s in out.record["sections"])
@@ -120,7 +107,7 @@ async def test_a_run_whose_primary_is_killed_mid_run_completes_whole(
     over and the run completes with every fact, once."""
     rid = f"failover-{uuid.uuid4().hex[:8]}"
     config = config_for(cluster, postgres)
-    victim = await primary_of(cluster, config, rid)
+    victim = await owner_of(cluster, rid)
 
     process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
     await wait_for(config, rid, lambda e: e.event_type == "section.drafted")
@@ -144,7 +131,7 @@ async def test_a_run_keeps_every_fact_when_its_primary_dies_with_writes_its_repl
     acknowledged, and resend it: the run completes with every fact, once."""
     rid = f"certainloss-{uuid.uuid4().hex[:8]}"
     config = config_for(cluster, postgres)
-    victim = await primary_of(cluster, config, rid)
+    victim = await owner_of(cluster, rid)
     [replica] = cluster.replicas_of(victim)
 
     process = start_cli(env_for(cluster, postgres, tmp_path), "run", "--run-id", rid)
