@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from bench.harness import Context, Figures, Sample
+from bench.startup import READY, start_agent
 from devservers.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,22 +115,11 @@ def _join(env: dict[str, str], run_id: str, agents: int) -> list[subprocess.Pope
     for role in ("writer", "review"):
         for n in range(2, agents + 1):
             path = logs / f"{role}-{n}.log"
-            with path.open("wb") as log:
-                command = [sys.executable, "-m", "agents", role, "--run-id", run_id]
-                processes.append(
-                    subprocess.Popen(
-                        [*command, "--instance", str(n)],
-                        env=env,
-                        cwd=ROOT,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                    )
-                )
+            processes.append(start_agent(env, role, run_id, n, path))
             paths.append(path)
     deadline = time.monotonic() + 120
     for process, path in zip(processes, paths, strict=True):
-        while b"ready on run" not in path.read_bytes():
+        while READY not in path.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
                 for started in processes:
                     started.kill()

@@ -94,6 +94,27 @@ async def _forked(
     return max(ready) - asked
 
 
+def start_agent(
+    env: dict[str, str], role: str, run_id: str, instance: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """``python -m agents ROLE --run-id RUN_ID --instance N`` as a new interpreter, its output
+    in ``log`` (as an agent joining from another host would start)."""
+    command = [
+        sys.executable,
+        "-m",
+        "agents",
+        role,
+        "--run-id",
+        run_id,
+        "--instance",
+        str(instance),
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+
+
 def _spawned(env: dict[str, str], logs: Path, agents: tuple[tuple[Role, int], ...]) -> float:
     """Seconds until the last of ``agents`` started as ``python -m agents`` is ready."""
     run_id = f"startup-{uuid.uuid4().hex[:8]}"
@@ -101,18 +122,8 @@ def _spawned(env: dict[str, str], logs: Path, agents: tuple[tuple[Role, int], ..
     asked = time.time()
     try:
         for role, n in agents:
-            with (logs / f"{run_id}-{role}-{n}.log").open("wb") as log:
-                command = [sys.executable, "-m", "agents", role.value, "--run-id", run_id]
-                processes.append(
-                    subprocess.Popen(
-                        [*command, "--instance", str(n)],
-                        env=env,
-                        cwd=ROOT,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                    )
-                )
+            log = logs / f"{run_id}-{role}-{n}.log"
+            processes.append(start_agent(env, role.value, run_id, n, log))
         deadline = time.monotonic() + 120
         ready = [_ready_at(logs / f"{run_id}-{r}-{n}.log", deadline) for r, n in agents]
     finally:
