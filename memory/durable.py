@@ -85,10 +85,7 @@ class DurableWriter:
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str) -> bool:
         """Publish an event at most once per key; True if it reached Redis now."""
-        event.to_fields(self.events.limits)  # a bad event never enters the log
-        validate_id(idempotency_key, "idempotency_key")
-        args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
-        return await self._write(_PUBLISH, args)
+        return await self.publish_many([(event, idempotency_key)])
 
     async def publish_many(self, events: Sequence[tuple[AgentEvent, str]]) -> bool:
         """Publish several ``(event, idempotency_key)`` at most once each, in order, logged in
@@ -96,7 +93,7 @@ class DurableWriter:
         logged, so a bad one leaves nothing behind."""
         items = []
         for event, idempotency_key in events:
-            event.to_fields(self.events.limits)
+            event.to_fields(self.events.limits)  # a bad event never enters the log
             validate_id(idempotency_key, "idempotency_key")
             args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
             items.append((_PUBLISH, args))
