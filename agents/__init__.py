@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agents.llm import OpenAILLM, make_llm
     from agents.llm_base import LLM, LLMError
-    from agents.protocol import RUN_STREAM, EventType, SectionState, new_event, parse_payload
+    from agents.protocol import (
+        ROUTES,
+        RUN_STREAM,
+        EventType,
+        SectionState,
+        new_event,
+        parse_payload,
+    )
     from agents.roles import Role
     from agents.settings import Settings
     from agents.stub_llm import StubLLM
@@ -25,6 +32,7 @@ _HOMES = {
     "LLM": "agents.llm_base",
     "LLMError": "agents.llm_base",
     "OpenAILLM": "agents.llm",
+    "ROUTES": "agents.protocol",
     "RUN_STREAM": "agents.protocol",
     "EventType": "agents.protocol",
     "Role": "agents.roles",
@@ -38,6 +46,7 @@ _HOMES = {
 
 __all__ = [
     "LLM",
+    "ROUTES",
     "RUN_STREAM",
     "EventType",
     "LLMError",

@@ -64,11 +64,22 @@ class SectionState(StrEnum):
         return self in {SectionState.APPROVED, SectionState.ROUND_LIMIT}
 
 
-# Which event types each role's consumer group acts on; the rest it acknowledges and skips.
+# Which event types each role's consumer group acts on (anything else on its route, such as a
+# dead letter requeued by hand onto the wrong one, it acknowledges and skips).
 HANDLED_BY: dict[Role, frozenset[EventType]] = {
     Role.RESEARCH: frozenset({EventType.RUN_REQUESTED, EventType.SOURCE_ASSIGNED}),
     Role.WRITER: frozenset({EventType.SECTION_ASSIGNED, EventType.SECTION_REVISION_REQUESTED}),
     Role.REVIEW: frozenset({EventType.SECTION_DRAFTED}),
+}
+
+END_ROUTE = "end"  # the route every agent follows (without a group) to stop when the run ends
+
+# Where an event goes besides the run's log (see memory.events, "Routes"): a handoff to the
+# route its role's consumer group reads (named for the role), the run's end to END_ROUTE. So
+# a worker reads the few events it acts on, not every event of the run.
+ROUTES: dict[str, str] = {
+    **{event_type: role.value for role, types in HANDLED_BY.items() for event_type in types},
+    **{event_type: END_ROUTE for event_type in RUN_ENDS},
 }
 
 

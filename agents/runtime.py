@@ -1,15 +1,16 @@
 """The loop every agent role shares: open the stores, heartbeat, take handoffs, run the handler.
 
-A role is one async function ``handle(ctx, event)``. The runtime reads the run's stream
-through the role's consumer group, calls the handler for the event types the role acts on
-(``HANDLED_BY``), and acknowledges an entry only after the handler returned, that is after
-its effect is durable. A failed entry is retried on a later delivery and dead-lettered after
-``max_deliveries``; a bad payload or an LLM failure is final at once. Every final failure is
-published as an ``agent.failed`` event so the person running the run sees it.
+A role is one async function ``handle(ctx, event)``. The runtime reads the role's route of the
+run's stream (the handoffs to that role, ``ROUTES``) through the role's consumer group, calls
+the handler for the event types the role acts on (``HANDLED_BY``), and acknowledges an entry
+only after the handler returned, that is after its effect is durable. A failed entry is
+retried on a later delivery and dead-lettered after ``max_deliveries``; a bad payload or an
+LLM failure is final at once. Every final failure is published as an ``agent.failed`` event
+so the person running the run sees it.
 
 Before serving, an agent claims its role and instance number (:mod:`agents.instance`), so two
 processes never act as one agent. It serves until the run ends: on ``run.completed`` or
-``run.failed`` (read from the stream itself, not through the group, so every instance sees
+``run.failed`` (read from the run's end route, not through a group, so every instance sees
 it) :func:`run_agent` returns a sentence saying so, and the process exits 0.
 """
 
@@ -29,7 +30,9 @@ from agents.keys import failed_key
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import (
+    END_ROUTE,
     HANDLED_BY,
+    ROUTES,
     RUN_ENDS,
     RUN_STREAM,
     AgentFailed,
@@ -128,6 +131,7 @@ async def run_agent(
             RUN_STREAM,
             max_deliveries=settings.max_deliveries,
             reclaim_idle_ms=settings.reclaim_idle_ms,
+            routes=ROUTES,
         )
         async with anyio.create_task_group() as outer:
             await outer.start(hold_instance, m.memory, agent_id, settings.lock_ttl_seconds)
@@ -150,7 +154,10 @@ async def run_agent(
             stack.push_async_callback(llm.aclose)
             ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
             group = events.group(
-                role.value, agent_id, on_give_up=lambda event, why: _report_failure(ctx, event, why)
+                role.value,
+                agent_id,
+                route=role.value,
+                on_give_up=lambda event, why: _report_failure(ctx, event, why),
             )
             async for attempt in retrying(ServerUnavailableError, attempts=10, timeout=30.0):
                 with attempt:
@@ -183,11 +190,12 @@ def agent_memory_config(settings: Settings, agent_id: str) -> MemoryConfig:
 
 
 async def wait_for_run_end(events: EventStore, run_id: str) -> str:
-    """Follow the run's stream (every event, not through a group) until the run ends."""
+    """Follow the run's end route (not through a group: every agent sees it) until the run
+    ends."""
     last_id = "0-0"
     while True:
         try:
-            async with aclosing(events.subscribe(last_id)) as log:
+            async with aclosing(events.subscribe(last_id, route=END_ROUTE)) as log:
                 async for event in log:
                     last_id = event.event_id or last_id
                     if event.event_type in RUN_ENDS:

@@ -71,11 +71,13 @@ class DeadLetter:
     reason: str
     fields: dict[str, str]
     failed_at: datetime
+    route: str = ""  # the route whose stream it was read from ("": the log itself)
 
     def to_fields(self) -> dict[str, str]:
         return {
             "entry_id": self.entry_id,
             "group": self.group,
+            "route": self.route,
             "reason": self.reason[:2000],
             ORIGINAL_FIELDS: json.dumps(self.fields, ensure_ascii=False),
             "failed_at": self.failed_at.isoformat(),
@@ -91,12 +93,14 @@ class DeadLetter:
             reason=data.get("reason", ""),
             fields=json.loads(data.get(ORIGINAL_FIELDS, "{}")),
             failed_at=datetime.fromisoformat(data["failed_at"]),
+            route=data.get("route", ""),
         )
 
 
 @translate_errors
 class ConsumerGroup:
-    """One worker (``consumer``) of a consumer group (``name``) on one stream."""
+    """One worker (``consumer``) of a consumer group (``name``) on one stream (the log, or one
+    of its routes: ``route`` names it in the dead letters)."""
 
     def __init__(
         self,
@@ -104,6 +108,7 @@ class ConsumerGroup:
         *,
         stream_key: str,
         dead_letter_key: str,
+        route: str = "",
         name: str,
         consumer: str,
         max_deliveries: int = 5,
@@ -113,6 +118,7 @@ class ConsumerGroup:
         self.client = client
         self.on_give_up = on_give_up
         self.stream_key = stream_key
+        self.route = route
         self.dead_letter_key = dead_letter_key
         self.name = validate_id(name, "group")
         self.consumer = validate_id(consumer, "consumer")
@@ -226,7 +232,7 @@ class ConsumerGroup:
     async def _dead_letter(self, entry_id: str, fields: Any, reason: str) -> None:
         """Move the entry to the dead-letter stream and acknowledge it, atomically."""
         original = {as_str(k): _text(v) for k, v in fields.items()}
-        letter = DeadLetter("", entry_id, self.name, reason, original, utc_now())
+        letter = DeadLetter("", entry_id, self.name, reason, original, utc_now(), self.route)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(self.dead_letter_key, letter.to_fields())  # type: ignore[arg-type]
             pipe.xack(self.stream_key, self.name, entry_id)

@@ -1,4 +1,4 @@
-"""``EventStore``: the run's event log and handoffs on a Redis Stream.
+"""``EventStore``: the run's event log and handoffs on Redis Streams.
 
 Each :class:`AgentEvent` is one stream entry with four fields: ``type``, ``agent``, ``ts``
 (ISO 8601, UTC) and ``payload`` (one JSON object, so its types survive). Readers get the
@@ -6,12 +6,19 @@ whole log (:meth:`EventStore.read_events`, :meth:`EventStore.replay`), follow it
 (:meth:`EventStore.subscribe`), or share it as workers of a consumer group
 (:meth:`EventStore.group`, see :mod:`memory.consumer`). Entries that cannot be processed end
 in a dead-letter stream, where they can be listed and requeued.
+
+**Routes.** A store made with ``routes`` (event type -> route name) also appends each event of
+a routed type to that route's stream (``<stream>.<route>``), in the same atomic step as the
+log entry: the log keeps everything (replay, observers), and a worker that acts on a few types
+reads only its route (``group(..., route=...)``, ``subscribe(route=...)``) instead of every
+event of the log. The dead letters of every route are kept with the log's, each naming the
+route it came from, so :meth:`EventStore.requeue` puts it back where its workers read.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
@@ -33,12 +40,17 @@ logger = logging.getLogger(__name__)
 
 S = TypeVar("S")
 
-_PUBLISH_ONCE = """
--- KEYS: 1 stream, 2 publish-key hash. ARGV: 1 publish key, then field, value pairs.
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if id then return id end
-id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-redis.call('HSET', KEYS[2], ARGV[1], id)
+_PUBLISH = """
+-- KEYS: 1 stream, 2 publish-key hash, 3 (optional) the event's route stream.
+-- ARGV: 1 publish key ('' for none), then field, value pairs.
+local keyed = ARGV[1] ~= ''
+if keyed then
+  local id = redis.call('HGET', KEYS[2], ARGV[1])
+  if id then return id end
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+if KEYS[3] then redis.call('XADD', KEYS[3], '*', unpack(ARGV, 2)) end
+if keyed then redis.call('HSET', KEYS[2], ARGV[1], id) end
 return id
 """
 
@@ -64,7 +76,8 @@ return id
 
 @translate_errors
 class EventStore(AsyncResource):
-    """One stream of a namespace: publish, read, follow, replay, consume as a group."""
+    """One stream of a namespace (and its routes): publish, read, follow, replay, consume as a
+    group."""
 
     def __init__(
         self,
@@ -75,6 +88,7 @@ class EventStore(AsyncResource):
         max_deliveries: int = 5,
         reclaim_idle_ms: int = 30_000,
         limits: Limits | None = None,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
         self.client = client
         self.limits = limits or Limits()
@@ -84,30 +98,55 @@ class EventStore(AsyncResource):
         self.dead_letter_key = self.keys.dead_letters(stream)
         self.max_deliveries = max_deliveries
         self.reclaim_idle_ms = reclaim_idle_ms
-        self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self.routes = {
+            validate_id(event_type, "event type"): validate_id(route, "route")
+            for event_type, route in (routes or {}).items()
+        }
+        self._publish = client.register_script(_PUBLISH)
         self._requeue = client.register_script(_REQUEUE)
 
+    def route_key(self, route: str | None) -> str:
+        """The key of a route's stream (``None``: the log itself)."""
+        if route is None:
+            return self.stream_key
+        return self.keys.stream(f"{self.stream}.{validate_id(route, 'route')}")
+
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
-        """Append an event; with a key, appending again returns the first entry's id."""
+        """Append an event (and to its route's stream, if its type is routed); with a key,
+        appending again returns the first entry's id and appends nothing."""
         fields = event.to_fields(self.limits)
-        if idempotency_key is None:
+        route = self.routes.get(event.event_type)
+        if idempotency_key is None and route is None:
             return as_str(await self.client.xadd(self.stream_key, fields))  # type: ignore[arg-type]
-        validate_id(idempotency_key, "idempotency_key")
+        if idempotency_key is not None:
+            validate_id(idempotency_key, "idempotency_key")
+        keys = [self.stream_key, self.keys.publish_keys(self.stream)]
+        if route is not None:
+            keys.append(self.route_key(route))
         flat = [value for pair in fields.items() for value in pair]
-        entry_id = await self._publish_once(
-            keys=[self.stream_key, self.keys.publish_keys(self.stream)],
-            args=[idempotency_key, *flat],
-        )
+        entry_id = await self._publish(keys=keys, args=[idempotency_key or "", *flat])
         return as_str(entry_id)
 
     async def publish_many(self, events: Sequence[AgentEvent]) -> list[str]:
-        """Append several events atomically and in order, in one round trip."""
+        """Append several events (and their routed copies) atomically and in order, in one
+        round trip; returns their ids in the log."""
         if not events:
             return []
+        routed = []
         async with self.client.pipeline(transaction=True) as pipe:
             for event in events:
-                pipe.xadd(self.stream_key, event.to_fields(self.limits))  # type: ignore[arg-type]
-            return [as_str(entry_id) for entry_id in await pipe.execute()]
+                fields = event.to_fields(self.limits)
+                pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
+                route = self.routes.get(event.event_type)
+                routed.append(route is not None)
+                if route is not None:
+                    pipe.xadd(self.route_key(route), fields)  # type: ignore[arg-type]
+            replies = await pipe.execute()
+        ids, position = [], 0
+        for has_copy in routed:
+            ids.append(as_str(replies[position]))
+            position += 2 if has_copy else 1
+        return ids
 
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:
         """Up to ``count`` events after ``since`` (exclusive), oldest first."""
@@ -115,15 +154,15 @@ class EventStore(AsyncResource):
         return self._parse(entries or [])
 
     async def subscribe(
-        self, last_id: str = "$", *, block_ms: int = 1000
+        self, last_id: str = "$", *, block_ms: int = 1000, route: str | None = None
     ) -> AsyncGenerator[AgentEvent, None]:
-        """Follow the stream: every event after ``last_id`` ("$": after the newest now)."""
+        """Follow the stream, or one route's: every event after ``last_id`` ("$": after the
+        newest now). Ids are the followed stream's own."""
+        key = self.route_key(route)
         if last_id == "$":
-            last_id = await self.last_id()
+            last_id = await self.last_id(route)
         while True:
-            reply: Any = await self.client.xread(
-                {self.stream_key: last_id}, count=100, block=block_ms
-            )
+            reply: Any = await self.client.xread({key: last_id}, count=100, block=block_ms)
             for _stream, entries in reply or []:
                 for event in self._parse(entries):
                     yield event
@@ -140,23 +179,33 @@ class EventStore(AsyncResource):
                 state = projection.apply(state, event)
             since = as_str(entries[-1][0])
 
-    async def last_id(self) -> str:
-        """The id of the newest entry ever added, or "0-0" for a stream that does not exist."""
+    async def last_id(self, route: str | None = None) -> str:
+        """The id of the newest entry ever added to the stream (or the route's), or "0-0" for a
+        stream that does not exist."""
         try:
-            info: Any = await self.client.xinfo_stream(self.stream_key)
+            info: Any = await self.client.xinfo_stream(self.route_key(route))
         except ResponseError:
             return "0-0"
         return as_str(info["last-generated-id"])
 
-    def group(self, name: str, consumer: str, *, on_give_up: GiveUp | None = None) -> ConsumerGroup:
-        """A worker of consumer group ``name``; call ``ensure()`` once before ``read()``.
+    def group(
+        self,
+        name: str,
+        consumer: str,
+        *,
+        route: str | None = None,
+        on_give_up: GiveUp | None = None,
+    ) -> ConsumerGroup:
+        """A worker of consumer group ``name`` on the log, or on a route's stream; call
+        ``ensure()`` once before ``read()``.
 
         ``on_give_up`` is awaited for each valid event this worker dead-letters because its
         deliveries kept crashing their workers (so someone hears about it).
         """
         return ConsumerGroup(
             self.client,
-            stream_key=self.stream_key,
+            stream_key=self.route_key(route),
+            route=route or "",
             dead_letter_key=self.dead_letter_key,
             name=name,
             consumer=consumer,
@@ -171,10 +220,17 @@ class EventStore(AsyncResource):
         return [DeadLetter.from_entry(as_str(entry_id), raw) for entry_id, raw in entries or []]
 
     async def requeue(self, dead_letter_id: str) -> str:
-        """Append a dead letter's original entry to the stream again; returns its new id."""
-        entry_id = await self._requeue(
-            keys=[self.dead_letter_key, self.stream_key], args=[dead_letter_id, ORIGINAL_FIELDS]
-        )
+        """Append a dead letter's original entry again to the stream it was read from (the log,
+        or its route's stream); returns its new id there."""
+        validate_id(dead_letter_id, "dead letter id")
+        found: Any = await self.client.xrange(self.dead_letter_key, dead_letter_id, dead_letter_id)
+        entry_id = None
+        if found:
+            letter = DeadLetter.from_entry(dead_letter_id, found[0][1])
+            target = self.route_key(letter.route or None)
+            entry_id = await self._requeue(
+                keys=[self.dead_letter_key, target], args=[dead_letter_id, ORIGINAL_FIELDS]
+            )
         if entry_id is None:
             msg = (
                 f"no dead letter {dead_letter_id!r} on stream {self.stream!r}; "
@@ -183,21 +239,23 @@ class EventStore(AsyncResource):
             raise AgentMemoryError(msg)
         return as_str(entry_id)
 
-    async def trim_acknowledged(self) -> int:
-        """Drop the entries every group has acknowledged; returns how many were dropped.
+    async def trim_acknowledged(self, route: str | None = None) -> int:
+        """Drop the entries every group of the stream (or of the route's) has acknowledged;
+        returns how many were dropped.
 
         The cut is the oldest entry any group still needs: its oldest pending entry, or the
         first entry after the last one it was given. Without groups nothing is dropped.
         """
+        key = self.route_key(route)
         try:
-            groups = await self.client.xinfo_groups(self.stream_key)
+            groups = await self.client.xinfo_groups(key)
         except ResponseError:
             return 0
         if not groups:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
             for info in groups:
-                pipe.xpending(self.stream_key, info["name"])
+                pipe.xpending(key, info["name"])
             pendings = await pipe.execute()
         needed = []
         for info, pending in zip(groups, pendings, strict=True):
@@ -207,7 +265,7 @@ class EventStore(AsyncResource):
                 ms, seq = _parse_id(as_str(info["last-delivered-id"]))
                 needed.append((ms, seq + 1))
         ms, seq = min(needed)
-        return int(await self.client.xtrim(self.stream_key, minid=f"{ms}-{seq}", approximate=False))
+        return int(await self.client.xtrim(key, minid=f"{ms}-{seq}", approximate=False))
 
     def _parse(self, entries: Sequence[Any]) -> list[AgentEvent]:
         events = []

@@ -18,7 +18,7 @@ replica, when ``database_read_url`` is set (used by ``m.db.replica()``; never mi
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -65,9 +65,15 @@ class Memory(AsyncResource):
         return self._db
 
     def events(
-        self, stream: str, *, max_deliveries: int = 5, reclaim_idle_ms: int = 30_000
+        self,
+        stream: str,
+        *,
+        max_deliveries: int = 5,
+        reclaim_idle_ms: int = 30_000,
+        routes: Mapping[str, str] | None = None,
     ) -> EventStore:
-        """One stream of this namespace, on the shared client."""
+        """One stream of this namespace (with its ``routes``, see :mod:`memory.events`), on the
+        shared client."""
         return EventStore(
             self._client,
             self.namespace,
@@ -75,6 +81,7 @@ class Memory(AsyncResource):
             max_deliveries=max_deliveries,
             reclaim_idle_ms=reclaim_idle_ms,
             limits=self.limits,
+            routes=routes,
         )
 
     def semaphore(self, name: str, limit: int, *, ttl_seconds: float = 30.0) -> Semaphore:

@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 from pydantic import SecretStr
 
-from agents import RUN_STREAM, EventType, Role, Settings, new_event
+from agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
 from agents.keys import orchestrator_key
 from agents.llm_calls import LLM_SLOTS
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
@@ -121,7 +121,7 @@ async def run_report(
         if launcher is None:
             launcher = stack.enter_context(AgentLauncher.start())
         m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
-        memory, events, db = m.memory, m.events(RUN_STREAM), m.db
+        memory, events, db = m.memory, m.events(RUN_STREAM, routes=ROUTES), m.db
         timings["connect"] = time.monotonic() - started
 
         entry = await open_entry(m.runs, events, run_id, topic)

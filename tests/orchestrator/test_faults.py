@@ -18,6 +18,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
+from agents.roles import Role
 from devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
 from memory.keys import Keyspace
 from tests.agents.fake_openai_server import Script, error, fake_openai
@@ -137,14 +138,16 @@ async def test_a_postgres_crash_mid_run_loses_and_duplicates_no_version(
 async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
     servers: ServerUrls, tmp_path: Path
 ) -> None:
-    """Malformed entries written into the run's stream never stop the run; the CLI shows them."""
+    """Malformed entries written into each role's handoffs never stop the run; the CLI shows
+    them."""
     rid = run_id()
     client = redis.Redis.from_url(servers.redis_url)
-    stream = Keyspace(rid).stream("run")
-    await client.xadd(stream, {"garbage": "yes"})
-    await client.xadd(
-        stream, {"type": "section.drafted", "agent": "x", "ts": "now", "payload": "{"}
-    )
+    for role in Role:  # the route each role's consumer group reads (agents.protocol.ROUTES)
+        stream = Keyspace(rid).stream(f"run.{role.value}")
+        await client.xadd(stream, {"garbage": "yes"})
+        await client.xadd(
+            stream, {"type": "section.drafted", "agent": "x", "ts": "now", "payload": "{"}
+        )
     await client.aclose()
     env = cli_env(servers.redis_url, servers.database_url, tmp_path)
 
@@ -154,7 +157,7 @@ async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
 
     code, listing, _ = finish(start_cli(env, "dead-letters", rid))
     assert code == 0
-    assert listing.count("not a valid event") == 6  # two entries, seen by three groups
+    assert listing.count("not a valid event") == 6  # two entries on each of three routes
     letter_id = listing.split()[0]
     code, requeued, _ = finish(start_cli(env, "requeue", rid, letter_id))
     assert code == 0
