@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 _FACTS = "store_facts"
 _PUBLISH = "publish"
 _CHECK_AT_MOST = 500  # sent entries checked for replication in one round trip (oldest first)
+_PAGE = 100  # entries read from the log at a time
 
 
 class DurableWriter:
@@ -100,7 +101,8 @@ class DurableWriter:
         if not items:
             return True
         seqs = await self.wal.append_many(items)
-        await self.flush()
+        fresh = [WalEntry(seq, kind, args) for seq, (kind, args) in zip(seqs, items, strict=True)]
+        await self.flush(fresh)
         return seqs[-1] <= self._last_sent
 
     async def pending(self) -> int:
@@ -111,19 +113,24 @@ class DurableWriter:
         """How many writes have not reached Redis yet (the rest wait for a replica)."""
         return await self.wal.count() - len(self._unconfirmed)
 
-    async def flush(self) -> int:
+    async def flush(self, fresh: Sequence[WalEntry] = ()) -> int:
         """Send the log to Redis in order, then drop what a replica holds; returns how many
-        entries are still pending (unsent, or sent but not yet safe)."""
+        entries are still pending (unsent, or sent but not yet safe).
+
+        ``fresh`` are entries just appended: when they are next in line (no older backlog),
+        they are sent as they are, without reading them back from the log.
+        """
         async with self._send_lock:
             try:
-                await self._send_new()
-                await self._confirm()
+                left = await self._send_new(fresh)
+                left = await self._confirm(left)
             except ServerUnavailableError as exc:
                 left = await self.wal.count()
                 logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
                 self._backlog.set()
                 return left
-            left = await self.wal.count()
+            if left is None:
+                left = await self.wal.count()
             if left:
                 self._backlog.set()
             return left
@@ -140,12 +147,18 @@ class DurableWriter:
 
     async def _write(self, kind: str, args: dict[str, Any]) -> bool:
         seq = await self.wal.append(kind, args)
-        await self.flush()
+        await self.flush([WalEntry(seq, kind, args)])
         return seq <= self._last_sent
 
-    async def _send_new(self) -> None:
-        """Send the entries this writer has not sent yet, oldest first."""
-        while entries := await self.wal.pending(limit=100, after=self._last_sent):
+    async def _send_new(self, fresh: Sequence[WalEntry] = ()) -> int | None:
+        """Send the entries this writer has not sent yet, oldest first; returns how many
+        entries the log holds afterwards (None if nothing was sent, so it was not asked).
+
+        Entries another task appends meanwhile are sent by that task's own flush."""
+        left = None
+        just_appended = bool(fresh) and fresh[0].seq == self._last_sent + 1
+        entries = list(fresh) if just_appended else await self._next_page()
+        while entries:
             if self._wait_for_replica is None:
                 fence = self.events.keys.replication_fence()
                 self._wait_for_replica = await has_replicas(self.events.client, fence)
@@ -159,12 +172,20 @@ class DurableWriter:
                     else:
                         sent.append(entry.seq)
             finally:
-                await self.wal.done(*sent)
+                left = await self.wal.done(*sent)
+            if just_appended or len(entries) < _PAGE:
+                break
+            entries = await self._next_page()
+        return left
 
-    async def _confirm(self) -> None:
-        """Drop the sent entries a replica holds; send again those a failover lost."""
+    async def _next_page(self) -> list[WalEntry]:
+        return await self.wal.pending(limit=_PAGE, after=self._last_sent)
+
+    async def _confirm(self, left: int | None) -> int | None:
+        """Drop the sent entries a replica holds; send again those a failover lost. Returns
+        how many entries the log holds (``left`` when nothing was dropped)."""
         if not self._unconfirmed:
-            return
+            return left
         sent = list(self._unconfirmed.values())[:_CHECK_AT_MOST]
         marks = [mark for item in sent for mark in item.marks]
         fence = self.events.keys.replication_fence()
@@ -182,7 +203,7 @@ class DurableWriter:
                 item.written_at = seen.primary  # on this primary by now, at or below here
             if item.written_at is not None and seen.safe(item.written_at):
                 safe.append(item.entry.seq)
-        await self.wal.done(*safe)
+        left = await self.wal.done(*safe)
         for seq in safe:
             del self._unconfirmed[seq]
         if lost:
@@ -193,6 +214,7 @@ class DurableWriter:
                 await self._send(item.entry)
                 item.written_at = None
                 self.resent += 1
+        return left
 
     def _marks(self, entry: WalEntry) -> list[Mark]:
         """Where the entry's write leaves its trace in Redis: its idempotency records."""

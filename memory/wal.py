@@ -88,12 +88,18 @@ class WriteAheadLog(AsyncResource):
         )
         return [WalEntry(seq, kind, json.loads(args)) for seq, kind, args in rows]
 
-    async def done(self, *seqs: int) -> None:
-        """Forget operations once their effect is safely in Redis (one transaction)."""
-        if not seqs:
-            return
+    async def done(self, *seqs: int) -> int:
+        """Forget operations once their effect is safely in Redis (one transaction); returns
+        how many operations the log still holds (one trip to the disk thread for both)."""
         marks = ", ".join("?" * len(seqs))
-        await self._run(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
+
+        def delete() -> int:
+            if seqs:
+                self._db.execute(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
+            return int(self._db.execute("SELECT count(*) FROM wal").fetchone()[0])
+
+        async with self._lock:
+            return await anyio.to_thread.run_sync(delete)
 
     async def count(self) -> int:
         rows = await self._run("SELECT count(*) FROM wal")
