@@ -122,7 +122,9 @@ class TimedLLM:
             outcomes=outcomes[:20],
         )
         event = new_event(EventType.LLM_CALLED, self.agent_id, call)
-        await self.writer.publish(event, idempotency_key=llm_call_key(self.agent_id, uuid.uuid4()))
+        # logged now, sent in the background: the handler's next publish goes out after it
+        key = llm_call_key(self.agent_id, uuid.uuid4())
+        await self.writer.publish_later(event, idempotency_key=key)
 
     async def aclose(self) -> None:
         aclose = getattr(self.inner, "aclose", None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -90,11 +90,14 @@ class Context:
     writer: DurableWriter
     state: str = "starting"
     detail: str = ""
+    changed: anyio.Event = field(default_factory=anyio.Event)
 
     async def status(self, detail: str, state: str = "working") -> None:
-        """Publish what this agent is doing now; the heartbeat repeats it until it changes."""
+        """Say what this agent is doing now. The heartbeat task publishes it at once, off the
+        handler's path (a status is advisory: a handler does not wait for it, and two changes
+        in quick succession are published as the last one), and repeats it until it changes."""
         self.state, self.detail = state, detail
-        await self.beat()
+        self.changed.set()
 
     async def beat(self) -> None:
         """Refresh this agent's status (and its TTL); an unreachable Redis is only logged."""
@@ -178,7 +181,8 @@ async def run_agent(
                     await serve(ctx, group, handler, concurrency)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    await ctx.status("shutting down", state="stopping")
+                    ctx.state, ctx.detail = "stopping", "shutting down"
+                    await ctx.beat()  # the heartbeat task is gone: published here
             outer.cancel_scope.cancel()  # release the instance
     return ended
 
@@ -230,10 +234,13 @@ def _make_llm(settings: Settings) -> LLM:
 
 
 async def heartbeat(ctx: Context) -> None:
-    """Refresh the status every ``heartbeat_seconds`` so it outlives its TTL while alive."""
+    """Publish the status whenever it changes, and at least every ``heartbeat_seconds`` so it
+    outlives its TTL while alive."""
     while True:
+        ctx.changed = anyio.Event()  # a change from here on is published by the next round
         await ctx.beat()
-        await anyio.sleep(ctx.settings.heartbeat_seconds)
+        with anyio.move_on_after(ctx.settings.heartbeat_seconds):
+            await ctx.changed.wait()
 
 
 async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrency: int = 1) -> None:

@@ -92,18 +92,32 @@ class DurableWriter:
         """Publish several ``(event, idempotency_key)`` at most once each, in order, logged in
         one transaction; True if they all reached Redis now. All are checked before any is
         logged, so a bad one leaves nothing behind."""
-        items = []
-        for event, idempotency_key in events:
-            event.to_fields(self.events.limits)  # a bad event never enters the log
-            validate_id(idempotency_key, "idempotency_key")
-            args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
-            items.append((_PUBLISH, args))
+        items = self._publish_items(events)
         if not items:
             return True
         seqs = await self.wal.append_many(items)
         fresh = [WalEntry(seq, kind, args) for seq, (kind, args) in zip(seqs, items, strict=True)]
         await self.flush(fresh)
         return seqs[-1] <= self._last_sent
+
+    async def publish_later(self, event: AgentEvent, *, idempotency_key: str) -> None:
+        """Log an event durably and return without waiting for Redis: :meth:`run` sends it in
+        the background, and any later publish or flush sends it first (the log's order is the
+        order of sending). For records off the caller's path, such as an LLM call's timing."""
+        [item] = self._publish_items([(event, idempotency_key)])
+        await self.wal.append_many([item])
+        self._backlog.set()
+
+    def _publish_items(
+        self, events: Sequence[tuple[AgentEvent, str]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        items = []
+        for event, idempotency_key in events:
+            event.to_fields(self.events.limits)  # a bad event never enters the log
+            validate_id(idempotency_key, "idempotency_key")
+            args = {"event": event.model_dump(mode="json"), "idempotency_key": idempotency_key}
+            items.append((_PUBLISH, args))
+        return items
 
     async def pending(self) -> int:
         """How many writes wait in the local log: not sent yet, or not yet on a replica."""
@@ -139,10 +153,10 @@ class DurableWriter:
         """Send any backlog, then keep sending it whenever a write could not go out (or is
         not on a replica yet)."""
         while True:
+            self._backlog = anyio.Event()  # set by a write logged during the flush, too
             if await self.flush():
                 await anyio.sleep(interval)
                 continue
-            self._backlog = anyio.Event()
             await self._backlog.wait()
 
     async def _write(self, kind: str, args: dict[str, Any]) -> bool:

@@ -47,6 +47,7 @@ async def test_calls_are_published_with_task_model_time_tokens_and_outcome(
         failing = TimedLLM(StubLLM(), "writer-2", writer)
         with pytest.raises(LLMError):
             await failing.generate(task="unknown", instructions="", payload={}, output=Review)
+        await writer.flush()  # the records are logged at once and sent in the background
 
     published = await events.read_events()
     calls = [parse_payload(e) for e in published]
@@ -87,6 +88,7 @@ async def test_a_retried_call_records_every_attempt_and_their_tokens(
             llm = TimedLLM(OpenAILLM.from_settings(settings), "review-1", writer)
             await llm.generate(task="review", instructions="", payload={}, output=Review)
             await llm.aclose()
+        await writer.flush()
 
     (call,) = [parse_payload(e) for e in await events.read_events()]
     assert isinstance(call, LLMCalled)
@@ -145,6 +147,7 @@ async def test_calls_of_several_agents_share_the_runs_llm_cap(
         async with anyio.create_task_group() as tg:
             for llm in agents:
                 tg.start_soon(calls, llm)
+        await writer.flush()
 
     assert 1 <= inner.most <= 2
     published = [parse_payload(e) for e in await events.read_events()]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from pathlib import Path
 
+import anyio
 import pytest
 import redis.asyncio as redis
 
@@ -122,3 +124,36 @@ async def test_a_batch_made_while_redis_is_down_is_sent_when_the_log_is_reopened
         writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
         assert await writer.flush() == 0
     assert [e.payload["n"] for e in await events.read_events()] == [0, 1, 2]
+
+
+async def test_a_record_logged_for_later_goes_out_before_the_next_publish(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """publish_later returns once the event is on disk; nothing reaches Redis until the writer
+    sends, and the next publish sends it first, so the stream keeps the order of the log."""
+    events = EventStore(redis_client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        await writer.publish_later(hello(1), idempotency_key="later-1")
+        assert await writer.unsent() == 1
+        assert await events.read_events() == []
+        assert await writer.publish(hello(2), idempotency_key="now-2")
+        assert await writer.pending() == 0
+    assert [e.payload["n"] for e in await events.read_events()] == [1, 2]
+
+
+async def test_the_running_writer_sends_a_record_logged_for_later_by_itself(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """With run() going, a record logged for later reaches Redis without another publish."""
+    events = EventStore(redis_client, namespace)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal, anyio.create_task_group() as tg:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        tg.start_soon(writer.run)
+        await writer.publish_later(hello(3), idempotency_key="later-3")
+        with anyio.fail_after(10):
+            async with aclosing(events.subscribe("0-0", block_ms=100)) as log:
+                seen = await anext(log)
+        tg.cancel_scope.cancel()
+    assert seen.payload == {"n": 3}
+    assert [e.payload["n"] for e in await events.read_events()] == [3]
