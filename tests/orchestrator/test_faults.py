@@ -195,9 +195,12 @@ async def test_agents_and_servers_stop_when_the_orchestrator_is_interrupted_or_k
     servers: ServerUrls, tmp_path: Path
 ) -> None:
     """Ctrl-C stops everything and exits 130; SIGKILL of the orchestrator takes the agents along."""
+    # LLM calls of 2 s: the run is certainly still going when the signal comes, however late a
+    # loaded machine lets this test see run.planned (it once exited 0 under load with 0.2 s).
+    slower = {**SLOW, "AGENTMEM_STUB_DELAY_SECONDS": "2"}
     for sig, expected_code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
         rid = run_id()
-        env = cli_env(servers.redis_url, servers.database_url, tmp_path, **SLOW)
+        env = cli_env(servers.redis_url, servers.database_url, tmp_path, **slower)
         process = start_cli(env, "run", "--run-id", rid)
         await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "run.planned")
         assert len(agent_processes(rid)) == 3
