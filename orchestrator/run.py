@@ -40,10 +40,8 @@ from memory import (
 from orchestrator.launcher import AgentLauncher
 from orchestrator.progress import Progress
 from orchestrator.report import (
-    cited_ids,
     dump_json,
-    final_drafts,
-    read_log,
+    read_run,
     render_markdown,
     run_record,
     section_histories,
@@ -287,20 +285,16 @@ async def _write_outputs(  # noqa: PLR0917
     started: float,
     restarts: list[Restart],
 ) -> tuple[Path, Path]:
-    drafts = await final_drafts(db, state)
-    histories = await section_histories(db, state, drafts)
-    facts = await memory.get_facts(cited_ids(drafts))
+    reads = await read_run(state, memory, events, db)
+    histories = section_histories(reads)
     reports = Path(settings.reports_dir)
     await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
     report_path = reports / f"{path_part(run_id)}.md"
     record_path = reports / f"{path_part(run_id)}.json"
-    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, facts))
+    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, reads.cited))
     timings["total"] = time.monotonic() - started
-    log = await read_log(events)
-    record = await run_record(
-        state, memory, log, db, run_id=run_id, timings=timings, restarts=restarts
-    )
+    record = run_record(state, reads, run_id=run_id, timings=timings, restarts=restarts)
     await anyio.Path(record_path).write_text(dump_json(record))
-    picture = timeline_html(run_id, state.topic, log, await events.dead_letters(1000), restarts)
+    picture = timeline_html(run_id, state.topic, reads.log, reads.dead_letters, restarts)
     await anyio.Path(reports / f"{path_part(run_id)}.html").write_text(picture)
     return report_path, record_path
