@@ -118,7 +118,20 @@ async def run_report(
     async with AsyncExitStack() as stack:
         if launcher is None:
             launcher = stack.enter_context(AgentLauncher.start())
-        m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
+        supervisor = Supervisor(
+            run_id,
+            agent_env(settings),
+            Path(settings.data_dir) / "logs" / path_part(run_id),
+            notify=progress.message,
+            launcher=launcher,
+        )
+        specs = agent_specs(writers, reviewers, researchers)
+        # The researchers start first, now: they connect while this process does, and wait
+        # for the request it is about to publish (as agents that join ahead do).
+        stack.push_async_callback(supervisor.stop_early)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.start_early, [s for s in specs if s.role == Role.RESEARCH])
+            m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
         memory, events, db = m.memory, m.events(RUN_STREAM), m.db
         timings["connect"] = time.monotonic() - started
 
@@ -130,14 +143,6 @@ async def run_report(
             )
         request = RunRequested(topic=topic, sources=list(sources))
         await _announce(events, EventType.RUN_REQUESTED, request)
-        supervisor = Supervisor(
-            run_id,
-            agent_env(settings),
-            Path(settings.data_dir) / "logs" / path_part(run_id),
-            notify=progress.message,
-            launcher=launcher,
-        )
-        specs = agent_specs(writers, reviewers, researchers)
         state = RunState()
         try:
             await _follow(

@@ -99,6 +99,29 @@ class Supervisor:
         self.processes: dict[str, AgentProcess] = {}
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
+        self._early: dict[str, AgentProcess] = {}  # started by start_early, not yet run
+
+    async def start_early(self, specs: Sequence[AgentSpec]) -> dict[str, int]:
+        """Start these agents' first processes now, before :meth:`run` is given them; returns
+        their pids.
+
+        For the agents a run needs first: they connect and claim their instance while the
+        caller does its own setup, and :meth:`run` adopts them as they are. Those that
+        :meth:`run` never adopts are stopped by :meth:`stop_early`; call it on the way out.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            if spec.name not in self._early:
+                self._early[spec.name] = await self._start(spec)
+        return {spec.name: self._early[spec.name].pid for spec in specs}
+
+    async def stop_early(self) -> None:
+        """Stop the processes :meth:`start_early` started that :meth:`run` did not adopt."""
+        early, self._early = list(self._early.values()), {}
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for process in early:
+                    tg.start_soon(_terminate, process)
 
     async def run(self, specs: Sequence[AgentSpec]) -> None:
         """Start every agent and keep each one alive; returns only by cancellation or error."""
@@ -143,27 +166,29 @@ class Supervisor:
 
     async def _run_once(self, spec: AgentSpec) -> int:
         """Run the agent until it exits (returns its code) or the supervisor is cancelled."""
-        log_path = self.log_dir / f"{spec.name}.log"
-        process: AgentProcess
-        if self.launcher is not None:
-            process = await self.launcher.launch(
-                spec.role, self.run_id, spec.instance, self.env, log_path
-            )
-        else:
-            with log_path.open("ab") as log:
-                process = await anyio.open_process(
-                    self.command(spec),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=self.env,
-                )
+        process = self._early.pop(spec.name, None) or await self._start(spec)
         self.processes[spec.name] = process
         try:
             return await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
                 await _terminate(process)
+
+    async def _start(self, spec: AgentSpec) -> AgentProcess:
+        """A new process for ``spec``: forked from the launcher's zygote, or a new interpreter."""
+        log_path = self.log_dir / f"{spec.name}.log"
+        if self.launcher is not None:
+            return await self.launcher.launch(
+                spec.role, self.run_id, spec.instance, self.env, log_path
+            )
+        with log_path.open("ab") as log:
+            return await anyio.open_process(
+                self.command(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
 
     def pids(self) -> dict[str, int]:
         """The process id of each agent's current process."""
