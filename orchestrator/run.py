@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from memory import (
     Semaphore,
     ServerUnavailableError,
     SharedAgentDB,
+    leaves,
     open_memory,
     path_part,
     retrying,
@@ -144,6 +145,30 @@ async def run_report(
         request = RunRequested(topic=topic, sources=list(sources))
         await _announce(events, EventType.RUN_REQUESTED, request)
         state = RunState()
+        outputs: list[Path] = []
+
+        async def finish() -> None:
+            """Write the report, record and timeline (while the agents stop), then say so."""
+            timings["agents"] = time.monotonic() - started - timings["connect"]
+            timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
+            async for attempt in retrying(
+                ServerUnavailableError, attempts=30, timeout=120, maximum=5
+            ):
+                with attempt:
+                    outputs[:] = await _write_outputs(
+                        settings,
+                        run_id,
+                        state,
+                        memory,
+                        events,
+                        db,
+                        timings,
+                        started,
+                        supervisor.restart_log,
+                    )
+                    done = RunCompleted(report_path=str(outputs[0]))
+                    await _announce(events, EventType.RUN_COMPLETED, done)
+
         try:
             await _follow(
                 settings,
@@ -156,31 +181,15 @@ async def run_report(
                 llm_slots=None
                 if settings.use_stub_llm
                 else m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
+                settled=finish,
             )
         except BaseException as exc:
-            if isinstance(exc, RunFailedError):
+            if any(isinstance(e, RunFailedError) for e in leaves(exc)):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await _announce_failure(events, str(exc))
+                    await _announce_failure(events, failure_text(exc))
             await close_entry(m.runs, entry, state, error=failure_text(exc))
             raise
-        timings["agents"] = time.monotonic() - started - timings["connect"]
-        timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
-
-        async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
-            with attempt:
-                report_path, record_path = await _write_outputs(
-                    settings,
-                    run_id,
-                    state,
-                    memory,
-                    events,
-                    db,
-                    timings,
-                    started,
-                    supervisor.restart_log,
-                )
-                done = RunCompleted(report_path=str(report_path))
-                await _announce(events, EventType.RUN_COMPLETED, done)
+        report_path, record_path = outputs
         await close_entry(m.runs, entry, state, report_path=str(report_path))
     return RunResult(run_id, report_path, record_path, state, timings)
 
@@ -209,25 +218,28 @@ async def _follow(
     progress: Progress,
     specs: Sequence[AgentSpec],
     llm_slots: Semaphore | None = None,
+    settled: Callable[[], Awaitable[None]],
 ) -> None:
     """Run the agents and follow the log, folding it into ``state``, until every section is
-    settled."""
+    settled; then tell the agents to stop and await ``settled()`` while they do."""
     tracker = RunTracker()
-    try:
-        with anyio.fail_after(settings.run_timeout_seconds):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(start_in_stages, supervisor, memory, specs)
-                tg.start_soon(progress.follow, memory, state, llm_slots)
-                await _watch(events, tracker, state, progress)
-                tg.cancel_scope.cancel()
-    except TimeoutError as exc:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_in_stages, supervisor, memory, specs)
+        tg.start_soon(progress.follow, memory, state, llm_slots)
+        with anyio.move_on_after(settings.run_timeout_seconds) as watching:
+            await _watch(events, tracker, state, progress)
+        if not watching.cancelled_caught:
+            supervisor.stop()
+            await settled()
+        tg.cancel_scope.cancel()
+    if watching.cancelled_caught:  # raised here, outside the task group: not in a group
         pending = state.unsettled
         msg = (
             f"the run did not finish within {settings.run_timeout_seconds:.0f} s "
             f"(sections not done: {', '.join(pending) or 'none planned yet'}); "
             f"see the agent logs in {supervisor.log_dir}"
         )
-        raise RunFailedError(msg) from exc
+        raise RunFailedError(msg)
 
 
 async def start_in_stages(

@@ -100,6 +100,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
         self._early: dict[str, AgentProcess] = {}  # started by start_early, not yet run
+        self._stopping = False  # stop() was called: no restarts, SIGTERM sent already
 
     async def start_early(self, specs: Sequence[AgentSpec]) -> dict[str, int]:
         """Start these agents' first processes now, before :meth:`run` is given them; returns
@@ -123,8 +124,17 @@ class Supervisor:
                 for process in early:
                     tg.start_soon(_terminate, process)
 
+    def stop(self) -> None:
+        """Tell every agent to stop (SIGTERM) now, without waiting; none is restarted from now
+        on. :meth:`run` returns once they have exited; cancel it to give those still running
+        the grace period, then SIGKILL. For a caller with work to do while the agents stop."""
+        self._stopping = True
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+
     async def run(self, specs: Sequence[AgentSpec]) -> None:
-        """Start every agent and keep each one alive; returns only by cancellation or error."""
+        """Start every agent and keep each one alive; returns only by cancellation or error
+        (or, after :meth:`stop`, once every agent has exited)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         async with anyio.create_task_group() as tg:
             for spec in specs:
@@ -145,10 +155,10 @@ class Supervisor:
 
     async def _keep_alive(self, spec: AgentSpec) -> None:
         restarts = 0
-        while True:
+        while not self._stopping:
             code = await self._run_once(spec)
-            if code == 0:
-                logger.info("%s stopped by itself (its run is over)", spec.name)
+            if code == 0 or self._stopping:
+                logger.info("%s stopped (its run is over)", spec.name)
                 return
             restarts += 1
             self.restarts[spec.name] = restarts
@@ -172,7 +182,7 @@ class Supervisor:
             return await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
-                await _terminate(process)
+                await _terminate(process, signalled=self._stopping)
 
     async def _start(self, spec: AgentSpec) -> AgentProcess:
         """A new process for ``spec``: forked from the launcher's zygote, or a new interpreter."""
@@ -195,11 +205,13 @@ class Supervisor:
         return {name: p.pid for name, p in self.processes.items() if p.returncode is None}
 
 
-async def _terminate(process: AgentProcess) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited after the grace period."""
+async def _terminate(process: AgentProcess, *, signalled: bool = False) -> None:
+    """SIGTERM (unless ``signalled`` already: a second one could cut its shutdown short),
+    then SIGKILL if the process has not exited after the grace period."""
     if process.returncode is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    if not signalled:
+        process.send_signal(signal.SIGTERM)
     with anyio.move_on_after(GRACE_SECONDS):
         await process.wait()
         return

@@ -132,3 +132,20 @@ async def test_agents_started_early_but_never_run_are_stopped_on_the_way_out(
     for pid in early.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped: gone
+
+
+@pytest.mark.anyio
+async def test_stop_ends_every_agent_without_restarting_any(tmp_path: Path) -> None:
+    """After stop(), run() returns once the agents have exited, and none was restarted."""
+    notes: list[str] = []
+    supervisor = Counting("run-1", {}, tmp_path, first_backoff=0.01, notify=notes.append)
+    specs = [AgentSpec(Role.WRITER, 1), AgentSpec(Role.REVIEW, 1)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(supervisor.run, specs)
+        await anyio.wait_all_tasks_blocked()
+        supervisor.stop()
+        with anyio.fail_after(30):
+            await supervisor.run([])  # returns at once: nothing new is started
+    assert notes == []
+    assert supervisor.restart_log == []
+    assert all(p.returncode is not None for p in supervisor.processes.values())
