@@ -11,6 +11,11 @@ waits for its previous process's instance lease to expire (see :mod:`agents.inst
 When the supervisor is cancelled (the run finished, failed, timed out, or the user pressed
 Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
 kernel for SIGTERM if the orchestrator itself dies, so none outlives it.
+
+Two calls let the caller overlap its own work with the agents' start and stop:
+:meth:`Supervisor.start_early` starts the agents a run needs first before :meth:`run` is
+given them (they connect while the caller does), and :meth:`Supervisor.stop` sends every
+agent SIGTERM without waiting (the run writes its report while they exit).
 """
 
 from __future__ import annotations
