@@ -190,9 +190,17 @@ async def _plan(ctx: Context) -> Document | None:
 
 
 def _remember(ctx: Context, stored: Document) -> None:
+    """Keep ``stored``, a plan as read back from the database: only then are its mappings in
+    the order every researcher sees (PostgreSQL's jsonb orders an object's keys its own way),
+    which numbers the sources' extraction records."""
     if len(_PLANS) >= _PLANS_KEPT:
         _PLANS.clear()
     _PLANS[ctx.db.namespace] = stored
+
+
+def forget_plans() -> None:
+    """Drop every kept plan (for tests that play several research processes in one)."""
+    _PLANS.clear()
 
 
 async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
@@ -215,15 +223,16 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         source_sections=_source_sections(plan, request),
     )
     try:
-        stored = await ctx.db.write(
+        # Not kept (see _remember): its ``source_sections`` is in the LLM's order, while every
+        # reader of the stored plan, whose order numbers the extraction records, sees jsonb's.
+        return await ctx.db.write(
             PLAN_KEY, value.model_dump(mode="json"), ctx.agent_id, expected_version=0
         )
     except ConflictError:  # another research instance stored its plan first: use that one
-        found = await ctx.db.read(PLAN_KEY)
-        assert found is not None
-        stored = found
-    _remember(ctx, stored)
-    return stored
+        stored = await ctx.db.read(PLAN_KEY)
+        assert stored is not None
+        _remember(ctx, stored)
+        return stored
 
 
 def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
