@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-Connection = asyncpg.Connection | PoolConnectionProxy
+_Connection = asyncpg.Connection | PoolConnectionProxy  # what pool.acquire() yields, or a bare one
 _LOCK_ID = 0x61_67_65_6E_74_6D_65_6D  # "agentmem"
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS agentmem_migrations (
@@ -66,7 +66,7 @@ async def migrate(pool: asyncpg.Pool, *, acquire_timeout: float | None = None) -
         return await _apply(conn)
 
 
-async def _up_to_date(conn: Connection) -> bool:
+async def _up_to_date(conn: _Connection) -> bool:
     """Whether every shipped migration is recorded (one query; no lock, no transaction)."""
     try:
         done = await conn.fetchval("SELECT array_agg(version) FROM agentmem_migrations")
@@ -75,7 +75,7 @@ async def _up_to_date(conn: Connection) -> bool:
     return {m.version for m in migrations()} <= set(done or ())
 
 
-async def _apply(conn: Connection) -> list[int]:
+async def _apply(conn: _Connection) -> list[int]:
     """Apply the missing migrations in one transaction, under the advisory lock."""
     applied_now = []
     async with conn.transaction():
