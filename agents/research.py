@@ -96,7 +96,7 @@ async def plan_run(ctx: Context, event: AgentEvent) -> None:
 async def extract_source(ctx: Context, event: AgentEvent) -> None:
     """Extract one source's facts (unless recorded), record it, hand off if it was the last."""
     assigned = payload_as(event, SourceAssigned)
-    stored = await ctx.db.read(PLAN_KEY)
+    stored = await _plan(ctx)
     if stored is None:
         msg = f"source {assigned.source.name!r} was handed out before the run's plan was stored"
         raise ProtocolError(msg)
@@ -171,10 +171,43 @@ async def _record(ctx: Context, key: str, source_name: str, keys: dict[str, set[
         logger.info("source %s was recorded by another delivery first", source_name)
 
 
+# The run's plan as this process last read or wrote it, by namespace. What extraction uses
+# (topic, sections, which source feeds which) never changes once stored; only ``published``
+# does, and a stale copy of it costs a repeated, idempotent hand-off at most. Twenty sources
+# extracted at once otherwise read it twenty times, each on a pooled connection of its own.
+_PLANS: dict[str, Document] = {}
+_PLANS_KEPT = 16  # namespaces: one agent process serves one run
+
+
+async def _plan(ctx: Context) -> Document | None:
+    """The run's stored plan (read once per process), or None if there is none yet."""
+    stored = _PLANS.get(ctx.db.namespace)
+    if stored is None:
+        stored = await ctx.db.read(PLAN_KEY)
+        if stored is not None:
+            _remember(ctx, stored)
+    return stored
+
+
+def _remember(ctx: Context, stored: Document) -> None:
+    """Keep ``stored``, a plan as read back from the database: only then are its mappings in
+    the order every researcher sees (PostgreSQL's jsonb orders an object's keys its own way),
+    which numbers the sources' extraction records."""
+    if len(_PLANS) >= _PLANS_KEPT:
+        _PLANS.clear()
+    _PLANS[ctx.db.namespace] = stored
+
+
+def forget_plans() -> None:
+    """Drop every kept plan (for tests that play several research processes in one)."""
+    _PLANS.clear()
+
+
 async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
     """The run's plan: the stored one if there is one, else a new one from the LLM, stored."""
     existing = await ctx.db.read(PLAN_KEY)
     if existing is not None:
+        _remember(ctx, existing)
         return existing
     await ctx.status("planning sections")
     plan = await ctx.llm.generate(
@@ -190,12 +223,15 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         source_sections=_source_sections(plan, request),
     )
     try:
+        # Not kept (see _remember): its ``source_sections`` is in the LLM's order, while every
+        # reader of the stored plan, whose order numbers the extraction records, sees jsonb's.
         return await ctx.db.write(
             PLAN_KEY, value.model_dump(mode="json"), ctx.agent_id, expected_version=0
         )
     except ConflictError:  # another research instance stored its plan first: use that one
         stored = await ctx.db.read(PLAN_KEY)
         assert stored is not None
+        _remember(ctx, stored)
         return stored
 
 

@@ -74,7 +74,7 @@ def run(
     except AgentMemoryError as exc:
         fail(str(exc), code=2)
     run_id = run_id or new_run_id()
-    progress = Progress(console(), quiet=quiet)
+    progress = Progress(None if quiet else console(), quiet=quiet)
     llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
     progress.message(
         f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
@@ -100,8 +100,8 @@ def run(
     except KeyboardInterrupt:
         fail("interrupted; agents and servers stopped", code=130)
     t = result.timings
-    if quiet:
-        console().print(str(result.report_path), soft_wrap=True, highlight=False)
+    if quiet:  # the path alone, without rich (see orchestrator.progress)
+        typer.echo(str(result.report_path))
         return
     progress.message(
         f"done in {t['total']:.1f} s after servers were up (connect {t['connect']:.1f} s, "

@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ from memory import (
     Semaphore,
     ServerUnavailableError,
     SharedAgentDB,
+    leaves,
     open_memory,
     path_part,
     retrying,
@@ -40,10 +41,8 @@ from memory import (
 from orchestrator.launcher import AgentLauncher
 from orchestrator.progress import Progress
 from orchestrator.report import (
-    cited_ids,
     dump_json,
-    final_drafts,
-    read_log,
+    read_run,
     render_markdown,
     run_record,
     section_histories,
@@ -120,7 +119,20 @@ async def run_report(
     async with AsyncExitStack() as stack:
         if launcher is None:
             launcher = stack.enter_context(AgentLauncher.start())
-        m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
+        supervisor = Supervisor(
+            run_id,
+            agent_env(settings),
+            Path(settings.data_dir) / "logs" / path_part(run_id),
+            notify=progress.message,
+            launcher=launcher,
+        )
+        specs = agent_specs(writers, reviewers, researchers)
+        # The researchers start first, now: they connect while this process does, and wait
+        # for the request it is about to publish (as agents that join ahead do).
+        stack.push_async_callback(supervisor.stop_early)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.start_early, [s for s in specs if s.role == Role.RESEARCH])
+            m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
         memory, events, db = m.memory, m.events(RUN_STREAM, routes=ROUTES), m.db
         timings["connect"] = time.monotonic() - started
 
@@ -132,15 +144,31 @@ async def run_report(
             )
         request = RunRequested(topic=topic, sources=list(sources))
         await _announce(events, EventType.RUN_REQUESTED, request)
-        supervisor = Supervisor(
-            run_id,
-            agent_env(settings),
-            Path(settings.data_dir) / "logs" / path_part(run_id),
-            notify=progress.message,
-            launcher=launcher,
-        )
-        specs = agent_specs(writers, reviewers, researchers)
         state = RunState()
+        outputs: list[Path] = []
+
+        async def finish() -> None:
+            """Write the report, record and timeline (while the agents stop), then say so."""
+            timings["agents"] = time.monotonic() - started - timings["connect"]
+            timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
+            async for attempt in retrying(
+                ServerUnavailableError, attempts=30, timeout=120, maximum=5
+            ):
+                with attempt:
+                    outputs[:] = await _write_outputs(
+                        settings,
+                        run_id,
+                        state,
+                        memory,
+                        events,
+                        db,
+                        timings,
+                        started,
+                        supervisor.restart_log,
+                    )
+                    done = RunCompleted(report_path=str(outputs[0]))
+                    await _announce(events, EventType.RUN_COMPLETED, done)
+
         try:
             await _follow(
                 settings,
@@ -153,31 +181,15 @@ async def run_report(
                 llm_slots=None
                 if settings.use_stub_llm
                 else m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
+                settled=finish,
             )
         except BaseException as exc:
-            if isinstance(exc, RunFailedError):
+            if any(isinstance(e, RunFailedError) for e in leaves(exc)):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await _announce_failure(events, str(exc))
+                    await _announce_failure(events, failure_text(exc))
             await close_entry(m.runs, entry, state, error=failure_text(exc))
             raise
-        timings["agents"] = time.monotonic() - started - timings["connect"]
-        timings["llm_by_agents"] = sum(state.llm_seconds.values())  # from llm.called events
-
-        async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=120, maximum=5):
-            with attempt:
-                report_path, record_path = await _write_outputs(
-                    settings,
-                    run_id,
-                    state,
-                    memory,
-                    events,
-                    db,
-                    timings,
-                    started,
-                    supervisor.restart_log,
-                )
-                done = RunCompleted(report_path=str(report_path))
-                await _announce(events, EventType.RUN_COMPLETED, done)
+        report_path, record_path = outputs
         await close_entry(m.runs, entry, state, report_path=str(report_path))
     return RunResult(run_id, report_path, record_path, state, timings)
 
@@ -206,25 +218,28 @@ async def _follow(
     progress: Progress,
     specs: Sequence[AgentSpec],
     llm_slots: Semaphore | None = None,
+    settled: Callable[[], Awaitable[None]],
 ) -> None:
     """Run the agents and follow the log, folding it into ``state``, until every section is
-    settled."""
+    settled; then tell the agents to stop and await ``settled()`` while they do."""
     tracker = RunTracker()
-    try:
-        with anyio.fail_after(settings.run_timeout_seconds):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(start_in_stages, supervisor, memory, specs)
-                tg.start_soon(progress.follow, memory, state, llm_slots)
-                await _watch(events, tracker, state, progress)
-                tg.cancel_scope.cancel()
-    except TimeoutError as exc:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_in_stages, supervisor, memory, specs)
+        tg.start_soon(progress.follow, memory, state, llm_slots)
+        with anyio.move_on_after(settings.run_timeout_seconds) as watching:
+            await _watch(events, tracker, state, progress)
+        if not watching.cancelled_caught:
+            supervisor.stop()
+            await settled()
+        tg.cancel_scope.cancel()
+    if watching.cancelled_caught:  # raised here, outside the task group: not in a group
         pending = state.unsettled
         msg = (
             f"the run did not finish within {settings.run_timeout_seconds:.0f} s "
             f"(sections not done: {', '.join(pending) or 'none planned yet'}); "
             f"see the agent logs in {supervisor.log_dir}"
         )
-        raise RunFailedError(msg) from exc
+        raise RunFailedError(msg)
 
 
 async def start_in_stages(
@@ -287,20 +302,16 @@ async def _write_outputs(  # noqa: PLR0917
     started: float,
     restarts: list[Restart],
 ) -> tuple[Path, Path]:
-    drafts = await final_drafts(db, state)
-    histories = await section_histories(db, state, drafts)
-    facts = await memory.get_facts(cited_ids(drafts))
+    reads = await read_run(state, memory, events, db)
+    histories = section_histories(reads)
     reports = Path(settings.reports_dir)
     await anyio.Path(reports).mkdir(parents=True, exist_ok=True)
     report_path = reports / f"{path_part(run_id)}.md"
     record_path = reports / f"{path_part(run_id)}.json"
-    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, facts))
+    await anyio.Path(report_path).write_text(render_markdown(run_id, state, histories, reads.cited))
     timings["total"] = time.monotonic() - started
-    log = await read_log(events)
-    record = await run_record(
-        state, memory, log, db, run_id=run_id, timings=timings, restarts=restarts
-    )
+    record = run_record(state, reads, run_id=run_id, timings=timings, restarts=restarts)
     await anyio.Path(record_path).write_text(dump_json(record))
-    picture = timeline_html(run_id, state.topic, log, await events.dead_letters(1000), restarts)
+    picture = timeline_html(run_id, state.topic, reads.log, reads.dead_letters, restarts)
     await anyio.Path(reports / f"{path_part(run_id)}.html").write_text(picture)
     return report_path, record_path

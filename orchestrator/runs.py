@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import anyio
 
-from memory import AgentMemoryError, EventStore, RunEntry, RunIndex
+from memory import AgentMemoryError, EventStore, RunEntry, RunIndex, leaves
 from orchestrator.tracker import RunState
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,10 @@ async def close_entry(
 
 
 def failure_text(exc: BaseException) -> str:
-    """One line saying why the run ended early."""
+    """One line saying why the run ended early (for a task group's error, the errors in it)."""
+    inside = leaves(exc)
+    if inside != [exc]:
+        return "; ".join(dict.fromkeys(failure_text(e) for e in inside))
     if isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class()):
         return "interrupted"
     with contextlib.suppress(Exception):

@@ -11,6 +11,11 @@ waits for its previous process's instance lease to expire (see :mod:`agents.inst
 When the supervisor is cancelled (the run finished, failed, timed out, or the user pressed
 Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
 kernel for SIGTERM if the orchestrator itself dies, so none outlives it.
+
+Two calls let the caller overlap its own work with the agents' start and stop:
+:meth:`Supervisor.start_early` starts the agents a run needs first before :meth:`run` is
+given them (they connect while the caller does), and :meth:`Supervisor.stop` sends every
+agent SIGTERM without waiting (the run writes its report while they exit).
 """
 
 from __future__ import annotations
@@ -99,9 +104,42 @@ class Supervisor:
         self.processes: dict[str, AgentProcess] = {}
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
+        self._early: dict[str, AgentProcess] = {}  # started by start_early, not yet run
+        self._stopping = False  # stop() was called: no restarts, SIGTERM sent already
+
+    async def start_early(self, specs: Sequence[AgentSpec]) -> dict[str, int]:
+        """Start these agents' first processes now, before :meth:`run` is given them; returns
+        their pids.
+
+        For the agents a run needs first: they connect and claim their instance while the
+        caller does its own setup, and :meth:`run` adopts them as they are. Those that
+        :meth:`run` never adopts are stopped by :meth:`stop_early`; call it on the way out.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            if spec.name not in self._early:
+                self._early[spec.name] = await self._start(spec)
+        return {spec.name: self._early[spec.name].pid for spec in specs}
+
+    async def stop_early(self) -> None:
+        """Stop the processes :meth:`start_early` started that :meth:`run` did not adopt."""
+        early, self._early = list(self._early.values()), {}
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for process in early:
+                    tg.start_soon(_terminate, process)
+
+    def stop(self) -> None:
+        """Tell every agent to stop (SIGTERM) now, without waiting; none is restarted from now
+        on. :meth:`run` returns once they have exited; cancel it to give those still running
+        the grace period, then SIGKILL. For a caller with work to do while the agents stop."""
+        self._stopping = True
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
 
     async def run(self, specs: Sequence[AgentSpec]) -> None:
-        """Start every agent and keep each one alive; returns only by cancellation or error."""
+        """Start every agent and keep each one alive; returns only by cancellation or error
+        (or, after :meth:`stop`, once every agent has exited)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         async with anyio.create_task_group() as tg:
             for spec in specs:
@@ -122,10 +160,10 @@ class Supervisor:
 
     async def _keep_alive(self, spec: AgentSpec) -> None:
         restarts = 0
-        while True:
+        while not self._stopping:
             code = await self._run_once(spec)
-            if code == 0:
-                logger.info("%s stopped by itself (its run is over)", spec.name)
+            if code == 0 or self._stopping:
+                logger.info("%s stopped (its run is over)", spec.name)
                 return
             restarts += 1
             self.restarts[spec.name] = restarts
@@ -143,38 +181,42 @@ class Supervisor:
 
     async def _run_once(self, spec: AgentSpec) -> int:
         """Run the agent until it exits (returns its code) or the supervisor is cancelled."""
-        log_path = self.log_dir / f"{spec.name}.log"
-        process: AgentProcess
-        if self.launcher is not None:
-            process = await self.launcher.launch(
-                spec.role, self.run_id, spec.instance, self.env, log_path
-            )
-        else:
-            with log_path.open("ab") as log:
-                process = await anyio.open_process(
-                    self.command(spec),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=self.env,
-                )
+        process = self._early.pop(spec.name, None) or await self._start(spec)
         self.processes[spec.name] = process
         try:
             return await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
-                await _terminate(process)
+                await _terminate(process, signalled=self._stopping)
+
+    async def _start(self, spec: AgentSpec) -> AgentProcess:
+        """A new process for ``spec``: forked from the launcher's zygote, or a new interpreter."""
+        log_path = self.log_dir / f"{spec.name}.log"
+        if self.launcher is not None:
+            return await self.launcher.launch(
+                spec.role, self.run_id, spec.instance, self.env, log_path
+            )
+        with log_path.open("ab") as log:
+            return await anyio.open_process(
+                self.command(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+            )
 
     def pids(self) -> dict[str, int]:
         """The process id of each agent's current process."""
         return {name: p.pid for name, p in self.processes.items() if p.returncode is None}
 
 
-async def _terminate(process: AgentProcess) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited after the grace period."""
+async def _terminate(process: AgentProcess, *, signalled: bool = False) -> None:
+    """SIGTERM (unless ``signalled`` already: a second one could cut its shutdown short),
+    then SIGKILL if the process has not exited after the grace period."""
     if process.returncode is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    if not signalled:
+        process.send_signal(signal.SIGTERM)
     with anyio.move_on_after(GRACE_SECONDS):
         await process.wait()
         return

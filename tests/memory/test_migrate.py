@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
 import anyio
 import asyncpg
 import pytest
 
 from devservers import ServerUrls
-from memory.migrate import migrate, migrations
+from memory.migrate import _LOCK_ID, migrate, migrations
 from memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
@@ -38,3 +42,49 @@ async def test_connect_creates_a_migrated_store_and_close_releases_its_pool(
         await db.write("doc", {"ok": True}, "a")
         pool = db.pool
     assert pool.is_closing()
+
+
+@pytest.fixture
+async def new_database(servers: ServerUrls) -> AsyncIterator[str]:
+    """The URL of a database created for this test (no schema), dropped after it."""
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield urlsplit(servers.database_url)._replace(path=f"/{name}").geturl()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+async def test_a_new_database_is_migrated_once_by_concurrent_migrators(new_database: str) -> None:
+    """On a database without the schema, five migrators at once apply each version once."""
+    pool = await asyncpg.create_pool(new_database, min_size=1, max_size=5)
+    try:
+        results: list[list[int]] = []
+
+        async def run() -> None:
+            results.append(await migrate(pool))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(run)
+        applied = sorted(v for result in results for v in result)
+        assert applied == [m.version for m in migrations()]
+        assert await migrate(pool) == []
+    finally:
+        await pool.close()
+
+
+async def test_an_up_to_date_database_is_checked_without_the_migration_lock(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """While another session holds the migration lock, an up-to-date database still checks."""
+    await migrate(pg_pool)
+    async with pg_pool.acquire() as holder:
+        await holder.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+        try:
+            with anyio.fail_after(10):  # it would wait for the lock for ever otherwise
+                assert await migrate(pg_pool) == []
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)

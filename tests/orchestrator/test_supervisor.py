@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,3 +95,57 @@ async def test_the_others_start_anyway_when_the_researcher_is_slow_to_be_ready(
         await supervisor.until_started(3)
         tg.cancel_scope.cancel()
     assert supervisor.started == ["research-1", "writer-1", "review-1"]
+
+
+class Counting(Supervisor):
+    """A supervisor whose agents are a one-line program that writes a line and waits."""
+
+    def command(self, spec: AgentSpec) -> list[str]:
+        return [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+
+
+async def test_an_agent_started_early_is_adopted_by_run_not_started_again(tmp_path: Path) -> None:
+    """start_early's process is the one run() supervises: one process per agent, not two."""
+    supervisor = Counting("run-1", {}, tmp_path)
+    spec = AgentSpec(Role.RESEARCH, 1)
+    early = await supervisor.start_early([spec])
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.run, [spec])
+            await anyio.wait_all_tasks_blocked()
+            assert supervisor.pids() == early
+            tg.cancel_scope.cancel()
+    finally:
+        await supervisor.stop_early()
+    assert supervisor.processes[spec.name].returncode is not None  # stopped with run()
+
+
+async def test_agents_started_early_but_never_run_are_stopped_on_the_way_out(
+    tmp_path: Path,
+) -> None:
+    """stop_early ends the processes run() never adopted (the run failed before it began)."""
+    supervisor = Counting("run-1", {}, tmp_path)
+    early = await supervisor.start_early([AgentSpec(Role.RESEARCH, 1), AgentSpec(Role.RESEARCH, 2)])
+    assert len(set(early.values())) == 2
+    with anyio.fail_after(30):
+        await supervisor.stop_early()
+    for pid in early.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped: gone
+
+
+@pytest.mark.anyio
+async def test_stop_ends_every_agent_without_restarting_any(tmp_path: Path) -> None:
+    """After stop(), run() returns once the agents have exited, and none was restarted."""
+    notes: list[str] = []
+    supervisor = Counting("run-1", {}, tmp_path, first_backoff=0.01, notify=notes.append)
+    specs = [AgentSpec(Role.WRITER, 1), AgentSpec(Role.REVIEW, 1)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(supervisor.run, specs)
+        await anyio.wait_all_tasks_blocked()
+        supervisor.stop()
+        with anyio.fail_after(30):
+            await supervisor.run([])  # returns at once: nothing new is started
+    assert notes == []
+    assert supervisor.restart_log == []
+    assert all(p.returncode is not None for p in supervisor.processes.values())
