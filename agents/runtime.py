@@ -244,7 +244,10 @@ async def heartbeat(ctx: Context) -> None:
 
 
 async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrency: int = 1) -> None:
-    """Take handoffs, up to ``concurrency`` at a time, forever; a lost server is waited out."""
+    """Take handoffs, up to ``concurrency`` at a time, forever; a lost server is waited out.
+
+    Each read asks for as many handoffs as there are free places (one round trip for twenty
+    sources handed out at once), so a process never takes more than it starts at once."""
     slots = anyio.Semaphore(concurrency)
     busy = 0
 
@@ -261,20 +264,23 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrenc
     async with anyio.create_task_group() as tg:
         while True:
             await slots.acquire()
+            free = 1
+            while slots.value > 0:  # take every free place: read that many at once
+                slots.acquire_nowait()
+                free += 1
             if busy == 0 and ctx.state != "idle":
                 await ctx.status("waiting for work", state="idle")
             try:
-                deliveries = await group.read(count=1, block_ms=1000)
+                deliveries = await group.read(count=free, block_ms=1000)
             except ServerUnavailableError as exc:
-                slots.release()
+                deliveries = []
                 logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_READ_SECONDS)
                 await anyio.sleep(_RETRY_READ_SECONDS)
-                continue
-            if not deliveries:
+            for _ in range(free - len(deliveries)):
                 slots.release()
-                continue
-            busy += 1
-            tg.start_soon(run_one, deliveries[0])
+            for delivery in deliveries:
+                busy += 1
+                tg.start_soon(run_one, delivery)
 
 
 async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler) -> None:

@@ -178,13 +178,14 @@ class DurableWriter:
                 self._wait_for_replica = await has_replicas(self.events.client, fence)
             sent: list[int] = []  # dropped from the log together (one disk sync), below
             try:
-                for entry in entries:
-                    await self._send(entry)
-                    self._last_sent = entry.seq
-                    if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
-                        self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
-                    else:
-                        sent.append(entry.seq)
+                for batch in _batches(entries):
+                    await self._send(*batch)
+                    for entry in batch:
+                        self._last_sent = entry.seq
+                        if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
+                            self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
+                        else:
+                            sent.append(entry.seq)
             finally:
                 left = await self.wal.done(*sent)
             if just_appended or len(entries) < _PAGE:
@@ -238,16 +239,37 @@ class DurableWriter:
         publish_keys = self.events.keys.publish_keys(self.events.stream)
         return [Mark(publish_keys, entry.args["idempotency_key"])]
 
-    async def _send(self, entry: WalEntry) -> None:
-        args = entry.args
-        if entry.kind == _FACTS:
-            facts = [NewFact(**fact) for fact in args["facts"]]
-            await self.memory.store_facts(args["agent_id"], facts)
-        elif entry.kind == _PUBLISH:
-            event = AgentEvent.model_validate(args["event"])
-            await self.events.publish(event, idempotency_key=args["idempotency_key"])
+    async def _send(self, *entries: WalEntry) -> None:
+        """Send entries of one kind: a run of publishes in one round trip (one script, each
+        still at most once by its key), anything else one at a time."""
+        if entries and entries[0].kind == _PUBLISH:
+            await self.events.publish_keyed(
+                [
+                    (AgentEvent.model_validate(e.args["event"]), e.args["idempotency_key"])
+                    for e in entries
+                ]
+            )
+            return
+        for entry in entries:
+            args = entry.args
+            if entry.kind == _FACTS:
+                facts = [NewFact(**fact) for fact in args["facts"]]
+                await self.memory.store_facts(args["agent_id"], facts)
+            else:
+                logger.error("dropping unknown log entry %d of kind %r", entry.seq, entry.kind)
+
+
+def _batches(entries: Sequence[WalEntry]) -> list[list[WalEntry]]:
+    """The entries in order, consecutive publishes grouped (up to :data:`_PAGE`), every other
+    entry alone."""
+    batches: list[list[WalEntry]] = []
+    for entry in entries:
+        last = batches[-1] if batches else None
+        if last and entry.kind == _PUBLISH == last[-1].kind and len(last) < _PAGE:
+            last.append(entry)
         else:
-            logger.error("dropping unknown log entry %d of kind %r", entry.seq, entry.kind)
+            batches.append([entry])
+    return batches
 
 
 @dataclass(slots=True)

@@ -41,17 +41,25 @@ logger = logging.getLogger(__name__)
 S = TypeVar("S")
 
 _PUBLISH = """
--- KEYS: 1 stream, 2 publish-key hash, 3 (optional) the event's route stream.
--- ARGV: 1 publish key ('' for none), then field, value pairs.
-local keyed = ARGV[1] ~= ''
-if keyed then
-  local id = redis.call('HGET', KEYS[2], ARGV[1])
-  if id then return id end
+-- KEYS: 1 stream, 2 publish-key hash, 3.. the batch's route streams.
+-- ARGV, for each event in order: its publish key ('' for none), the index in KEYS of its
+-- route's stream (0 for none), n, then its n field, value pairs (2n values).
+-- Returns the events' ids in the stream: for a key published before, its first entry's id.
+local ids, i = {}, 1
+while i <= #ARGV do
+  local key, route, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local first, last = i + 3, i + 2 + 2 * n
+  i = last + 1
+  local id = false
+  if key ~= '' then id = redis.call('HGET', KEYS[2], key) end
+  if not id then
+    id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, first, last))
+    if route > 0 then redis.call('XADD', KEYS[route], '*', unpack(ARGV, first, last)) end
+    if key ~= '' then redis.call('HSET', KEYS[2], key, id) end
+  end
+  ids[#ids + 1] = id
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
-if KEYS[3] then redis.call('XADD', KEYS[3], '*', unpack(ARGV, 2)) end
-if keyed then redis.call('HSET', KEYS[2], ARGV[1], id) end
-return id
+return ids
 """
 
 _REQUEUE = """
@@ -114,39 +122,37 @@ class EventStore(AsyncResource):
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event (and to its route's stream, if its type is routed); with a key,
         appending again returns the first entry's id and appends nothing."""
-        fields = event.to_fields(self.limits)
-        route = self.routes.get(event.event_type)
-        if idempotency_key is None and route is None:
-            return as_str(await self.client.xadd(self.stream_key, fields))  # type: ignore[arg-type]
-        if idempotency_key is not None:
-            validate_id(idempotency_key, "idempotency_key")
-        keys = [self.stream_key, self.keys.publish_keys(self.stream)]
-        if route is not None:
-            keys.append(self.route_key(route))
-        flat = [value for pair in fields.items() for value in pair]
-        entry_id = await self._publish(keys=keys, args=[idempotency_key or "", *flat])
-        return as_str(entry_id)
+        [entry_id] = await self.publish_keyed([(event, idempotency_key)])
+        return entry_id
 
     async def publish_many(self, events: Sequence[AgentEvent]) -> list[str]:
         """Append several events (and their routed copies) atomically and in order, in one
         round trip; returns their ids in the log."""
+        return await self.publish_keyed([(event, None) for event in events])
+
+    async def publish_keyed(self, events: Sequence[tuple[AgentEvent, str | None]]) -> list[str]:
+        """Append several ``(event, idempotency_key or None)`` atomically and in order, in one
+        round trip (one script); an event whose key was published before appends nothing and
+        gets its first entry's id. Returns the ids in the log, in order."""
         if not events:
             return []
-        routed = []
-        async with self.client.pipeline(transaction=True) as pipe:
-            for event in events:
-                fields = event.to_fields(self.limits)
-                pipe.xadd(self.stream_key, fields)  # type: ignore[arg-type]
-                route = self.routes.get(event.event_type)
-                routed.append(route is not None)
-                if route is not None:
-                    pipe.xadd(self.route_key(route), fields)  # type: ignore[arg-type]
-            replies = await pipe.execute()
-        ids, position = [], 0
-        for has_copy in routed:
-            ids.append(as_str(replies[position]))
-            position += 2 if has_copy else 1
-        return ids
+        keys = [self.stream_key, self.keys.publish_keys(self.stream)]
+        args: list[str | int] = []
+        for event, idempotency_key in events:
+            fields = event.to_fields(self.limits)
+            if idempotency_key is not None:
+                validate_id(idempotency_key, "idempotency_key")
+            route = self.routes.get(event.event_type)
+            index = 0
+            if route is not None:
+                route_key = self.route_key(route)
+                if route_key not in keys:
+                    keys.append(route_key)
+                index = keys.index(route_key) + 1  # Lua counts from 1
+            args += [idempotency_key or "", index, len(fields)]
+            args += [value for pair in fields.items() for value in pair]
+        ids = await self._publish(keys=keys, args=args)
+        return [as_str(entry_id) for entry_id in ids]
 
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:
         """Up to ``count`` events after ``since`` (exclusive), oldest first."""

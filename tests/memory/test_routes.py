@@ -115,3 +115,23 @@ async def test_a_dead_letter_from_a_route_is_requeued_onto_that_route(store: Eve
 async def test_a_route_must_be_a_valid_id(redis_client: redis.Redis, namespace: str) -> None:
     with pytest.raises(InvalidIdError):
         EventStore(redis_client, namespace, "run", routes={"section.assigned": "bad\nroute"})
+
+
+async def test_a_keyed_batch_sent_again_appends_nothing_and_gives_the_same_ids(
+    store: EventStore,
+) -> None:
+    """A batch resent after a lost reply (the write-ahead log's resend) repeats nothing, in
+    the log or on the routes; an event without a key is appended each time."""
+    batch: list[tuple[AgentEvent, str | None]] = [
+        (event("section.assigned", 1), "a-1"),
+        (event("llm.called", 2), "c-2"),
+        (event("section.drafted", 3), "d-3"),
+    ]
+    first = await store.publish_keyed(batch)
+    again = await store.publish_keyed([*batch, (event("llm.called", 4), None)])
+    writers = store.group("writer", "w-1", route="writer")
+    await writers.ensure()
+
+    assert again[:3] == first
+    assert [e.payload["n"] for e in await store.read_events()] == [1, 2, 3, 4]
+    assert [d.event.payload["n"] for d in await writers.read(count=10, block_ms=10)] == [1]
