@@ -170,6 +170,8 @@ class DurableWriter:
 
         Entries another task appends meanwhile are sent by that task's own flush."""
         left = None
+        if fresh and fresh[-1].seq <= self._last_sent:
+            return left  # another task's flush sent them meanwhile
         just_appended = bool(fresh) and fresh[0].seq == self._last_sent + 1
         entries = list(fresh) if just_appended else await self._next_page()
         while entries:

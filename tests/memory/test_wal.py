@@ -66,3 +66,39 @@ async def test_a_batch_is_appended_whole_in_order_or_not_at_all(tmp_path: Path) 
         with pytest.raises(TypeError):
             await wal.append_many([("publish", {"n": 4}), ("publish", {"n": {1, 2}})])
         assert [e.args["n"] for e in await wal.pending()] == [0, 1, 2, 3]
+
+
+async def test_appends_made_at_once_are_each_whole_and_in_their_own_order(
+    tmp_path: Path,
+) -> None:
+    """Twenty tasks appending together (committed in shared transactions): every entry is
+    there once, each task's entries contiguous and in its order, and the count agrees."""
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        results: dict[int, list[int]] = {}
+
+        async def append(task: int) -> None:
+            results[task] = await wal.append_many(
+                [("publish", {"t": task, "i": i}) for i in range(3)]
+            )
+
+        async with anyio.create_task_group() as tg:
+            for task in range(20):
+                tg.start_soon(append, task)
+        entries = await wal.pending(limit=1000)
+        count = await wal.count()
+
+    assert count == len(entries) == 60
+    by_seq = {e.seq: e.args for e in entries}
+    for task, seqs in results.items():
+        assert seqs == list(range(seqs[0], seqs[0] + 3))
+        assert [by_seq[s] for s in seqs] == [{"t": task, "i": i} for i in range(3)]
+
+
+async def test_a_reopened_log_counts_what_it_holds(tmp_path: Path) -> None:
+    """The count kept in memory starts from the file: entries left by an earlier life count."""
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        seqs = await wal.append_many([("publish", {"n": i}) for i in range(4)])
+        assert await wal.done(seqs[0]) == 3
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        assert await wal.count() == 3
+        assert await wal.done(*seqs) == 0
