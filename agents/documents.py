@@ -87,6 +87,7 @@ class Draft(SectionDraft):
 
     section: SectionPlan
     round: int = Field(ge=0)
+    facts: int = Field(default=0, ge=0)  # how many facts research stored for the section
 
     @property
     def section_id(self) -> str:

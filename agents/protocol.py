@@ -143,6 +143,9 @@ class RunPlanned(EventPayload):
 
 class SectionAssigned(EventPayload):
     section: SectionPlan
+    # How many facts research stored for the section (0: not said). A writer that reads fewer
+    # waits a while for the rest: after a Redis failover, lost facts are being resent.
+    facts: int = Field(default=0, ge=0)
 
 
 class SectionDrafted(EventPayload):

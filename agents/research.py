@@ -138,7 +138,10 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
             (ctx.event(EventType.RUN_PLANNED, ran), planned_key()),
             *(
                 (
-                    ctx.event(EventType.SECTION_ASSIGNED, SectionAssigned(section=section)),
+                    ctx.event(
+                        EventType.SECTION_ASSIGNED,
+                        SectionAssigned(section=section, facts=len(fact_keys[section.section_id])),
+                    ),
                     assigned_key(section.section_id),
                 )
                 for section in planned

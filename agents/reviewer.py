@@ -64,8 +64,8 @@ async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDra
     if doc is None:
         msg = f"draft {draft_key(section_id)} version {drafted.version} does not exist"
         raise LookupError(msg)
-    facts = await ctx.memory.get_facts_by_category(section_id)
     draft = Draft.model_validate(doc.value)
+    facts = await ctx.facts_of(section_id, draft.facts)
     await ctx.status(f"reviewing section {section_id} version {drafted.version}")
     try:
         review = await ctx.llm.generate(

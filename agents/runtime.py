@@ -52,6 +52,7 @@ from memory import (
     Delivery,
     DurableWriter,
     EventStore,
+    Fact,
     MemoryConfig,
     RedisAgentMemory,
     ServerUnavailableError,
@@ -65,6 +66,10 @@ from memory import (
 logger = logging.getLogger(__name__)
 
 _RETRY_READ_SECONDS = 1.0
+
+# How long a writer or reviewer waits for a section's facts that research stored but Redis
+# does not show (lost in a failover, being resent from the researcher's write-ahead log).
+FACTS_WAIT_SECONDS = 15.0
 
 
 # A handler that meets an unreachable server is re-run (it is idempotent) within these bounds
@@ -110,6 +115,31 @@ class Context:
             )
         except ServerUnavailableError as exc:
             logger.warning("cannot publish status %r: %s", self.state, exc)
+
+    async def facts_of(self, category: str, expected: int = 0) -> list[Fact]:
+        """A section's facts, once all ``expected`` of them are there (or after
+        :data:`FACTS_WAIT_SECONDS`, with what there is, logged): after a Redis failover the
+        facts its replica never got are missing until their researcher resends them, and a
+        draft or review made from part of them would be wrong."""
+        facts = await self.memory.get_facts_by_category(category)
+        if len(facts) >= expected:
+            return facts
+        logger.info(
+            "%s has %d of its %d facts; waiting for the rest", category, len(facts), expected
+        )
+        with anyio.move_on_after(FACTS_WAIT_SECONDS):
+            while len(facts) < expected:
+                await anyio.sleep(0.25)
+                facts = await self.memory.get_facts_by_category(category)
+        if len(facts) < expected:
+            logger.warning(
+                "%s has %d of its %d facts after %.0f s; going on with those",
+                category,
+                len(facts),
+                expected,
+                FACTS_WAIT_SECONDS,
+            )
+        return facts
 
     def event(self, event_type: EventType, payload: EventPayload) -> AgentEvent:
         """An event from this agent, ready to publish (its payload checked against its type)."""

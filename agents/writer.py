@@ -42,8 +42,9 @@ MAX_FALLBACK = 30  # paragraphs of a draft made from the facts when the LLM give
 async def handle(ctx: Context, event: AgentEvent) -> None:
     """Write the section for the requested round (once) and hand it to review."""
     section: SectionPlan | None
+    expected = 0  # how many facts research stored for the section, when known
     match parse_payload(event):
-        case SectionAssigned(section=section):
+        case SectionAssigned(section=section, facts=expected):
             section_id, round_, comments = section.section_id, 0, []
         case SectionRevisionRequested() as revision:
             section, section_id, round_ = None, revision.section_id, revision.round
@@ -71,8 +72,10 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
         if current is None or draft is None or draft.round < round_:
             if section is None:
                 section = _section_of(draft, section_id)
+            if draft is not None:
+                expected = max(expected, draft.facts)
             await ctx.status(f"writing section {section_id} (round {round_})")
-            facts = await ctx.memory.get_facts_by_category(section.category)
+            facts = await ctx.facts_of(section.category, expected)
             value = await _write(
                 ctx,
                 write_request(
@@ -81,6 +84,7 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
                 section=section,
                 facts=facts,
                 round_=round_,
+                expected=expected,
             )
             held.check()  # the lease must still be ours right before the write
             current = await ctx.db.write(
@@ -157,6 +161,7 @@ async def _write(
     section: SectionPlan,
     facts: list[Fact],
     round_: int,
+    expected: int = 0,
 ) -> Draft:
     """Ask the LLM for the section; returns the draft document's value.
 
@@ -178,7 +183,13 @@ async def _write(
     unknown = [c for c in draft.citations if c not in known]
     if unknown:
         logger.warning("draft of %s cites unknown facts %s", section.section_id, unknown)
-    return Draft(title=draft.title, paragraphs=draft.paragraphs, section=section, round=round_)
+    return Draft(
+        title=draft.title,
+        paragraphs=draft.paragraphs,
+        section=section,
+        round=round_,
+        facts=expected,
+    )
 
 
 def facts_draft(section: SectionPlan, facts: list[Fact]) -> SectionDraft:
