@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from pydantic import SecretStr
@@ -55,6 +56,8 @@ from orchestrator.tracker import RunState, RunTracker
 logger = logging.getLogger(__name__)
 
 ORCHESTRATOR = "orchestrator"
+_T = TypeVar("_T")
+START_OUTAGE_SECONDS = 30.0  # how long the start of a run waits out an unreachable Redis
 STAGE_WAIT_SECONDS = 2.0  # the longest writers and reviewers wait for the researchers to be ready
 
 
@@ -136,14 +139,16 @@ async def run_report(
         memory, events, db = m.memory, m.events(RUN_STREAM, routes=ROUTES), m.db
         timings["connect"] = time.monotonic() - started
 
-        entry = await open_entry(m.runs, events, run_id, topic)
+        # Redis may drop out for a moment here too: both steps are idempotent, so each is tried
+        # again while it is unreachable (bounded), as every later step of the run is.
+        entry = await _riding_out(lambda: open_entry(m.runs, events, run_id, topic))
         if entry.resumed:
             progress.message(
                 f"[yellow]resuming run {run_id}[/] (started {entry.started_at:%Y-%m-%d %H:%M:%S} "
                 "UTC): what it already did is kept and not done again"
             )
         request = RunRequested(topic=topic, sources=list(sources))
-        await _announce(events, EventType.RUN_REQUESTED, request)
+        await _riding_out(lambda: _announce(events, EventType.RUN_REQUESTED, request))
         state = RunState()
         outputs: list[Path] = []
 
@@ -192,6 +197,18 @@ async def run_report(
         report_path, record_path = outputs
         await close_entry(m.runs, entry, state, report_path=str(report_path))
     return RunResult(run_id, report_path, record_path, state, timings)
+
+
+async def _riding_out(step: Callable[[], Awaitable[_T]]) -> _T:
+    """``step()`` (idempotent), tried again while Redis is unreachable, for up to
+    :data:`START_OUTAGE_SECONDS`; then its error is raised."""
+    async for attempt in retrying(
+        ServerUnavailableError, attempts=1_000, timeout=START_OUTAGE_SECONDS, maximum=1.0
+    ):
+        with attempt:
+            return await step()
+    msg = "retrying() returns or raises"
+    raise AssertionError(msg)  # pragma: no cover
 
 
 async def _announce(events: EventStore, event_type: EventType, payload: EventPayload) -> None:
