@@ -136,15 +136,14 @@ class DurableWriter:
         """
         async with self._send_lock:
             try:
-                left = await self._send_new(fresh)
-                left = await self._confirm(left)
+                await self._send_new(fresh)
+                await self._confirm()
             except ServerUnavailableError as exc:
                 left = await self.wal.count()
                 logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
                 self._backlog.set()
                 return left
-            if left is None:
-                left = await self.wal.count()
+            left = await self.wal.count()
             if left:
                 self._backlog.set()
             return left
@@ -164,14 +163,12 @@ class DurableWriter:
         await self.flush([WalEntry(seq, kind, args)])
         return seq <= self._last_sent
 
-    async def _send_new(self, fresh: Sequence[WalEntry] = ()) -> int | None:
-        """Send the entries this writer has not sent yet, oldest first; returns how many
-        entries the log holds afterwards (None if nothing was sent, so it was not asked).
+    async def _send_new(self, fresh: Sequence[WalEntry] = ()) -> None:
+        """Send the entries this writer has not sent yet, oldest first.
 
         Entries another task appends meanwhile are sent by that task's own flush."""
-        left = None
         if fresh and fresh[-1].seq <= self._last_sent:
-            return left  # another task's flush sent them meanwhile
+            return  # another task's flush sent them meanwhile
         just_appended = bool(fresh) and fresh[0].seq == self._last_sent + 1
         entries = list(fresh) if just_appended else await self._next_page()
         while entries:
@@ -189,20 +186,18 @@ class DurableWriter:
                         else:
                             sent.append(entry.seq)
             finally:
-                left = await self.wal.done(*sent)
+                await self.wal.done(*sent)
             if just_appended or len(entries) < _PAGE:
                 break
             entries = await self._next_page()
-        return left
 
     async def _next_page(self) -> list[WalEntry]:
         return await self.wal.pending(limit=_PAGE, after=self._last_sent)
 
-    async def _confirm(self, left: int | None) -> int | None:
-        """Drop the sent entries a replica holds; send again those a failover lost. Returns
-        how many entries the log holds (``left`` when nothing was dropped)."""
+    async def _confirm(self) -> None:
+        """Drop the sent entries a replica holds; send again those a failover lost."""
         if not self._unconfirmed:
-            return left
+            return
         sent = list(self._unconfirmed.values())[:_CHECK_AT_MOST]
         marks = [mark for item in sent for mark in item.marks]
         fence = self.events.keys.replication_fence()
@@ -220,7 +215,7 @@ class DurableWriter:
                 item.written_at = seen.primary  # on this primary by now, at or below here
             if item.written_at is not None and seen.safe(item.written_at):
                 safe.append(item.entry.seq)
-        left = await self.wal.done(*safe)
+        await self.wal.done(*safe)
         for seq in safe:
             del self._unconfirmed[seq]
         if lost:
@@ -231,7 +226,6 @@ class DurableWriter:
                 await self._send(item.entry)
                 item.written_at = None
                 self.resent += 1
-        return left
 
     def _marks(self, entry: WalEntry) -> list[Mark]:
         """Where the entry's write leaves its trace in Redis: its idempotency records."""

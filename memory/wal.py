@@ -121,17 +121,16 @@ class WriteAheadLog(AsyncResource):
         )
         return [WalEntry(seq, kind, json.loads(args)) for seq, kind, args in rows]
 
-    async def done(self, *seqs: int) -> int:
-        """Forget operations once their effect is safely in Redis (one transaction); returns
-        how many operations the log still holds."""
-        if seqs:
-            marks = ", ".join("?" * len(seqs))
-            async with self._lock:
-                deleted = await anyio.to_thread.run_sync(
-                    lambda: self._db.execute(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
-                )
-                self._count -= deleted.rowcount
-        return self._count
+    async def done(self, *seqs: int) -> None:
+        """Forget operations once their effect is safely in Redis (one transaction)."""
+        if not seqs:
+            return
+        marks = ", ".join("?" * len(seqs))
+        async with self._lock:
+            deleted = await anyio.to_thread.run_sync(
+                lambda: self._db.execute(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
+            )
+            self._count -= deleted.rowcount
 
     async def count(self) -> int:
         """How many operations the log holds (kept by this process, which owns the file)."""

@@ -98,7 +98,9 @@ async def test_a_reopened_log_counts_what_it_holds(tmp_path: Path) -> None:
     """The count kept in memory starts from the file: entries left by an earlier life count."""
     async with WriteAheadLog(tmp_path / "wal.db") as wal:
         seqs = await wal.append_many([("publish", {"n": i}) for i in range(4)])
-        assert await wal.done(seqs[0]) == 3
+        await wal.done(seqs[0])
+        assert await wal.count() == 3
     async with WriteAheadLog(tmp_path / "wal.db") as wal:
         assert await wal.count() == 3
-        assert await wal.done(*seqs) == 0
+        await wal.done(*seqs)
+        assert await wal.count() == 0
