@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from memory._boundary import translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
+from memory._scripts import LuaScript
 from memory.agent_event import AgentEvent
 from memory.connections import RedisClient
 from memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
@@ -110,7 +111,7 @@ class EventStore(AsyncResource):
             validate_id(event_type, "event type"): validate_id(route, "route")
             for event_type, route in (routes or {}).items()
         }
-        self._publish = client.register_script(_PUBLISH)
+        self._publish = LuaScript(client, _PUBLISH)
         self._requeue = client.register_script(_REQUEUE)
 
     def route_key(self, route: str | None) -> str:
@@ -151,7 +152,7 @@ class EventStore(AsyncResource):
                 index = keys.index(route_key) + 1  # Lua counts from 1
             args += [idempotency_key or "", index, len(fields)]
             args += [value for pair in fields.items() for value in pair]
-        ids = await self._publish(keys=keys, args=args)
+        ids = await self._publish(keys, args)
         return [as_str(entry_id) for entry_id in ids]
 
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:

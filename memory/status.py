@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from memory._boundary import translate_errors
 from memory._codec import as_str, check_text, ttl_ms
+from memory._scripts import LuaScript
 from memory.connections import RedisClient
 from memory.keys import Keyspace, decode_part, encode_part
 from memory.limits import Limits
@@ -71,7 +72,7 @@ class StatusBoard:
         self._client = client
         self._keys = keys
         self._limits = limits or Limits()
-        self._set = client.register_script(_SET)
+        self._set = LuaScript(client, _SET)
         self._live = client.register_script(_LIVE)
 
     async def set_agent_status(
@@ -83,7 +84,7 @@ class StatusBoard:
         args: list[str | int] = [member, ttl_ms(ttl_seconds), check_text(status, "status", cap)]
         args.append(check_text(detail, "status detail", cap))
         keys = [self._keys.status(agent_id), self._keys.live_agents()]
-        raw = await self._set(keys=keys, args=args)
+        raw = await self._set(keys, args)
         return _parse(agent_id, raw)
 
     async def get_agent_status(self, agent_id: str) -> AgentStatus | None:
