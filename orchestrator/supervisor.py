@@ -105,7 +105,8 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
         self._early: dict[str, AgentProcess] = {}  # started by start_early, not yet run
-        self._stopping = False  # stop() was called: no restarts, SIGTERM sent already
+        self._stopping = False  # stop() was called: no restarts
+        self._signalled: set[int] = set()  # pids stop() sent SIGTERM
 
     async def start_early(self, specs: Sequence[AgentSpec]) -> dict[str, int]:
         """Start these agents' first processes now, before :meth:`run` is given them; returns
@@ -136,6 +137,7 @@ class Supervisor:
         self._stopping = True
         for process in self.processes.values():
             process.send_signal(signal.SIGTERM)
+            self._signalled.add(process.pid)
 
     async def run(self, specs: Sequence[AgentSpec]) -> None:
         """Start every agent and keep each one alive; returns only by cancellation or error
@@ -187,7 +189,8 @@ class Supervisor:
             return await process.wait()
         finally:
             with anyio.CancelScope(shield=True):
-                await _terminate(process, signalled=self._stopping)
+                # one started while stop() ran was not signalled by it: it gets SIGTERM here
+                await _terminate(process, signalled=process.pid in self._signalled)
 
     async def _start(self, spec: AgentSpec) -> AgentProcess:
         """A new process for ``spec``: forked from the launcher's zygote, or a new interpreter."""
