@@ -56,7 +56,8 @@ def test_a_live_run_updates_in_the_browser_and_its_finished_page_shows_everythin
     )
     process = start_cli(env, "run", "-q", "--run-id", run_id)
     page_url = f"{web_url}/runs/{run_id}"
-    screenshot = Path(os.environ.get("AGENTMEM_SCREENSHOT_DIR", tmp_path)) / f"{run_id}.png"
+    # AGENTMEM_SCREENSHOT_DIR=docs/images refreshes the README's picture of a run page.
+    screenshot = Path(os.environ.get("AGENTMEM_SCREENSHOT_DIR", tmp_path)) / "run-page.png"
     try:
         wait_for_run_page(page_url)
         with sync_api.sync_playwright() as playwright:
@@ -85,7 +86,7 @@ def test_a_live_run_updates_in_the_browser_and_its_finished_page_shows_everythin
             assert page.locator("ul.comments li").count() >= 5  # what review asked for
             assert page.locator("tr[id^=fact-]").count() == 40
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(screenshot), full_page=True)
+            page.screenshot(path=str(screenshot))  # the top of the page: state, timeline
             browser.close()
     finally:
         if process.poll() is None:
