@@ -91,3 +91,6 @@ __all__ = [
     "retrying",
     "validate_id",
 ]
+
+# The one place the version is written (pyproject.toml reads it; see CONTRIBUTING.md).
+__version__ = "0.3.0"
