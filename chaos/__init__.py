@@ -3,17 +3,26 @@
 ``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents (SIGKILL)
 and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every run
 against :mod:`chaos.invariants`, the same invariants the fault tests use.
+
+:func:`check` (``python -m chaos.checker HISTORY...``) checks a history of operations
+(:mod:`chaos.history`) the way Jepsen does: fencing tokens, leases, semaphores, documents
+(linearizable, :mod:`chaos.linearizability`) and handoffs.
 """
 
+from chaos.checker import Anomaly, Report, check, check_files
 from chaos.faults import Fault, agent_identity
 from chaos.invariants import run_problems
 from chaos.session import ChaosOutcome, chaos_session, fault_counts, outcomes_table
 
 __all__ = [
+    "Anomaly",
     "ChaosOutcome",
     "Fault",
+    "Report",
     "agent_identity",
     "chaos_session",
+    "check",
+    "check_files",
     "fault_counts",
     "outcomes_table",
     "run_problems",
