@@ -8,11 +8,15 @@ whether any legal execution explains it. :func:`check` pairs each invoke with it
   and a lease acquired after another was granted (its invoke after the other's ok) has a
   larger one. On a document, the tokens of the writes accepted, in the order they were
   accepted (their versions), never decrease; equal tokens come from one lease.
-- **Leases** (``acquire``, ``release``). A lease is valid from its acquire's ok until
-  ``valid_until`` or its release's invoke, whichever is first; two leases of one resource are
-  never valid at the same instant.
-- **Semaphores** (``sem_acquire``, ``sem_release``). Likewise per permit; at no instant are
-  more than ``limit`` permits valid.
+- **Leases** (``acquire``, ``renew``, ``release``). A lease is valid from its acquire's ok
+  until ``valid_until`` or its release's invoke, whichever is first; two leases of one
+  resource are never valid at the same instant. ``renew`` (not in every history: key the
+  resource, invoke ``{"lease": id}``, ok ``{"lease": id, "valid_until": ns}``) moves
+  ``valid_until`` if it completed before it passed; a failed renew ends the lease when it
+  completes (its holder then knows it is lost). ``valid_until`` is on the clock of the ops'
+  ``time``, ``time.monotonic_ns()``.
+- **Semaphores** (``sem_acquire``, ``sem_renew``, ``sem_release``). Likewise per permit
+  (``{"permit": id}``); at no instant are more than ``limit`` permits valid.
 - **Documents** (``read``, ``write``). Each key is a linearizable versioned document
   (chaos.models.DOCUMENT: the Wing & Gong search of chaos.linearizability), which also makes
   versions gapless and never repeated; those two are also reported by name when the
@@ -121,8 +125,8 @@ def check(history: Iterable[Op], *, budget: linearizability.Budget | None = None
     for c in calls:
         by_f[c.f].append(c)
     _lock_tokens(found, by_f["acquire"])
-    _leases(found, by_f["acquire"], by_f["release"])
-    _semaphores(found, by_f["sem_acquire"], by_f["sem_release"])
+    _leases(found, by_f)
+    _semaphores(found, by_f)
     _write_tokens(found, by_f["write"])
     _versions(found, by_f["write"])
     _documents(found, by_f["read"] + by_f["write"], budget)
@@ -210,26 +214,43 @@ def _lock_tokens(found: _Found, acquires: list[Call]) -> None:
 
 
 def _intervals(
-    acquires: list[Call], releases: list[Call], name: str
+    acquires: list[Call], renewals: list[Call], releases: list[Call], name: str
 ) -> dict[str, list[tuple[int, int, Call]]]:
-    """Per key, each ok acquire's validity: (from its ok, to min(valid_until, release))."""
-    released: dict[object, int] = {}
+    """Per key, each ok acquire's validity: from its ok to its ``valid_until``, moved by each
+    ok renewal that completed before it passed; cut short by a failed renewal's completion
+    (the holder learned it was lost) and by the release's invoke."""
+    ends: dict[object, int] = {}
     for r in releases:
         holder = r.field(name)
-        released[holder] = min(released.get(holder, r.start), r.start)
+        ends[holder] = min(ends.get(holder, r.start), r.start)
+    renewed: dict[object, list[Call]] = defaultdict(list)
+    for r in renewals:
+        if r.completed is not None and r.type in ("ok", "fail"):
+            renewed[r.field(name)].append(r)
     intervals: dict[str, list[tuple[int, int, Call]]] = defaultdict(list)
     for c in acquires:
         if c.type != "ok" or c.key is None or c.completed is None:
             continue
-        ends = [t for t in (c.field("valid_until"), released.get(c.field(name))) if t is not None]
-        end = min(ends) if ends else sys.maxsize
+        holder = c.field(name)
+        valid_until = c.field("valid_until")
+        end = sys.maxsize if valid_until is None else valid_until
+        for r in sorted(renewed[holder], key=lambda r: r.completed or 0):
+            done = r.completed or 0
+            if done >= end:
+                break
+            if r.type == "fail":
+                end = done
+                break
+            end = max(end, r.field("valid_until") or end)
+        end = min(end, ends.get(holder, end))
         if end > c.completed:
             intervals[c.key].append((c.completed, end, c))
     return intervals
 
 
-def _leases(found: _Found, acquires: list[Call], releases: list[Call]) -> None:
-    leases = _intervals(acquires, releases, "lease")
+def _leases(found: _Found, by_f: dict[str, list[Call]]) -> None:
+    acquires = by_f["acquire"]
+    leases = _intervals(acquires, by_f["renew"], by_f["release"], "lease")
     found.report.subjects["resources"] = len(_by_key(acquires))
     for resource, intervals in leases.items():
         active: list[tuple[int, int, Call]] = []
@@ -251,9 +272,11 @@ def _leases(found: _Found, acquires: list[Call], releases: list[Call]) -> None:
             active.append((start, end, c))
 
 
-def _semaphores(found: _Found, acquires: list[Call], releases: list[Call]) -> None:
+def _semaphores(found: _Found, by_f: dict[str, list[Call]]) -> None:
+    acquires = by_f["sem_acquire"]
     found.report.subjects["semaphores"] = len(_by_key(acquires))
-    for name, intervals in _intervals(acquires, releases, "permit").items():
+    permits = _intervals(acquires, by_f["sem_renew"], by_f["sem_release"], "permit")
+    for name, intervals in permits.items():
         limits = [c.field("limit") for _, _, c in intervals if c.field("limit") is not None]
         if not limits:
             continue

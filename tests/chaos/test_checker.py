@@ -318,3 +318,16 @@ def test_the_report_round_trips_through_json() -> None:
     )
 
     assert msgspec.json.decode(report.to_json(), type=Report) == report
+
+
+def test_a_renewed_lease_stays_valid_until_its_new_deadline() -> None:
+    """Lease a renewed to 200 overlaps b granted at 150; a failed renewal ends it at once."""
+    renewed = History().acquire("p1", "a", 1, (0, 10), 100)
+    renewed.call("p1", "renew", "r", {"lease": "a"}, (50, 60), result={"valid_until": 200})
+    renewed.acquire("p2", "b", 2, (140, 150), 250)
+    lost = History().acquire("p1", "a", 1, (0, 10), 100)
+    lost.call("p1", "renew", "r", {"lease": "a"}, (50, 60), result={"error": "lost"}, type_="fail")
+    lost.acquire("p2", "b", 2, (55, 70), 250)
+
+    assert kinds(renewed.check()) == {Kind.LEASE_OVERLAP}
+    assert kinds(lost.check()) == set()
