@@ -22,6 +22,13 @@ what Knossos means by an indeterminate operation. A model must accept any input 
 is linearizable if and only if each key's sub-history is (Herlihy & Wing's locality); each
 partition is searched on its own, which keeps the exponential search small.
 
+**Pruning read-only operations.** If an operation that leaves every state as it was (a read,
+a failed compare-and-set, a refused write; the model says which) is legal where the search
+stands, and some order completes from there, then one with that operation first completes as
+well: moving it forward changes no state, and whatever had to precede it already does. So
+the search linearizes it at once and never tries the alternatives at that point, which
+collapses the orders of concurrent reads that make plain WGL exponential.
+
 **Bounded.** A search stops after ``max_steps`` steps or ``timeout`` seconds and answers
 ``unknown``, never ``ok``: a verdict of ``ok`` means a linearization was found, ``illegal``
 that every order was tried.
@@ -61,12 +68,15 @@ class Model(Generic[S, I, O]):
 
     ``step(state, input, output)`` says whether ``output`` is a legal answer to ``input`` in
     ``state``, and the state after it. ``output`` is :data:`UNKNOWN` for an operation that
-    never completed; the step must then be legal.
+    never completed; the step must then be legal. ``read_only(input, output)`` is True for
+    an operation that, wherever it is legal, leaves the state as it was (a read, a refused
+    write): see the module's note on pruning.
     """
 
     init: S
     step: Callable[[S, I, O | Unknown], tuple[bool, S]]
     describe: Callable[[I, O | Unknown], str] = lambda i, o: f"{i!r} -> {o!r}"
+    read_only: Callable[[I, O | Unknown], bool] = lambda i, o: False
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,8 @@ def _check_partition(  # noqa: PLR0912, PLR0915 -- one tight loop, kept whole fo
     state = model.init
     linearized = 0
     cache: set[tuple[int, S]] = set()
-    calls: list[tuple[int, S]] = []
+    calls: list[tuple[int, S, bool]] = []
+    read_only = [model.read_only(op.input, op.output) for op in ops]
     entry = nxt[0]
     steps = 0
     best = -1
@@ -200,31 +211,34 @@ def _check_partition(  # noqa: PLR0912, PLR0915 -- one tight loop, kept whole fo
         if is_call[entry]:
             i = op_of[entry]
             legal, new_state = step(state, inputs[i], outputs[i])
-            if legal:
-                new_linearized = linearized | (1 << i)
-                if (new_linearized, new_state) not in cache:
-                    cache.add((new_linearized, new_state))
-                    calls.append((entry, state))
-                    state = new_state
-                    linearized = new_linearized
-                    # lift the call and its return out of the list
-                    r = match[entry]
-                    nxt[prv[entry]] = nxt[entry]
-                    prv[nxt[entry]] = prv[entry]
-                    nxt[prv[r]] = nxt[r]
-                    if nxt[r] != -1:
-                        prv[nxt[r]] = prv[r]
-                    entry = nxt[0]
-                    continue
-            entry = nxt[entry]
-        else:
+            if not legal:
+                entry = nxt[entry]
+                continue
+            new_linearized = linearized | (1 << i)
+            if (new_linearized, new_state) not in cache:
+                cache.add((new_linearized, new_state))
+                calls.append((entry, state, read_only[i]))
+                state = new_state
+                linearized = new_linearized
+                # lift the call and its return out of the list
+                r = match[entry]
+                nxt[prv[entry]] = nxt[entry]
+                prv[nxt[entry]] = prv[entry]
+                nxt[prv[r]] = nxt[r]
+                if nxt[r] != -1:
+                    prv[nxt[r]] = prv[r]
+                entry = nxt[0]
+                continue
+            if not read_only[i]:
+                entry = nxt[entry]
+                continue
+            # a read-only operation legal here, whose configuration failed: so does this one
+        elif len(calls) > best:
             # the return of an operation not yet linearized: this order cannot work
-            if len(calls) > best:
-                best, stuck = len(calls), op_of[entry]
-            if not calls:
-                verdict = "illegal"
-                break
-            entry, state = calls.pop()
+            best, stuck = len(calls), op_of[entry]
+        # backtrack to the last linearization that has an alternative
+        while calls:
+            entry, state, committed = calls.pop()
             linearized &= ~(1 << op_of[entry])
             r = match[entry]
             nxt[prv[r]] = r
@@ -232,7 +246,12 @@ def _check_partition(  # noqa: PLR0912, PLR0915 -- one tight loop, kept whole fo
                 prv[nxt[r]] = r
             nxt[prv[entry]] = entry
             prv[nxt[entry]] = entry
-            entry = nxt[entry]
+            if not committed:
+                break
+        else:
+            verdict = "illegal"
+            break
+        entry = nxt[entry]
     budget.steps += steps
     return PartitionResult(
         key,

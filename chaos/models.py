@@ -56,8 +56,12 @@ def _register_describe(inp: RegisterInput, out: RegisterOutput | Unknown) -> str
     return f"cas({a!r}, {b!r}) -> {out!r}"
 
 
+def _register_read_only(inp: RegisterInput, out: RegisterOutput | Unknown) -> bool:
+    return inp[0] == "read" or (inp[0] == "cas" and out is False)
+
+
 REGISTER: Model[RegisterState, RegisterInput, RegisterOutput] = Model(
-    None, _register_step, _register_describe
+    None, _register_step, _register_describe, _register_read_only
 )
 
 
@@ -126,8 +130,12 @@ def _document_describe(inp: DocumentInput, out: DocumentOutput | Unknown) -> str
     return f"write({value.decode()}, expected={expected}, token={token}) -> {out!r}"
 
 
+def _document_read_only(inp: DocumentInput, out: DocumentOutput | Unknown) -> bool:
+    return inp[0] == "read" or out in ("conflict", "stale")
+
+
 DOCUMENT: Model[DocumentState, DocumentInput, DocumentOutput] = Model(
-    (0, canonical(None), None), _document_step, _document_describe
+    (0, canonical(None), None), _document_step, _document_describe, _document_read_only
 )
 
 
