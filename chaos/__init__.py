@@ -3,6 +3,11 @@
 ``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents (SIGKILL)
 and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every run
 against :mod:`chaos.invariants`, the same invariants the fault tests use.
+
+:func:`chaos.checker.check` (``python -m chaos.checker HISTORY...``) checks a history of
+operations (:mod:`chaos.history`) the way Jepsen does: fencing tokens, leases, semaphores,
+documents (linearizable: :mod:`chaos.linearizability`) and handoffs. It is not re-exported
+here, so that ``python -m chaos.checker`` runs a module not yet imported.
 """
 
 from chaos.faults import Fault, agent_identity
