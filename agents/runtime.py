@@ -9,7 +9,11 @@ LLM failure is final at once. Every final failure is published as an ``agent.fai
 so the person running the run sees it.
 
 Before serving, an agent claims its role and instance number (:mod:`agents.instance`), so two
-processes never act as one agent. It serves until the run ends: on ``run.completed`` or
+processes never act as one agent: it serves only while it holds that lease. The lease is
+checked before each read, each write of a handler (through :class:`~agents.instance.LeasedWriter`
+and :class:`~agents.instance.LeasedDB`) and each acknowledgement, and its loss cancels every
+handler in flight at once (their entries stay pending, for whoever holds the lease); the agent
+serves again once it holds the lease again. It serves until the run ends: on ``run.completed`` or
 ``run.failed`` (read from the run's end route, not through a group, so every instance sees
 it) :func:`run_agent` returns a sentence saying so, and the process exits 0.
 """
@@ -25,7 +29,13 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
-from agents.instance import hold_instance
+from agents.instance import (
+    InstanceLease,
+    InstanceLostError,
+    LeasedDB,
+    LeasedWriter,
+    hold_instance,
+)
 from agents.keys import failed_key
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
@@ -96,6 +106,13 @@ class Context:
     state: str = "starting"
     detail: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
+    lease: InstanceLease | None = None  # None: no lease to check (a handler run by a test)
+
+    def check_lease(self) -> None:
+        """Raise :class:`~agents.instance.InstanceLostError` unless this process holds its
+        instance lease now: called before reading, acknowledging or failing an entry."""
+        if self.lease is not None:
+            self.lease.check()
 
     async def status(self, detail: str, state: str = "working") -> None:
         """Say what this agent is doing now. The heartbeat task publishes it at once, off the
@@ -105,7 +122,10 @@ class Context:
         self.changed.set()
 
     async def beat(self) -> None:
-        """Refresh this agent's status (and its TTL); an unreachable Redis is only logged."""
+        """Refresh this agent's status (and its TTL); an unreachable Redis is only logged.
+        Nothing is published while the instance lease is lost (the status is the agent's)."""
+        if self.lease is not None and self.lease.lost:
+            return
         try:
             await self.memory.set_agent_status(
                 self.agent_id,
@@ -166,13 +186,14 @@ async def run_agent(
             reclaim_idle_ms=settings.reclaim_idle_ms,
             routes=ROUTES,
         )
+        lease = InstanceLease(agent_id)
         async with anyio.create_task_group() as outer:
-            await outer.start(hold_instance, m.memory, agent_id, settings.lock_ttl_seconds)
+            await outer.start(hold_instance, m.memory, agent_id, settings.lock_ttl_seconds, lease)
             wal = WriteAheadLog(
                 Path(settings.data_dir) / "wal" / path_part(run_id) / f"{path_part(agent_id)}.db"
             )
             stack.callback(wal.close)
-            writer = DurableWriter(m.memory, events, wal)
+            writer = LeasedWriter(lease, m.memory, events, wal)
             llm = TimedLLM(
                 _make_llm(settings),
                 agent_id,
@@ -185,7 +206,8 @@ async def run_agent(
                 queue_timeout=settings.llm_queue_timeout_seconds,
             )
             stack.push_async_callback(llm.aclose)
-            ctx = Context(agent_id, role, settings, m.memory, events, m.db, llm, writer)
+            db = LeasedDB(lease, m.db, config)
+            ctx = Context(agent_id, role, settings, m.memory, events, db, llm, writer, lease=lease)
             group = events.group(
                 role.value,
                 agent_id,
@@ -206,9 +228,7 @@ async def run_agent(
                         tg.cancel_scope.cancel()
 
                     tg.start_soon(until_run_ends)
-                    tg.start_soon(heartbeat, ctx)
-                    tg.start_soon(writer.run)
-                    await serve(ctx, group, handler, concurrency)
+                    await serve_while_held(ctx, lease, group, handler, concurrency)
             finally:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     ctx.state, ctx.detail = "stopping", "shutting down"
@@ -263,6 +283,30 @@ def _make_llm(settings: Settings) -> LLM:
     return make_llm(settings)
 
 
+async def serve_while_held(
+    ctx: Context, lease: InstanceLease, group: ConsumerGroup, handler: Handler, concurrency: int
+) -> None:
+    """Heartbeat, send the local log's backlog and serve handoffs while this process holds its
+    instance lease; once the lease is lost, stop all of it at once (handlers in flight are
+    cancelled, their entries left pending) until the lease is held again."""
+    while True:
+        await lease.wait_held()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat, ctx)
+                tg.start_soon(ctx.writer.run)
+                tg.start_soon(serve, ctx, group, handler, concurrency)
+                await lease.wait_lost()
+                tg.cancel_scope.cancel()
+        except* InstanceLostError:  # a check saw the loss before the watcher did
+            pass
+        logger.warning(
+            "lost the instance lease of %s: stopped taking, handing off and acknowledging "
+            "work until it is held again",
+            ctx.agent_id,
+        )
+
+
 async def heartbeat(ctx: Context) -> None:
     """Publish the status whenever it changes, and at least every ``heartbeat_seconds`` so it
     outlives its TTL while alive."""
@@ -287,6 +331,8 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrenc
             await process(ctx, group, delivery, handler)
         except ServerUnavailableError as exc:  # left pending: retried once the server is back
             logger.warning("lost a server during %s: %s", delivery.entry_id, exc)
+        except InstanceLostError:  # left pending, for whoever holds the lease
+            logger.warning("left %s pending: the instance lease is lost", delivery.entry_id)
         finally:
             busy -= 1
             slots.release()
@@ -300,6 +346,7 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrenc
                 free += 1
             if busy == 0 and ctx.state != "idle":
                 await ctx.status("waiting for work", state="idle")
+            ctx.check_lease()  # never take work without the lease: raised to serve_while_held
             try:
                 deliveries = await group.read(count=free, block_ms=1000)
             except ServerUnavailableError as exc:
@@ -316,6 +363,7 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrenc
 async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler) -> None:
     """Run the handler for one delivery; ack on success, fail (retry or dead-letter) otherwise."""
     event = delivery.event
+    ctx.check_lease()  # a delivery read just before the lease was lost is left pending
     if event.event_type not in HANDLED_BY[ctx.role]:
         await group.ack(delivery)
         return
@@ -327,13 +375,15 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
     except LLMError as exc:
         await _give_up(ctx, group, delivery, f"LLM failed: {exc}")
     except Exception as exc:
-        if isinstance(exc, ServerUnavailableError):
-            raise  # leave the entry pending: it is retried once the server is back
+        if isinstance(exc, ServerUnavailableError | InstanceLostError):
+            raise  # leave the entry pending: it is retried once the server (or lease) is back
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("%s %s failed: %s", event.event_type, delivery.entry_id, reason)
+        ctx.check_lease()
         if await group.fail(delivery, reason):
             await _report_failure(ctx, event, reason)
     else:
+        ctx.check_lease()
         await group.ack(delivery)
 
 
@@ -365,6 +415,8 @@ async def keep_claimed(ctx: Context, group: ConsumerGroup, delivery: Delivery) -
     interval = ctx.settings.reclaim_idle_ms / 3000
     while True:
         await anyio.sleep(interval)
+        if ctx.lease is not None and ctx.lease.lost:
+            return  # not kept claimed: the handler is being cancelled
         try:
             await group.touch(delivery)
         except ServerUnavailableError as exc:
@@ -374,6 +426,7 @@ async def keep_claimed(ctx: Context, group: ConsumerGroup, delivery: Delivery) -
 async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reason: str) -> None:
     """Dead-letter a delivery that no retry can fix, and tell the user."""
     logger.error("%s %s failed for good: %s", delivery.event.event_type, delivery.entry_id, reason)
+    ctx.check_lease()
     await group.fail(delivery, reason, final=True)
     await _report_failure(ctx, delivery.event, reason)
 

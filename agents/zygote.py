@@ -10,15 +10,23 @@ event loop, a thread or a connection that a fork could copy.
 The protocol, on the ``SOCK_SEQPACKET`` socket the orchestrator passes as standard input:
 
 - a request is one message, a JSON object (``role``, ``run_id``, ``instance``, ``env``, the
-  agent's environment, and ``log``, the file its output goes to), carrying one file descriptor:
-  the *report socket* for that agent;
+  agent's environment, and ``log``, the file its output goes to), carrying two file
+  descriptors: the *report socket* for that agent, and the read end of the orchestrator's
+  *life pipe* (whose write end only the orchestrator holds);
 - on the report socket the zygote writes the agent's pid, then, once it has exited and been
   reaped, its exit code (negative for a signal, as :mod:`subprocess` reports it), each an 8-byte
   signed integer; it writes ``-1`` as the pid and closes the socket if it cannot fork.
 
 The zygote stops when its standard input reaches end of file (the orchestrator closed it or
-died) or when the orchestrator dies (it asks the kernel for SIGTERM then). Each agent asks the
-kernel for SIGTERM when the zygote dies, so no agent outlives the orchestrator. An agent's
+died) or when the orchestrator dies (it asks the kernel for SIGTERM then). An agent does not
+die with the zygote: the zygote is only where it was forked from, and a zygote that dies (a
+SIGKILL, a crash) is replaced by the orchestrator for the next agent it starts
+(:class:`orchestrator.launcher.AgentLauncher`) while the agents already running go on. An agent
+dies with the orchestrator instead: a thread of its own waits on the life pipe, which reaches
+end of file when the orchestrator closes it or dies however it dies, and then sends the agent
+SIGTERM. (The kernel's parent-death signal cannot name a grandparent, and it fires when the
+parent dies even if the orphan is re-parented to a subreaper, so it cannot serve here.) An
+agent's
 process title is the command line that starts the same agent by hand (``python -m agents
 writer --run-id R --instance 2 --supervised``), so ``ps``, ``pgrep`` and the chaos tool find
 agents by command line as they always did.
@@ -36,6 +44,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import traceback
 from typing import Any, NoReturn
 
@@ -108,13 +117,15 @@ def serve(control: socket.socket) -> NoReturn:
                 os.read(wake_r, 4096)
             _reap(reports)
         if control.fileno() in ready:
-            message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 1)
+            message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST_BYTES, 2)
             if not message:  # the orchestrator closed its end or died: stop, at once (os._exit:
                 # a fork server has nothing to tear down, and its owner waits for it)
                 os._exit(0)
-            if not fds:
+            if len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
                 continue
-            report = socket.socket(fileno=fds[0])
+            report, life = socket.socket(fileno=fds[0]), fds[1]
             try:
                 request = json.loads(message)
             except ValueError:  # cut short (over MAX_REQUEST_BYTES) or not ours: refuse it
@@ -123,8 +134,9 @@ def serve(control: socket.socket) -> NoReturn:
             pid = (
                 -1
                 if request is None
-                else _fork(request, report, [control, *reports.values()], (wake_r, wake_w))
+                else _fork(request, report, life, [control, *reports.values()], (wake_r, wake_w))
             )
+            os.close(life)  # the agent has its own copy
             with contextlib.suppress(OSError):  # the orchestrator gave up on it: still reaped
                 report.sendall(INT.pack(pid))
             if pid > 0:
@@ -152,12 +164,12 @@ def _reap(reports: dict[int, socket.socket]) -> None:
 def _fork(
     request: dict[str, Any],
     report: socket.socket,
+    life: int,
     inherited: list[socket.socket],
     wake: tuple[int, int],
 ) -> int:
     """Fork one agent; the pid in the zygote (-1 if it could not fork). Never returns in the
     agent."""
-    zygote = os.getpid()
     try:
         pid = os.fork()
     except OSError:
@@ -174,11 +186,7 @@ def _fork(
             sock.close()
         for fd in wake:
             os.close(fd)
-        from devservers.process import die_with_parent  # noqa: PLC0415 - imported by main()
-
-        die_with_parent(signal.SIGTERM)()
-        if os.getppid() != zygote:  # the zygote died before the request took effect
-            os._exit(_EXIT_ERROR)
+        die_with_orchestrator(life)
         code = _serve(request)
     except BaseException:
         traceback.print_exc()
@@ -187,6 +195,24 @@ def _fork(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def die_with_orchestrator(life: int) -> None:
+    """Send this process SIGTERM once ``life`` (the read end of the orchestrator's life pipe)
+    reaches end of file: the orchestrator closed it, or died. At once if it has already."""
+
+    def watch() -> None:
+        while True:
+            try:
+                if not os.read(life, 1):
+                    break
+            except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
+                continue
+            except OSError:
+                break
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="die-with-orchestrator", daemon=True).start()
 
 
 def _serve(request: dict[str, Any]) -> int:

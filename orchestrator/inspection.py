@@ -95,6 +95,13 @@ def _summary(console: Console, run_id: str, state: RunState, entry: RunEntry | N
         highlight=False,
     )
     _llm_calls(console, state)
+    if state.malformed:
+        console.print(
+            f"[yellow]{len(state.malformed)} malformed event(s), skipped (their payload does not "
+            "fit their type):[/]"
+        )
+        for line in state.malformed:
+            console.print(Text(f"  {line}"))
     failures = list(state.failures)
     if entry is not None and entry.error and entry.error not in " ".join(failures):
         failures.append(entry.error)

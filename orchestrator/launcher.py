@@ -14,15 +14,27 @@ from one of two places:
 
 :meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which the supervisor
 waits for, signals and kills like a subprocess. The zygote is a child of this process and
-stops when :meth:`AgentLauncher.close` closes its socket, or when this process dies; its agents
-get SIGTERM when it stops.
+stops when :meth:`AgentLauncher.close` closes its socket, or when this process dies.
+
+The zygote is not a single point of failure. Its agents do not die with it: they die with
+this process (each waits on the *life pipe*, whose write end only this process holds: closed
+by :meth:`AgentLauncher.close` or by this process's death, however it dies; see
+:mod:`agents.zygote`). This process makes itself a child subreaper
+(``PR_SET_CHILD_SUBREAPER``), so the agents of a zygote that died become its own children:
+:meth:`AgentChild.wait` then follows each through a pidfd opened when it was forked, and
+reaps it for its exit code, and :meth:`AgentChild.send_signal` signals it through that pidfd
+(never a reused pid). A zygote found dead when an agent is to be started is replaced by a new
+interpreter's (``python -m agents.zygote``: this process may run threads and an event loop by
+then, so it is not forked again), and the agent is started from that one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -41,7 +53,11 @@ from agents import zygote
 from agents.roles import Role
 from agents.zygote import INT
 
+logger = logging.getLogger(__name__)
+
 _CLOSE_WAIT_SECONDS = 5.0
+_PR_SET_CHILD_SUBREAPER = 36
+_ADOPT_WAIT_SECONDS = 5.0  # how long an orphaned agent that exited may take to be re-parented
 
 
 class LauncherError(ChildProcessError):
@@ -58,22 +74,56 @@ class AgentChild:
     def __init__(self, pid: int, report: socket.socket) -> None:
         self.pid = pid
         self.returncode: int | None = None
-        self._report = report
+        self._report: socket.socket | None = report
+        try:  # the agent, followed even if its zygote dies (see the module's notes)
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except OSError:  # it has exited and been reaped already: the zygote reports its code
+            self._pidfd = None
 
     async def wait(self) -> int:
         """Wait until the process has exited; its exit code (negative: killed by a signal)."""
+        # Called again after a cancelled call (a supervisor's grace period): each step is
+        # taken once, so that call goes on where the last one stopped.
         if self.returncode is None:
-            code = await _read_int(self._report)
-            self._report.close()
-            # None: the zygote died first; its agents got SIGTERM from the kernel
-            self.returncode = -signal.SIGTERM if code is None else code
+            code = None
+            if self._report is not None:
+                code = await _read_int(self._report)
+                self._report.close()
+                self._report = None
+            if code is None:  # the zygote died first; the agent is this process's child now
+                code = await self._wait_orphan()
+            self.returncode = code
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
         return self.returncode
+
+    async def _wait_orphan(self) -> int:
+        """The exit code of an agent whose zygote died, once it exits: re-parented to this
+        process (a subreaper), it is reaped here. -SIGTERM if that cannot be known."""
+        if self._pidfd is None:
+            return -signal.SIGTERM
+        await anyio.wait_readable(self._pidfd)  # readable once the process has exited
+        with anyio.move_on_after(_ADOPT_WAIT_SECONDS):
+            while True:  # the kernel may re-parent it a moment after it exited
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
+                except ChildProcessError:
+                    pid = 0
+                if pid:
+                    return os.waitstatus_to_exitcode(status)
+                await anyio.sleep(0.01)
+        logger.warning("agent %d exited after its zygote; its exit code is unknown", self.pid)
+        return -signal.SIGTERM
 
     def send_signal(self, sig: signal.Signals, /) -> None:
         """Send ``sig`` unless the process has been reaped already (its pid may be reused)."""
         if self.returncode is None:
             with suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -86,13 +136,23 @@ class AgentLauncher:
     """Forks agent processes from one zygote; ``with AgentLauncher.start() as launcher:``."""
 
     def __init__(
-        self, pid: int, control: socket.socket, process: subprocess.Popen[bytes] | None = None
+        self,
+        pid: int,
+        control: socket.socket,
+        process: subprocess.Popen[bytes] | None = None,
+        *,
+        life: tuple[int, int],
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.pid = pid  # the zygote's
         self.process = process  # when it was spawned rather than forked
+        self.restarts = 0  # zygotes started again after one died
         self._control = control
+        self._life_r, self._life_w = life  # the life pipe: see the module's notes
+        self._env = env
         self._sending = anyio.Lock()
         self._exited: int | None = None  # the forked zygote's exit code, once reaped
+        _become_subreaper()
 
     @classmethod
     @contextmanager
@@ -106,6 +166,7 @@ class AgentLauncher:
             msg = "AgentLauncher.fork() needs a process without threads or a running event loop"
             raise LauncherError(msg)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        life = os.pipe()
         with ours:
             for stream in (sys.stdout, sys.stderr):  # or the zygote's agents would repeat it
                 stream.flush()
@@ -114,6 +175,8 @@ class AgentLauncher:
             if pid == 0:  # the zygote
                 try:
                     ours.close()
+                    for fd in life:  # each agent gets the read end with its request only
+                        os.close(fd)
                     zygote.become_forked_zygote(parent)
                     zygote.serve(theirs)
                 except BaseException:
@@ -122,7 +185,7 @@ class AgentLauncher:
                     os._exit(1)
             theirs.close()
             ours.setblocking(False)
-            launcher = cls(pid, ours)
+            launcher = cls(pid, ours, life=life)
             try:
                 yield launcher
             finally:
@@ -133,27 +196,21 @@ class AgentLauncher:
     def start(cls, env: Mapping[str, str] | None = None) -> Iterator[AgentLauncher]:
         """Start the zygote now (it imports the agent code while the caller goes on); stop it
         on leaving. Call it with no event loop running, or from one: it does not block."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, process = _spawn_zygote(env)
         with ours:
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "agents.zygote", "--parent", str(os.getpid())],
-                    stdin=theirs.fileno(),
-                    stdout=subprocess.DEVNULL,
-                    env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
-                )
-            finally:
-                theirs.close()
-            ours.setblocking(False)
-            launcher = cls(process.pid, ours, process)
+            launcher = cls(process.pid, ours, process, life=os.pipe(), env=env)
             try:
                 yield launcher
             finally:
                 launcher.close()
 
     def close(self) -> None:
-        """Stop the zygote: end of file on its socket, then SIGKILL if it lingers."""
+        """Stop the zygote: end of file on its socket, then SIGKILL if it lingers. Agents still
+        running get SIGTERM (the life pipe ends)."""
         self._control.close()
+        for fd in (self._life_w, self._life_r):
+            with suppress(OSError):
+                os.close(fd)
         if self.process is not None:
             try:
                 self.process.wait(_CLOSE_WAIT_SECONDS)
@@ -192,28 +249,51 @@ class AgentLauncher:
                 "log": str(log_path),
             }
         ).encode()
-        ours, theirs = socket.socketpair()
-        ours.setblocking(False)
-        try:
-            with theirs:
-                async with self._sending:
-                    await self._send(request, theirs)
-            pid = await _read_int(ours)
-        except BaseException:
-            ours.close()
-            raise
-        if pid is None or pid < 0:
+        for last in (False, True):  # a second time from a new zygote, if this one died
+            async with self._sending:
+                if self.exit_code() is not None:
+                    self._restart()
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            try:
+                with theirs:
+                    async with self._sending:
+                        await self._send(request, theirs)
+                pid = await _read_int(ours)
+            except LauncherError:
+                ours.close()
+                if last:
+                    raise
+                continue
+            except BaseException:
+                ours.close()
+                raise
+            if pid is not None and pid >= 0:
+                return AgentChild(pid, ours)
             ours.close()
             code = self.exit_code()
-            why = "could not fork" if code is None else f"exited with code {code}"
-            msg = f"cannot start agent {role}-{instance}: the agent zygote {why}"
-            raise LauncherError(msg)
-        return AgentChild(pid, ours)
+            if code is None or last:
+                why = "could not fork" if code is None else f"exited with code {code}"
+                msg = f"cannot start agent {role}-{instance}: the agent zygote {why}"
+                raise LauncherError(msg)
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def _restart(self) -> None:
+        """Replace a dead zygote (reaped by :meth:`exit_code`) by a new interpreter's."""
+        logger.warning(
+            "the agent zygote (pid %d) exited with code %s; starting another",
+            self.pid,
+            self.exit_code(),
+        )
+        ours, process = _spawn_zygote(self._env)
+        self._control.close()
+        self._control, self.pid, self.process, self._exited = ours, process.pid, process, None
+        self.restarts += 1
 
     async def _send(self, request: bytes, report: socket.socket) -> None:
         while True:
             try:
-                socket.send_fds(self._control, [request], [report.fileno()])
+                socket.send_fds(self._control, [request], [report.fileno(), self._life_r])
             except BlockingIOError:
                 await anyio.wait_writable(self._control)
             except OSError as exc:
@@ -221,6 +301,36 @@ class AgentLauncher:
                 raise LauncherError(msg) from exc
             else:
                 return
+
+
+def _spawn_zygote(
+    env: Mapping[str, str] | None,
+) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+    """``python -m agents.zygote`` (it imports the agent code while the caller goes on), and
+    this process's end of its control socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agents.zygote", "--parent", str(os.getpid())],
+            stdin=theirs.fileno(),
+            stdout=subprocess.DEVNULL,
+            env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return ours, process
+
+
+def _become_subreaper() -> None:
+    """Make this process the one that orphaned descendants (the agents of a zygote that died)
+    are re-parented to, so it can reap them for their exit codes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("cannot become a child subreaper (errno %d)", ctypes.get_errno())
 
 
 async def _read_int(sock: socket.socket) -> int | None:

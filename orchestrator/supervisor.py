@@ -9,8 +9,10 @@ that exits with an error is restarted with a growing backoff, a bounded number o
 that exits 0 stopped by itself (it saw the run end) and is not restarted. A restarted agent
 waits for its previous process's instance lease to expire (see :mod:`agents.instance`).
 When the supervisor is cancelled (the run finished, failed, timed out, or the user pressed
-Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also ask the
-kernel for SIGTERM if the orchestrator itself dies, so none outlives it.
+Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also get SIGTERM
+if the orchestrator itself dies, so none outlives it (a started agent asks the kernel; a
+forked one watches the launcher's life pipe). A zygote that dies takes no agent with it, and
+the launcher starts a new one for the next agent (see :mod:`orchestrator.launcher`).
 
 Two calls let the caller overlap its own work with the agents' start and stop:
 :meth:`Supervisor.start_early` starts the agents a run needs first before :meth:`run` is

@@ -3,12 +3,19 @@
 :class:`RunTracker` folds events into a :class:`RunState` (the planned sections, each
 section's state and draft version, the failures). The orchestrator applies events as they
 arrive; ``agentmem inspect`` rebuilds the same state from the log with
-:meth:`memory.events.EventStore.replay`.
+:meth:`memory.events.EventStore.replay`, and the web view folds it the same way.
+
+The memory layer stores any payload under any type, so the fold meets events it cannot read:
+one of a type this version does not know is counted and skipped (a newer agent's), and one of
+a known type whose payload does not fit that type's model is counted, skipped and listed in
+:attr:`RunState.malformed`, for every view of the run to show. Neither stops the fold.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pydantic import ValidationError
 
 from agents import EventType, SectionState, parse_payload
 from agents.protocol import (
@@ -91,6 +98,7 @@ class RunState:
     events: int = 0
     llm_seconds: dict[str, float] = field(default_factory=dict)  # per agent, from llm.called
     llm_calls: list[LLMCall] = field(default_factory=list)  # in the order they were recorded
+    malformed: list[str] = field(default_factory=list)  # known type, payload that does not fit
 
     @property
     def llm_totals(self) -> LLMTotals:
@@ -128,6 +136,9 @@ class RunTracker:
             payload = parse_payload(event)
         except ProtocolError:  # a type this version does not know: counted, not applied
             return state
+        except ValidationError as exc:  # a known type that does not fit: listed, not applied
+            state.malformed.append(malformed(event, exc))
+            return state
         match payload:
             case RunRequested(topic=topic):
                 state.topic = topic
@@ -150,6 +161,16 @@ class RunTracker:
             case SectionDrafted() | SectionRevisionRequested() | SectionApproved():
                 _apply_to_section(state, event, payload.section_id, payload)
         return state
+
+
+def malformed(event: AgentEvent, exc: ValidationError) -> str:
+    """One line on an event whose payload does not fit its type: which, by whom, and why."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    return (
+        f"{event.event_id or '?'} {event.event_type} by {event.agent_id}: {where}: "
+        f"{first['msg']} ({exc.error_count()} error(s))"
+    )
 
 
 def _apply_to_section(

@@ -3,7 +3,8 @@
 Routes: ``/`` the runs list; ``/runs/<id>`` a run's page; ``/runs/<id>/body`` the part of it
 that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
-agents again. It listens on 127.0.0.1 only.
+agents again. It listens on 127.0.0.1 only, answers only requests that name it as their host,
+and refuses a POST from another origin or without its token (:mod:`web.guard`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import aclosing, asynccontextmanager
 from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,6 +23,7 @@ from starlette.routing import Route
 from agents import RUN_STREAM, EventType
 from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory, validate_id
 from web.data import load_run
+from web.guard import HostGuard, new_token, token_ok
 from web.pages import not_found, run_body, run_page, runs_page
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -35,6 +38,7 @@ def create_app(config: MemoryConfig) -> Starlette:
     live stream the browser leaves is cancelled while it waits and holds nothing of its own.
     """
     opened: list[Memory] = []
+    token = new_token()  # what a POST must carry: in this server's pages only
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,14 +57,14 @@ def create_app(config: MemoryConfig) -> Starlette:
         view = await load_run(opened[0].scope(run_id), run_id)
         if not view.known:
             return HTMLResponse(not_found(run_id), status_code=404)
-        return HTMLResponse(run_page(view))
+        return HTMLResponse(run_page(view, token))
 
     async def body(request: Request) -> Response:
         run_id = _run_id(request)
         if run_id is None:
             return Response("unknown run", status_code=404)
         view = await load_run(opened[0].scope(run_id), run_id)
-        return HTMLResponse(run_body(view))
+        return HTMLResponse(run_body(view, token))
 
     async def stream(request: Request) -> Response:
         run_id = _run_id(request)
@@ -77,6 +81,8 @@ def create_app(config: MemoryConfig) -> Starlette:
         run_id = _run_id(request)
         letter = request.path_params["letter"]
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if not token_ok(token, request.headers, form):
+            return Response("refused: the request carries no valid token", status_code=403)
         if run_id is None or not _ENTRY_ID.match(letter):
             return Response("bad run id or dead letter id", status_code=400)
         if form.get("confirm") != ["yes"]:
@@ -89,6 +95,7 @@ def create_app(config: MemoryConfig) -> Starlette:
 
     return Starlette(
         lifespan=lifespan,
+        middleware=[Middleware(HostGuard)],
         routes=[
             Route("/", runs),
             Route("/runs/{run_id}", run),

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from memory import RunEntry
 from orchestrator.timeline import timeline_svg
 from web.data import RunView, Version
+from web.guard import TOKEN_FIELD
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1260px; color: #222;
@@ -30,6 +31,7 @@ pre.diff { background: #fafafa; padding: 0.5em; overflow-x: auto; white-space: p
 .del { color: #b71c1c; background: #ffebee; display: block; }
 .comments li { color: #6d4c00; }
 .failure { color: #b00020; }
+.malformed { color: #a15c00; }
 #live { color: #666; font-size: 0.9em; }
 .timeline-wrap { overflow-x: auto; }
 """
@@ -62,8 +64,9 @@ def runs_page(entries: list[RunEntry]) -> str:
     return layout("agentmem runs", f"<h1>Runs</h1>{table}")
 
 
-def run_page(view: RunView) -> str:
-    """The run's page: its body, refreshed while the run's stream has news."""
+def run_page(view: RunView, token: str = "") -> str:
+    """The run's page: its body, refreshed while the run's stream has news; ``token`` is the
+    server's, which its forms carry (:mod:`web.guard`)."""
     path = f"/runs/{quote(view.run_id, safe='')}"
     finished = view.state.report_path is not None or (
         view.entry is not None and view.entry.state != "running"
@@ -92,12 +95,12 @@ def run_page(view: RunView) -> str:
     body = (
         f'<p><a href="/">all runs</a></p><h1>Run {escape(view.run_id)}</h1>'
         f'<p id="live">{"run finished" if finished else "live: waiting for events…"}</p>'
-        f'<div id="run-body">{run_body(view)}</div>'
+        f'<div id="run-body">{run_body(view, token)}</div>'
     )
     return layout(f"agentmem {view.run_id}", body, script)
 
 
-def run_body(view: RunView) -> str:
+def run_body(view: RunView, token: str = "") -> str:
     """Summary, timeline, sections with their versions, facts and dead letters."""
     return "".join(
         [
@@ -107,7 +110,7 @@ def run_body(view: RunView) -> str:
             "</div>",
             _sections(view),
             _facts(view),
-            _dead_letters(view),
+            _dead_letters(view, token),
         ]
     )
 
@@ -122,6 +125,12 @@ def _summary(view: RunView) -> str:
         f"{len(state.sections)} sections settled; {state.fact_count} facts; {state.events} "
         "events.</p>",
     ]
+    if state.malformed:
+        items = "".join(f"<li>{escape(m)}</li>" for m in state.malformed)
+        parts.append(
+            f'<div class="malformed"><b>Malformed events ({len(state.malformed)}), skipped: '
+            f"their payload does not fit their type.</b><ul>{items}</ul></div>"
+        )
     failures = list(state.failures)
     if entry is not None and entry.error and entry.error not in " ".join(failures):
         failures.append(entry.error)
@@ -208,7 +217,7 @@ def _facts(view: RunView) -> str:
     )
 
 
-def _dead_letters(view: RunView) -> str:
+def _dead_letters(view: RunView, token: str) -> str:
     if not view.dead_letters:
         return "<h2>Dead letters</h2><p>None: every handoff was handled.</p>"
     path = f"/runs/{quote(view.run_id, safe='')}/dead-letters"
@@ -218,6 +227,7 @@ def _dead_letters(view: RunView) -> str:
         f'<form method="post" action="{path}/{quote(d.dead_letter_id, safe="")}/requeue" '
         "onsubmit=\"return confirm('Hand this entry to the agents again?')\">"
         '<input type="hidden" name="confirm" value="yes">'
+        f'<input type="hidden" name="{TOKEN_FIELD}" value="{escape(token)}">'
         '<button type="submit">Requeue</button></form></td></tr>'
         for d in view.dead_letters
     )

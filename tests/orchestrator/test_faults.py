@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 import redis.asyncio as redis
 
@@ -210,3 +211,34 @@ async def test_agents_and_servers_stop_when_the_orchestrator_is_interrupted_or_k
 
         assert code == expected_code, stderr[-2000:]
         assert wait_until_gone(rid) == []
+
+
+async def test_a_run_whose_zygote_is_killed_completes_and_its_agents_survive(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """SIGKILL of the agent zygote mid-run: the agents it forked go on, an agent killed after
+    it is restarted from a new zygote, and the run completes whole."""
+    rid = run_id()
+    env = cli_env(servers.redis_url, servers.database_url, tmp_path, **SLOW)
+    process = start_cli(env, "run", "--run-id", rid)
+    await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "run.planned")
+    agents = {p.pid for p in agent_processes(rid)}
+    [zygote] = [
+        p
+        for p in psutil.Process(process.pid).children()
+        if "agents.zygote" in " ".join(p.cmdline())
+    ]
+    zygote.send_signal(signal.SIGKILL)
+    with anyio.fail_after(30):  # re-parented to the orchestrator, alive
+        while {p.pid for p in psutil.Process(process.pid).children()} < agents:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    assert {p.pid for p in agent_processes(rid)} >= agents
+    [writer] = agent_processes(rid, "writer")
+    writer.send_signal(signal.SIGKILL)  # its restart needs a zygote
+
+    code, stdout, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    assert "writer-1 exited with code -9; restarting" in stdout
+    assert stdout.count("restarting") == 1  # no agent died with the zygote
+    await assert_run_is_whole(servers.redis_url, servers.database_url, rid, outcome(stdout))
+    assert wait_until_gone(rid) == []

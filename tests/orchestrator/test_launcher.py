@@ -77,7 +77,8 @@ async def test_a_forked_agent_that_cannot_start_reports_its_exit_code_and_why(
 async def test_closing_the_launcher_stops_the_agents_it_forked(
     servers: ServerUrls, tmp_path: Path
 ) -> None:
-    """The zygote stops when its owner closes it; its agents get SIGTERM and stop cleanly."""
+    """The zygote stops when its owner closes it; its agents get SIGTERM (the life pipe ends)
+    and stop cleanly."""
     rid = f"fork-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "research-1.log"
     children: list[AgentChild] = []
@@ -88,8 +89,39 @@ async def test_closing_the_launcher_stops_the_agents_it_forked(
         await wait_ready(log)
     pid = children[0].pid
     with anyio.fail_after(30):
-        assert await children[0].wait() == -signal.SIGTERM  # as the zygote is gone
+        assert await children[0].wait() == 0  # stopped cleanly, reaped here: its zygote is gone
     with anyio.fail_after(30):
         while not gone(pid):  # noqa: ASYNC110 - another process, polled
             await anyio.sleep(0.05)
     assert "stopping" in log.read_text()
+
+
+async def test_agents_outlive_a_killed_zygote_and_the_next_comes_from_a_new_one(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """SIGKILL of the zygote: its agent goes on (re-parented to this process), the next agent
+    is forked from a new zygote, and each agent's exit code is still known."""
+    rid = f"fork-{uuid.uuid4().hex[:8]}"
+    env = agent_env(servers, tmp_path)
+    with AgentLauncher.start() as launcher:
+        first = await launcher.launch(Role.WRITER, rid, 1, env, tmp_path / "writer-1.log")
+        await wait_ready(tmp_path / "writer-1.log")
+        zygote = launcher.pid
+        os.kill(zygote, signal.SIGKILL)
+        with anyio.fail_after(30):
+            while psutil.Process(first.pid).ppid() != os.getpid():  # noqa: ASYNC110 - polled
+                await anyio.sleep(0.05)
+        assert psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE  # it survived
+
+        second = await launcher.launch(Role.REVIEW, rid, 1, env, tmp_path / "review-1.log")
+        await wait_ready(tmp_path / "review-1.log")
+        assert launcher.pid != zygote
+        assert launcher.restarts == 1
+        assert psutil.Process(second.pid).ppid() == launcher.pid
+
+        first.send_signal(signal.SIGKILL)
+        with anyio.fail_after(30):
+            assert await first.wait() == -signal.SIGKILL
+        assert gone(first.pid)
+    with anyio.fail_after(30):
+        assert await second.wait() == 0  # the launcher closed: SIGTERM, a clean stop

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import http.client
+import re
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
 import pytest
+from pydantic import SecretStr
+from rich.console import Console
 
-from agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agents import Settings
+from agents.protocol import ROUTES, RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
 from devservers import ServerUrls
-from memory import MemoryConfig, RunEntry, open_memory
+from memory import AgentEvent, MemoryConfig, RunEntry, open_memory
 from memory.connections import RedisClient
+from orchestrator.inspection import show_run
 from tests.web.conftest import WEB_CLIENT
 
 pytestmark = pytest.mark.anyio
@@ -66,18 +74,137 @@ async def test_runs_are_listed_and_a_run_page_shows_its_state(
 
 
 async def test_a_requeue_must_be_confirmed_and_name_a_real_dead_letter(
-    web_url: str, namespace: str
+    web_url: str, dead_letter: tuple[str, str]
 ) -> None:
     """POST without confirm=yes is refused (400); an unknown dead letter is a 404."""
-    url = f"{web_url}/runs/{namespace}/dead-letters/1-0/requeue"
+    page, _ = dead_letter
+    token = page_token((await fetch(page))[1])
+    url = f"{page}/dead-letters/1-0/requeue"
 
-    status, text = await fetch(url, b"")
+    status, text = await fetch(url, f"csrf_token={token}".encode())
     assert status == 400
     assert "confirm=yes" in text
 
-    status, text = await fetch(url, b"confirm=yes")
+    status, text = await fetch(url, f"confirm=yes&csrf_token={token}".encode())
     assert status == 404
     assert "no dead letter 1-0" in text
+
+
+@pytest.fixture
+async def dead_letter(
+    servers: ServerUrls, web_url: str, namespace: str
+) -> AsyncIterator[tuple[str, str]]:
+    """A run with one dead letter: its page's URL, and the dead letter's id."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    async with open_memory(config, namespace) as m:
+        events = m.events(RUN_STREAM, routes=ROUTES)
+        group = events.group("writer", "writer-1", route="writer")
+        await group.ensure()
+        await events.publish(
+            AgentEvent(event_type=EventType.SECTION_ASSIGNED, agent_id="test", payload={"x": 1})
+        )
+        [delivery] = await group.read(count=1, block_ms=1000)
+        await group.fail(delivery, "bad payload", final=True)
+        [letter] = await events.dead_letters()
+        yield f"{web_url}/runs/{namespace}", letter.dead_letter_id
+        await m.drop()
+
+
+def page_token(page: str) -> str:
+    """The server's token, as a page's requeue form carries it."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def send(
+    url: str, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """One request as given (its Host header too), redirects not followed."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        connection.request(method, parts.path, body=body, headers=sent)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+async def test_a_requeue_from_another_origin_or_without_the_token_is_refused(
+    web_url: str, dead_letter: tuple[str, str]
+) -> None:
+    """POST without the page's token, or with a foreign Origin, is refused (403); with both
+    right it requeues (303) and the dead letter is gone."""
+    page, letter = dead_letter
+    token = page_token((await fetch(page))[1])
+    url = f"{page}/dead-letters/{letter}/requeue"
+    ours = {"Origin": web_url}
+
+    def post(body: str, headers: dict[str, str]) -> tuple[int, str]:
+        return send(url, "POST", body.encode(), headers)
+
+    assert (await anyio.to_thread.run_sync(post, "confirm=yes", ours))[0] == 403
+    wrong = f"confirm=yes&csrf_token={token[::-1]}"
+    assert (await anyio.to_thread.run_sync(post, wrong, ours))[0] == 403
+    right = f"confirm=yes&csrf_token={token}"
+    foreign = {"Origin": "http://evil.example"}
+    assert (await anyio.to_thread.run_sync(post, right, foreign))[0] == 403
+    assert (await anyio.to_thread.run_sync(post, right, {"Origin": "null"}))[0] == 403
+    assert letter in (await fetch(page))[1]  # none of those requeued it
+
+    status, _ = await anyio.to_thread.run_sync(post, right, ours)
+    assert status == 303
+    assert letter not in (await fetch(page))[1]
+
+
+async def test_a_request_naming_another_host_is_refused(web_url: str) -> None:
+    """Host evil.example (DNS rebinding) or another port is refused (421); the loopback names
+    with this server's port are served."""
+    port = urlsplit(web_url).port
+
+    def status(host: str) -> int:
+        return send(f"{web_url}/", headers={"Host": host})[0]
+
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", "localhost.evil.example"):
+        assert await anyio.to_thread.run_sync(status, host) == 421, host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        assert await anyio.to_thread.run_sync(status, host) == 200, host
+
+
+async def test_a_run_with_a_malformed_event_renders_and_inspect_shows_it(
+    servers: ServerUrls, web_url: str, namespace: str
+) -> None:
+    """An event of a known type whose payload does not fit (the memory layer stores it) is
+    shown as malformed by the run page (200) and by inspect, and the rest still folds."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    async with open_memory(config, namespace) as m:
+        log = m.events(RUN_STREAM)
+        request = RunRequested(topic="Locks", sources=[SourceDoc(name="a.md", text="A.")])
+        await log.publish(new_event(EventType.RUN_REQUESTED, "orchestrator", request))
+        await log.publish(
+            AgentEvent(event_type=EventType.RUN_PLANNED, agent_id="research-1", payload={"x": 1})
+        )
+    try:
+        status, page = await fetch(f"{web_url}/runs/{namespace}")
+        assert status == 200
+        assert "Malformed events (1)" in page
+        assert "run.planned by research-1" in page
+        assert "<b>Locks</b>" in page
+
+        console = Console(record=True, width=200)
+        settings = Settings(
+            redis_url=SecretStr(servers.redis_url), database_url=SecretStr(servers.database_url)
+        )
+        shown = await show_run(settings, namespace, console, facts=False, events=True, section=None)
+        assert shown
+        text = console.export_text()
+        assert "1 malformed event(s)" in text
+        assert "run.planned by research-1" in text
+    finally:
+        async with open_memory(config, namespace) as m:
+            await m.drop()
 
 
 async def test_the_view_serves_every_request_on_one_client_and_one_pool(
