@@ -2,7 +2,10 @@
 
 When REDIS_URL / DATABASE_URL are set the tests use those servers instead. With
 ``AGENTMEM_TEST_REDIS=cluster`` (``make test-cluster``) Redis is a local 3-primary,
-3-replica Redis Cluster, reached through one of its nodes.
+3-replica Redis Cluster, reached through one of its nodes. A REDIS_URL naming a node of a
+cluster is recognised when the session starts (``AGENTMEM_TEST_REDIS`` is then set to
+``cluster``), so that the tests that need a standalone server skip, with their reason.
+Tests that must stop, crash or restart a server start their own.
 """
 
 from __future__ import annotations
@@ -14,11 +17,22 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+import redis as sync_redis
 
 from devservers import ServerUrls, local_servers
 from devservers.cluster import local_cluster
 from memory.connections import MemoryConfig, RedisClient, connect_redis
 from memory.retry import set_testing
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tell a Redis Cluster from a standalone server when REDIS_URL names one."""
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url and not os.environ.get("AGENTMEM_TEST_REDIS"):
+        first = redis_url.split(",")[0].strip()
+        with sync_redis.Redis.from_url(first, socket_connect_timeout=5, socket_timeout=5) as r:
+            if r.info("cluster").get("cluster_enabled"):
+                os.environ["AGENTMEM_TEST_REDIS"] = "cluster"
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,13 @@ from typing import Any
 
 import anyio
 import psutil
-import redis.asyncio as redis
 
 from agents.sentences import numbered, sentences
 from agents.stub_llm import extract
 from chaos.faults import agent_identity
 from chaos.invariants import run_problems
 from memory.agent_memory import RedisAgentMemory
+from memory.connections import MemoryConfig, connect_redis
 from memory.events import AgentEvent, EventStore
 from memory.shared_db import SharedAgentDB
 from orchestrator.sources import load_sources
@@ -62,7 +62,7 @@ async def wait_for_event(
     redis_url: str, run_id: str, accept: Callable[[AgentEvent], bool], within: float = 60
 ) -> AgentEvent:
     """The first event of the run's log that ``accept`` accepts (polling, so it rides outages)."""
-    client = redis.Redis.from_url(redis_url)
+    client = await connect_redis(MemoryConfig(redis_url=redis_url))
     store = EventStore(client, run_id, "run")
     try:
         with anyio.fail_after(within):
@@ -130,7 +130,7 @@ async def assert_run_is_whole(redis_url: str, database_url: str, run_id: str, ou
     """The invariants of :func:`chaos.invariants.run_problems`, plus: every section approved."""
     assert len(out.record["sections"]) == len(list(SOURCES.glob("*.md")))
     assert all(s["state"] == "approved" for s in out.record["sections"])
-    client = redis.Redis.from_url(redis_url)
+    client = await connect_redis(MemoryConfig(redis_url=redis_url))
     db = await SharedAgentDB.connect(database_url, run_id)
     try:
         problems = await run_problems(
