@@ -17,10 +17,10 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-import redis.asyncio as redis
 
 from agents.roles import Role
 from devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
+from memory.connections import MemoryConfig, connect_redis
 from memory.keys import Keyspace
 from tests.agents.fake_openai_server import Script, error, fake_openai
 from tests.orchestrator.runs import (
@@ -142,7 +142,7 @@ async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
     """Malformed entries written into each role's handoffs never stop the run; the CLI shows
     them."""
     rid = run_id()
-    client = redis.Redis.from_url(servers.redis_url)
+    client = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
     for role in Role:  # the route each role's consumer group reads (agents.protocol.ROUTES)
         stream = Keyspace(rid).stream(f"run.{role.value}")
         await client.xadd(stream, {"garbage": "yes"})
