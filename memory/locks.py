@@ -121,6 +121,12 @@ _RELEASE_WAIT = 5.0  # seconds a release may take before the lease is left to ex
 _STOP_WAIT = 0.5  # seconds a block's end waits for its cancelled renewal task
 
 
+def default_wait(ttl_seconds: float) -> float:
+    """How long :meth:`LockManager.lock` waits by default: one lease and :data:`WAIT_SLACK`,
+    so a holder that crashed without releasing is waited out."""
+    return ttl_seconds + WAIT_SLACK
+
+
 def _valid_until(sent_at: float, ttl_seconds: float) -> float:
     """The local time before which a lease granted (or extended) at ``sent_at`` still holds."""
     return sent_at + ttl_seconds * (1 - _DRIFT_FACTOR) - _DRIFT_FIXED
@@ -239,12 +245,12 @@ class LockManager:
     ) -> AsyncIterator[HeldLock]:
         """Hold a lock for the block: wait up to ``timeout`` for it, renew it while held.
 
-        ``timeout`` defaults to ``ttl_seconds`` + :data:`WAIT_SLACK`: long enough for the
-        lease of a holder that crashed to expire. If a renewal finds the lease gone,
+        ``timeout`` defaults to :func:`default_wait` (``ttl_seconds`` + 5 s): long enough for
+        the lease of a holder that crashed to expire. If a renewal finds the lease gone,
         ``held.lost`` becomes true and ``held.check()`` raises; call it before acting on the
         lock's behalf, and pass ``held.fencing_token`` to stores that check it.
         """
-        wait = ttl_seconds + WAIT_SLACK if timeout is None else timeout
+        wait = default_wait(ttl_seconds) if timeout is None else timeout
         token = secrets.token_hex(16)  # one lease value for every attempt of this wait
         lease, holder = await self._try_acquire(resource, agent_id, token, ttl_seconds)
         if lease is None:
@@ -293,10 +299,11 @@ class LockManager:
         """The grant's fencing token, if it arrives before the lease's local deadline."""
         if self.fences is None:
             return None
-        with anyio.move_on_after(max(0.0, valid_until - self.clock())):
-            fencing_token = await self.fences(resource)
-            if self.clock() < valid_until:  # the scope's clock stops during a suspend
-                return fencing_token
+        # Not cancelled at the deadline: a query cancelled mid-flight costs the pool its
+        # connection. The token source's own call deadline bounds the wait.
+        fencing_token = await self.fences(resource)
+        if self.clock() < valid_until:
+            return fencing_token
         msg = (
             f"PostgreSQL did not issue the fencing token for the lock on {resource!r} "
             "before its lease ran out; the lock was not taken, try again"
