@@ -292,6 +292,7 @@ class SharedAgentDB(AsyncResource):
         returns: PostgreSQL has committed it, so no later call can return it or a smaller one
         even if Redis, which granted the lease, loses its writes. See :mod:`memory.locks`.
         """
+        validate_id(resource, "resource")
         token = await self.pool.fetchval(
             "INSERT INTO lock_fences AS f (namespace, resource, token) "
             "VALUES ($1, $2, nextval('agentmem_fencing_tokens')) "
