@@ -1,6 +1,9 @@
 """Locks: acquire+release per second; naive, redis-py's ``Lock`` and ours, uncontended and
 with 8 contenders on one resource.
 
+Ours takes its fencing token from PostgreSQL (as :func:`memory.open_memory` wires it), so a
+cycle is three round trips: the lease (Redis), the token (PostgreSQL), the release (Redis).
+
 redis-py's ``async with client.lock()`` is what a user would pick instead: one SET NX PX to
 take the lock, one script to release it, no renewal and no fencing token; while the lock is
 taken it polls every ``sleep`` seconds (0.1 s by default), so a holder that releases and
@@ -13,16 +16,25 @@ import anyio
 
 from bench.harness import Context, Figures, compare, namespace
 from bench.naive import NaiveMemory
-from memory import RedisAgentMemory
+from memory import RedisAgentMemory, SharedAgentDB
 
 CONTENDERS = 8
 
 
 async def locks(ctx: Context) -> Figures:
+    ns = namespace()
+    async with await SharedAgentDB.connect(ctx.database_url, ns) as db:
+        try:
+            memory = RedisAgentMemory(ctx.client, ns, fences=db.issue_fencing_token)
+            return await _locks(ctx, memory)
+        finally:
+            await db.drop_all()
+
+
+async def _locks(ctx: Context, memory: RedisAgentMemory) -> Figures:
     n, client = ctx.sizes.lock_ops, ctx.client
     per_contender = max(1, n // CONTENDERS)
     naive = NaiveMemory(client, namespace())
-    memory = RedisAgentMemory(client, namespace())
     redis_py_key = f"bench:{namespace()}:lock"
 
     async def naive_cycle() -> None:

@@ -2,6 +2,9 @@
 
 It keeps the article's method names and delegates each concern to its own module
 (:mod:`memory.facts`, :mod:`memory.status`, :mod:`memory.locks`), all on one Redis client.
+Locks get their fencing tokens from PostgreSQL when given a token source (``fences``;
+:func:`memory.stores.open_memory` wires the namespace's document store in); without one their
+leases carry no fencing token.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from memory.connections import RedisClient
 from memory.facts import Fact, FactStore, NewFact
 from memory.keys import Keyspace
 from memory.limits import Limits
-from memory.locks import HeldLock, Lease, LockManager
+from memory.locks import HeldLock, Lease, LockManager, TokenIssuer
 from memory.status import AgentStatus, StatusBoard
 
 
@@ -26,12 +29,21 @@ class RedisAgentMemory(AsyncResource):
     """
 
     def __init__(
-        self, client: RedisClient, namespace: str = "default", *, limits: Limits | None = None
+        self,
+        client: RedisClient,
+        namespace: str = "default",
+        *,
+        limits: Limits | None = None,
+        fences: TokenIssuer | None = None,
     ) -> None:
         self.keys = Keyspace(namespace)
         self._facts = FactStore(client, self.keys, limits=limits)
         self._statuses = StatusBoard(client, self.keys, limits=limits)
-        self._locks = LockManager(client, self.keys)
+        self._locks = LockManager(client, self.keys, fences=fences)
+
+    def use_fences(self, fences: TokenIssuer | None) -> None:
+        """Issue the locks' fencing tokens with ``fences`` (PostgreSQL's, same namespace)."""
+        self._locks.fences = fences
 
     # facts
     async def store_fact(
@@ -91,6 +103,11 @@ class RedisAgentMemory(AsyncResource):
         return await self._locks.extend_lock(lease, ttl_seconds)
 
     def lock(
-        self, resource: str, agent_id: str, *, ttl_seconds: float = 30.0, timeout: float = 10.0
+        self,
+        resource: str,
+        agent_id: str,
+        *,
+        ttl_seconds: float = 30.0,
+        timeout: float | None = None,
     ) -> AbstractAsyncContextManager[HeldLock]:
         return self._locks.lock(resource, agent_id, ttl_seconds=ttl_seconds, timeout=timeout)

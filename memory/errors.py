@@ -30,7 +30,7 @@ class ConflictError(AgentMemoryError):
 
 
 class StaleFencingTokenError(AgentMemoryError):
-    """A write carried a fencing token lower than one already seen for that key."""
+    """A write carried a fencing token lower than one already accepted for that key."""
 
     def __init__(self, key: str, token: int, highest: int) -> None:
         self.key = key
@@ -39,6 +39,19 @@ class StaleFencingTokenError(AgentMemoryError):
         msg = (
             f"write to {key!r} rejected: fencing token {token} is older than {highest}; "
             "the lock this write relied on was lost to another holder"
+        )
+        super().__init__(msg)
+
+
+class UnfencedWriteError(AgentMemoryError):
+    """A write without a fencing token, to a key that earlier writes fenced with one."""
+
+    def __init__(self, key: str, highest: int) -> None:
+        self.key = key
+        self.highest = highest
+        msg = (
+            f"write to {key!r} rejected: it carries no fencing token, but the key is written "
+            f"under a lock (highest token {highest}); hold the lock and pass its fencing_token"
         )
         super().__init__(msg)
 

@@ -153,9 +153,6 @@ class Keyspace:
     def lock(self, resource: str) -> str:
         return self._key("lock", encode_part(resource, "resource"))
 
-    def fence(self, resource: str) -> str:
-        return self._key("fence", encode_part(resource, "resource"))
-
     def replication_fence(self) -> str:
         """A short-lived key written to learn when replicas have caught up (memory.replication)."""
         return self._key("replication", "fence")

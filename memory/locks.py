@@ -1,25 +1,65 @@
-"""Distributed locks: leases with a random token, a fencing token, safe release and renewal.
+"""Distributed locks: leases in Redis, fencing tokens from PostgreSQL, safe release and renewal.
 
-A lease is granted by ``SET key token NX PX ttl``; in the same script the resource's fence
-counter is incremented, so every grant of a resource carries a larger fencing token than the
-one before. Release and renewal are compare-and-act scripts that touch the lock only while it
-still holds this lease's token; the article's GET-then-DEL can delete a lock that expired and
-was granted to someone else between the two commands.
+**What a lease promises.** A lease is granted by a script that sets the lock key to this
+lease's random value with ``PX ttl`` if the key is free. While Redis keeps its writes and the
+clocks of Redis and the holder run at rates within the drift margin (below), no two holders
+hold a lease on the same resource at once. Redis can break this: an OS crash under
+``appendfsync everysec``, or a failover to a replica that had not received the last writes,
+loses the lock key, and the next client is granted the lock while the first still holds it.
 
-A lease can still expire under a holder that stalls (a GC pause, SIGSTOP, a slow disk). That
-is what the fencing token is for: stores that accept writes from lock holders
-(:meth:`memory.shared_db.SharedAgentDB.write`) reject a token lower than one they have seen.
+**What a fencing token promises.** Each grant carries a fencing token issued by PostgreSQL
+(:meth:`memory.shared_db.SharedAgentDB.issue_fencing_token`): one statement, committed when
+it returns, from one sequence, so no two grants ever carry the same token and every grant of a
+resource carries a larger token than every grant of it before, whatever Redis loses.
+PostgreSQL accepts the fenced writes of a document in that order: a token lower than the
+highest it accepted for the key is refused, an equal one comes from the same grant, and once a
+key has seen a token a write without one is refused. So when Redis double-grants, or a holder
+stalls past its lease (a GC pause, SIGSTOP, a slow disk), the older holder's writes are
+refused once the newer holder has written; before that, both may write (fencing orders writes,
+it does not exclude the older holder).
 
-A holder also keeps its own clock on the lease. The server starts the lease's TTL after it
-receives the request, so the request's send time plus the TTL, less a margin for clock-rate
-drift (1 % of the TTL plus 2 ms, as Redlock allows), is a local deadline that passes before
-the server can grant the lock to anyone else. :attr:`HeldLock.lost` turns true at that
-deadline unless a renewal moved it, even when Redis is unreachable and no renewal can answer.
+The token is issued *after* Redis grants the lease, and the grant counts only if the token
+arrived before the lease's local deadline: the next grant can only happen after that deadline
+(while Redis keeps its writes), so its token is issued later and is larger. Token order
+follows lease order. A holder whose PostgreSQL call outlives its lease releases the lease and
+gets :class:`~memory.errors.ServerUnavailableError`; so does one whose PostgreSQL cannot
+answer (fail closed: no lease without a durable token). A lock manager built without a token
+source (no PostgreSQL: ``fences=None``) grants leases with ``fencing_token`` None: mutual
+exclusion only, as far as Redis keeps its writes.
+
+**What neither promises.** Nothing about effects outside PostgreSQL's fenced documents (a
+holder that sends an email after losing its lease sends it); nothing for keys written without
+tokens; nothing if PostgreSQL loses committed transactions (``synchronous_commit = off``, a
+failover to an asynchronous replica), or if clocks drift beyond the margin.
+
+**Retries and cancellation.** The acquire script recognises its own lease value: when the lock
+already holds it (a retried acquire whose first reply was lost), it reports the grant again
+and resets its TTL. The acquire is therefore safe to retry with the same value, and
+:meth:`LockManager.lock` uses one value for all the attempts of one wait. An acquire that
+fails or is cancelled after its request was sent (the wait's timeout, an outer cancel scope, a
+PostgreSQL error) releases that value, shielded and bounded: release is compare-and-delete, so
+this touches only a lease it may itself have been granted, never another holder's.
+
+Release and renewal are compare-and-act scripts that touch the lock only while it still holds
+this lease's value; the article's GET-then-DEL can delete a lock that expired and was granted
+to someone else between the two commands.
+
+**The local deadline.** The server starts the lease's TTL after it receives the request, so
+the request's send time plus the TTL, less a margin for clock-rate drift (1 % of the TTL plus
+2 ms, as Redlock allows), is a local deadline that passes before the server can grant the lock
+to anyone else. :attr:`HeldLock.lost` turns true at that deadline unless a renewal moved it,
+even when Redis is unreachable and no renewal can answer. Deadlines are kept on
+:func:`memory._clock.now` (``CLOCK_BOOTTIME``), which keeps counting while the machine is
+suspended: on the monotonic clock a lease that expired during a suspend looked valid after the
+resume.
 
 Renewal costs nothing until it is due: one timer per lock manager fires when the earliest
 held lease's first renewal (a third of its TTL) is due, and only a block that lasts that long
 gets a task, which renews its lease until the block ends. Most blocks are shorter, and pay
-for the lock just its two round trips (acquire and release), as redis-py's ``Lock`` does.
+for the lock three round trips (acquire, the token, release).
+
+:meth:`LockManager.lock` waits by default a little longer than one lease (``ttl_seconds`` plus
+:data:`WAIT_SLACK`), so a holder that crashed without releasing is waited out.
 """
 
 from __future__ import annotations
@@ -27,12 +67,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
 
+from memory import _clock
 from memory._boundary import translate_errors
 from memory._codec import as_str, ttl_ms
 from memory._scripts import LuaScript
@@ -42,12 +83,22 @@ from memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
 
+TokenIssuer = Callable[[str], Awaitable[int]]
+"""Issues a durable fencing token for a grant of the lock on a resource (PostgreSQL's)."""
+
+Clock = Callable[[], float]
+
 _ACQUIRE = """
--- KEYS: 1 lock, 2 fence counter. ARGV: 1 lease value, 2 ttl ms.
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {redis.call('INCR', KEYS[2]), ''}
+-- KEYS: 1 lock. ARGV: 1 lease value, 2 ttl ms. Returns {1, ''} when granted (also when the
+-- lock already holds this very value: a retried acquire gets its own grant back, TTL reset),
+-- else {0, the holder's value}.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ''} end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, ''}
 end
-return {0, redis.call('GET', KEYS[1]) or ''}
+return {0, held or ''}
 """
 
 _RELEASE = """
@@ -60,6 +111,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+WAIT_SLACK = 5.0  # seconds lock() waits beyond one lease by default
 _RETRY_MIN = 0.01
 _RETRY_MAX = 0.2
 _DRIFT_FACTOR = 0.01  # share of the TTL kept back for clock-rate drift (Redlock's figure)
@@ -69,6 +121,12 @@ _RELEASE_WAIT = 5.0  # seconds a release may take before the lease is left to ex
 _STOP_WAIT = 0.5  # seconds a block's end waits for its cancelled renewal task
 
 
+def default_wait(ttl_seconds: float) -> float:
+    """How long :meth:`LockManager.lock` waits by default: one lease and :data:`WAIT_SLACK`,
+    so a holder that crashed without releasing is waited out."""
+    return ttl_seconds + WAIT_SLACK
+
+
 def _valid_until(sent_at: float, ttl_seconds: float) -> float:
     """The local time before which a lease granted (or extended) at ``sent_at`` still holds."""
     return sent_at + ttl_seconds * (1 - _DRIFT_FACTOR) - _DRIFT_FIXED
@@ -76,13 +134,15 @@ def _valid_until(sent_at: float, ttl_seconds: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A granted lock. ``fencing_token`` grows with every grant of the same resource."""
+    """A granted lock. ``fencing_token`` (from PostgreSQL) grows with every grant of the same
+    resource and is unique per grant; None when the lock manager has no token source."""
 
     resource: str
     agent_id: str
     token: str
-    fencing_token: int
+    fencing_token: int | None
     ttl_seconds: float
+    valid_until: float = 0.0  # the local deadline of the grant, on the manager's clock
 
     @property
     def value(self) -> str:
@@ -93,15 +153,16 @@ class Lease:
 class HeldLock:
     """A lease held by :meth:`LockManager.lock`, renewed while held (see the module's notes)."""
 
-    def __init__(self, lease: Lease, valid_until: float) -> None:
+    def __init__(self, lease: Lease, valid_until: float, clock: Clock = _clock.now) -> None:
         self.lease = lease
-        self.valid_until = valid_until  # on anyio's clock; moved by each renewal
+        self.valid_until = valid_until  # on ``clock`` (CLOCK_BOOTTIME); moved by each renewal
+        self.clock = clock
         self._lost = False
 
     @property
     def lost(self) -> bool:
         """True once the lease was found gone, or its local deadline passed unrenewed."""
-        return self._lost or anyio.current_time() >= self.valid_until
+        return self._lost or self.clock() >= self.valid_until
 
     def mark_lost(self) -> None:
         self._lost = True
@@ -109,10 +170,10 @@ class HeldLock:
     @property
     def remaining(self) -> float:
         """Seconds until the local deadline (0 once lost)."""
-        return 0.0 if self._lost else max(0.0, self.valid_until - anyio.current_time())
+        return 0.0 if self._lost else max(0.0, self.valid_until - self.clock())
 
     @property
-    def fencing_token(self) -> int:
+    def fencing_token(self) -> int | None:
         return self.lease.fencing_token
 
     def check(self) -> None:
@@ -127,11 +188,25 @@ class HeldLock:
 
 @translate_errors
 class LockManager:
-    """Locks on the resources of one namespace."""
+    """Locks on the resources of one namespace.
 
-    def __init__(self, client: RedisClient, keys: Keyspace) -> None:
+    ``fences`` issues the fencing tokens (:meth:`memory.shared_db.SharedAgentDB.
+    issue_fencing_token` of the same namespace); without it leases carry no token. ``clock``
+    keeps the local deadlines (:func:`memory._clock.now`; tests may pass another).
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        keys: Keyspace,
+        *,
+        fences: TokenIssuer | None = None,
+        clock: Clock = _clock.now,
+    ) -> None:
         self._client = client
         self._keys = keys
+        self.fences = fences
+        self.clock = clock
         self._acquire = LuaScript(client, _ACQUIRE)
         self._release = LuaScript(client, _RELEASE)
         self._extend = LuaScript(client, _EXTEND)
@@ -140,8 +215,12 @@ class LockManager:
     async def acquire_lock(
         self, resource: str, agent_id: str, ttl_seconds: float = 30.0
     ) -> Lease | None:
-        """Take the lock if it is free, in one round trip; None when someone else holds it."""
-        lease, _ = await self._try_acquire(resource, agent_id, ttl_seconds)
+        """Take the lock if it is free; None when someone else holds it.
+
+        Two round trips: the lease (Redis), then its fencing token (PostgreSQL). Raises
+        :class:`ServerUnavailableError`, holding nothing, when either cannot answer in time.
+        """
+        lease, _ = await self._try_acquire(resource, agent_id, secrets.token_hex(16), ttl_seconds)
         return lease
 
     async def release_lock(self, lease: Lease) -> bool:
@@ -162,19 +241,23 @@ class LockManager:
         agent_id: str,
         *,
         ttl_seconds: float = 30.0,
-        timeout: float = 10.0,  # noqa: ASYNC109 - bounds the wait to acquire, not the block
+        timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait to acquire, not the block
     ) -> AsyncIterator[HeldLock]:
         """Hold a lock for the block: wait up to ``timeout`` for it, renew it while held.
 
-        If a renewal finds the lease gone, ``held.lost`` becomes true and ``held.check()``
-        raises; call it before acting on the lock's behalf, and pass ``held.fencing_token``
-        to stores that check it.
+        ``timeout`` defaults to :func:`default_wait` (``ttl_seconds`` + 5 s): long enough for
+        the lease of a holder that crashed to expire. If a renewal finds the lease gone,
+        ``held.lost`` becomes true and ``held.check()`` raises; call it before acting on the
+        lock's behalf, and pass ``held.fencing_token`` to stores that check it.
         """
-        sent_at = anyio.current_time()
-        lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
+        wait = default_wait(ttl_seconds) if timeout is None else timeout
+        token = secrets.token_hex(16)  # one lease value for every attempt of this wait
+        lease, holder = await self._try_acquire(resource, agent_id, token, ttl_seconds)
         if lease is None:
-            sent_at, lease = await self._wait_for(resource, agent_id, ttl_seconds, timeout, holder)
-        held = HeldLock(lease, _valid_until(sent_at, ttl_seconds))
+            lease = await self._wait_for(
+                resource, agent_id, token, ttl_seconds, wait_seconds=wait, holder=holder
+            )
+        held = HeldLock(lease, lease.valid_until, self.clock)
         renewal = _Renewal(self, held)
         self._renewals.add(renewal)
         try:
@@ -189,30 +272,73 @@ class LockManager:
                     logger.warning("could not release %s (it expires by itself): %s", resource, exc)
 
     async def _try_acquire(
-        self, resource: str, agent_id: str, ttl_seconds: float
+        self, resource: str, agent_id: str, token: str, ttl_seconds: float
     ) -> tuple[Lease | None, str]:
+        """One attempt: the lease (or None and who holds it), with its fencing token.
+
+        Whatever goes wrong once the request may have been sent, including a cancellation,
+        releases this lease value before the error propagates (see the module's notes).
+        """
         validate_id(agent_id, "agent_id")
-        lease = Lease(resource, agent_id, secrets.token_hex(16), 0, ttl_seconds)
-        keys = [self._keys.lock(resource), self._keys.fence(resource)]
-        fence, holder = await self._acquire(keys, [lease.value, _ttl_ms(ttl_seconds)])
-        if int(fence) == 0:
-            return None, as_str(holder).rsplit("/", 1)[0]
-        return Lease(resource, agent_id, lease.token, int(fence), ttl_seconds), ""
+        ttl = _ttl_ms(ttl_seconds)
+        value = f"{agent_id}/{token}"
+        key = self._keys.lock(resource)
+        sent_at = self.clock()
+        valid_until = _valid_until(sent_at, ttl_seconds)
+        try:
+            granted, holder = await self._acquire([key], [value, ttl])
+            if not int(granted):
+                return None, as_str(holder).rsplit("/", 1)[0]
+            fencing_token = await self._issue_token(resource, valid_until)
+        except BaseException:
+            await self._abandon(key, value)
+            raise
+        return Lease(resource, agent_id, token, fencing_token, ttl_seconds, valid_until), ""
+
+    async def _issue_token(self, resource: str, valid_until: float) -> int | None:
+        """The grant's fencing token, if it arrives before the lease's local deadline."""
+        if self.fences is None:
+            return None
+        # Not cancelled at the deadline: a query cancelled mid-flight costs the pool its
+        # connection. The token source's own call deadline bounds the wait.
+        fencing_token = await self.fences(resource)
+        if self.clock() < valid_until:
+            return fencing_token
+        msg = (
+            f"PostgreSQL did not issue the fencing token for the lock on {resource!r} "
+            "before its lease ran out; the lock was not taken, try again"
+        )
+        raise ServerUnavailableError(msg)
+
+    async def _abandon(self, key: str, value: str) -> None:
+        """Release ``value`` if this attempt was granted it (shielded, bounded, never raises)."""
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _RELEASE_WAIT):
+            try:
+                await self._release([key], [value])
+            except Exception as exc:  # the acquire's own error is the one to raise
+                logger.warning("could not release an abandoned lease on %s: %s", key, exc)
+            return
+        logger.warning("releasing an abandoned lease on %s timed out (it expires by itself)", key)
 
     async def _wait_for(
-        self, resource: str, agent_id: str, ttl_seconds: float, wait_seconds: float, holder: str
-    ) -> tuple[float, Lease]:
-        """The lease, once granted, and the local time its request was sent (after a first
-        attempt found it held by ``holder``)."""
+        self,
+        resource: str,
+        agent_id: str,
+        token: str,
+        ttl_seconds: float,
+        *,
+        wait_seconds: float,
+        holder: str,
+    ) -> Lease:
+        """The lease, once granted (after a first attempt found it held by ``holder``)."""
         delay = _RETRY_MIN
         with anyio.move_on_after(wait_seconds):
             while True:
                 await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, _RETRY_MAX)
-                sent_at = anyio.current_time()
-                lease, holder = await self._try_acquire(resource, agent_id, ttl_seconds)
+                lease, holder = await self._try_acquire(resource, agent_id, token, ttl_seconds)
                 if lease is not None:
-                    return sent_at, lease
+                    return lease
         msg = (
             f"could not lock {resource!r} within {wait_seconds} s; "
             f"it is held by {holder or 'another agent'!r}"
@@ -224,7 +350,7 @@ class LockManager:
         is lost once found gone, or once its local deadline passes without a renewal (however
         long Redis takes to answer)."""
         # A plain asyncio task (see _Renewal), stopped by Task.cancel(): asyncio's own sleep
-        # and timeout here.
+        # and timeout here (durations only; the deadline itself is on held.clock).
         lease = held.lease
         interval = lease.ttl_seconds / 3
         wait = first_wait
@@ -232,7 +358,7 @@ class LockManager:
             await asyncio.sleep(min(wait, held.remaining))
             if held.lost:
                 break
-            sent_at = anyio.current_time()
+            sent_at = held.clock()
             try:
                 async with asyncio.timeout(held.remaining):
                     if not await self.extend_lock(lease):

@@ -5,12 +5,24 @@ document (who wrote each version, when, holding which fencing token) stays reada
 may name the version it was based on (``expected_version``); if another writer got there
 first it fails with :class:`~memory.errors.ConflictError` and writes nothing, and
 :meth:`SharedAgentDB.update` turns that into a bounded, jittered retry of the whole
-read-modify-write. A write may also carry a lock's fencing token: one lower than the highest
-already seen for that key is refused (:class:`~memory.errors.StaleFencingTokenError`), which
-makes a lock holder that stalled past its lease harmless.
+read-modify-write.
 
-Each write is one round trip: the check and the append run in a server-side function
-(migration ``0001``) under the key's head-row lock.
+**Fencing.** This store also issues the fencing tokens of :mod:`memory.locks`
+(:meth:`SharedAgentDB.issue_fencing_token`, one statement, durable when it returns), so the
+tokens it checks come from the same system of record, whatever Redis loses. Tokens are unique
+per grant and increase with every grant of a resource. A write may carry a lock's token: the
+store accepts, for each key, fenced writes only in non-decreasing token order (a token lower
+than the highest it has accepted for the key is refused with
+:class:`~memory.errors.StaleFencingTokenError`; an equal one can only come from the same grant,
+the holder writing again). Once a key has accepted a token, a write without one is refused too
+(:class:`~memory.errors.UnfencedWriteError`). This makes a holder that stalled past its lease,
+or one that Redis granted the lock to alongside another after losing writes, harmless to keys
+written under the lock. It promises nothing for keys written without tokens, and nothing if
+PostgreSQL itself loses committed transactions (``synchronous_commit = off``, a failover to an
+asynchronous replica).
+
+Each write is one round trip: the checks and the append run in a server-side function
+(migrations ``0001``-``0003``) under the key's head-row lock.
 
 **Read replicas.** A store may also hold a pool on a streaming read replica
 (``DATABASE_READ_URL``). Plain reads always go to the primary, so they see the latest version;
@@ -39,7 +51,7 @@ from memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
 from memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
 from memory._resource import AsyncResource
 from memory.connections import MemoryConfig, postgres_pool
-from memory.errors import ConflictError, StaleFencingTokenError
+from memory.errors import ConflictError, StaleFencingTokenError, UnfencedWriteError
 from memory.keys import validate_id
 from memory.limits import Limits
 from memory.migrate import migrate
@@ -216,6 +228,7 @@ class SharedAgentDB(AsyncResource):
         """Delete every document of this namespace, all versions; returns how many versions."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM document_heads WHERE namespace = $1", self.namespace)
+            await conn.execute("DELETE FROM lock_fences WHERE namespace = $1", self.namespace)
             status = await conn.execute(
                 "DELETE FROM documents WHERE namespace = $1", self.namespace
             )
@@ -235,7 +248,8 @@ class SharedAgentDB(AsyncResource):
         ``expected_version``: None writes whatever the current version is; 0 only if the
         document does not exist yet; n only if n is still the latest version (else
         :class:`ConflictError`). A ``fencing_token`` lower than one this key has already
-        seen is refused with :class:`StaleFencingTokenError`. Nothing is written on error.
+        seen is refused with :class:`StaleFencingTokenError`; no ``fencing_token`` on a key
+        that has seen one, with :class:`UnfencedWriteError`. Nothing is written on error.
         """
         _check_key(key)
         validate_id(agent_id, "agent_id")
@@ -260,6 +274,8 @@ class SharedAgentDB(AsyncResource):
             fencing_token,
         )
         assert row is not None
+        if row["outcome"] == "unfenced":
+            raise UnfencedWriteError(key, row["highest_token"])
         if row["outcome"] == "stale":
             raise StaleFencingTokenError(key, fencing_token or 0, row["highest_token"])
         if row["outcome"] == "conflict":
@@ -268,6 +284,25 @@ class SharedAgentDB(AsyncResource):
         return Document(
             key, json.loads(encoded), row["version"], agent_id, row["created_at"], fencing_token
         )
+
+    async def issue_fencing_token(self, resource: str) -> int:
+        """A new fencing token for a grant of the lock on ``resource``, in one statement.
+
+        Larger than every token issued before it (for any resource), and durable once this
+        returns: PostgreSQL has committed it, so no later call can return it or a smaller one
+        even if Redis, which granted the lease, loses its writes. See :mod:`memory.locks`.
+        """
+        validate_id(resource, "resource")
+        token = await self.pool.fetchval(
+            "INSERT INTO lock_fences AS f (namespace, resource, token) "
+            "VALUES ($1, $2, nextval('agentmem_fencing_tokens')) "
+            "ON CONFLICT (namespace, resource) DO UPDATE "
+            "SET token = EXCLUDED.token, issued_at = EXCLUDED.issued_at "
+            "RETURNING f.token",
+            self.namespace,
+            resource,
+        )
+        return int(token)
 
     @unbounded
     async def update(

@@ -52,8 +52,10 @@ class Memory(AsyncResource):
         self._db: SharedAgentDB | None = None
 
     def attach_db(self, db: SharedAgentDB) -> None:
-        """Use (and close) ``db`` for this namespace's documents."""
+        """Use (and close) ``db`` for this namespace's documents, and for its locks' fencing
+        tokens (see :mod:`memory.locks`)."""
         self._db = db
+        self.memory.use_fences(db.issue_fencing_token)
         self.own(db.aclose)
 
     @property
@@ -98,6 +100,7 @@ class Memory(AsyncResource):
         view = Memory(self._client, validate_id(namespace, "namespace"), limits=self.limits)
         if self._db is not None:
             view._db = self._db.for_namespace(namespace)
+            view.memory.use_fences(view._db.issue_fencing_token)
         return view
 
     @property

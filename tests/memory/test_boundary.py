@@ -109,8 +109,8 @@ async def test_a_lock_holder_cut_off_from_redis_knows_it_lost_the_lock_before_an
 ) -> None:
     """The holder's local deadline passes before the server can grant the lock again."""
     async with BlackholeProxy(port_of(servers.redis_url)).running() as proxy:
-        cut_off = short(redis_url=via(servers.redis_url, proxy.port))
-        direct = short(redis_url=servers.redis_url)
+        cut_off = short(via(servers.redis_url, proxy.port), servers.database_url)
+        direct = short(servers.redis_url, servers.database_url)
         async with (
             open_memory(cut_off, namespace) as a,
             open_memory(direct, namespace) as b,
@@ -125,6 +125,8 @@ async def test_a_lock_holder_cut_off_from_redis_knows_it_lost_the_lock_before_an
                     await anyio.sleep(0.01)
             proxy.blackholed = False
     assert lost_when_granted
+    assert lease.fencing_token is not None
+    assert held.fencing_token is not None
     assert lease.fencing_token > held.fencing_token
 
 

@@ -5,18 +5,25 @@ from __future__ import annotations
 import itertools
 
 import anyio
+import asyncpg
 import pytest
 import redis.asyncio as redis
 
 from memory.agent_memory import RedisAgentMemory
 from memory.errors import LockLostError, LockTimeoutError
+from memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def memory(redis_client: redis.Redis, namespace: str) -> RedisAgentMemory:
-    return RedisAgentMemory(redis_client, namespace)
+async def memory(
+    redis_client: redis.Redis, pg_pool: asyncpg.Pool, namespace: str
+) -> RedisAgentMemory:
+    """Locks whose fencing tokens come from PostgreSQL, as :func:`open_memory` wires them."""
+    db = SharedAgentDB(pg_pool, namespace)
+    await db.migrate()
+    return RedisAgentMemory(redis_client, namespace, fences=db.issue_fencing_token)
 
 
 async def test_twenty_contenders_never_hold_the_lock_at_the_same_time(
@@ -29,7 +36,7 @@ async def test_twenty_contenders_never_hold_the_lock_at_the_same_time(
         async with memory.lock("doc", f"agent-{n}", ttl_seconds=5, timeout=30) as held:
             start = anyio.current_time()
             await anyio.sleep(0.01)
-            intervals.append((start, anyio.current_time(), held.fencing_token))
+            intervals.append((start, anyio.current_time(), held.fencing_token or 0))
 
     async with anyio.create_task_group() as tg:
         for n in range(20):
@@ -50,10 +57,11 @@ async def test_fencing_tokens_increase_with_every_grant(memory: RedisAgentMemory
     for _ in range(3):
         lease = await memory.acquire_lock("doc", "a-1")
         assert lease
+        assert lease.fencing_token is not None
         tokens.append(lease.fencing_token)
         assert await memory.release_lock(lease)
 
-    assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
+    assert tokens == sorted(set(tokens))
 
 
 async def test_a_held_lock_is_not_granted_again(memory: RedisAgentMemory) -> None:
@@ -106,6 +114,8 @@ async def test_the_lock_block_reports_a_lease_taken_behind_its_back(
         await redis_client.delete(memory.keys.lock("doc"))
         thief = await memory.acquire_lock("doc", "a-2", ttl_seconds=10)
         assert thief
+        assert thief.fencing_token is not None
+        assert held.fencing_token is not None
         assert thief.fencing_token > held.fencing_token
         await anyio.sleep(0.3)
         assert held.lost

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from devservers import ServerUrls
-from memory.migrate import _LOCK_ID, migrate, migrations
+from memory.migrate import _BOOTSTRAP, _LOCK_ID, migrate, migrations
 from memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +88,31 @@ async def test_an_up_to_date_database_is_checked_without_the_migration_lock(
                 assert await migrate(pg_pool) == []
         finally:
             await holder.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def test_a_database_fenced_by_redis_tokens_migrates_to_postgres_tokens_above_them(
+    new_database: str,
+) -> None:
+    """Migration 0003 applies on a database written before it: new tokens start above the
+    Redis-issued ones already recorded, so a resumed run's new grants are accepted."""
+    pool = await asyncpg.create_pool(new_database, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(_BOOTSTRAP)
+            for migration in migrations()[:2]:
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO agentmem_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            await conn.fetchrow("SELECT * FROM agentmem_write('run', 'doc', '1', 'a', NULL, 41)")
+        assert await migrate(pool) == [m.version for m in migrations()[2:]]
+
+        db = SharedAgentDB(pool, "run")
+        token = await db.issue_fencing_token("doc")
+        assert token > 41
+        await db.write("doc", 2, "a", fencing_token=token)
+        assert [d.fencing_token for d in await db.history("doc")] == [41, token]
+    finally:
+        await pool.close()

@@ -22,10 +22,12 @@ async def keys_of(client: redis.Redis, namespace: str) -> set[bytes]:
 
 
 async def test_a_lock_on_customer_42_is_held_fenced_and_released(
-    redis_client: redis.Redis, namespace: str
+    redis_client: redis.Redis, pg_pool: asyncpg.Pool, namespace: str
 ) -> None:
     """'customer:42' is a lock resource like any other, separate from 'customer%3A42'."""
-    memory = RedisAgentMemory(redis_client, namespace)
+    db = SharedAgentDB(pg_pool, namespace)
+    await db.migrate()
+    memory = RedisAgentMemory(redis_client, namespace, fences=db.issue_fencing_token)
     lease = await memory.acquire_lock("customer:42", "agent 1")
     assert lease is not None
     assert await memory.acquire_lock("customer:42", "agent 2") is None
@@ -33,6 +35,8 @@ async def test_a_lock_on_customer_42_is_held_fenced_and_released(
     assert await memory.release_lock(lease)
     again = await memory.acquire_lock("customer:42", "agent 2")
     assert again is not None
+    assert again.fencing_token is not None
+    assert lease.fencing_token is not None
     assert again.fencing_token > lease.fencing_token
 
 

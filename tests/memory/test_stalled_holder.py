@@ -44,11 +44,12 @@ async def test_a_holder_stopped_past_its_ttl_has_its_late_write_fenced_off(
         holder.send_signal(signal.SIGSTOP)
         await anyio.sleep(1.5)  # its lease expires while it cannot renew
 
-        memory = RedisAgentMemory(redis_client, namespace)
-        lease = await memory.acquire_lock("doc", "next-1", ttl_seconds=10)
-        assert lease
-        assert lease.fencing_token > first_token
         async with await SharedAgentDB.connect(servers.database_url, namespace) as db:
+            memory = RedisAgentMemory(redis_client, namespace, fences=db.issue_fencing_token)
+            lease = await memory.acquire_lock("doc", "next-1", ttl_seconds=10)
+            assert lease
+            assert lease.fencing_token is not None
+            assert lease.fencing_token > first_token
             await db.write(
                 "doc", "next holder's write", "next-1", fencing_token=lease.fencing_token
             )
