@@ -153,8 +153,8 @@ async def hold_instance(
     while True:
         try:
             timeout = wait if noticed or started else _NOTICE_AFTER
-            async with memory.lock(
-                resource, holder, ttl_seconds=ttl_seconds, timeout=timeout
+            async with memory.lock(  # exclusion only: nothing checks a token for it
+                resource, holder, ttl_seconds=ttl_seconds, timeout=timeout, fenced=False
             ) as held:
                 lease.hold(held)
                 try:

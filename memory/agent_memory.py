@@ -92,9 +92,9 @@ class RedisAgentMemory(AsyncResource):
 
     # locks
     async def acquire_lock(
-        self, resource: str, agent_id: str, ttl_seconds: float = 30.0
+        self, resource: str, agent_id: str, ttl_seconds: float = 30.0, *, fenced: bool = True
     ) -> Lease | None:
-        return await self._locks.acquire_lock(resource, agent_id, ttl_seconds)
+        return await self._locks.acquire_lock(resource, agent_id, ttl_seconds, fenced=fenced)
 
     async def release_lock(self, lease: Lease) -> bool:
         return await self._locks.release_lock(lease)
@@ -109,5 +109,8 @@ class RedisAgentMemory(AsyncResource):
         *,
         ttl_seconds: float = 30.0,
         timeout: float | None = None,
+        fenced: bool = True,
     ) -> AbstractAsyncContextManager[HeldLock]:
-        return self._locks.lock(resource, agent_id, ttl_seconds=ttl_seconds, timeout=timeout)
+        return self._locks.lock(
+            resource, agent_id, ttl_seconds=ttl_seconds, timeout=timeout, fenced=fenced
+        )

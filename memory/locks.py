@@ -213,14 +213,17 @@ class LockManager:
         self._renewals = _Renewals()
 
     async def acquire_lock(
-        self, resource: str, agent_id: str, ttl_seconds: float = 30.0
+        self, resource: str, agent_id: str, ttl_seconds: float = 30.0, *, fenced: bool = True
     ) -> Lease | None:
         """Take the lock if it is free; None when someone else holds it.
 
         Two round trips: the lease (Redis), then its fencing token (PostgreSQL). Raises
         :class:`ServerUnavailableError`, holding nothing, when either cannot answer in time.
+        ``fenced=False`` skips the token (one round trip, no PostgreSQL): for a lock that
+        guards nothing a store checks, such as an agent's claim on its instance.
         """
-        lease, _ = await self._try_acquire(resource, agent_id, secrets.token_hex(16), ttl_seconds)
+        token = secrets.token_hex(16)
+        lease, _ = await self._try_acquire(resource, agent_id, token, ttl_seconds, fenced=fenced)
         return lease
 
     async def release_lock(self, lease: Lease) -> bool:
@@ -242,6 +245,7 @@ class LockManager:
         *,
         ttl_seconds: float = 30.0,
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the wait to acquire, not the block
+        fenced: bool = True,
     ) -> AsyncIterator[HeldLock]:
         """Hold a lock for the block: wait up to ``timeout`` for it, renew it while held.
 
@@ -249,13 +253,22 @@ class LockManager:
         the lease of a holder that crashed to expire. If a renewal finds the lease gone,
         ``held.lost`` becomes true and ``held.check()`` raises; call it before acting on the
         lock's behalf, and pass ``held.fencing_token`` to stores that check it.
+        ``fenced=False``: no fencing token (see :meth:`acquire_lock`).
         """
         wait = default_wait(ttl_seconds) if timeout is None else timeout
         token = secrets.token_hex(16)  # one lease value for every attempt of this wait
-        lease, holder = await self._try_acquire(resource, agent_id, token, ttl_seconds)
+        lease, holder = await self._try_acquire(
+            resource, agent_id, token, ttl_seconds, fenced=fenced
+        )
         if lease is None:
             lease = await self._wait_for(
-                resource, agent_id, token, ttl_seconds, wait_seconds=wait, holder=holder
+                resource,
+                agent_id,
+                token,
+                ttl_seconds,
+                wait_seconds=wait,
+                holder=holder,
+                fenced=fenced,
             )
         held = HeldLock(lease, lease.valid_until, self.clock)
         renewal = _Renewal(self, held)
@@ -272,7 +285,7 @@ class LockManager:
                     logger.warning("could not release %s (it expires by itself): %s", resource, exc)
 
     async def _try_acquire(
-        self, resource: str, agent_id: str, token: str, ttl_seconds: float
+        self, resource: str, agent_id: str, token: str, ttl_seconds: float, *, fenced: bool
     ) -> tuple[Lease | None, str]:
         """One attempt: the lease (or None and who holds it), with its fencing token.
 
@@ -289,7 +302,7 @@ class LockManager:
             granted, holder = await self._acquire([key], [value, ttl])
             if not int(granted):
                 return None, as_str(holder).rsplit("/", 1)[0]
-            fencing_token = await self._issue_token(resource, valid_until)
+            fencing_token = await self._issue_token(resource, valid_until) if fenced else None
         except BaseException:
             await self._abandon(key, value)
             raise
@@ -329,6 +342,7 @@ class LockManager:
         *,
         wait_seconds: float,
         holder: str,
+        fenced: bool,
     ) -> Lease:
         """The lease, once granted (after a first attempt found it held by ``holder``)."""
         delay = _RETRY_MIN
@@ -336,7 +350,9 @@ class LockManager:
             while True:
                 await anyio.sleep(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, _RETRY_MAX)
-                lease, holder = await self._try_acquire(resource, agent_id, token, ttl_seconds)
+                lease, holder = await self._try_acquire(
+                    resource, agent_id, token, ttl_seconds, fenced=fenced
+                )
                 if lease is not None:
                     return lease
         msg = (

@@ -214,3 +214,21 @@ def test_lock_waits_by_default_longer_than_one_lease() -> None:
     """With its defaults, lock() waits out the lease of a holder that crashed."""
     assert default_wait(30.0) > 30.0
     assert default_wait(1.0) > 1.0
+
+
+async def test_an_unfenced_lock_is_granted_while_postgres_is_down(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """fenced=False takes the lease from Redis alone: no token, no PostgreSQL needed."""
+    manager = LockManager(redis_client, Keyspace(namespace), fences=_unreachable_fences)
+    async with manager.lock("instance", "agent-1", ttl_seconds=5, fenced=False) as held:
+        assert held.fencing_token is None
+        assert not held.lost
+    with pytest.raises(ServerUnavailableError):
+        await manager.acquire_lock("other", "agent-1", 5)
+    assert await manager.acquire_lock("other", "agent-1", 5, fenced=False) is not None
+
+
+async def _unreachable_fences(resource: str) -> int:
+    msg = f"PostgreSQL is unavailable: no token for {resource}"
+    raise ServerUnavailableError(msg)
