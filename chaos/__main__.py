@@ -8,12 +8,14 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 from pydantic import ValidationError
 from rich.console import Console
 
 from agents import Settings
+from chaos.history_runs import HISTORIES, HistoryOutcome, check_folder, describe, history_session
 from chaos.session import chaos_session, fault_counts, outcomes_table
 from memory import AgentMemoryError, leaves
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
@@ -29,6 +31,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10, help="how many runs (default 10)")
     parser.add_argument("--seed", type=int, help="seed of the first run (default: random)")
     parser.add_argument("--writers", type=int, default=2, help="writing agents (default 2)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="instead of the demo, run the history workload (locks, fenced writes, "
+        "semaphores, handoffs) under faults and check each run's history",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="work time of a history run (default 8)"
+    )
+    parser.add_argument(
+        "--check", type=Path, metavar="DIR", help="check a kept history again and exit"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 100:
         parser.error(f"--runs must be 1 to 100, got {args.runs}")
@@ -42,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     console = Console()
+    if args.check is not None:
+        outcome = HistoryOutcome(-1, args.check, verdict=check_folder(args.check))
+        console.print(describe(outcome), markup=False, highlight=False)
+        return 0 if outcome.ok else 1
+    if args.history:
+        return history_main(args, console)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -85,6 +105,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     console.print(f"all {args.runs} runs whole")
+    return 0
+
+
+def history_main(args: argparse.Namespace, console: Console) -> int:
+    first = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    console.print(
+        f"chaos --history: {args.runs} runs, seeds {first}..{first + args.runs - 1} "
+        f"(repeat with --seed {first}); histories in {HISTORIES}/<seed>/"
+    )
+    started = time.monotonic()
+    outcomes = anyio.run(
+        lambda: history_session(
+            runs=args.runs, first_seed=first, seconds=args.seconds, console=console
+        )
+    )
+    total = sum(o.verdict.ops.total() for o in outcomes if o.verdict is not None)
+    console.print(f"{total} ops in {args.runs} runs, {time.monotonic() - started:.0f} s")
+    unchecked = [o.seed for o in outcomes if o.verdict is None or o.verdict.anomalies is None]
+    if unchecked:
+        console.print(f"error: {len(unchecked)} runs could not be checked (no checker)")
+        return 1
+    failed = [o.seed for o in outcomes if not o.ok]
+    if failed:
+        console.print(f"error: {len(failed)} of {args.runs} runs have anomalies; seeds {failed}")
+        return 1
+    console.print(f"all {args.runs} histories check out")
     return 0
 
 
