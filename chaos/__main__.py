@@ -17,6 +17,7 @@ from rich.console import Console
 from agents import Settings
 from chaos.history_runs import HISTORIES, HistoryOutcome, check_folder, describe, history_session
 from chaos.session import chaos_session, fault_counts, outcomes_table
+from chaos.workload_faults import HistoryFault
 from memory import AgentMemoryError, leaves
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
@@ -39,6 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--seconds", type=float, default=8.0, help="work time of a history run (default 8)"
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        choices=[f.value for f in HistoryFault],
+        help="with --history: inject this fault in every run (repeatable; default: drawn)",
     )
     parser.add_argument(
         "--check", type=Path, metavar="DIR", help="check a kept history again and exit"
@@ -117,7 +124,11 @@ def history_main(args: argparse.Namespace, console: Console) -> int:
     started = time.monotonic()
     outcomes = anyio.run(
         lambda: history_session(
-            runs=args.runs, first_seed=first, seconds=args.seconds, console=console
+            runs=args.runs,
+            first_seed=first,
+            seconds=args.seconds,
+            faults=[HistoryFault(f) for f in args.fault] if args.fault else None,
+            console=console,
         )
     )
     total = sum(o.verdict.ops.total() for o in outcomes if o.verdict is not None)

@@ -157,7 +157,12 @@ async def _inject(run: WorkloadRun, kind: HistoryFault, at: float, outcome: Hist
 
 
 async def history_session(
-    *, runs: int, first_seed: int, seconds: float, console: Console
+    *,
+    runs: int,
+    first_seed: int,
+    seconds: float,
+    console: Console,
+    faults: list[HistoryFault] | None = None,
 ) -> list[HistoryOutcome]:
     """``runs`` workload runs, seeds ``first_seed`` onwards, on servers of their own."""
     servers = ChaosServers()
@@ -169,7 +174,7 @@ async def history_session(
         outcomes = []
         for seed in range(first_seed, first_seed + runs):
             started = time.monotonic()
-            outcome = await history_run(servers, seed=seed, seconds=seconds)
+            outcome = await history_run(servers, seed=seed, seconds=seconds, faults=faults)
             outcome.seconds = time.monotonic() - started
             console.print(describe(outcome), markup=False, highlight=False)
             outcomes.append(outcome)

@@ -50,6 +50,9 @@ class Relay:
         """Throw away the next reply from the server and cut its connection."""
         self._drop = True
 
+    def cancel_drop(self) -> None:
+        self._drop = False
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -17,13 +17,14 @@ process is one single-threaded client, as in Jepsen). The roles:
   it reached Redis already).
 - ``consumer``: a worker of group ``workers`` on ``tasks``: for each delivery, the effect (the
   document ``effect-<task>`` written with ``expected_version=0``, so a second effect of one
-  task is refused), then the ack.
+  task is refused), then the ack. After the end it goes on until the stream is drained.
 
 A lease's ``valid_until`` is the holder's local deadline converted to ``time.monotonic_ns()``
 by sampling both clocks when it is recorded. For :meth:`acquire_lock` and for semaphore
 permits (which keep no local deadline) it is the request's send time plus the TTL less the
-locks' drift margin. ``--unsafe nofence`` writes without fencing tokens, ``--unsafe nolock``
-records leases it never took: both exist so that tests can see the checker catch them.
+locks' drift margin. ``--unsafe nofence`` writes without fencing token or expected version
+(trusting the lock alone), ``--unsafe nolock`` records leases it never took: both exist so
+that tests can see the checker catch them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ LOCK_TTL = 1.5  # seconds; a hold lasts well under a third of it, so leases are 
 SEM_TTL = 1.5
 LOCK_WAIT = 4.0
 _DRIFT = (0.01, 0.002)  # the locks' drift margin: share of the TTL, fixed seconds
+_DRAIN_NS = 4_000_000_000  # consumers go on after the end until the stream is drained
 _UNKNOWN = (ServerUnavailableError, StoreError)  # the operation may or may not have happened
 
 
@@ -185,7 +187,10 @@ class Worker:
         version = await self.read()
         await anyio.sleep(self.rng.uniform(0.02, 0.12))
         expected = None if version is None or self.rng.random() < 0.25 else version
-        await self.write(lease, token if self.unsafe != "nofence" else None, expected)
+        if self.unsafe == "nofence":  # a blind write that trusts the lock alone
+            await self.write(lease, None, None)
+        else:
+            await self.write(lease, token, expected)
 
     async def read(self) -> int | None:
         """Read the document; its version (0 when absent), None if the read failed."""
@@ -286,12 +291,14 @@ class Worker:
             GROUP, self.name
         )
         await group.ensure()
-        while time.monotonic_ns() < until:
+        idle = 0  # empty reads in a row after the end: the stream is drained
+        while time.monotonic_ns() < until + _DRAIN_NS and idle < 3:
             try:
                 deliveries = await group.read(count=2, block_ms=200)
             except _UNKNOWN:
                 await anyio.sleep(0.1)
                 continue
+            idle = idle + 1 if not deliveries and time.monotonic_ns() >= until else 0
             for delivery in deliveries:
                 task = str(delivery.event.payload.get("task"))
                 entry = {"entry": delivery.entry_id}

@@ -53,6 +53,8 @@ class Inflicted:
     what: str  # who was hit, how
     at: float  # seconds after the work began
     seconds: float  # how long it lasted
+    process: str = ""  # the process it hit, if one
+    token: int | None = None  # the fencing token a paused holder held
 
     def describe(self) -> str:
         return f"{self.what} @{self.at:.1f}s"
@@ -62,32 +64,38 @@ FaultFn = Callable[[WorkloadRun, random.Random], Awaitable[Inflicted | None]]
 
 
 async def pause_holder(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
-    """SIGSTOP a client while it holds the lock, past the lease's TTL; then SIGCONT."""
+    """SIGSTOP a client while it holds the lock and has not sent its write yet, past the
+    lease's TTL; then SIGCONT. A stop that lands too late (the write already sent) is undone
+    at once and tried again."""
     clients = run.named("client")
     rng.shuffle(clients)
-    at = run.elapsed()
     pause = rng.uniform(LOCK_TTL + 0.5, LOCK_TTL + 2.0)
     with anyio.move_on_after(_HOLDER_WAIT):
         while True:
             for proc in clients:
-                held = _holding(proc)
-                if held is None:
+                if proc.process is None or proc.process.returncode is not None:
                     continue
-                proc.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+                if _holding(proc) is None:
+                    continue
+                proc.process.send_signal(signal.SIGSTOP)
+                held = _holding(proc)  # still before its write, now that it cannot move?
+                if held is None:
+                    proc.process.send_signal(signal.SIGCONT)
+                    continue
+                at = run.elapsed()
                 try:
                     await anyio.sleep(pause)
                 finally:
-                    proc.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                    proc.process.send_signal(signal.SIGCONT)
                 what = f"paused {proc.name} holding {RESOURCE} (token {held}) {pause:.1f}s"
-                return Inflicted(HistoryFault.PAUSE_HOLDER, what, at, pause)
+                return Inflicted(HistoryFault.PAUSE_HOLDER, what, at, pause, proc.name, held)
             await anyio.sleep(0.005)
     return None
 
 
 def _holding(proc: WorkloadProcess) -> int | None:
-    """The fencing token ``proc`` holds, if its last operations say it is inside a lock."""
-    if proc.process is None or proc.process.returncode is not None:
-        return None
+    """The fencing token ``proc`` holds, if its history ends inside a lock, before the write
+    (the acquire's ``ok``, then at most the read)."""
     try:
         with proc.history.open("rb") as file:
             size = file.seek(0, 2)
@@ -100,21 +108,29 @@ def _holding(proc: WorkloadProcess) -> int | None:
     except msgspec.DecodeError:
         return None
     for op in reversed(ops):
-        if op.f in ("release", "sem_acquire", "sem_release") or op.type == "fail":
-            return None
         if op.f == "acquire" and op.type == "ok":
             return int(op.value["token"])
+        if op.f != "read":
+            return None
     return None
 
 
 async def drop_reply(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
+    """Throw away the next reply to one process (waiting up to 3 s for one to come)."""
     proc = rng.choice(run.processes)
     server = rng.choice(("Redis", "PostgreSQL"))
     relay = proc.redis if server == "Redis" else proc.postgres
+    at = run.elapsed()
+    dropped = relay.dropped
     relay.drop_next_reply()
-    return Inflicted(
-        HistoryFault.DROP_REPLY, f"dropped a {server} reply to {proc.name}", run.elapsed(), 0.0
-    )
+    with anyio.move_on_after(3.0):
+        while relay.dropped == dropped:  # noqa: ASYNC110 - the relay counts, it signals nothing
+            await anyio.sleep(0.01)
+    if relay.dropped == dropped:
+        relay.cancel_drop()
+        return None
+    what = f"dropped a {server} reply to {proc.name}"
+    return Inflicted(HistoryFault.DROP_REPLY, what, at, 0.0, proc.name)
 
 
 async def partition(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
@@ -125,7 +141,7 @@ async def partition(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
     at = run.elapsed()
     await relay.partition(seconds)
     what = f"partitioned {proc.name} from {server} {seconds:.1f}s"
-    return Inflicted(HistoryFault.PARTITION, what, at, seconds)
+    return Inflicted(HistoryFault.PARTITION, what, at, seconds, proc.name)
 
 
 async def redis_rollback(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
@@ -162,7 +178,7 @@ async def wal_disk_full(run: WorkloadRun, rng: random.Random) -> Inflicted | Non
     finally:
         filler.unlink(missing_ok=True)
     what = f"filled producer-1's log disk {seconds:.1f}s"
-    return Inflicted(HistoryFault.WAL_DISK_FULL, what, at, seconds)
+    return Inflicted(HistoryFault.WAL_DISK_FULL, what, at, seconds, "producer-1")
 
 
 def _fill(path: Path) -> None:
