@@ -19,9 +19,10 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 from rich.console import Console
@@ -35,12 +36,24 @@ from memory import MemoryConfig, open_memory
 HISTORIES = Path(".agentmem") / "chaos"
 
 
-class Report(Protocol):
-    """What :func:`chaos.checker.check` returns (the names the lead reconciles on merge)."""
+class Anomaly(Protocol):
+    """One finding of :func:`chaos.checker.check` (as on branch ``checker``)."""
 
-    anomalies: list[Any]
-    counts: dict[str, int]
-    ok: bool
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+class Report(Protocol):
+    """What :func:`chaos.checker.check` returns (as on branch ``checker``)."""
+
+    @property
+    def anomalies(self) -> Sequence[Anomaly]: ...
+
+    @property
+    def valid(self) -> bool | None: ...  # None: nothing wrong found, some search undetermined
 
     def summary(self) -> str: ...
 
@@ -52,10 +65,11 @@ class Verdict:
     ops: Counter[str]
     anomalies: list[str] | None
     summary: str = ""
+    undetermined: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.anomalies
+        return self.anomalies == [] and not self.undetermined
 
 
 def check_history(ops: list[Op]) -> Verdict:
@@ -66,7 +80,8 @@ def check_history(ops: list[Op]) -> Verdict:
     except ModuleNotFoundError:
         return Verdict(completed, None, "no checker (chaos.checker is not there yet)")
     report: Report = checker.check(ops)
-    return Verdict(completed, [str(a) for a in report.anomalies], report.summary())
+    found = [f"{a.kind}: {a.description}" for a in report.anomalies]
+    return Verdict(completed, found, report.summary(), undetermined=report.valid is None)
 
 
 def check_folder(folder: Path) -> Verdict:
@@ -193,6 +208,7 @@ def describe(outcome: HistoryOutcome) -> str:
     found = verdict.summary
     if verdict.anomalies is not None:
         found = f"{len(verdict.anomalies)} anomalies"
+        found += " (some document undetermined)" if verdict.undetermined else ""
     lines = [
         f"seed {outcome.seed} ({outcome.seconds:.0f} s): {faults}",
         f"  {verdict.ops.total()} ops ({kinds}); {found}",
