@@ -22,9 +22,10 @@ process is one single-threaded client, as in Jepsen). The roles:
 A lease's ``valid_until`` is the holder's local deadline converted to ``time.monotonic_ns()``
 by sampling both clocks when it is recorded. For :meth:`acquire_lock` and for semaphore
 permits (which keep no local deadline) it is the request's send time plus the TTL less the
-locks' drift margin. ``--unsafe nofence`` writes without fencing token or expected version
-(trusting the lock alone), ``--unsafe nolock`` records leases it never took: both exist so
-that tests can see the checker catch them.
+locks' drift margin. ``--unsafe nofence`` writes without expected version and without giving
+the store the fencing token (which is still recorded, the one the writer held: the history of
+a store that does not check fencing); ``--unsafe nolock`` records leases it never took. Both
+exist so that tests can see the checker catch them.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class Worker:
         await anyio.sleep(self.rng.uniform(0.02, 0.12))
         expected = None if version is None or self.rng.random() < 0.25 else version
         if self.unsafe == "nofence":  # a blind write that trusts the lock alone
-            await self.write(lease, None, None)
+            await self.write(lease, token, None, send_token=False)
         else:
             await self.write(lease, token, expected)
 
@@ -205,7 +206,11 @@ class Worker:
         self.rec.record("ok", "read", DOCUMENT, {"version": version, "value": value})
         return version
 
-    async def write(self, lease: str, token: int | None, expected: int | None) -> None:
+    async def write(
+        self, lease: str, token: int | None, expected: int | None, *, send_token: bool = True
+    ) -> None:
+        """Write the document; ``send_token=False``: the token is recorded (the holder's), not
+        given to the store, as if the store did not check fencing."""
         value = self.next_id()
         self.rec.record(
             "invoke",
@@ -214,7 +219,9 @@ class Worker:
             {"value": value, "expected": expected, "token": token, "lease": lease},
         )
         try:
-            doc = await self.m.db.write(DOCUMENT, value, self.name, expected, fencing_token=token)
+            doc = await self.m.db.write(
+                DOCUMENT, value, self.name, expected, fencing_token=token if send_token else None
+            )
         except StaleFencingTokenError:
             self.rec.record("fail", "write", DOCUMENT, {"error": "stale"})
         except ConflictError:
