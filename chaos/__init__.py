@@ -3,6 +3,12 @@
 ``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents (SIGKILL)
 and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every run
 against :mod:`chaos.invariants`, the same invariants the fault tests use.
+
+``python -m chaos --history`` runs the history workload instead (:mod:`chaos.workload`:
+processes that take locks, write fenced documents, hold semaphores and hand tasks off, each
+recording what it was told) under the faults of :mod:`chaos.workload_faults` (a lock holder
+paused past its TTL, a dropped reply, a partition, Redis restarted on older files, a full
+write-ahead-log disk), and checks each history (:mod:`chaos.history_runs`).
 """
 
 from chaos.faults import Fault, agent_identity

@@ -1,4 +1,5 @@
-"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants."""
+"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants;
+``--history``: seeded runs of the history workload under faults, each history checked."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if args.check is not None:
         outcome = HistoryOutcome(-1, args.check, verdict=check_folder(args.check))
-        console.print(describe(outcome), markup=False, highlight=False)
+        console.print(describe(outcome), markup=False, highlight=False, soft_wrap=True)
         return 0 if outcome.ok else 1
     if args.history:
         return history_main(args, console)

@@ -191,7 +191,7 @@ async def history_session(
             started = time.monotonic()
             outcome = await history_run(servers, seed=seed, seconds=seconds, faults=faults)
             outcome.seconds = time.monotonic() - started
-            console.print(describe(outcome), markup=False, highlight=False)
+            console.print(describe(outcome), markup=False, highlight=False, soft_wrap=True)
             outcomes.append(outcome)
         return outcomes
     finally:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from pathlib import Path
 import anyio
 
 from chaos.history import Recorder
+from devservers import die_with_parent
 from memory import (
     AgentEvent,
     ConflictError,
@@ -353,6 +355,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
+    die_with_parent(signal.SIGKILL)()  # even paused (SIGSTOP) by a driver that died
     config = MemoryConfig(
         redis_url=args.redis_url,
         database_url=args.database_url,
