@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import sys
@@ -16,7 +17,12 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from agents import Settings
-from chaos.history_runs import HISTORIES, HistoryOutcome, check_folder, describe, history_session
+from chaos.history_runs import (
+    HISTORIES,
+    check_folder,
+    describe_verdict,
+    history_session,
+)
 from chaos.session import chaos_session, fault_counts, outcomes_table
 from chaos.workload_faults import HistoryFault
 from memory import AgentMemoryError, leaves
@@ -65,9 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     console = Console()
     if args.check is not None:
-        outcome = HistoryOutcome(-1, args.check, verdict=check_folder(args.check))
-        console.print(describe(outcome), markup=False, highlight=False, soft_wrap=True)
-        return 0 if outcome.ok else 1
+        verdict = check_folder(args.check)
+        run = args.check / "run.json"
+        said = json.loads(run.read_text()) if run.exists() else {}
+        faults = "; ".join(said.get("faults", [])) or "none landed"
+        console.print(f"seed {said.get('seed', '?')}: {faults}", markup=False, soft_wrap=True)
+        console.print(describe_verdict(verdict, args.check), markup=False, soft_wrap=True)
+        return 0 if verdict.ok else 1
     if args.history:
         return history_main(args, console)
     try:

@@ -201,19 +201,21 @@ async def history_session(
 
 def describe(outcome: HistoryOutcome) -> str:
     """A run's lines: seed, faults, operations per kind, anomalies (each on a line)."""
-    verdict = outcome.verdict
-    assert verdict is not None
+    assert outcome.verdict is not None
     faults = "; ".join(f.describe() for f in outcome.faults) or "none landed"
+    head = f"seed {outcome.seed} ({outcome.seconds:.0f} s): {faults}"
+    return f"{head}\n{describe_verdict(outcome.verdict, outcome.folder)}"
+
+
+def describe_verdict(verdict: Verdict, folder: Path) -> str:
+    """Operations per kind and what the checker found, then each anomaly on a line."""
     kinds = ", ".join(f"{f} {n}" for f, n in sorted(verdict.ops.items()))
     found = verdict.summary
     if verdict.anomalies is not None:
         found = f"{len(verdict.anomalies)} anomalies"
         found += " (some document undetermined)" if verdict.undetermined else ""
-    lines = [
-        f"seed {outcome.seed} ({outcome.seconds:.0f} s): {faults}",
-        f"  {verdict.ops.total()} ops ({kinds}); {found}",
-    ]
+    lines = [f"  {verdict.ops.total()} ops ({kinds}); {found}"]
     lines += [f"  ! {anomaly}" for anomaly in (verdict.anomalies or [])[:20]]
     if verdict.anomalies:
-        lines.append(f"  history: {outcome.folder}")
+        lines.append(f"  history: {folder}")
     return "\n".join(lines)
