@@ -58,8 +58,12 @@ fmt: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The demo under faults, then the history workload under faults, each history checked
+# (HISTORY_RUNS runs of ~15-30 s each on 2 busy cores).
+HISTORY_RUNS ?= 5
 chaos: $(STAMP)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+	$(BIN)/python -m chaos --history --runs $(HISTORY_RUNS) $(HISTORY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .agentmem

@@ -8,6 +8,12 @@ against :mod:`chaos.invariants`, the same invariants the fault tests use.
 operations (:mod:`chaos.history`) the way Jepsen does: fencing tokens, leases, semaphores,
 documents (linearizable: :mod:`chaos.linearizability`) and handoffs. It is not re-exported
 here, so that ``python -m chaos.checker`` runs a module not yet imported.
+
+``python -m chaos --history`` runs the history workload instead (:mod:`chaos.workload`:
+processes that take locks, write fenced documents, hold semaphores and hand tasks off, each
+recording what it was told) under the faults of :mod:`chaos.workload_faults` (a lock holder
+paused past its TTL, a dropped reply, a partition, Redis restarted on older files, a full
+write-ahead-log disk), and checks each history (:mod:`chaos.history_runs`).
 """
 
 from chaos.faults import Fault, agent_identity

@@ -1,20 +1,30 @@
-"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants."""
+"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants;
+``--history``: seeded runs of the history workload under faults, each history checked."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import secrets
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 from pydantic import ValidationError
 from rich.console import Console
 
 from agents import Settings
+from chaos.history_runs import (
+    HISTORIES,
+    check_folder,
+    describe_verdict,
+    history_session,
+)
 from chaos.session import chaos_session, fault_counts, outcomes_table
+from chaos.workload_faults import HistoryFault
 from memory import AgentMemoryError, leaves
 from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
@@ -29,6 +39,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=10, help="how many runs (default 10)")
     parser.add_argument("--seed", type=int, help="seed of the first run (default: random)")
     parser.add_argument("--writers", type=int, default=2, help="writing agents (default 2)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="instead of the demo, run the history workload (locks, fenced writes, "
+        "semaphores, handoffs) under faults and check each run's history",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="work time of a history run (default 8)"
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        choices=[f.value for f in HistoryFault],
+        help="with --history: inject this fault in every run (repeatable; default: drawn)",
+    )
+    parser.add_argument(
+        "--check", type=Path, metavar="DIR", help="check a kept history again and exit"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 100:
         parser.error(f"--runs must be 1 to 100, got {args.runs}")
@@ -42,6 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     console = Console()
+    if args.check is not None:
+        verdict = check_folder(args.check)
+        run = args.check / "run.json"
+        said = json.loads(run.read_text()) if run.exists() else {}
+        faults = "; ".join(said.get("faults", [])) or "none landed"
+        console.print(f"seed {said.get('seed', '?')}: {faults}", markup=False, soft_wrap=True)
+        console.print(describe_verdict(verdict, args.check), markup=False, soft_wrap=True)
+        return 0 if verdict.ok else 1
+    if args.history:
+        return history_main(args, console)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -85,6 +123,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     console.print(f"all {args.runs} runs whole")
+    return 0
+
+
+def history_main(args: argparse.Namespace, console: Console) -> int:
+    first = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    console.print(
+        f"chaos --history: {args.runs} runs, seeds {first}..{first + args.runs - 1} "
+        f"(repeat with --seed {first}); histories in {HISTORIES}/<seed>/"
+    )
+    started = time.monotonic()
+    outcomes = anyio.run(
+        lambda: history_session(
+            runs=args.runs,
+            first_seed=first,
+            seconds=args.seconds,
+            faults=[HistoryFault(f) for f in args.fault] if args.fault else None,
+            console=console,
+        )
+    )
+    total = sum(o.verdict.ops.total() for o in outcomes if o.verdict is not None)
+    console.print(f"{total} ops in {args.runs} runs, {time.monotonic() - started:.0f} s")
+    failed = [o.seed for o in outcomes if not o.ok]
+    if failed:
+        console.print(f"error: {len(failed)} of {args.runs} runs have anomalies; seeds {failed}")
+        return 1
+    console.print(f"all {args.runs} histories check out")
     return 0
 
 
