@@ -12,7 +12,8 @@ on a silent server for ever:
   after a timed-out statement).
 
 Bad URLs and refused credentials raise :class:`InvalidConfigError`; an unreachable server
-raises :class:`ServerUnavailableError`. Messages never include a password.
+raises :class:`ServerUnavailableError`. Messages never include a password, whether in the
+user part of a URL or in its query string (:func:`redact`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
 import redis.asyncio as redis
@@ -88,18 +89,37 @@ class MemoryConfig:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (safe for messages and logs); each of a comma list."""
+    """The URL without its secrets (safe for messages and logs); each of a comma list.
+
+    Hidden: the password of the user part, and the value of every query parameter whose
+    name holds ``pass``, ``secret``, ``token`` or ``key`` in any case (``?password=``,
+    ``?sslpassword=``, ``?auth_token=``, ``?api_key=``).
+    """
     if "," in url:
         return ",".join(redact(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
+        has_password = parts.password is not None
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    if has_password:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        parts = parts._replace(netloc=user + netloc)
+    if parts.query:
+        parts = parts._replace(query="&".join(map(_redact_parameter, parts.query.split("&"))))
+    return parts.geturl() if has_password or parts.query else url
+
+
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def _redact_parameter(parameter: str) -> str:
+    """``name=***`` for a query parameter whose name says it holds a secret."""
+    name, equals, _value = parameter.partition("=")
+    if equals and _SECRET_PARAMETER.search(unquote_plus(name)):
+        return f"{name}=***"
+    return parameter
 
 
 def connection_name(config: MemoryConfig) -> str:
