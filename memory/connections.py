@@ -4,8 +4,11 @@ Every client the project creates is made here, with explicit timeouts, so that n
 on a silent server for ever:
 
 - Redis: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds waiting
-  for each reply; a command that failed on a dropped connection is retried once, at once, on a
-  new one (a restarted server), and a timeout is never retried (a silent server).
+  for each reply. The clients retry nothing by themselves, standalone or cluster (redis-py's
+  own retry would send a write again after a dropped reply, and a cluster client would also
+  resend after a timeout): the one retry, on a dropped connection and only for operations
+  marked idempotent, is made at the memory boundary (:mod:`memory._boundary`). A cluster
+  client still follows MOVED, ASK and TRYAGAIN replies, which say the command did not run.
 - PostgreSQL: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds each
   statement, and every call of :class:`~memory.shared_db.SharedAgentDB` is cancelled after
   ``connect_timeout + command_timeout`` (which also bounds returning a connection to the pool
@@ -147,9 +150,10 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
         "client_name": connection_name(config),
         "socket_connect_timeout": config.connect_timeout,
         "socket_timeout": config.command_timeout,
-        # A dropped connection (a restarted server) is tried once more on a new one; a timeout
-        # (a silent server) is not: one command never waits longer than its timeouts.
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        # No retry at all (a cluster client takes this for its own loop too, which would also
+        # resend after a timeout): a command whose connection dropped may have run, so only
+        # the boundary, which knows which operations are idempotent, sends one again.
+        "retry": Retry(NoBackoff(), 0),
     }
 
 
