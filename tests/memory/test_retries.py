@@ -68,13 +68,18 @@ async def test_an_event_whose_reply_is_lost_is_appended_once(
     """publish without a key, its reply dropped: one entry appended, its id returned."""
     async with through_proxy(servers) as (proxy, client):
         events = EventStore(client, namespace)
-        await events.publish(AgentEvent(event_type="note", agent_id="a", payload={"n": 0}))  # the script is loaded
+        await events.publish(
+            AgentEvent(event_type="note", agent_id="a", payload={"n": 0})
+        )  # the script is loaded
         proxy.drop_next_reply()
-        entry_id = await events.publish(AgentEvent(event_type="note", agent_id="a", payload={"n": 1}))
+        entry_id = await events.publish(
+            AgentEvent(event_type="note", agent_id="a", payload={"n": 1})
+        )
         assert proxy.replies_dropped == 1
 
     log = await EventStore(redis_client, namespace).read_events()
-    assert [(e.event_id, e.payload) for e in log if e.payload == {"n": 1}] == [(entry_id, {"n": 1})]
+    appended = [(e.event_id, e.payload) for e in log if e.payload == {"n": 1}]
+    assert appended == [(entry_id, {"n": 1})]
     assert len(log) == 2
 
 
@@ -112,8 +117,8 @@ async def test_a_cancelled_acquire_leaves_no_permit_behind(
 
             tg.start_soon(acquire)
             with anyio.fail_after(10):
-                while await ours.holders() != ["writer-1"]:  # granted, and waiting for the reply
-                    await anyio.sleep(0.01)
+                while await ours.holders() != ["writer-1"]:  # noqa: ASYNC110 - the server, polled
+                    await anyio.sleep(0.01)  # (granted there, the reply awaited here)
             tg.cancel_scope.cancel()
 
         assert await ours.holders() == []
