@@ -134,14 +134,15 @@ def _coroutine(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         deadline = getattr(args[0], "_call_deadline", None) if bounded and args else None
+        scope: anyio.CancelScope | None = None
         try:
             if deadline is None:
                 return await call(*args, **kwargs)
-            with anyio.fail_after(deadline):
+            with anyio.fail_after(deadline) as scope:
                 return await call(*args, **kwargs)
         except TimeoutError as exc:
-            if deadline is None or isinstance(exc, AgentMemoryError):
-                raise translate(exc) from exc
+            if scope is None or not scope.cancel_called or isinstance(exc, AgentMemoryError):
+                raise translate(exc) from exc  # a driver's own timeout, not the deadline
             msg = f"{_what(args[0])} did not answer within {deadline:g} s"
             raise ServerUnavailableError(msg) from exc
         except Exception as exc:
