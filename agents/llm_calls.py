@@ -9,6 +9,13 @@ tokens when known, each attempt's outcome, whether it gave an answer) through th
 durable writer. The orchestrator totals these events, so calls made by agents on any host
 count, and nobody reads log lines to find them. The stub LLM takes no permit: it has no
 endpoint to protect.
+
+A permit whose lease ended under the agent (a stall past its TTL: others may hold its place)
+is checked twice (:meth:`memory.Permit.check`): before the call, which is then not made; and
+after it, when the answer is dropped: the call is recorded as failed (``ok=False``, with the
+tokens it cost) and :class:`memory.PermitLostError` is raised, so the handler fails and its
+delivery is tried again later under a new permit. An answer obtained while the cap may have
+been exceeded is never used.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from agents.keys import llm_call_key
 from agents.llm_base import LLM, LLMError, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
 from agents.schemas import Bounds
-from memory import DurableWriter, Semaphore, SemaphoreTimeoutError
+from memory import DurableWriter, Permit, PermitLostError, Semaphore, SemaphoreTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +78,16 @@ class TimedLLM:
         usage = usage if usage is not None else Usage()
         queued = time.perf_counter()
         async with AsyncExitStack() as stack:
+            permit: Permit | None = None
             if self.slots is not None:
                 try:
-                    await stack.enter_async_context(
+                    permit = await stack.enter_async_context(
                         self.slots.hold(self.agent_id, timeout=self.queue_timeout)
                     )
                 except SemaphoreTimeoutError as exc:
                     msg = f"LLM task {task!r} got no place among the run's LLM calls: {exc}"
                     raise LLMError(msg) from exc
+                permit.check()
             started = time.perf_counter()
             waited = started - queued
             try:
@@ -93,6 +102,13 @@ class TimedLLM:
             except Exception:
                 await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
                 raise
+            if permit is not None and permit.lost:  # the answer came outside the cap: dropped
+                await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
+                msg = (
+                    f"LLM task {task!r} outlasted its place among the run's LLM calls (its "
+                    "permit's lease ended); its answer is dropped, retry the task"
+                )
+                raise PermitLostError(msg)
         await self._record(task, time.perf_counter() - started, waited, usage, ok=True)
         return answer
 

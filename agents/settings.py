@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memory import InvalidConfigError, Limits, MemoryConfig
+from memory import InvalidConfigError, Limits, MemoryConfig, redact
 
 
 class Settings(BaseSettings):
@@ -77,9 +77,8 @@ class Settings(BaseSettings):
         if self.openai_base_url is not None and not self.openai_base_url.startswith(
             ("http://", "https://")
         ):
-            msg = (
-                f"OPENAI_BASE_URL must start with http:// or https://, not {self.openai_base_url!r}"
-            )
+            where = redact(self.openai_base_url)
+            msg = f"OPENAI_BASE_URL must start with http:// or https://, not {where!r}"
             raise InvalidConfigError(msg)
 
     def memory_config(

@@ -10,12 +10,31 @@ persistence module, the driver's exception stays attached as ``__cause__``.
 A store may also set ``_call_deadline`` (seconds): each of its translated calls is then
 cancelled once it runs past it, so no call waits on a silent server longer than that. Methods
 made of several bounded calls opt out with :func:`unbounded`.
+
+**Retries.** The Redis clients retry nothing by themselves (:mod:`memory.connections`): a
+command whose connection dropped may or may not have run, and running a write twice is a
+second write. The one retry is here, and only for a method marked :func:`idempotent`: when its
+Redis connection drops (a restarted server, a lost reply), the whole method runs once more, at
+once, on a new connection. A timeout is never retried (a silent server: a second wait only
+doubles the first), nor refused credentials. Mark a method idempotent only when running it
+twice has the effect of running it once and returns what the first run would have:
+
+- a read;
+- a write whose script recognises its own repeat by a token the client chose *before* the
+  first attempt and passes in (an idempotency key, a permit's member, a lease's value) and
+  answers a repeat with the first run's result.
+
+The token must be chosen outside the marked method (the caller's, or a public method that
+picks it and calls a private marked one), so that the retry sends the same token. Every other
+write is not retried: a dropped connection reaches its caller as
+:class:`ServerUnavailableError`, and the write may or may not have happened.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +45,8 @@ import redis.exceptions as redis_errors
 from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 _REDIS_DOWN = (
     redis_errors.ConnectionError,
@@ -43,6 +64,7 @@ POSTGRES_DOWN = (
     asyncpg.InterfaceError,
 )
 _UNBOUNDED = "__agentmem_unbounded__"
+_IDEMPOTENT = "__agentmem_idempotent__"
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -75,6 +97,21 @@ def unbounded(fn: T) -> T:
     return fn
 
 
+def idempotent(fn: T) -> T:
+    """Mark a method safe to run twice (see the module's notes): it is run once more, at once,
+    when its Redis connection drops."""
+    setattr(fn, _IDEMPOTENT, True)
+    return fn
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Redis connection that dropped (not a timeout, not refused
+    credentials): the request may or may not have run."""
+    return isinstance(exc, redis_errors.ConnectionError) and not isinstance(
+        exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError
+    )
+
+
 def translate_errors(cls: type[T]) -> type[T]:
     """Translate driver errors in every coroutine and async generator defined on ``cls``."""
     for name, member in list(vars(cls).items()):
@@ -92,18 +129,20 @@ def translated(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 def _coroutine(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     bounded = not getattr(fn, _UNBOUNDED, False)
+    call = _retried_once(fn) if getattr(fn, _IDEMPOTENT, False) else fn
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         deadline = getattr(args[0], "_call_deadline", None) if bounded and args else None
+        scope: anyio.CancelScope | None = None
         try:
             if deadline is None:
-                return await fn(*args, **kwargs)
-            with anyio.fail_after(deadline):
-                return await fn(*args, **kwargs)
+                return await call(*args, **kwargs)
+            with anyio.fail_after(deadline) as scope:
+                return await call(*args, **kwargs)
         except TimeoutError as exc:
-            if deadline is None or isinstance(exc, AgentMemoryError):
-                raise translate(exc) from exc
+            if scope is None or not scope.cancel_called or isinstance(exc, AgentMemoryError):
+                raise translate(exc) from exc  # a driver's own timeout, not the deadline
             msg = f"{_what(args[0])} did not answer within {deadline:g} s"
             raise ServerUnavailableError(msg) from exc
         except Exception as exc:
@@ -113,6 +152,22 @@ def _coroutine(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             raise translated_exc from exc
 
     return wrapper
+
+
+def _retried_once(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """``fn``, run once more when its Redis connection drops (the driver's error, before
+    translation: a marked method that calls another sees the inner one's retry already spent)."""
+
+    async def once_more(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            if not _dropped(exc):
+                raise
+            logger.debug("retrying %s once: %s", fn.__qualname__, _reason(exc))
+        return await fn(*args, **kwargs)
+
+    return once_more
 
 
 def _what(store: object) -> str:

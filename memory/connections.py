@@ -4,15 +4,21 @@ Every client the project creates is made here, with explicit timeouts, so that n
 on a silent server for ever:
 
 - Redis: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds waiting
-  for each reply; a command that failed on a dropped connection is retried once, at once, on a
-  new one (a restarted server), and a timeout is never retried (a silent server).
-- PostgreSQL: ``connect_timeout`` bounds opening a connection, ``command_timeout`` bounds each
-  statement, and every call of :class:`~memory.shared_db.SharedAgentDB` is cancelled after
-  ``connect_timeout + command_timeout`` (which also bounds returning a connection to the pool
-  after a timed-out statement).
+  for each reply. The clients retry nothing by themselves, standalone or cluster (redis-py's
+  own retry would send a write again after a dropped reply, and a cluster client would also
+  resend after a timeout): the one retry, on a dropped connection and only for operations
+  marked idempotent, is made at the memory boundary (:mod:`memory._boundary`). A cluster
+  client still follows MOVED, ASK and TRYAGAIN replies, which say the command did not run.
+- PostgreSQL: a one-statement call on the pool takes a connection (a free one, or a new one)
+  within ``connect_timeout`` and runs within ``command_timeout``: a call on a pooled
+  connection to a silent server fails after ``command_timeout``, and its connection is closed
+  rather than kept for a cancel request the silence would swallow (:class:`_BoundedPool`).
+  Every call of :class:`~memory.shared_db.SharedAgentDB` is also cancelled after
+  ``connect_timeout + command_timeout``, which bounds its calls made of several statements.
 
 Bad URLs and refused credentials raise :class:`InvalidConfigError`; an unreachable server
-raises :class:`ServerUnavailableError`. Messages never include a password.
+raises :class:`ServerUnavailableError`. Messages never include a password, whether in the
+user part of a URL or in its query string (:func:`redact`).
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
 import redis.asyncio as redis
@@ -33,6 +39,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from memory._boundary import POSTGRES_DOWN
 from memory.errors import InvalidConfigError, ServerUnavailableError
 from memory.limits import Limits
 
@@ -88,18 +95,37 @@ class MemoryConfig:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (safe for messages and logs); each of a comma list."""
+    """The URL without its secrets (safe for messages and logs); each of a comma list.
+
+    Hidden: the password of the user part, and the value of every query parameter whose
+    name holds ``pass``, ``secret``, ``token`` or ``key`` in any case (``?password=``,
+    ``?sslpassword=``, ``?auth_token=``, ``?api_key=``).
+    """
     if "," in url:
         return ",".join(redact(part) for part in url.split(","))
     try:
         parts = urlsplit(url)
+        has_password = parts.password is not None
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    if has_password:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        parts = parts._replace(netloc=user + netloc)
+    if parts.query:
+        parts = parts._replace(query="&".join(map(_redact_parameter, parts.query.split("&"))))
+    return parts.geturl() if has_password or parts.query else url
+
+
+_SECRET_PARAMETER = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def _redact_parameter(parameter: str) -> str:
+    """``name=***`` for a query parameter whose name says it holds a secret."""
+    name, equals, _value = parameter.partition("=")
+    if equals and _SECRET_PARAMETER.search(unquote_plus(name)):
+        return f"{name}=***"
+    return parameter
 
 
 def connection_name(config: MemoryConfig) -> str:
@@ -127,9 +153,10 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
         "client_name": connection_name(config),
         "socket_connect_timeout": config.connect_timeout,
         "socket_timeout": config.command_timeout,
-        # A dropped connection (a restarted server) is tried once more on a new one; a timeout
-        # (a silent server) is not: one command never waits longer than its timeouts.
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        # No retry at all (a cluster client takes this for its own loop too, which would also
+        # resend after a timeout): a command whose connection dropped may have run, so only
+        # the boundary, which knows which operations are idempotent, sends one again.
+        "retry": Retry(NoBackoff(), 0),
     }
 
 
@@ -246,15 +273,68 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
+class _BoundedPool(asyncpg.Pool):
+    """A pool whose one-statement calls (``fetch``, ``fetchrow``, ``fetchval``, ``execute``,
+    ``executemany``) are bounded piece by piece: taking a connection (a free one, or a new one)
+    by the connect timeout, the statement by the command timeout (asyncpg's own).
+
+    A connection whose statement did not finish (it timed out, was cancelled, or lost the
+    server) is closed at once instead of going back to the pool: asyncpg would first send the
+    server a cancel request on a new connection and wait for it, which through a silent network
+    costs a second command timeout before the caller hears anything. A statement the server
+    refused leaves its connection in the pool.
+    """
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, dsn: str, *, acquire_timeout: float, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self._acquire_timeout = acquire_timeout
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        connection = await self.acquire(timeout=self._acquire_timeout)
+        try:
+            return await getattr(connection, method)(*args, **kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, POSTGRES_DOWN):
+                connection.terminate()
+            raise
+        finally:
+            await self.release(connection)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("execute", *args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("executemany", *args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("fetch", *args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("fetchrow", *args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("fetchval", *args, **kwargs)
+
+
 async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -> asyncpg.Pool:
     """A connection pool for ``dsn``, with its first connection open (so errors show now);
     ``lazy``: no connection until the first query (a server that may be down for now)."""
     where = redact(dsn)
     try:
-        return await asyncpg.create_pool(
+        return await _BoundedPool(
             dsn,
+            acquire_timeout=config.connect_timeout,
             min_size=0 if lazy else 1,
             max_size=config.pool_max_size,
+            # asyncpg.create_pool's defaults
+            max_queries=50_000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            # each connection's
             timeout=config.connect_timeout,
             command_timeout=config.command_timeout,
             server_settings={"application_name": connection_name(config)},

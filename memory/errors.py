@@ -60,6 +60,10 @@ class LockLostError(AgentMemoryError):
     """A lease expired or was taken by another holder while it was believed held."""
 
 
+class PermitLostError(LockLostError):
+    """A semaphore permit's lease ended (or it was found gone) while it was believed held."""
+
+
 class LockTimeoutError(AgentMemoryError, TimeoutError):
     """A lock could not be acquired within the time allowed."""
 

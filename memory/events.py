@@ -18,12 +18,13 @@ route it came from, so :meth:`EventStore.requeue` puts it back where its workers
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from memory._boundary import translate_errors
+from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
 from memory._scripts import LuaScript
@@ -139,7 +140,10 @@ class EventStore(AsyncResource):
             return []
         keys = [self.stream_key, self.keys.publish_keys(self.stream)]
         args: list[str | int] = []
-        for event, idempotency_key in events:
+        # An event without a key gets one chosen now, before the first attempt, so that the
+        # batch sent again after a lost reply (memory._boundary's one retry) appends nothing.
+        call = f"auto-{secrets.token_hex(12)}"
+        for position, (event, idempotency_key) in enumerate(events):
             fields = event.to_fields(self.limits)
             if idempotency_key is not None:
                 validate_id(idempotency_key, "idempotency_key")
@@ -150,10 +154,13 @@ class EventStore(AsyncResource):
                 if route_key not in keys:
                     keys.append(route_key)
                 index = keys.index(route_key) + 1  # Lua counts from 1
-            args += [idempotency_key or "", index, len(fields)]
+            args += [idempotency_key or f"{call}.{position}", index, len(fields)]
             args += [value for pair in fields.items() for value in pair]
-        ids = await self._publish(keys, args)
-        return [as_str(entry_id) for entry_id in ids]
+        return await self._send_publish(keys, args)
+
+    @idempotent  # every event carries a key chosen before the first attempt
+    async def _send_publish(self, keys: list[str], args: list[str | int]) -> list[str]:
+        return [as_str(entry_id) for entry_id in await self._publish(keys, args)]
 
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:
         """Up to ``count`` events after ``since`` (exclusive), oldest first."""

@@ -11,10 +11,18 @@ HGETALL per fact. Here a Lua script stores any number of facts atomically in one
 and another reads a whole category in one, however many facts it holds: it joins the records
 into one JSON array on the server, which the client decodes in one call (msgspec, in C)
 straight into :class:`Fact`. Metadata is kept as JSON, so its types survive the round trip.
+
+**Storing twice.** Every fact is stored under an idempotency key: the caller's, or else one
+chosen here for the call (``auto-<random>.<position>``) before anything is sent. The store
+script returns a key's first id instead of storing again, so a batch sent again after its
+reply was lost (the one retry :mod:`memory._boundary` makes on a dropped connection) stores
+nothing new and returns the first ids. (Each key costs a field in the idempotency hash, as a
+caller's key does.)
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from memory._boundary import translate_errors
+from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str, check_text, encode_json_bytes, json_text, utc_now
 from memory._scripts import LuaScript
 from memory.connections import RedisClient
@@ -151,9 +159,13 @@ class FactStore:
         if not facts:
             validate_id(agent_id, "agent_id")
             return []
-        keys, args = self._script_input(agent_id, facts)
-        ids = await self._store(keys, args)
-        return [int(i) for i in ids]
+        call = f"auto-{secrets.token_hex(12)}"  # keys the facts the caller left without one
+        keys, args = self._script_input(agent_id, facts, call)
+        return await self._send(keys, args)
+
+    @idempotent  # every fact carries a key chosen before the first attempt
+    async def _send(self, keys: list[bytes], args: list[str | bytes | int]) -> list[int]:
+        return [int(i) for i in await self._store(keys, args)]
 
     def check_facts(self, agent_id: str, facts: Sequence[NewFact]) -> None:
         """Raise what :meth:`store_facts` would raise for this batch, without sending it.
@@ -162,14 +174,15 @@ class FactStore:
         passes here is never refused later for what it holds.
         """
         if facts:
-            self._script_input(agent_id, facts)
+            self._script_input(agent_id, facts, "check")
         else:
             validate_id(agent_id, "agent_id")
 
     def _script_input(
-        self, agent_id: str, facts: Sequence[NewFact]
+        self, agent_id: str, facts: Sequence[NewFact], call: str
     ) -> tuple[list[bytes], list[str | bytes | int]]:
-        """The store script's keys and arguments, after checking every fact of the batch."""
+        """The store script's keys and arguments, after checking every fact of the batch; a
+        fact without an idempotency key gets ``<call>.<position>``."""
         validate_id(agent_id, "agent_id")
         head = b',"agent_id":' + json_text(agent_id) + b',"timestamp":"' + _now() + b'"'
         category_keys: dict[str, int] = {}
@@ -184,7 +197,7 @@ class FactStore:
                 keys.append(self._category_key(new.category))
                 index = category_keys[new.category] = len(category_keys) + 5
             record = _record(new, head, self._limits)
-            args += [index, new.category, new.idempotency_key or "", record]
+            args += [index, new.category, new.idempotency_key or f"{call}.{position}", record]
         return keys, args
 
     def _category_key(self, category: str) -> bytes:
@@ -197,11 +210,13 @@ class FactStore:
             self._category_keys[category] = key
         return key
 
+    @idempotent
     async def get_facts_by_category(self, category: str) -> list[Fact]:
         """Every fact of a category, in id order, in one round trip."""
         keys = [self._keys.category(category), self._keys.fact_records()]
         return _decode(await self._read_category(keys))
 
+    @idempotent
     async def get_facts(self, ids: Sequence[int]) -> list[Fact]:
         """The facts with these ids (unknown ids are skipped), in the order asked, in one call."""
         if not ids:
@@ -209,10 +224,12 @@ class FactStore:
         records = await self._client.hmget(self._keys.fact_records(), [str(i) for i in ids])
         return parse_records(ids, records)
 
+    @idempotent
     async def list_categories(self) -> list[str]:
         """Every category that holds at least one fact, sorted."""
         return sorted(as_str(c) for c in await self._client.smembers(self._keys.categories()))
 
+    @idempotent
     async def count_facts(self) -> int:
         """How many facts this namespace holds."""
         return int(await self._client.hlen(self._keys.fact_records()))

@@ -20,7 +20,7 @@ from agents.protocol import RUN_STREAM, LLMCalled, parse_payload
 from agents.schemas import Bounds
 from agents.settings import Settings
 from agents.stub_llm import StubLLM
-from memory import Semaphore
+from memory import PermitLostError, Semaphore
 from memory.agent_memory import RedisAgentMemory
 from memory.durable import DurableWriter
 from memory.events import EventStore
@@ -167,3 +167,48 @@ async def test_a_call_that_gets_no_place_in_time_fails_with_an_llm_error(
         llm = TimedLLM(CountingLLM(), "writer-1", writer, slots=slots, queue_timeout=0.2)
         with pytest.raises(LLMError, match="no place"):
             await llm.generate(task="review", instructions="", payload={}, output=Review)
+
+
+class PlaceTakingLLM:
+    """An LLM whose call outlasts its permit: another process takes the place meanwhile (the
+    permit is removed from Redis), and the answer comes after a full TTL."""
+
+    model = "slow"
+
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: float) -> None:
+        self.client = client
+        self.key = Keyspace(namespace).semaphore("llm")
+        self.ttl_seconds = ttl_seconds
+
+    async def generate(
+        self,
+        *,
+        task: str,
+        instructions: str,
+        payload: Mapping[str, Any],
+        output: type[T],
+        usage: Usage | None = None,
+        bounds: Bounds | None = None,
+    ) -> T:
+        await self.client.delete(self.key)
+        await anyio.sleep(self.ttl_seconds)  # the permit's local deadline has passed by now
+        return output.model_validate({"approved": True})
+
+
+async def test_an_answer_that_came_after_the_permit_was_lost_is_dropped(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """The place was lost during the call: PermitLostError, and the call is recorded failed."""
+    slots = Semaphore(redis_client, Keyspace(namespace), "llm", 1, ttl_seconds=0.3)
+    inner = PlaceTakingLLM(redis_client, namespace, slots.ttl_seconds)
+    events = EventStore(redis_client, namespace, RUN_STREAM)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        llm = TimedLLM(inner, "writer-1", writer, slots=slots)
+        with pytest.raises(PermitLostError, match="answer is dropped"):
+            await llm.generate(task="review", instructions="", payload={}, output=Review)
+        await writer.flush()
+
+    [call] = [parse_payload(e) for e in await events.read_events()]
+    assert isinstance(call, LLMCalled)
+    assert not call.ok

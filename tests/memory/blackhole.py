@@ -2,6 +2,10 @@
 
 That is what a partitioned or frozen server looks like to a client: nothing is refused, nothing
 answers. Tests point a client at the proxy, then switch ``blackholed`` on and off.
+
+It can also lose exactly one reply (:meth:`BlackholeProxy.drop_next_reply`): the server's next
+bytes to a client are thrown away and that connection is closed, so the server has done what
+it was asked and the client sees only a dropped connection.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ class BlackholeProxy:
         self._open.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._drop_reply = False
+        self._close_on_drop = True
+        self.replies_dropped = 0
 
     @property
     def blackholed(self) -> bool:
@@ -35,14 +42,33 @@ class BlackholeProxy:
         else:
             self._open.set()
 
+    def drop_next_reply(self, *, close: bool = True) -> None:
+        """Throw away the next reply any server connection sends, and close that connection
+        (``close=False``: leave it open, so the client waits for a reply that never comes)."""
+        self._drop_reply = True
+        self._close_on_drop = close
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: asyncio.StreamWriter | None = None,
+    ) -> None:
+        """Copy ``reader`` to ``writer``; ``upstream`` (given for replies): the server side."""
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                if upstream is not None and self._drop_reply:
+                    self._drop_reply = False
+                    self.replies_dropped += 1
+                    if not self._close_on_drop:
+                        continue
+                    upstream.close()
+                    break
                 if self._open.is_set():
                     writer.write(data)
                     await writer.drain()
@@ -61,7 +87,7 @@ class BlackholeProxy:
             return
         self._writers.add(up_writer)
         self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer))
+        self._spawn(self._pipe(up_reader, writer, up_writer))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[BlackholeProxy]:

@@ -221,3 +221,24 @@ async def test_a_redis_url_with_an_empty_entry_is_a_config_error(url: str, names
     with pytest.raises(InvalidConfigError, match="empty entry"):
         async with open_memory(short(redis_url=url), namespace):
             pass
+
+
+async def test_a_call_on_a_pooled_connection_to_a_blackholed_postgres_waits_one_command_timeout(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """A connection is in the pool: the read gives up after its command timeout (2 s), without
+    a second one spent on a cancel request the black hole swallows, nor a connect timeout."""
+    async with BlackholeProxy(port_of(servers.database_url)).running() as proxy:
+        config = MemoryConfig(
+            servers.redis_url,
+            via(servers.database_url, proxy.port),
+            connect_timeout=30,
+            command_timeout=2,
+        )
+        async with open_memory(config, namespace) as m:
+            await m.db.read("doc")
+            proxy.blackholed = True
+            with anyio.fail_after(3), pytest.raises(ServerUnavailableError, match="in time"):
+                await m.db.read("doc")
+            proxy.blackholed = False
+            await m.db.read("doc")

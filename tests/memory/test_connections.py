@@ -1,13 +1,15 @@
-"""The clients made in ``memory.connections``: what they tell the server about themselves."""
+"""The clients made in ``memory.connections``: what they tell the server, how URLs are shown."""
 
 from __future__ import annotations
 
 from importlib import metadata
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from devservers import ServerUrls
-from memory.connections import MemoryConfig, redis_client, redis_urls
+from memory.connections import MemoryConfig, postgres_pool, redact, redis_client, redis_urls
+from memory.errors import InvalidConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -26,3 +28,39 @@ async def test_every_new_redis_connection_names_the_library_and_its_version(
         assert info["lib-name"] == "redis-py"
         assert info["lib-ver"] == metadata.version("redis")
         assert str(info["name"]).startswith("agentmem:test/")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://app@db:5432/agentmem?password=s3cret&sslmode=require",
+            "postgresql://app@db:5432/agentmem?password=***&sslmode=require",
+        ),
+        (
+            "redis://cache:6379/0?Auth_Token=s3cret&client_secret=s3cret&x=1",
+            "redis://cache:6379/0?Auth_Token=***&client_secret=***&x=1",
+        ),
+        ("postgresql://app:s3cret@db/agentmem?sslpassword=s3cret", None),
+        ("redis://a:1?pass%77ord=s3cret,redis://b:2?passphrase=s3cret", None),
+    ],
+)
+def test_redact_hides_passwords_and_tokens_in_the_query_string(url: str, shown: str | None) -> None:
+    """A query parameter named like a secret (pass, secret, token) is shown as ***."""
+    assert "s3cret" not in redact(url)
+    if shown is not None:
+        assert redact(url) == shown
+
+
+async def test_a_refused_password_given_in_the_query_string_stays_out_of_the_error(
+    servers: ServerUrls,
+) -> None:
+    """PostgreSQL refuses ?password=: the InvalidConfigError names the URL without it."""
+    parts = urlsplit(servers.database_url)
+    netloc = f"nosuchuser@{parts.hostname}:{parts.port}"
+    dsn = urlunsplit(parts._replace(netloc=netloc, query="password=s3cret"))
+    config = MemoryConfig(servers.redis_url, dsn, connect_timeout=5)
+    with pytest.raises(InvalidConfigError) as caught:
+        await postgres_pool(config, dsn)
+    assert "nosuchuser" in str(caught.value)
+    assert "s3cret" not in str(caught.value)

@@ -1,22 +1,38 @@
-"""The run-wide semaphore: a cap across processes, dead holders expire, release is safe."""
+"""The run-wide semaphore: a cap across processes, dead holders expire, stalled ones know."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from devservers import ServerUrls
-from memory import InvalidValueError, MemoryConfig, Semaphore, SemaphoreTimeoutError
+from memory import (
+    InvalidValueError,
+    MemoryConfig,
+    PermitLostError,
+    Semaphore,
+    SemaphoreTimeoutError,
+)
 from memory.connections import RedisClient, connect_redis
 from memory.keys import Keyspace
+from tests.memory.blackhole import BlackholeProxy
+from tests.memory.test_boundary import port_of, via
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# A proxy in front of one node cannot cut off a cluster client, which talks to every node.
+through_proxy = pytest.mark.skipif(
+    os.environ.get("AGENTMEM_TEST_REDIS") == "cluster",
+    reason="the black-hole proxy fronts one standalone server",
+)
 
 
 def semaphore(client: RedisClient, namespace: str, limit: int, ttl: float = 30.0) -> Semaphore:
@@ -144,3 +160,58 @@ async def test_a_limit_below_one_is_refused(redis_client: RedisClient, namespace
     for limit in (0, -1, 1.5, True):
         with pytest.raises(InvalidValueError, match="limit"):
             semaphore(redis_client, namespace, limit)  # type: ignore[arg-type]
+
+
+async def test_a_holder_stopped_past_its_ttl_knows_its_permit_is_lost(
+    servers: ServerUrls, redis_client: RedisClient, namespace: str
+) -> None:
+    """SIGSTOP the only holder (TTL 1 s): another gets the place, and after SIGCONT the
+    stalled one reports its permit lost and its check() raises."""
+    command = holders_process(servers, namespace, 1, -1, 1)
+    async with await anyio.open_process(command, cwd=ROOT) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        lines = BufferedByteReceiveStream(process.stdout)
+        assert await lines.receive_until(b"\n", 1000) == b"held"
+        process.send_signal(signal.SIGSTOP)
+        try:
+            ours = semaphore(redis_client, namespace, 1)
+            with anyio.fail_after(10):
+                while (permit := await ours.try_acquire("next-1")) is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)  # the server, polled
+        finally:
+            process.send_signal(signal.SIGCONT)
+        await process.stdin.send(b"go\n")
+        with anyio.fail_after(10):
+            output = await lines.receive_until(b"\n", 1000)
+        await process.wait()
+
+    assert output.split() == [b"lost=True", b"check=raised"]
+    assert await ours.holders() == ["next-1"]
+    permit.check()
+
+
+@through_proxy
+async def test_a_holder_cut_off_from_redis_knows_its_permit_is_lost_before_anyone_gets_it(
+    servers: ServerUrls, namespace: str
+) -> None:
+    """The holder's local deadline passes before the server can grant its place again."""
+    async with BlackholeProxy(port_of(servers.redis_url)).running() as proxy:
+        cut_off = await connect_redis(MemoryConfig(redis_url=via(servers.redis_url, proxy.port)))
+        direct = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
+        try:
+            async with semaphore(cut_off, namespace, 1, ttl=1).hold("holder") as held:
+                held.check()
+                proxy.blackholed = True
+                other = semaphore(direct, namespace, 1, ttl=1)
+                with anyio.fail_after(10):
+                    while await other.try_acquire("other") is None:  # noqa: ASYNC110
+                        await anyio.sleep(0.005)  # the server, polled
+                lost_when_granted = held.lost
+                proxy.blackholed = False
+                with pytest.raises(PermitLostError, match="'holder'"):
+                    held.check()
+        finally:
+            await cut_off.aclose()
+            await direct.aclose()
+    assert lost_when_granted
