@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import anyio
 
 from memory import _clock
-from memory._boundary import translate_errors
+from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str, ttl_ms
 from memory._scripts import LuaScript
 from memory.connections import RedisClient
@@ -231,6 +231,7 @@ class LockManager:
         released = await self._release([self._keys.lock(lease.resource)], [lease.value])
         return bool(released)
 
+    @idempotent  # extending twice ends the lease no earlier than extending once
     async def extend_lock(self, lease: Lease, ttl_seconds: float | None = None) -> bool:
         """Reset the lease's time to live if it still holds the lock."""
         ttl_ms = _ttl_ms(lease.ttl_seconds if ttl_seconds is None else ttl_seconds)
@@ -299,7 +300,7 @@ class LockManager:
         sent_at = self.clock()
         valid_until = _valid_until(sent_at, ttl_seconds)
         try:
-            granted, holder = await self._acquire([key], [value, ttl])
+            granted, holder = await self._grant(key, value, ttl)
             if not int(granted):
                 return None, as_str(holder).rsplit("/", 1)[0]
             fencing_token = await self._issue_token(resource, valid_until) if fenced else None
@@ -307,6 +308,11 @@ class LockManager:
             await self._abandon(key, value)
             raise
         return Lease(resource, agent_id, token, fencing_token, ttl_seconds, valid_until), ""
+
+    @idempotent  # the script recognises its own lease value: a repeat reports the same grant
+    async def _grant(self, key: str, value: str, ttl: int) -> tuple[int, bytes | str]:
+        granted, holder = await self._acquire([key], [value, ttl])
+        return int(granted), holder
 
     async def _issue_token(self, resource: str, valid_until: float) -> int | None:
         """The grant's fencing token, if it arrives before the lease's local deadline."""

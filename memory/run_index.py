@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory._boundary import translate_errors
+from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
 from memory.connections import RedisClient
 from memory.keys import RUN_INDEX_ORDER, RUN_INDEX_RECORDS, validate_id
@@ -51,6 +51,7 @@ class RunIndex:
     def __init__(self, client: RedisClient) -> None:
         self.client = client
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def put(self, entry: RunEntry) -> None:
         """Add or replace the entry of ``entry.run_id`` (one transaction)."""
         validate_id(entry.run_id, "run id")
@@ -59,11 +60,13 @@ class RunIndex:
             pipe.hset(RUN_INDEX_RECORDS, entry.run_id, entry.model_dump_json())
             await pipe.execute()
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def get(self, run_id: str) -> RunEntry | None:
         """The entry of ``run_id``, or None if the index has none."""
         raw = await self.client.hget(RUN_INDEX_RECORDS, validate_id(run_id, "run id"))
         return None if raw is None else RunEntry.model_validate_json(as_str(raw))
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def newest(self, count: int = 50) -> list[RunEntry]:
         """The ``count`` most recently started runs, newest first."""
         members: Any = await self.client.zrevrange(RUN_INDEX_ORDER, 0, count - 1)
@@ -73,6 +76,7 @@ class RunIndex:
         raws = await self.client.hmget(RUN_INDEX_RECORDS, ids)
         return [RunEntry.model_validate_json(as_str(raw)) for raw in raws if raw is not None]
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def remove(self, run_id: str) -> None:
         """Forget ``run_id``'s entry (one transaction)."""
         validate_id(run_id, "run id")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from memory._boundary import translate_errors
+from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str, check_text, ttl_ms
 from memory._scripts import LuaScript
 from memory.connections import RedisClient
@@ -75,6 +75,7 @@ class StatusBoard:
         self._set = LuaScript(client, _SET)
         self._live = client.register_script(_LIVE)
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def set_agent_status(
         self, agent_id: str, status: str, detail: str = "", ttl_seconds: float = 15.0
     ) -> AgentStatus:
@@ -87,11 +88,13 @@ class StatusBoard:
         raw = await self._set(keys, args)
         return _parse(agent_id, raw)
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def get_agent_status(self, agent_id: str) -> AgentStatus | None:
         """An agent's live status, or None once it expired."""
         raw = await self._client.get(self._keys.status(agent_id))
         return None if raw is None else _parse(agent_id, raw)
 
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def list_live_agents(self) -> list[AgentStatus]:
         """Every agent whose status has not expired, sorted by id, in one round trip."""
         flat = await self._live(keys=[self._keys.live_agents()], args=[self._keys.status_prefix()])
