@@ -29,6 +29,7 @@ from memory.errors import (
     ServerUnavailableError,
     StaleFencingTokenError,
     StoreError,
+    WalFullError,
     leaves,
 )
 from memory.events import EventStore
@@ -82,6 +83,7 @@ __all__ = [
     "SharedAgentDB",
     "StaleFencingTokenError",
     "StoreError",
+    "WalFullError",
     "WriteAheadLog",
     "drop_redis_namespace",
     "leaves",
