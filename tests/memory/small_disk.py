@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from memory.errors import WalFullError
+from memory.wal import WriteAheadLog
+
 
 @contextmanager
 def small_disk(path: Path, size: str = "96k") -> Iterator[Path]:
@@ -29,3 +32,16 @@ def small_disk(path: Path, size: str = "96k") -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+async def fill(wal: WriteAheadLog) -> list[int]:
+    """Append 2 KB entries until the log refuses one; the sequence numbers it accepted."""
+    accepted: list[int] = []
+    for i in range(10_000):
+        try:
+            accepted.append(await wal.append("publish", {"n": i, "pad": "x" * 2000}))
+        except WalFullError:
+            break
+    with pytest.raises(WalFullError, match="is full"):  # and again: the disk is still full
+        await wal.append("publish", {"pad": "x" * 2000})
+    return accepted

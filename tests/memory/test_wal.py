@@ -11,9 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from memory.errors import WalFullError
 from memory.wal import WriteAheadLog
-from tests.memory.small_disk import small_disk
+from tests.memory.small_disk import fill, small_disk
 
 pytestmark = pytest.mark.anyio
 
@@ -163,19 +162,6 @@ async def test_a_damaged_file_is_moved_aside_and_a_new_log_started(
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert str(aside) in line
     assert f"{len(carried)} entries" in line
-
-
-async def fill(wal: WriteAheadLog) -> list[int]:
-    """Append 2 KB entries until the log refuses one; the sequence numbers it accepted."""
-    accepted: list[int] = []
-    for i in range(10_000):
-        try:
-            accepted.append(await wal.append("publish", {"n": i, "pad": "x" * 2000}))
-        except WalFullError:
-            break
-    with pytest.raises(WalFullError, match="is full"):  # and again: the disk is still full
-        await wal.append("publish", {"pad": "x" * 2000})
-    return accepted
 
 
 async def test_a_full_disk_refuses_the_write_with_a_project_error(tmp_path: Path) -> None:
