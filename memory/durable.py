@@ -12,9 +12,9 @@ idempotency keys and events carry publish keys, so an entry that reached Redis j
 connection dropped (and was therefore never marked done) is not applied twice on replay.
 
 **One batch in flight.** Entries go out one round trip at a time: a run of consecutive
-publishes (one script, all or nothing) or one ``store_facts`` entry. Each is *confirmed* by
-:func:`~memory.replication.check_replicated` before anything logged after it is sent, and
-leaves the log once confirmed:
+publishes, or of one agent's ``store_facts`` entries (one script: all or nothing, in order).
+Each batch is *confirmed* by :func:`~memory.replication.check_replicated` before anything
+logged after it is sent, and leaves the log once confirmed:
 
 - on a primary with a replica: the batch is on the primary, and an online replica has
   acknowledged the primary's offset at which it was seen, in the same replication history;
@@ -218,8 +218,8 @@ class DurableWriter:
                 self._in_flight = _InFlight(batch)
 
     async def _next_batch(self, queue: list[WalEntry]) -> tuple[list[_Write], list[WalEntry]]:
-        """The first batch of ``queue`` (a run of publishes, or one facts entry) and the rest;
-        entries that are no valid write are set aside on the way."""
+        """The first batch of ``queue`` (see :func:`_joins`) and the rest; entries that are no
+        valid write are set aside on the way."""
         batch: list[_Write] = []
         while queue:
             entry = queue[0]
@@ -230,12 +230,10 @@ class DurableWriter:
                 await self.wal.set_aside(entry.seq, reason)
                 queue = queue[1:]
                 continue
-            if batch and (write.event is None or len(batch) >= _PAGE):
+            if batch and not _joins(batch, write):
                 break
             batch.append(write)
             queue = queue[1:]
-            if write.event is None:
-                break
         return batch, queue
 
     def _write(self, entry: WalEntry) -> _Write:
@@ -258,11 +256,12 @@ class DurableWriter:
         raise ValueError(msg)
 
     async def _send(self, batch: list[_Write]) -> None:
-        """One round trip: a run of publishes in one script (each at most once by its key),
-        or one entry's facts."""
-        first = batch[0]
-        if first.facts is not None:
-            await self.memory.store_facts(*first.facts)
+        """One round trip, one script: a run of publishes (each at most once by its key), or
+        a run of one agent's facts entries (each fact at most once by its key)."""
+        if batch[0].facts is not None:
+            agent_id = batch[0].facts[0]
+            facts = [fact for write in batch if write.facts for fact in write.facts[1]]
+            await self.memory.store_facts(agent_id, facts)
             return
         await self.events.publish_keyed([write.event for write in batch if write.event])
 
@@ -302,6 +301,18 @@ class DurableWriter:
             return False
         self._in_flight = None
         return False
+
+
+def _joins(batch: list[_Write], write: _Write) -> bool:
+    """Can ``write`` go out in the same round trip as ``batch``: a run of publishes, or of
+    one agent's facts entries, up to :data:`_PAGE` entries (sent by one script, so all or
+    nothing, in order)."""
+    last = batch[-1]
+    if len(batch) >= _PAGE:
+        return False
+    if write.event is not None:
+        return last.event is not None
+    return write.facts is not None and last.facts is not None and write.facts[0] == last.facts[0]
 
 
 @dataclass(slots=True)
