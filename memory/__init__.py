@@ -31,6 +31,7 @@ from memory.errors import (
     StaleFencingTokenError,
     StoreError,
     UnfencedWriteError,
+    WalFullError,
     leaves,
 )
 from memory.events import EventStore
@@ -86,6 +87,7 @@ __all__ = [
     "StaleFencingTokenError",
     "StoreError",
     "UnfencedWriteError",
+    "WalFullError",
     "WriteAheadLog",
     "drop_redis_namespace",
     "leaves",

@@ -11,16 +11,49 @@ Sending the same entry twice is harmless because every logged write is idempoten
 idempotency keys and events carry publish keys, so an entry that reached Redis just before the
 connection dropped (and was therefore never marked done) is not applied twice on replay.
 
-**Replicas.** Redis replicates asynchronously, so a write its primary acknowledged can still be
-lost: if the primary dies before a replica has it and the replica is promoted (a Redis Cluster
-failover), the write is gone from Redis. When the primary owning the namespace has a replica
-(asked once, on the first send), an entry therefore stays in the log after it is sent, until
-:func:`~memory.replication.check_replicated` sees it on the primary and acknowledged by a
-replica; an entry found missing (lost in a failover) is sent again. Sending does not wait for
-this: later entries go out meanwhile, and :meth:`DurableWriter.run` keeps checking. While the
-primary has no replica in sync (its replica died, or was promoted and has none yet), sent
-entries wait in the log until one is. A standalone server without replicas is not waited for:
-its own append-only file is all there is (see ``redis_appendfsync``).
+**One batch in flight.** Entries go out one round trip at a time: a run of consecutive
+publishes, or of one agent's ``store_facts`` entries (one script: all or nothing, in order).
+Each batch is *confirmed* by :func:`~memory.replication.check_replicated` before anything
+logged after it is sent, and leaves the log once confirmed:
+
+- on a primary with a replica: the batch is on the primary, and an online replica has
+  acknowledged the primary's offset at which it was seen, in the same replication history;
+- on a server that has never shown this writer a replica (a standalone server): the batch is
+  on the server. Its own append-only file is all there is (see ``redis_appendfsync``).
+
+Replica presence is read at every confirmation, in the same pipeline as the batch's marks on
+a single server. A writer whose first sends found no replica (one resyncing, a primary just
+promoted) waits for replicas from the first confirmation that sees one connected, and once it
+has seen one it keeps waiting while none is connected: a replica that is down or resyncing
+may still be promoted without the latest writes. ``wait_for_replica=True`` waits from the
+start; ``False`` never waits for a replica.
+
+**Order through a failover.** Redis replicates a primary's writes in order, so a promoted
+replica holds a prefix of its primary's history. A failover could reorder one writer's
+entries only if a later entry reached the new primary while an earlier one, sent to the old
+primary, was on no replica; since nothing is sent while the batch before it is unconfirmed,
+that cannot happen. When a confirmation finds the batch in flight missing (the failover lost
+it), the writer sends it and everything logged after it again, in log order, before anything
+new (a part of the batch that did arrive is not applied twice: idempotency keys). The stream
+therefore holds one writer's events in the order it logged them, each once.
+
+**Cost.** Each batch waits for its confirmation before the next goes out: with a replica,
+three round trips (marks and ``INFO``, fence and ``WAIT``, ``INFO``) plus the replica's
+acknowledgement; without one, one round trip. While no replica acknowledges (it is down,
+resyncing, or the new primary has none yet), a writer that waits for replicas sends nothing
+new: its writes stay in the local log, the calls return ``False``, and they go out in order
+once a replica is back. That is the price of the order: availability of new writes in Redis
+for the writer's own entries, never of the agent (it keeps logging).
+
+**What a failover can still lose.** A batch a replica acknowledged, when another replica
+that lacks it is promoted (with two or more replicas). On a server without replicas, what
+its own persistence loses in a crash. And a batch confirmed by a writer that has never seen a
+replica, if a replica that was disconnected at that moment is promoted later.
+
+**A bad entry** (one the log cannot read, or whose arguments are no valid write) is set aside
+in the log's quarantine table with one error line (see :mod:`memory.wal`); the writer goes on
+with the next. A full disk refuses the write with :class:`~memory.errors.WalFullError`: the
+call raises and nothing is sent.
 """
 
 from __future__ import annotations
@@ -33,11 +66,11 @@ from typing import Any
 import anyio
 
 from memory.agent_memory import RedisAgentMemory
-from memory.errors import InvalidIdError, ServerUnavailableError
+from memory.errors import InvalidIdError, ServerUnavailableError, WalFullError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
 from memory.keys import validate_id
-from memory.replication import Mark, Position, check_replicated, has_replicas
+from memory.replication import Mark, Position, check_replicated
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -45,13 +78,12 @@ logger = logging.getLogger(__name__)
 
 _FACTS = "store_facts"
 _PUBLISH = "publish"
-_CHECK_AT_MOST = 500  # sent entries checked for replication in one round trip (oldest first)
-_PAGE = 100  # entries read from the log at a time
+_PAGE = 100  # entries read from the log at a time, and publishes sent in one round trip
 
 
 class DurableWriter:
-    """Idempotent Redis writes that are durable locally before they are sent, and kept until a
-    replica has them when the primary has replicas."""
+    """Idempotent Redis writes that are durable locally before they are sent, sent in the
+    order they were logged, and kept until a replica has them when the primary has replicas."""
 
     def __init__(
         self,
@@ -67,10 +99,10 @@ class DurableWriter:
         self.resent = 0  # entries sent again because a failover had lost them (for metrics)
         self._send_lock = anyio.Lock()
         self._backlog = anyio.Event()
-        # None: ask the primary (on the first send) whether it has a replica to wait for
+        # None: wait for a replica once a confirmation has seen one connected to the primary
         self._wait_for_replica = wait_for_replica
         self._last_sent = 0  # entries up to this one were sent by this writer
-        self._unconfirmed: dict[int, _Sent] = {}  # sent, not yet known to be on a replica
+        self._in_flight: _InFlight | None = None  # sent, not yet confirmed
 
     async def store_facts(self, agent_id: str, facts: Sequence[NewFact]) -> bool:
         """Store facts (each needs an idempotency key); True if they reached Redis now."""
@@ -82,7 +114,9 @@ class DurableWriter:
         if not facts:
             return True
         args = {"agent_id": agent_id, "facts": [asdict(fact) for fact in facts]}
-        return await self._write(_FACTS, args)
+        seq = await self.wal.append(_FACTS, args)
+        await self.flush([WalEntry(seq, _FACTS, args)])
+        return seq <= self._last_sent
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str) -> bool:
         """Publish an event at most once per key; True if it reached Redis now."""
@@ -125,19 +159,20 @@ class DurableWriter:
 
     async def unsent(self) -> int:
         """How many writes have not reached Redis yet (the rest wait for a replica)."""
-        return await self.wal.count() - len(self._unconfirmed)
+        in_flight = len(self._in_flight.writes) if self._in_flight else 0
+        return await self.wal.count() - in_flight
 
     async def flush(self, fresh: Sequence[WalEntry] = ()) -> int:
-        """Send the log to Redis in order, then drop what a replica holds; returns how many
-        entries are still pending (unsent, or sent but not yet safe).
+        """Send the log to Redis in order, each batch confirmed before the next; returns how
+        many entries are still pending (unsent, or sent but not yet safe).
 
         ``fresh`` are entries just appended: when they are next in line (no older backlog),
-        they are sent as they are, without reading them back from the log.
+        they are sent as they are, without reading them back from the log, and the flush ends
+        once they are confirmed.
         """
         async with self._send_lock:
             try:
-                await self._send_new(fresh)
-                await self._confirm()
+                await self._send_in_order(fresh)
             except ServerUnavailableError as exc:
                 left = await self.wal.count()
                 logger.warning("Redis unreachable (%s); %d writes kept locally", exc, left)
@@ -158,120 +193,142 @@ class DurableWriter:
                 continue
             await self._backlog.wait()
 
-    async def _write(self, kind: str, args: dict[str, Any]) -> bool:
-        seq = await self.wal.append(kind, args)
-        await self.flush([WalEntry(seq, kind, args)])
-        return seq <= self._last_sent
+    async def _send_in_order(self, fresh: Sequence[WalEntry]) -> None:
+        """Confirm the batch in flight, then send and confirm the next ones, oldest first;
+        stop at a batch not yet safe (what follows waits behind it), when the log has nothing
+        more, or once ``fresh`` went out and was confirmed."""
+        until = fresh[-1].seq if fresh else None
+        queue = list(fresh) if fresh and fresh[0].seq == self._last_sent + 1 else []
+        while True:
+            if self._in_flight is not None:
+                if await self._confirm():
+                    queue = []  # sent again from the log, from the first lost entry
+                if self._in_flight is not None:
+                    return
+            if until is not None and self._last_sent >= until:
+                return
+            if not queue:
+                queue = await self.wal.pending(limit=_PAGE, after=self._last_sent)
+                if not queue:
+                    return
+            batch, queue = await self._next_batch(queue)
+            if batch:
+                await self._send(batch)
+                self._last_sent = batch[-1].entry.seq
+                self._in_flight = _InFlight(batch)
 
-    async def _send_new(self, fresh: Sequence[WalEntry] = ()) -> None:
-        """Send the entries this writer has not sent yet, oldest first.
-
-        Entries another task appends meanwhile are sent by that task's own flush."""
-        if fresh and fresh[-1].seq <= self._last_sent:
-            return  # another task's flush sent them meanwhile
-        just_appended = bool(fresh) and fresh[0].seq == self._last_sent + 1
-        entries = list(fresh) if just_appended else await self._next_page()
-        while entries:
-            if self._wait_for_replica is None:
-                fence = self.events.keys.replication_fence()
-                self._wait_for_replica = await has_replicas(self.events.client, fence)
-            sent: list[int] = []  # dropped from the log together (one disk sync), below
+    async def _next_batch(self, queue: list[WalEntry]) -> tuple[list[_Write], list[WalEntry]]:
+        """The first batch of ``queue`` (see :func:`_joins`) and the rest; entries that are no
+        valid write are set aside on the way."""
+        batch: list[_Write] = []
+        while queue:
+            entry = queue[0]
             try:
-                for batch in _batches(entries):
-                    await self._send(*batch)
-                    for entry in batch:
-                        self._last_sent = entry.seq
-                        if self._wait_for_replica and entry.kind in (_FACTS, _PUBLISH):
-                            self._unconfirmed[entry.seq] = _Sent(entry, self._marks(entry))
-                        else:
-                            sent.append(entry.seq)
-            finally:
-                await self.wal.done(*sent)
-            if just_appended or len(entries) < _PAGE:
+                write = self._write(entry)
+            except (ValueError, TypeError, KeyError) as exc:
+                reason = " ".join(f"not a valid {entry.kind!r} write: {exc}".split())[:300]
+                await self.wal.set_aside(entry.seq, reason)
+                queue = queue[1:]
+                continue
+            if batch and not _joins(batch, write):
                 break
-            entries = await self._next_page()
+            batch.append(write)
+            queue = queue[1:]
+        return batch, queue
 
-    async def _next_page(self) -> list[WalEntry]:
-        return await self.wal.pending(limit=_PAGE, after=self._last_sent)
+    def _write(self, entry: WalEntry) -> _Write:
+        """The write a log entry holds, checked as it was when it was logged."""
+        args = entry.args
+        if entry.kind == _PUBLISH:
+            event = AgentEvent.model_validate(args["event"])
+            event.to_fields(self.events.limits)
+            key = validate_id(args["idempotency_key"], "idempotency_key")
+            publish_keys = self.events.keys.publish_keys(self.events.stream)
+            return _Write(entry, [Mark(publish_keys, key)], event=(event, key))
+        if entry.kind == _FACTS:
+            agent_id = args["agent_id"]
+            facts = [NewFact(**fact) for fact in args["facts"]]
+            self.memory.check_facts(agent_id, facts)
+            idempotency = self.memory.keys.idempotency()
+            marks = [Mark(idempotency, str(fact.idempotency_key)) for fact in facts]
+            return _Write(entry, marks, facts=(agent_id, facts))
+        msg = f"unknown kind {entry.kind!r}"
+        raise ValueError(msg)
 
-    async def _confirm(self) -> None:
-        """Drop the sent entries a replica holds; send again those a failover lost."""
-        if not self._unconfirmed:
+    async def _send(self, batch: list[_Write]) -> None:
+        """One round trip, one script: a run of publishes (each at most once by its key), or
+        a run of one agent's facts entries (each fact at most once by its key)."""
+        if batch[0].facts is not None:
+            agent_id = batch[0].facts[0]
+            facts = [fact for write in batch if write.facts for fact in write.facts[1]]
+            await self.memory.store_facts(agent_id, facts)
             return
-        sent = list(self._unconfirmed.values())[:_CHECK_AT_MOST]
-        marks = [mark for item in sent for mark in item.marks]
+        await self.events.publish_keyed([write.event for write in batch if write.event])
+
+    async def _confirm(self) -> bool:
+        """Drop the batch in flight from the log once it is safe; if Redis lacks any of it (a
+        failover lost it), mark it and all after it unsent. Returns True in that case."""
+        flight = self._in_flight
+        assert flight is not None
+        marks = [mark for write in flight.writes for mark in write.marks]
         fence = self.events.keys.replication_fence()
         seen = await check_replicated(self.events.client, marks, fence)
+        if seen.replicas and self._wait_for_replica is None:
+            logger.info("the primary has a replica: sent writes now wait until one holds them")
+            self._wait_for_replica = True
         found = iter(seen.present)
-        safe, lost = [], []
-        for item in sent:
-            present = all([next(found) for _ in item.marks])
-            if not present:
-                lost.append(item)
-                continue
-            if seen.primary is not None and (
-                item.written_at is None or item.written_at.replid != seen.primary.replid
-            ):
-                item.written_at = seen.primary  # on this primary by now, at or below here
-            if item.written_at is not None and seen.safe(item.written_at):
-                safe.append(item.entry.seq)
-        await self.wal.done(*safe)
-        for seq in safe:
-            del self._unconfirmed[seq]
+        lost = [write for write in flight.writes if not all([next(found) for _ in write.marks])]
         if lost:
             logger.warning(
-                "%d sent writes are missing from Redis (a failover); resending", len(lost)
+                "%d sent writes are missing from Redis (a failover); sending them again, "
+                "with everything logged after them",
+                len(lost),
             )
-            for item in lost:
-                await self._send(item.entry)
-                item.written_at = None
-                self.resent += 1
-
-    def _marks(self, entry: WalEntry) -> list[Mark]:
-        """Where the entry's write leaves its trace in Redis: its idempotency records."""
-        if entry.kind == _FACTS:
-            idempotency = self.memory.keys.idempotency()
-            return [Mark(idempotency, fact["idempotency_key"]) for fact in entry.args["facts"]]
-        publish_keys = self.events.keys.publish_keys(self.events.stream)
-        return [Mark(publish_keys, entry.args["idempotency_key"])]
-
-    async def _send(self, *entries: WalEntry) -> None:
-        """Send entries of one kind: a run of publishes in one round trip (one script, each
-        still at most once by its key), anything else one at a time."""
-        if entries and entries[0].kind == _PUBLISH:
-            await self.events.publish_keyed(
-                [
-                    (AgentEvent.model_validate(e.args["event"]), e.args["idempotency_key"])
-                    for e in entries
-                ]
-            )
-            return
-        for entry in entries:
-            args = entry.args
-            if entry.kind == _FACTS:
-                facts = [NewFact(**fact) for fact in args["facts"]]
-                await self.memory.store_facts(args["agent_id"], facts)
-            else:
-                logger.error("dropping unknown log entry %d of kind %r", entry.seq, entry.kind)
+            self.resent += len(lost)
+            self._last_sent = flight.writes[0].entry.seq - 1
+            self._in_flight = None
+            return True
+        if seen.primary is None:
+            return False  # not on a primary (a failover under way): ask again later
+        if flight.written_at is None or flight.written_at.replid != seen.primary.replid:
+            flight.written_at = seen.primary  # on this primary by now, at or below here
+        if self._wait_for_replica and not seen.safe(flight.written_at):
+            return False
+        try:
+            await self.wal.done(*[write.entry.seq for write in flight.writes])
+        except WalFullError as exc:
+            logger.warning("%s; the sent writes stay in the log until it can drop them", exc)
+            return False
+        self._in_flight = None
+        return False
 
 
-def _batches(entries: Sequence[WalEntry]) -> list[list[WalEntry]]:
-    """The entries in order, consecutive publishes grouped (up to :data:`_PAGE`), every other
-    entry alone."""
-    batches: list[list[WalEntry]] = []
-    for entry in entries:
-        last = batches[-1] if batches else None
-        if last and entry.kind == _PUBLISH == last[-1].kind and len(last) < _PAGE:
-            last.append(entry)
-        else:
-            batches.append([entry])
-    return batches
+def _joins(batch: list[_Write], write: _Write) -> bool:
+    """Can ``write`` go out in the same round trip as ``batch``: a run of publishes, or of
+    one agent's facts entries, up to :data:`_PAGE` entries (sent by one script, so all or
+    nothing, in order)."""
+    last = batch[-1]
+    if len(batch) >= _PAGE:
+        return False
+    if write.event is not None:
+        return last.event is not None
+    return write.facts is not None and last.facts is not None and write.facts[0] == last.facts[0]
 
 
 @dataclass(slots=True)
-class _Sent:
-    """An entry sent to Redis and not yet known to be on a replica."""
+class _Write:
+    """A log entry ready to send, and where it leaves its trace in Redis (its idempotency
+    records): a publish (``event``) or one agent's facts (``facts``)."""
 
     entry: WalEntry
     marks: list[Mark]
+    event: tuple[AgentEvent, str] | None = None
+    facts: tuple[str, list[NewFact]] | None = None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch sent to Redis and not yet confirmed."""
+
+    writes: list[_Write]
     written_at: Position | None = None  # the primary's position once it was seen there

@@ -91,5 +91,9 @@ class StoreError(AgentMemoryError, RuntimeError):
     """Redis or PostgreSQL refused an operation for a reason other than an outage."""
 
 
+class WalFullError(AgentMemoryError, OSError):
+    """The local write-ahead log could not grow (its disk is full): the write was not logged."""
+
+
 class InvalidConfigError(AgentMemoryError, ValueError):
     """A server URL or credential is unusable (retrying will not help: fix the setting)."""

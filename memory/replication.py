@@ -9,13 +9,15 @@ Every logged write leaves a mark in a hash of its namespace (the idempotency rec
 the publish key of an event), so one check (:func:`check_replicated`) works for any
 connection, and after a failover too:
 
-1. read the marks (one pipelined round trip to the node owning the namespace's slot): a mark
-   that is missing means the write was lost (or never arrived) and must be sent again;
-2. read that node's ``INFO replication``: its replication id and offset. The marks were read
+1. read the marks (pipelined to the node owning the namespace's slot): a mark that is
+   missing means the write was lost (or never arrived) and must be sent again;
+2. read that node's ``INFO replication`` (in the same pipeline on a single server): its
+   replication id and offset, and how many replicas are connected to it. The marks were read
    before, so every present write sits at or below that offset of that replication history;
 3. nudge the replicas: write a short-lived fence key and ``WAIT 1 <ms>`` on the same
    connection (one pipeline to that node), which makes the primary ask its replicas for an
-   acknowledgement at once instead of at their next once-a-second report;
+   acknowledgement at once instead of at their next once-a-second report (skipped when no
+   replica is connected: there is nobody to ask);
 4. read ``INFO replication`` again: a write is safe once an online replica has acknowledged
    the offset of step 2, in the same replication history. A new primary (a failover) has a
    new replication id, and the writes are checked again from step 1.
@@ -72,6 +74,7 @@ class Replication:
     present: list[bool]  # per mark: is the write on the primary now?
     primary: Position | None  # the primary's position after the marks were read; None: not one
     acked: list[int]  # the offsets its online replicas have acknowledged
+    replicas: int = 0  # replicas connected to it (online or still syncing)
 
     def safe(self, written_at: Position) -> bool:
         """True if a replica holds everything up to ``written_at`` of this primary's history."""
@@ -83,45 +86,49 @@ class Replication:
 
 
 @translated
-async def has_replicas(client: RedisClient, key: str) -> bool:
-    """True if the primary that owns ``key`` has a replica connected now."""
-    try:
-        info = await _info(client, key)
-    except _MOVING as exc:
-        raise _moving(exc) from exc
-    return int(info.get("connected_slaves", 0)) > 0
-
-
-@translated
 async def check_replicated(
     client: RedisClient, marks: Sequence[Mark], fence_key: str, *, nudge_ms: int = 100
 ) -> Replication:
     """Read ``marks`` (all in the slot of ``fence_key``), then the replication state of their
     primary, after asking its replicas to acknowledge (waiting up to ``nudge_ms``)."""
     try:
-        pipe = client.pipeline(transaction=False)
-        for mark in marks:
-            pipe.hexists(mark.hash_key, mark.field)
-        present = [bool(found) for found in await pipe.execute()]
-        before = await _info(client, fence_key)
+        present, before = await _marks_then_info(client, marks, fence_key)
         if before.get("role") != "master":
             return Replication(present, None, [])
         primary = Position(str(before["master_replid"]), int(before["master_repl_offset"]))
-        if not int(before.get("connected_slaves", 0)):
-            return Replication(present, primary, [])  # no replica to ask (nor to wait for)
+        replicas = int(before.get("connected_slaves", 0))
+        if not replicas:
+            return Replication(present, primary, [])  # no replica to ask
         await _nudge(client, fence_key, nudge_ms)
         after = await _info(client, fence_key)
     except _MOVING as exc:
         raise _moving(exc) from exc
     if after.get("role") != "master" or after.get("master_replid") != primary.replid:
-        return Replication(present, None, [])
+        return Replication(present, None, [], replicas)
     acked = [
         int(replica["offset"])
         for name, replica in after.items()
         if name.startswith("slave") and isinstance(replica, dict)
         if replica.get("state") == "online"
     ]
-    return Replication(present, primary, acked)
+    return Replication(present, primary, acked, replicas)
+
+
+async def _marks_then_info(
+    client: RedisClient, marks: Sequence[Mark], key: str
+) -> tuple[list[bool], dict[str, Any]]:
+    """Which marks exist, then ``INFO replication`` of their node: one pipeline on a single
+    server (commands of one connection run in order), two round trips on a cluster (a cluster
+    pipeline cannot carry ``INFO`` to a chosen node)."""
+    pipe = client.pipeline(transaction=False)
+    for mark in marks:
+        pipe.hexists(mark.hash_key, mark.field)
+    if isinstance(client, RedisCluster):
+        present = [bool(found) for found in await pipe.execute()] if marks else []
+        return present, await _info(client, key)
+    pipe.info("replication")
+    *found, info = await pipe.execute()
+    return [bool(exists) for exists in found], info
 
 
 async def _nudge(client: RedisClient, fence_key: str, nudge_ms: int) -> None:

@@ -6,21 +6,47 @@ the log in order once Redis is back. The log is a SQLite database in WAL mode wi
 returns, so the log survives the agent's own crash and restart. Replay relies on every logged
 operation being idempotent (facts carry idempotency keys, events carry dedupe keys), so an
 operation that did reach Redis before the connection dropped is not applied twice.
+
+**Damage and a full disk.** The log never stops the agent for one bad entry, and never
+acknowledges what it did not record:
+
+- An entry that cannot be read back (its bytes are not UTF-8 JSON: a bad block, a hand edit)
+  is moved to the file's ``quarantine`` table, with the reason, in one transaction, and logged
+  in one line; the entries after it come back as usual. :meth:`WriteAheadLog.set_aside` does
+  the same for an entry that reads but is not a valid write (the durable writer decides that).
+- A file SQLite finds damaged when the log opens (not a database, or a malformed page, as a
+  truncated file is) is renamed with its ``-wal`` and ``-shm`` files to
+  ``<name>.damaged-<n>``, a new log is started at the path, and the entries still readable from
+  the damaged copy are carried over in their order (replay is idempotent, so carrying one over
+  that had reached Redis is harmless). One error line names the copy and how many entries came
+  over; the copy is never deleted, so what could not be read can still be recovered by hand
+  (``sqlite3 <copy> .recover``). Starting anew is chosen over refusing to start because the
+  log exists so that an agent keeps working when something is broken; refusing would turn one
+  bad disk block into an agent that cannot start, and would keep nothing more.
+- When the disk is full, an append raises :class:`~memory.errors.WalFullError` and records
+  nothing of its batch: the caller is told the write was not logged, and the count is
+  unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from memory._resource import AsyncResource
+from memory.errors import WalFullError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wal (
@@ -29,6 +55,18 @@ CREATE TABLE IF NOT EXISTS wal (
     args TEXT NOT NULL
 )
 """
+
+_QUARANTINE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq    INTEGER PRIMARY KEY,
+    kind   BLOB,
+    args   BLOB,
+    reason TEXT NOT NULL,
+    at     TEXT NOT NULL DEFAULT (datetime('now'))
+)
+"""
+
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +97,32 @@ class WriteAheadLog(AsyncResource):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = self._guarded(_open, path)
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise
+            self._db = self._start_over(exc)
         self._count = int(self._db.execute("SELECT count(*) FROM wal").fetchone()[0])
         self._lock = anyio.Lock()
         self._waiting: list[_Waiting] = []
 
-    async def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._lock:
-            return await anyio.to_thread.run_sync(lambda: self._db.execute(sql, params).fetchall())
+            return await anyio.to_thread.run_sync(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` (in the disk thread), a full disk raised as :class:`WalFullError`."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            if _code(exc) != _SQLITE_FULL:
+                raise
+            msg = (
+                f"write-ahead log {self.path} is full ({exc}): nothing was logged; "
+                "free disk space, then retry the write"
+            )
+            raise WalFullError(msg) from exc
 
     async def append(self, kind: str, args: Mapping[str, Any]) -> int:
         """Record one operation durably; returns its sequence number."""
@@ -78,14 +131,15 @@ class WriteAheadLog(AsyncResource):
 
     async def append_many(self, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
         """Record several operations in one transaction (one disk sync), in order; returns
-        their sequence numbers. Either all are recorded or none is."""
+        their sequence numbers. Either all are recorded or none is (:class:`WalFullError`
+        when the disk is full)."""
         waiting = _Waiting([(kind, json.dumps(args)) for kind, args in items])
         self._waiting.append(waiting)
         async with self._lock:
             if waiting.seqs is None and waiting.error is None:  # not committed by another
                 batch, self._waiting = self._waiting, []
                 try:
-                    done = await anyio.to_thread.run_sync(self._insert, batch)
+                    done = await anyio.to_thread.run_sync(self._guarded, self._insert, batch)
                 except BaseException as exc:
                     for other in batch:
                         other.error = exc
@@ -115,29 +169,150 @@ class WriteAheadLog(AsyncResource):
 
     async def pending(self, limit: int = 100, *, after: int = 0) -> list[WalEntry]:
         """The oldest operations not yet marked done (numbered above ``after``), in the order
-        they were appended."""
-        rows = await self._run(
-            "SELECT seq, kind, args FROM wal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        )
-        return [WalEntry(seq, kind, json.loads(args)) for seq, kind, args in rows]
+        they were appended; an entry that cannot be read is set aside instead."""
+        return await self._run(self._read, limit, after)
+
+    def _read(self, limit: int, after: int) -> list[WalEntry]:
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, CAST(kind AS BLOB), CAST(args AS BLOB) FROM wal"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            entries, unreadable = [], []
+            for seq, kind, args in rows:
+                try:
+                    entries.append(_decode(seq, kind, args))
+                except (ValueError, TypeError) as exc:
+                    unreadable.append((seq, f"unreadable: {exc}"))
+            if unreadable:
+                self._quarantine(unreadable)
+            if entries or len(rows) < limit:
+                return entries
+
+    async def set_aside(self, seq: int, reason: str) -> None:
+        """Move one entry to the quarantine table (it is not replayed; it is kept there)."""
+        await self._run(self._quarantine, [(seq, reason)])
+
+    def _quarantine(self, entries: list[tuple[int, str]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            for seq, reason in entries:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO quarantine (seq, kind, args, reason)"
+                    " SELECT seq, kind, args, ? FROM wal WHERE seq = ?",
+                    (reason, seq),
+                )
+                self._db.execute("DELETE FROM wal WHERE seq = ?", (seq,))
+        self._count -= len(entries)
+        for seq, reason in entries:
+            logger.error(
+                "write-ahead log %s: entry %d set aside in its quarantine table (%s)",
+                self.path,
+                seq,
+                reason,
+            )
 
     async def done(self, *seqs: int) -> None:
         """Forget operations once their effect is safely in Redis (one transaction)."""
         if not seqs:
             return
         marks = ", ".join("?" * len(seqs))
-        async with self._lock:
-            deleted = await anyio.to_thread.run_sync(
-                lambda: self._db.execute(f"DELETE FROM wal WHERE seq IN ({marks})", seqs)
-            )
-            self._count -= deleted.rowcount
+        deleted = await self._run(
+            lambda: self._db.execute(f"DELETE FROM wal WHERE seq IN ({marks})", seqs).rowcount
+        )
+        self._count -= deleted
 
     async def count(self) -> int:
         """How many operations the log holds (kept by this process, which owns the file)."""
         return self._count
+
+    def _start_over(self, damage: sqlite3.DatabaseError) -> sqlite3.Connection:
+        """Move the damaged file aside, open a new log, carry over what is still readable."""
+        aside = _free_name(self.path)
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{aside}{suffix}")
+        db = self._guarded(_open, self.path)
+        rows = _salvage(aside)
+        with db:
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO wal (kind, args) VALUES (?, ?)", rows)
+        logger.error(
+            "write-ahead log %s is damaged (%s): moved it to %s and started a new log with the "
+            "%d entries still readable from it; recover any others with `sqlite3 %s .recover`",
+            self.path,
+            damage,
+            aside,
+            len(rows),
+            aside,
+        )
+        return db
 
     def close(self) -> None:
         self._db.close()
 
     async def aclose(self) -> None:
         self.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        db.execute(_QUARANTINE)
+        db.execute("SELECT count(*) FROM wal").fetchone()  # reads every page of the table
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _code(exc: sqlite3.Error) -> int:
+    """The primary SQLite result code of an error (-1 when it carries none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return -1 if code is None else int(code) & 0xFF
+
+
+def _decode(seq: int, kind: bytes | None, args: bytes | None) -> WalEntry:
+    """An entry from its stored bytes; ValueError or TypeError if they are not a kind and a
+    JSON object."""
+    if kind is None or args is None:
+        msg = "a column is empty"
+        raise ValueError(msg)
+    decoded = json.loads(args.decode())
+    if not isinstance(decoded, dict):
+        msg = f"arguments are a {type(decoded).__name__}, not an object"
+        raise TypeError(msg)
+    return WalEntry(seq, kind.decode(), decoded)
+
+
+def _salvage(path: Path) -> list[tuple[bytes, bytes]]:
+    """The rows of a damaged log that can still be read, in order, up to the first that
+    cannot."""
+    rows: list[tuple[bytes, bytes]] = []
+    try:
+        db = sqlite3.connect(path)
+        try:
+            cursor = db.execute(
+                "SELECT CAST(kind AS BLOB), CAST(args AS BLOB) FROM wal ORDER BY seq"
+            )
+            while (row := cursor.fetchone()) is not None:
+                if None not in row:  # an empty column would not fit the new log
+                    rows.append(row)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        pass  # the rest cannot be read: it stays in the damaged copy
+    return rows
+
+
+def _free_name(path: Path) -> Path:
+    """``<name>.damaged-<n>`` next to ``path``, with the first ``n`` not taken."""
+    n = 1
+    while (aside := path.with_name(f"{path.name}.damaged-{n}")).exists():
+        n += 1
+    return aside

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from contextlib import aclosing
 from pathlib import Path
 
@@ -13,10 +15,11 @@ from devservers import EmbeddedRedis
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import RedisClient
 from memory.durable import DurableWriter
-from memory.errors import InvalidIdError
+from memory.errors import InvalidIdError, WalFullError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
 from memory.wal import WriteAheadLog
+from tests.memory.small_disk import fill, small_disk
 
 pytestmark = pytest.mark.anyio
 
@@ -157,3 +160,45 @@ async def test_the_running_writer_sends_a_record_logged_for_later_by_itself(
         tg.cancel_scope.cancel()
     assert seen.payload == {"n": 3}
     assert [e.payload["n"] for e in await events.read_events()] == [3]
+
+
+async def test_an_unreadable_entry_is_set_aside_and_the_rest_are_sent_in_order(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """Garbage in one row and a well-formed row that is no valid event do not stop the
+    writer: both are set aside, the others are published in log order, and the log empties."""
+    path = tmp_path / "wal.db"
+    down = redis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    async with WriteAheadLog(path) as wal:
+        first_life = DurableWriter(RedisAgentMemory(down), EventStore(down, namespace), wal)
+        assert not await first_life.publish_many([(hello(n), f"h-{n}") for n in range(4)])
+        [_, e1, e2, _] = await wal.pending()
+    await down.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE wal SET args = CAST(? AS TEXT) WHERE seq = ?", (b"\xff\x00", e1.seq))
+        db.execute("UPDATE wal SET args = ? WHERE seq = ?", ('{"event": {}}', e2.seq))
+
+    events = EventStore(redis_client, namespace)
+    async with WriteAheadLog(path) as wal:
+        writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+        assert await writer.flush() == 0
+    assert [e.payload["n"] for e in await events.read_events()] == [0, 3]
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        aside = [seq for (seq,) in db.execute("SELECT seq FROM quarantine ORDER BY seq")]
+    assert aside == [e1.seq, e2.seq]
+
+
+async def test_a_publish_the_full_disk_cannot_log_is_refused_and_never_sent(
+    tmp_path: Path, redis_client: RedisClient, namespace: str
+) -> None:
+    """On a disk that is full, publish raises WalFullError and the event does not reach
+    Redis: nothing is acknowledged that was not logged."""
+    events = EventStore(redis_client, namespace)
+    with small_disk(tmp_path / "disk") as disk:
+        async with WriteAheadLog(disk / "wal.db") as wal:
+            writer = DurableWriter(RedisAgentMemory(redis_client, namespace), events, wal)
+            assert await writer.publish(hello(1), idempotency_key="fits")
+            await fill(wal)
+            with pytest.raises(WalFullError, match="nothing was logged"):
+                await writer.publish(hello(2), idempotency_key="does-not-fit")
+    assert [e.payload["n"] for e in await events.read_events()] == [1]

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 from devservers import EmbeddedRedis
 from memory.agent_memory import RedisAgentMemory
 from memory.durable import DurableWriter
-from memory.events import EventStore
+from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
 from memory.wal import WriteAheadLog
 
@@ -69,6 +69,27 @@ def facts(*texts: str) -> list[NewFact]:
     return [NewFact(text, "notes", {}, f"key-{text}") for text in texts]
 
 
+def hello(n: int) -> AgentEvent:
+    return AgentEvent(event_type="hello", agent_id="a-1", payload={"n": n})
+
+
+async def link(primary: EmbeddedRedis, replica: EmbeddedReplica, *, attached: bool) -> None:
+    """Attach the replica to the primary (or detach it), and wait until the primary sees it so."""
+    async with redis.Redis.from_url(replica.url) as to_replica:
+        if attached:
+            await to_replica.replicaof("127.0.0.1", primary.port)
+        else:
+            await to_replica.replicaof("NO", "ONE")
+    async with redis.Redis.from_url(primary.url) as to_primary:
+        with anyio.fail_after(30):
+            while True:
+                info = await to_primary.info("replication")
+                online = info.get("slave0", {}).get("state") == "online"
+                if online if attached else not info.get("connected_slaves"):
+                    return
+                await anyio.sleep(0.05)
+
+
 async def drained(writer: DurableWriter) -> None:
     """Flush until the log is empty (bounded)."""
     with anyio.fail_after(30):
@@ -87,17 +108,20 @@ async def test_a_write_leaves_the_log_once_the_replica_has_it(writer: DurableWri
 async def test_sent_writes_stay_in_the_log_while_the_replica_is_down(
     writer: DurableWriter, replica: EmbeddedReplica
 ) -> None:
-    """A write the primary acknowledged is kept until a replica holds it, then dropped."""
+    """A write the primary acknowledged is kept until a replica holds it, then dropped; the
+    writes logged after it wait behind it."""
     assert await writer.store_facts("a-1", facts("zero"))  # the writer learns of the replica
     replica.stop()
     assert await writer.store_facts("a-1", facts("one"))  # sent: the primary has it
-    assert await writer.store_facts("a-1", facts("two"))  # later writes still go out
+    assert not await writer.store_facts("a-1", facts("two"))  # logged, held behind "one"
     assert await writer.pending() == 2
-    assert await writer.unsent() == 0
+    assert await writer.unsent() == 1
     stored = [f.fact for f in await writer.memory.get_facts_by_category("notes")]
-    assert stored == ["zero", "one", "two"]
+    assert stored == ["zero", "one"]
     replica.start()
     await drained(writer)
+    stored = [f.fact for f in await writer.memory.get_facts_by_category("notes")]
+    assert stored == ["zero", "one", "two"]
 
 
 async def test_writes_a_failover_lost_are_sent_again_exactly_once(
@@ -114,3 +138,53 @@ async def test_writes_a_failover_lost_are_sent_again_exactly_once(
     await drained(writer)
     assert writer.resent == 1
     assert [f.fact for f in await writer.memory.get_facts_by_category("notes")] == ["one", "two"]
+
+
+async def test_a_replica_that_attaches_after_the_first_send_is_waited_for(
+    primary: EmbeddedRedis, replica: EmbeddedReplica, tmp_path: Path, namespace: str
+) -> None:
+    """A writer whose first send found no replica asks again at every confirmation: once a
+    replica has attached, later writes stay in the log until a replica holds them."""
+    replica.start()  # a no-op unless an earlier test left it stopped
+    await link(primary, replica, attached=False)
+    client = redis.Redis.from_url(primary.url, socket_timeout=5)
+    try:
+        async with WriteAheadLog(tmp_path / "wal.db") as wal:
+            memory, events = RedisAgentMemory(client, namespace), EventStore(client, namespace)
+            writer = DurableWriter(memory, events, wal)
+            assert await writer.store_facts("a-1", facts("alone"))
+            assert await writer.pending() == 0  # no replica: the primary's word is all there is
+            await link(primary, replica, attached=True)
+            assert await writer.store_facts("a-1", facts("replicated"))
+            assert await writer.pending() == 0  # the replica acknowledged it
+            await link(primary, replica, attached=False)  # a replica resyncing, say
+            assert await writer.store_facts("a-1", facts("waiting"))
+            assert await writer.pending() == 1  # kept: no replica holds it yet
+            await link(primary, replica, attached=True)
+            await drained(writer)
+    finally:
+        await link(primary, replica, attached=True)
+        await client.aclose()
+
+
+async def test_one_writers_publishes_stay_in_order_through_a_failover_that_lost_one(
+    writer: DurableWriter, replica: EmbeddedReplica, primary: EmbeddedRedis
+) -> None:
+    """An event the failover lost goes out again before anything logged after it: the
+    stream holds the writer's events in the order it logged them."""
+    events = writer.events
+    assert await writer.publish(hello(1), idempotency_key="e1")
+    replica.stop()
+    assert await writer.publish(hello(2), idempotency_key="e2")  # on the primary alone
+    e3_sent_at_once = await writer.publish(hello(3), idempotency_key="e3")
+    async with redis.Redis.from_url(primary.url) as client:  # a failover that lost e2
+        publish_keys = events.keys.publish_keys(events.stream)
+        lost_id = await client.hget(publish_keys, "e2")
+        assert lost_id is not None
+        await client.xdel(events.stream_key, lost_id)
+        await client.hdel(publish_keys, "e2")
+    replica.start()
+    await drained(writer)
+    assert [e.payload["n"] for e in await events.read_events()] == [1, 2, 3]
+    assert writer.resent == 1
+    assert not e3_sent_at_once  # it waited behind e2, which no replica held yet
