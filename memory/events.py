@@ -8,11 +8,12 @@ whole log (:meth:`EventStore.read_events`, :meth:`EventStore.replay`), follow it
 in a dead-letter stream, where they can be listed and requeued.
 
 **Routes.** A store made with ``routes`` (event type -> route name) also appends each event of
-a routed type to that route's stream (``<stream>.<route>``), in the same atomic step as the
-log entry: the log keeps everything (replay, observers), and a worker that acts on a few types
-reads only its route (``group(..., route=...)``, ``subscribe(route=...)``) instead of every
-event of the log. The dead letters of every route are kept with the log's, each naming the
-route it came from, so :meth:`EventStore.requeue` puts it back where its workers read.
+a routed type to that route's stream (:meth:`memory.keys.Keyspace.route`: a key that no stream
+name and no other route can produce), in the same atomic step as the log entry: the log keeps
+everything (replay, observers), and a worker that acts on a few types reads only its route
+(``group(..., route=...)``, ``subscribe(route=...)``) instead of every event of the log. The
+dead letters of every route are kept with the log's, each naming the route it came from, so
+:meth:`EventStore.requeue` puts it back where its workers read.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class EventStore(AsyncResource):
         """The key of a route's stream (``None``: the log itself)."""
         if route is None:
             return self.stream_key
-        return self.keys.stream(f"{self.stream}.{validate_id(route, 'route')}")
+        return self.keys.route(self.stream, route)
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event (and to its route's stream, if its type is routed); with a key,
