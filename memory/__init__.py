@@ -19,6 +19,7 @@ from memory.durable import DurableWriter
 from memory.errors import (
     AgentMemoryError,
     ConflictError,
+    DeliveryLostError,
     InvalidConfigError,
     InvalidIdError,
     InvalidValueError,
@@ -55,6 +56,7 @@ __all__ = [
     "CountByType",
     "DeadLetter",
     "Delivery",
+    "DeliveryLostError",
     "Document",
     "DurableWriter",
     "EventStore",

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from memory._blocking import longest_block_ms
 from memory._boundary import translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
@@ -165,12 +166,17 @@ class EventStore(AsyncResource):
         self, last_id: str = "$", *, block_ms: int = 1000, route: str | None = None
     ) -> AsyncGenerator[AgentEvent, None]:
         """Follow the stream, or one route's: every event after ``last_id`` ("$": after the
-        newest now). Ids are the followed stream's own."""
+        newest now). Ids are the followed stream's own.
+
+        Each wait for new entries lasts up to ``block_ms``, and never longer than half the
+        client's command timeout (:mod:`memory._blocking`): an idle stream is not an outage."""
         key = self.route_key(route)
+        longest = longest_block_ms(self.client)
+        block = block_ms if longest is None or 0 < block_ms <= longest else longest
         if last_id == "$":
             last_id = await self.last_id(route)
         while True:
-            reply: Any = await self.client.xread({key: last_id}, count=100, block=block_ms)
+            reply: Any = await self.client.xread({key: last_id}, count=100, block=block)
             for _stream, entries in reply or []:
                 for event in self._parse(entries):
                     yield event

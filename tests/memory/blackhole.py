@@ -2,6 +2,9 @@
 
 That is what a partitioned or frozen server looks like to a client: nothing is refused, nothing
 answers. Tests point a client at the proxy, then switch ``blackholed`` on and off.
+
+:meth:`BlackholeProxy.drop_reply_to` drops exactly one reply instead: the server ran the
+command, and its client sees the connection close before the answer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class BlackholeProxy:
         self._open.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._drop_after: bytes | None = None  # the next request holding this loses its reply
+        self._dropping = False
 
     @property
     def blackholed(self) -> bool:
@@ -35,14 +40,26 @@ class BlackholeProxy:
         else:
             self._open.set()
 
+    def drop_reply_to(self, command: bytes) -> None:
+        """Forward the next request that contains ``command``, then close the connection
+        instead of passing its reply on (once)."""
+        self._drop_after = command
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, to_client: bool
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                if not to_client and self._drop_after is not None and self._drop_after in data:
+                    self._drop_after, self._dropping = None, True
+                if to_client and self._dropping:
+                    self._dropping = False
+                    break  # the reply is never passed on: the client sees the connection close
                 if self._open.is_set():
                     writer.write(data)
                     await writer.drain()
@@ -60,8 +77,8 @@ class BlackholeProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer))
+        self._spawn(self._pipe(reader, up_writer, to_client=False))
+        self._spawn(self._pipe(up_reader, writer, to_client=True))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[BlackholeProxy]:
