@@ -14,7 +14,7 @@
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, redact
-from memory.consumer import ConsumerGroup, DeadLetter, Delivery
+from memory.consumer import ConsumerGroup, DeadLetter, Delivery, PendingSummary
 from memory.durable import DurableWriter
 from memory.errors import (
     AgentMemoryError,
@@ -72,6 +72,7 @@ __all__ = [
     "Memory",
     "MemoryConfig",
     "NewFact",
+    "PendingSummary",
     "Permit",
     "PoisonMessageError",
     "Projection",

@@ -34,6 +34,9 @@ reads this worker's own pending entries again (``XREADGROUP`` from id 0, which r
 was delivered to this consumer and not acknowledged) and hands out those it does not already
 hold, instead of leaving them stranded until they are reclaimed.
 
+:meth:`ConsumerGroup.pending_summary` shows what a group has yet to finish (entries per
+worker, the oldest pending one and its idle time, the lag) without touching any entry.
+
 **Blocking reads** are sent in pieces shorter than the client's command timeout
 (:mod:`memory._blocking`), so a ``block_ms`` longer than that timeout on an idle stream returns
 empty, not a false outage.
@@ -122,6 +125,20 @@ class Delivery:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """What a consumer group has yet to finish, seen without changing anything."""
+
+    group: str
+    pending: int  # delivered and not yet acknowledged, across its workers
+    consumers: dict[str, int]  # pending entries per worker that holds any
+    oldest_id: str | None  # the pending entry with the lowest id
+    oldest_idle_ms: int | None  # how long since it was delivered or touched
+    oldest_deliveries: int | None  # how many times it has been delivered
+    lag: int | None  # entries not yet delivered to the group (None: the server cannot tell)
+    last_delivered_id: str
+
+
 ORIGINAL_FIELDS = "fields"  # the dead letter's field holding the original entry, as JSON
 
 
@@ -208,6 +225,31 @@ class ConsumerGroup:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def pending_summary(self) -> PendingSummary:
+        """The group's pending entries and lag, in one round trip that changes nothing (no
+        delivery is counted, no idle time reset): how many entries each worker holds, the
+        oldest pending entry with its idle time and delivery count, and how many entries
+        the group has not been given yet (``XINFO GROUPS``' lag). Raises
+        :class:`~memory.errors.StoreError` if the group does not exist."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_groups(self.stream_key)
+            pipe.xpending(self.stream_key, self.name)
+            pipe.xpending_range(self.stream_key, self.name, "-", "+", 1)
+            groups, summary, oldest = await pipe.execute()
+        [info] = [g for g in groups if as_str(g["name"]) == self.name]
+        first = oldest[0] if oldest else None
+        lag = info.get("lag")
+        return PendingSummary(
+            group=self.name,
+            pending=int(summary["pending"]),
+            consumers={as_str(c["name"]): int(c["pending"]) for c in summary["consumers"]},
+            oldest_id=as_str(first["message_id"]) if first else None,
+            oldest_idle_ms=int(first["time_since_delivered"]) if first else None,
+            oldest_deliveries=int(first["times_delivered"]) if first else None,
+            lag=int(lag) if lag is not None else None,
+            last_delivered_id=as_str(info["last-delivered-id"]),
+        )
 
     async def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
         """Entries to work on: after a failed read, this worker's own entries whose delivery

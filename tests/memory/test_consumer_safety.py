@@ -140,3 +140,28 @@ async def test_a_block_longer_than_the_command_timeout_is_not_an_outage(
         assert [event.payload for event in seen] == [{"n": 1}]
     finally:
         await client.aclose()
+
+
+async def test_a_pending_summary_shows_holders_oldest_entry_and_lag_without_changing_them(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """Who holds what, the oldest pending entry and the undelivered count; reading it twice
+    counts no delivery."""
+    store = EventStore(redis_client, namespace, "work", reclaim_idle_ms=60_000)
+    a, b = store.group("workers", "a-1"), store.group("workers", "b-1")
+    await a.ensure()
+    ids = await store.publish_many([task(n) for n in range(5)])
+    await a.read(count=2, block_ms=10)
+    [done] = await b.read(count=1, block_ms=10)
+    await b.ack(done)
+
+    await a.pending_summary()
+    summary = await a.pending_summary()
+
+    assert summary.pending == 2
+    assert summary.consumers == {"a-1": 2}
+    assert summary.oldest_id == ids[0]
+    assert summary.oldest_deliveries == 1
+    assert summary.oldest_idle_ms is not None
+    assert summary.lag == 2
+    assert summary.last_delivered_id == ids[2]
