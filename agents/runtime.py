@@ -6,7 +6,8 @@ the handler for the event types the role acts on (``HANDLED_BY``), and acknowled
 only after the handler returned, that is after its effect is durable. A failed entry is
 retried on a later delivery and dead-lettered after ``max_deliveries``; a bad payload or an
 LLM failure is final at once. Every final failure is published as an ``agent.failed`` event
-so the person running the run sees it.
+so the person running the run sees it. An entry another worker reclaimed (this one stalled)
+is dropped: its handler is cancelled, and it is neither acknowledged nor failed.
 
 Before serving, an agent claims its role and instance number (:mod:`agents.instance`), so two
 processes never act as one agent: it serves only while it holds that lease. The lease is
@@ -60,6 +61,7 @@ from memory import (
     AgentEvent,
     ConsumerGroup,
     Delivery,
+    DeliveryLostError,
     DurableWriter,
     EventStore,
     Fact,
@@ -333,6 +335,8 @@ async def serve(ctx: Context, group: ConsumerGroup, handler: Handler, concurrenc
             logger.warning("lost a server during %s: %s", delivery.entry_id, exc)
         except InstanceLostError:  # left pending, for whoever holds the lease
             logger.warning("left %s pending: the instance lease is lost", delivery.entry_id)
+        except DeliveryLostError as exc:  # another worker has it now: drop the work
+            logger.warning("dropped %s: %s", delivery.entry_id, exc)
         finally:
             busy -= 1
             slots.release()
@@ -375,8 +379,10 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
     except LLMError as exc:
         await _give_up(ctx, group, delivery, f"LLM failed: {exc}")
     except Exception as exc:
-        if isinstance(exc, ServerUnavailableError | InstanceLostError):
-            raise  # leave the entry pending: it is retried once the server (or lease) is back
+        if isinstance(exc, ServerUnavailableError | InstanceLostError | DeliveryLostError):
+            # left pending: retried once the server (or the lease) is back, or another
+            # worker's now
+            raise
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("%s %s failed: %s", event.event_type, delivery.entry_id, reason)
         ctx.check_lease()
@@ -390,10 +396,20 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
 async def _run_claimed(
     ctx: Context, group: ConsumerGroup, delivery: Delivery, handler: Handler
 ) -> None:
-    """Run the handler (re-run through server outages) while keeping its entry claimed."""
+    """Run the handler (re-run through server outages) while keeping its entry claimed; if
+    another worker took the entry over, the handler is cancelled and DeliveryLostError raised."""
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(keep_claimed, ctx, group, delivery)
+
+        async def claim() -> None:
+            nonlocal error
+            try:
+                await keep_claimed(ctx, group, delivery)
+            except DeliveryLostError as exc:
+                error = exc
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(claim)
         try:
             async for attempt in retrying(
                 ServerUnavailableError,

@@ -14,11 +14,12 @@
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, redact
-from memory.consumer import ConsumerGroup, DeadLetter, Delivery
+from memory.consumer import ConsumerGroup, DeadLetter, Delivery, PendingSummary
 from memory.durable import DurableWriter
 from memory.errors import (
     AgentMemoryError,
     ConflictError,
+    DeliveryLostError,
     InvalidConfigError,
     InvalidIdError,
     InvalidValueError,
@@ -58,6 +59,7 @@ __all__ = [
     "CountByType",
     "DeadLetter",
     "Delivery",
+    "DeliveryLostError",
     "Document",
     "DurableWriter",
     "EventStore",
@@ -73,6 +75,7 @@ __all__ = [
     "Memory",
     "MemoryConfig",
     "NewFact",
+    "PendingSummary",
     "Permit",
     "PermitLostError",
     "PoisonMessageError",

@@ -15,6 +15,31 @@ entries are never mistaken for a dead worker's.
 A failure that may be transient (:meth:`ConsumerGroup.fail` without ``final``) is retried
 after a backoff that doubles with each attempt: the entry is left pending and its idle time
 is set so that it becomes reclaimable after that backoff.
+
+**Who may settle an entry.** An entry belongs to the worker it was last delivered to (its
+owner in the group's pending list). :meth:`~ConsumerGroup.ack`, :meth:`~ConsumerGroup.touch`
+and :meth:`~ConsumerGroup.fail` act only while this worker is still the owner, in one script
+that checks the owner and then acts; otherwise they change nothing and raise
+:class:`~memory.errors.DeliveryLostError`. So a worker that stalled past ``reclaim_idle_ms``
+cannot take its entry back from the worker that reclaimed it, nor end that worker's claim
+with a late ack: it learns that it lost the entry, and should drop the work. The group
+promises at-least-once delivery, not exactly-once: a stalled worker may already have done
+part of the work when it learns this, so a handler's effects must be idempotent (keyed by
+the entry, or by something in the event) for the whole to take effect once.
+
+**A lost reply is not a lost entry.** ``XREADGROUP >`` hands entries out as it replies: when
+the reply is lost (the connection dropped, the read was cancelled) the entries are pending
+with this worker and nobody holds them. After any read that failed, the next read first
+reads this worker's own pending entries again (``XREADGROUP`` from id 0, which returns what
+was delivered to this consumer and not acknowledged) and hands out those it does not already
+hold, instead of leaving them stranded until they are reclaimed.
+
+:meth:`ConsumerGroup.pending_summary` shows what a group has yet to finish (entries per
+worker, the oldest pending one and its idle time, the lag) without touching any entry.
+
+**Blocking reads** are sent in pieces shorter than the client's command timeout
+(:mod:`memory._blocking`), so a ``block_ms`` longer than that timeout on an idle stream returns
+empty, not a false outage.
 """
 
 from __future__ import annotations
@@ -29,17 +54,63 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from memory._blocking import block_slices
 from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
+from memory._scripts import LuaScript
 from memory.agent_event import AgentEvent
 from memory.connections import RedisClient
-from memory.errors import PoisonMessageError
+from memory.errors import DeliveryLostError, PoisonMessageError
 from memory.keys import validate_id
 
 logger = logging.getLogger(__name__)
 
 _FIRST_RETRY_MS = 250
 _MAX_RECLAIM_PAUSE = 0.25  # seconds between looks for idle entries while new ones keep coming
+
+_SETTLE = """
+-- KEYS: 1 stream, 2 dead-letter stream. ARGV: 1 group, 2 consumer, 3 entry id, 4 action:
+-- 'ack', 'touch', 'retry' (then 5: the idle time to set, in ms) or 'dead' (then 5..: the dead
+-- letter's field, value pairs). Acts only while the entry is pending with this consumer.
+-- Returns 1 when it acted, else the consumer that holds the entry now, or false if none does.
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 then return false end
+local owner = pending[1][2]
+if owner ~= ARGV[2] then return owner end
+local action = ARGV[4]
+if action == 'ack' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+elseif action == 'touch' then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+elseif action == 'retry' then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[5], 'JUSTID')
+elseif action == 'dead' then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+end
+return 1
+"""
+
+_RECOVER = """
+-- KEYS: 1 stream. ARGV: 1 group, 2 consumer, 3 how many, 4.. the ids this consumer holds.
+-- Reads only (no delivery is counted): this consumer's pending entries that it does not hold,
+-- oldest first, up to ARGV[3], each {id, fields, times delivered}; then the held ids still
+-- pending with it, and 1 if those are all of them (every pending entry was looked at).
+local wanted, held = tonumber(ARGV[3]), {}
+for i = 4, #ARGV do held[ARGV[i]] = true end
+local limit = wanted + #ARGV - 3
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', limit, ARGV[2])
+local found, still = {}, {}
+for _, p in ipairs(pending) do
+  if held[p[1]] then
+    still[#still + 1] = p[1]
+  elseif #found < wanted then
+    local entry = redis.call('XRANGE', KEYS[1], p[1], p[1])
+    if #entry > 0 then found[#found + 1] = {p[1], entry[1][2], p[4]} end
+  end
+end
+return {found, still, #pending < limit and 1 or 0}
+"""
 
 # Told about a valid event given up on because its deliveries kept crashing their workers.
 GiveUp = Callable[[AgentEvent, str], Awaitable[None]]
@@ -52,6 +123,20 @@ class Delivery:
     entry_id: str
     event: AgentEvent
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """What a consumer group has yet to finish, seen without changing anything."""
+
+    group: str
+    pending: int  # delivered and not yet acknowledged, across its workers
+    consumers: dict[str, int]  # pending entries per worker that holds any
+    oldest_id: str | None  # the pending entry with the lowest id
+    oldest_idle_ms: int | None  # how long since it was delivered or touched
+    oldest_deliveries: int | None  # how many times it has been delivered
+    lag: int | None  # entries not yet delivered to the group (None: the server cannot tell)
+    last_delivered_id: str
 
 
 ORIGINAL_FIELDS = "fields"  # the dead letter's field holding the original entry, as JSON
@@ -126,6 +211,12 @@ class ConsumerGroup:
         self.reclaim_idle_ms = reclaim_idle_ms
         self._reclaim_pause = min(_MAX_RECLAIM_PAUSE, reclaim_idle_ms / 4000)
         self._next_reclaim = 0.0
+        self._settle = LuaScript(client, _SETTLE)
+        self._recover_script = LuaScript(client, _RECOVER)
+        # Entries delivered to this worker and still its own as far as it knows (in hand, or
+        # waiting out a retry's backoff): a recovery after a failed read skips them.
+        self._held: set[str] = set()
+        self._recover = False  # a read failed: its reply may have held entries now pending
 
     async def ensure(self, start_id: str = "0") -> None:
         """Create the group (and the stream) unless it exists; new groups start at ``start_id``."""
@@ -135,26 +226,76 @@ class ConsumerGroup:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
-        """Entries to work on: reclaimed ones from dead workers first, else new ones.
+    async def pending_summary(self) -> PendingSummary:
+        """The group's pending entries and lag, in one round trip that changes nothing (no
+        delivery is counted, no idle time reset): how many entries each worker holds, the
+        oldest pending entry with its idle time and delivery count, and how many entries
+        the group has not been given yet (``XINFO GROUPS``' lag). Raises
+        :class:`~memory.errors.StoreError` if the group does not exist."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_groups(self.stream_key)
+            pipe.xpending(self.stream_key, self.name)
+            pipe.xpending_range(self.stream_key, self.name, "-", "+", 1)
+            groups, summary, oldest = await pipe.execute()
+        [info] = [g for g in groups if as_str(g["name"]) == self.name]
+        first = oldest[0] if oldest else None
+        lag = info.get("lag")
+        return PendingSummary(
+            group=self.name,
+            pending=int(summary["pending"]),
+            consumers={as_str(c["name"]): int(c["pending"]) for c in summary["consumers"]},
+            oldest_id=as_str(first["message_id"]) if first else None,
+            oldest_idle_ms=int(first["time_since_delivered"]) if first else None,
+            oldest_deliveries=int(first["times_delivered"]) if first else None,
+            lag=int(lag) if lag is not None else None,
+            last_delivered_id=as_str(info["last-delivered-id"]),
+        )
 
-        Blocks up to ``block_ms`` for new entries. Entries that are not valid events, or have
-        been delivered more than ``max_deliveries`` times, are dead-lettered here and never
+    async def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
+        """Entries to work on: after a failed read, this worker's own entries whose delivery
+        it never received; else reclaimed ones from dead workers; else new ones.
+
+        Blocks up to ``block_ms`` for new entries (``0``: does not block), never failing on a
+        healthy server however long that is. Entries that are not valid events, or have been
+        delivered more than ``max_deliveries`` times, are dead-lettered here and never
         returned.
         """
+        try:
+            entries, attempts = await self._take(count, block_ms)
+            deliveries = await self._deliveries(entries, attempts)
+        except BaseException:
+            self._recover = True  # the entries of a lost reply are pending with this worker
+            raise
+        self._held.update(delivery.entry_id for delivery in deliveries)
+        return deliveries
+
+    async def _take(self, count: int, block_ms: int) -> tuple[list[Any], dict[str, int]]:
+        """Raw entries and their delivery counts (absent: a first delivery), in read's order."""
         entries: list[Any] = []
         attempts: dict[str, int] = {}
+        if self._recover:
+            entries, attempts = await self._recover_own(count)
+            self._recover = False
+            if entries:
+                return entries, attempts
         now = time.monotonic()
         if now >= self._next_reclaim:
             entries, attempts = await self._reclaim(count)
             # Look again at once while there is a backlog to take over, else after a pause:
             # a hot loop of reads pays one round trip per read, not two.
             self._next_reclaim = now if entries else now + self._reclaim_pause
-        if not entries:
+        if entries:
+            return entries, attempts
+        for block in block_slices(self.client, block_ms):
             reply: Any = await self.client.xreadgroup(
-                self.name, self.consumer, {self.stream_key: ">"}, count=count, block=block_ms
+                self.name, self.consumer, {self.stream_key: ">"}, count=count, block=block
             )
             entries = [entry for _stream, stream_entries in reply or [] for entry in stream_entries]
+            if entries:
+                break
+        return entries, {}
+
+    async def _deliveries(self, entries: list[Any], attempts: dict[str, int]) -> list[Delivery]:
         deliveries = []
         for raw_id, fields in entries:
             entry_id = as_str(raw_id)
@@ -166,43 +307,43 @@ class ConsumerGroup:
                 continue
             if tries > self.max_deliveries:
                 reason = f"delivered {tries} times and never acknowledged (its worker crashed?)"
-                await self._dead_letter(entry_id, fields, reason)
-                if self.on_give_up is not None:
+                if await self._dead_letter(entry_id, fields, reason) == 1 and self.on_give_up:
                     await self.on_give_up(event, reason)
                 continue
             deliveries.append(Delivery(entry_id, event, tries))
         return deliveries
 
     async def ack(self, delivery: Delivery) -> None:
-        """Mark the entry done for this group; call only once its effect is durable."""
-        await self.client.xack(self.stream_key, self.name, delivery.entry_id)
+        """Mark the entry done for this group; call only once its effect is durable.
+
+        Raises :class:`DeliveryLostError`, acknowledging nothing, when the entry is no longer
+        this worker's (another reclaimed it, or it was already settled)."""
+        await self._act(delivery, "ack")
+        self._held.discard(delivery.entry_id)
 
     async def touch(self, delivery: Delivery) -> None:
         """Reset the entry's idle time: this worker is alive and still on it, so it is not
-        reclaimed by another while a long step (an LLM call) is under way."""
-        await self.client.xclaim(
-            self.stream_key, self.name, self.consumer, 0, [delivery.entry_id], justid=True
-        )
+        reclaimed by another while a long step (an LLM call) is under way.
+
+        Raises :class:`DeliveryLostError` when another worker has reclaimed it meanwhile: the
+        entry stays that worker's, and this one should drop the work."""
+        await self._act(delivery, "touch")
 
     async def fail(self, delivery: Delivery, reason: str, *, final: bool = False) -> bool:
         """Record a failed attempt; returns True when the entry was dead-lettered.
 
-        Unless ``final`` or out of attempts, the entry is retried after a backoff.
+        Unless ``final`` or out of attempts, the entry is retried after a backoff. Raises
+        :class:`DeliveryLostError`, changing nothing, when the entry is no longer this
+        worker's.
         """
         if final or delivery.attempts >= self.max_deliveries:
             fields = delivery.event.to_fields()
-            await self._dead_letter(delivery.entry_id, fields, reason)
+            reply = await self._dead_letter(delivery.entry_id, fields, reason)
+            if reply != 1:
+                self._lost(delivery, "dead-letter", reply)
             return True
         backoff_ms = min(self.reclaim_idle_ms, _FIRST_RETRY_MS * 2 ** (delivery.attempts - 1))
-        await self.client.xclaim(
-            self.stream_key,
-            self.name,
-            self.consumer,
-            0,
-            [delivery.entry_id],
-            idle=self.reclaim_idle_ms - backoff_ms,
-            justid=True,
-        )
+        await self._act(delivery, "retry", self.reclaim_idle_ms - backoff_ms)
         logger.info(
             "%s failed (attempt %d of %d), retry in %d ms: %s",
             delivery.entry_id,
@@ -213,6 +354,25 @@ class ConsumerGroup:
         )
         return False
 
+    async def _act(self, delivery: Delivery, action: str, *args: str | int) -> None:
+        """Run one action of the settle script on an entry this worker must still own."""
+        reply = await self._settle(
+            [self.stream_key, self.dead_letter_key],
+            [self.name, self.consumer, delivery.entry_id, action, *args],
+        )
+        if reply != 1:
+            self._lost(delivery, action, reply)
+
+    def _lost(self, delivery: Delivery, action: str, owner: Any = None) -> None:
+        self._held.discard(delivery.entry_id)
+        now = f"is {as_str(owner)}'s now" if owner else "was already acknowledged or dead-lettered"
+        msg = (
+            f"cannot {action} entry {delivery.entry_id} of group {self.name!r} as "
+            f"{self.consumer!r}: it {now} (this worker stalled past {self.reclaim_idle_ms} ms?); "
+            "drop the work without acting on it further"
+        )
+        raise DeliveryLostError(msg)
+
     async def _reclaim(self, count: int) -> tuple[list[Any], dict[str, int]]:
         """Claim entries idle past ``reclaim_idle_ms``; returns them and their delivery counts."""
         reply = await self.client.xautoclaim(
@@ -221,23 +381,50 @@ class ConsumerGroup:
         claimed = [entry for entry in reply[1] if entry[1] is not None]
         if not claimed:
             return [], {}
-        first, last = as_str(claimed[0][0]), as_str(claimed[-1][0])
-        pending: Any = await self.client.xpending_range(
-            self.stream_key, self.name, first, last, len(claimed) * 4, self.consumer
-        )
-        attempts = {as_str(p["message_id"]): int(p["times_delivered"]) for p in pending}
         logger.info("reclaimed %d entries from stalled workers", len(claimed))
-        return claimed, attempts
+        return claimed, await self._delivery_counts(claimed)
 
-    async def _dead_letter(self, entry_id: str, fields: Any, reason: str) -> None:
-        """Move the entry to the dead-letter stream and acknowledge it, atomically."""
+    async def _recover_own(self, count: int) -> tuple[list[Any], dict[str, int]]:
+        """This worker's pending entries that it does not hold (their delivery was lost with a
+        reply), and their delivery counts (the lost delivery is the one it gets now)."""
+        found, still, complete = await self._recover_script(
+            [self.stream_key], [self.name, self.consumer, count, *sorted(self._held)]
+        )
+        if complete:  # forget held entries that are no longer this worker's
+            self._held = {as_str(entry_id) for entry_id in still}
+        entries = [(entry_id, _pairs(fields)) for entry_id, fields, _times in found]
+        if entries:
+            logger.info("recovered %d entries whose delivery reply was lost", len(entries))
+        return entries, {as_str(entry_id): int(times) for entry_id, _fields, times in found}
+
+    async def _delivery_counts(self, entries: list[Any]) -> dict[str, int]:
+        first, last = as_str(entries[0][0]), as_str(entries[-1][0])
+        pending: Any = await self.client.xpending_range(
+            self.stream_key, self.name, first, last, len(entries) * 4, self.consumer
+        )
+        return {as_str(p["message_id"]): int(p["times_delivered"]) for p in pending}
+
+    async def _dead_letter(self, entry_id: str, fields: Any, reason: str) -> Any:
+        """Move the entry to the dead-letter stream and acknowledge it, atomically, if it is
+        still this worker's; returns the settle script's reply (1: it was)."""
         original = {as_str(k): _text(v) for k, v in fields.items()}
         letter = DeadLetter("", entry_id, self.name, reason, original, utc_now(), self.route)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.dead_letter_key, letter.to_fields())  # type: ignore[arg-type]
-            pipe.xack(self.stream_key, self.name, entry_id)
-            await pipe.execute()
-        logger.warning("dead-lettered %s for group %s: %s", entry_id, self.name, reason)
+        pairs = [value for pair in letter.to_fields().items() for value in pair]
+        reply = await self._settle(
+            [self.stream_key, self.dead_letter_key],
+            [self.name, self.consumer, entry_id, "dead", *pairs],
+        )
+        self._held.discard(entry_id)
+        if reply != 1:
+            logger.warning("not dead-lettering %s: it is no longer this worker's", entry_id)
+        else:
+            logger.warning("dead-lettered %s for group %s: %s", entry_id, self.name, reason)
+        return reply
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A stream entry's fields, from the flat list a script returns."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _text(value: bytes | str) -> str:

@@ -97,3 +97,8 @@ class WalFullError(AgentMemoryError, OSError):
 
 class InvalidConfigError(AgentMemoryError, ValueError):
     """A server URL or credential is unusable (retrying will not help: fix the setting)."""
+
+
+class DeliveryLostError(AgentMemoryError):
+    """A consumer acted on a stream entry that is no longer its own (another worker reclaimed
+    it after it stalled, or it was already acknowledged or dead-lettered)."""

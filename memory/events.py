@@ -8,11 +8,12 @@ whole log (:meth:`EventStore.read_events`, :meth:`EventStore.replay`), follow it
 in a dead-letter stream, where they can be listed and requeued.
 
 **Routes.** A store made with ``routes`` (event type -> route name) also appends each event of
-a routed type to that route's stream (``<stream>.<route>``), in the same atomic step as the
-log entry: the log keeps everything (replay, observers), and a worker that acts on a few types
-reads only its route (``group(..., route=...)``, ``subscribe(route=...)``) instead of every
-event of the log. The dead letters of every route are kept with the log's, each naming the
-route it came from, so :meth:`EventStore.requeue` puts it back where its workers read.
+a routed type to that route's stream (:meth:`memory.keys.Keyspace.route`: a key that no stream
+name and no other route can produce), in the same atomic step as the log entry: the log keeps
+everything (replay, observers), and a worker that acts on a few types reads only its route
+(``group(..., route=...)``, ``subscribe(route=...)``) instead of every event of the log. The
+dead letters of every route are kept with the log's, each naming the route it came from, so
+:meth:`EventStore.requeue` puts it back where its workers read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from memory._blocking import longest_block_ms
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
 from memory._resource import AsyncResource
@@ -119,7 +121,7 @@ class EventStore(AsyncResource):
         """The key of a route's stream (``None``: the log itself)."""
         if route is None:
             return self.stream_key
-        return self.keys.stream(f"{self.stream}.{validate_id(route, 'route')}")
+        return self.keys.route(self.stream, route)
 
     async def publish(self, event: AgentEvent, *, idempotency_key: str | None = None) -> str:
         """Append an event (and to its route's stream, if its type is routed); with a key,
@@ -162,6 +164,7 @@ class EventStore(AsyncResource):
     async def _send_publish(self, keys: list[str], args: list[str | int]) -> list[str]:
         return [as_str(entry_id) for entry_id in await self._publish(keys, args)]
 
+    @idempotent  # a read
     async def read_events(self, since: str = "0-0", count: int = 100) -> list[AgentEvent]:
         """Up to ``count`` events after ``since`` (exclusive), oldest first."""
         entries: Any = await self.client.xrange(self.stream_key, f"({since}", "+", count=count)
@@ -171,12 +174,17 @@ class EventStore(AsyncResource):
         self, last_id: str = "$", *, block_ms: int = 1000, route: str | None = None
     ) -> AsyncGenerator[AgentEvent, None]:
         """Follow the stream, or one route's: every event after ``last_id`` ("$": after the
-        newest now). Ids are the followed stream's own."""
+        newest now). Ids are the followed stream's own.
+
+        Each wait for new entries lasts up to ``block_ms``, and never longer than half the
+        client's command timeout (:mod:`memory._blocking`): an idle stream is not an outage."""
         key = self.route_key(route)
+        longest = longest_block_ms(self.client)
+        block = block_ms if longest is None or 0 < block_ms <= longest else longest
         if last_id == "$":
             last_id = await self.last_id(route)
         while True:
-            reply: Any = await self.client.xread({key: last_id}, count=100, block=block_ms)
+            reply: Any = await self.client.xread({key: last_id}, count=100, block=block)
             for _stream, entries in reply or []:
                 for event in self._parse(entries):
                     yield event
@@ -193,6 +201,7 @@ class EventStore(AsyncResource):
                 state = projection.apply(state, event)
             since = as_str(entries[-1][0])
 
+    @idempotent  # a read
     async def last_id(self, route: str | None = None) -> str:
         """The id of the newest entry ever added to the stream (or the route's), or "0-0" for a
         stream that does not exist."""
@@ -228,6 +237,7 @@ class EventStore(AsyncResource):
             on_give_up=on_give_up,
         )
 
+    @idempotent  # a read
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The oldest ``count`` dead letters of this stream."""
         entries: Any = await self.client.xrange(self.dead_letter_key, "-", "+", count=count)

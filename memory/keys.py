@@ -166,6 +166,16 @@ class Keyspace:
     def stream(self, name: str) -> str:
         return self._key("stream", encode_part(name, "stream"))
 
+    def route(self, stream: str, route: str) -> str:
+        """The stream of one route of stream ``stream`` (memory.events).
+
+        Its own kind of key, with the stream and the route as two encoded parts: an encoded
+        part never contains ``:``, so no stream name and no other (stream, route) pair can
+        produce it (``a.b`` + ``c`` and ``a`` + ``b.c`` differ, and a stream named ``run.writer``
+        is not route ``writer`` of ``run``).
+        """
+        return self._key("route", encode_part(stream, "stream"), encode_part(route, "route"))
+
     def publish_keys(self, name: str) -> str:
         """Hash from publish idempotency key to the entry id it produced."""
         return self._key("published", encode_part(name, "stream"))

@@ -3,9 +3,10 @@
 That is what a partitioned or frozen server looks like to a client: nothing is refused, nothing
 answers. Tests point a client at the proxy, then switch ``blackholed`` on and off.
 
-It can also lose exactly one reply (:meth:`BlackholeProxy.drop_next_reply`): the server's next
-bytes to a client are thrown away and that connection is closed, so the server has done what
-it was asked and the client sees only a dropped connection.
+It can also lose exactly one reply: :meth:`BlackholeProxy.drop_next_reply` throws away the
+server's next bytes to any client (and closes that connection), :meth:`BlackholeProxy.
+drop_reply_to` the reply to the next request holding a given command. Either way the server has
+done what it was asked and the client sees only a dropped connection.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class BlackholeProxy:
         self._drop_reply = False
         self._close_on_drop = True
         self.replies_dropped = 0
+        self._drop_after: bytes | None = None  # the next request holding this loses its reply
 
     @property
     def blackholed(self) -> bool:
@@ -48,6 +50,11 @@ class BlackholeProxy:
         self._drop_reply = True
         self._close_on_drop = close
 
+    def drop_reply_to(self, command: bytes) -> None:
+        """Forward the next request that contains ``command``, then close the connection
+        instead of passing its reply on (once)."""
+        self._drop_after = command
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -58,10 +65,20 @@ class BlackholeProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         upstream: asyncio.StreamWriter | None = None,
+        marked: list[bool] | None = None,
     ) -> None:
-        """Copy ``reader`` to ``writer``; ``upstream`` (given for replies): the server side."""
+        """Copy ``reader`` to ``writer``; ``upstream`` (given for replies): the server side;
+        ``marked``: shared by a connection's two pipes, set when its reply is to be lost."""
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                after = self._drop_after
+                if upstream is None and marked is not None and after is not None and after in data:
+                    self._drop_after, marked[0] = None, True
+                if upstream is not None and marked is not None and marked[0]:
+                    marked[0] = False
+                    self.replies_dropped += 1
+                    upstream.close()
+                    break  # the reply is never passed on: the client sees the connection close
                 if upstream is not None and self._drop_reply:
                     self._drop_reply = False
                     self.replies_dropped += 1
@@ -86,8 +103,9 @@ class BlackholeProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer, up_writer))
+        marked = [False]
+        self._spawn(self._pipe(reader, up_writer, marked=marked))
+        self._spawn(self._pipe(up_reader, writer, up_writer, marked))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[BlackholeProxy]:

@@ -11,6 +11,7 @@ import redis.asyncio as redis
 
 from memory.errors import InvalidIdError
 from memory.events import AgentEvent, EventStore
+from memory.keys import Keyspace
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,29 @@ async def test_a_keyed_batch_sent_again_appends_nothing_and_gives_the_same_ids(
     assert again[:3] == first
     assert [e.payload["n"] for e in await store.read_events()] == [1, 2, 3, 4]
     assert [d.event.payload["n"] for d in await writers.read(count=10, block_ms=10)] == [1]
+
+
+def test_route_keys_never_collide_with_each_other_or_with_a_stream(namespace: str) -> None:
+    """Route ``c`` of ``a.b`` is not route ``b.c`` of ``a``, and neither is a stream ``a.b.c``."""
+    keys = Keyspace(namespace)
+
+    assert keys.route("a.b", "c") != keys.route("a", "b.c")
+    assert keys.route("run", "writer") != keys.stream("run.writer")
+    assert keys.route("a:b", "c") != keys.route("a", "b:c")
+
+
+async def test_a_stream_named_like_a_route_does_not_read_that_route(
+    store: EventStore, redis_client: redis.Redis, namespace: str
+) -> None:
+    """A store for stream ``run.writer`` sees nothing routed to route ``writer`` of ``run``."""
+    await store.publish(event("section.assigned", 1))
+    lookalike = EventStore(redis_client, namespace, "run.writer", reclaim_idle_ms=200)
+    group = lookalike.group("writer", "w-1")
+    await group.ensure()
+
+    assert await group.read(block_ms=10) == []
+    assert await lookalike.read_events() == []
+    writers = store.group("writer", "w-1", route="writer")
+    await writers.ensure()
+    [delivery] = await writers.read(block_ms=10)
+    assert delivery.event.payload == {"n": 1}

@@ -144,7 +144,7 @@ async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
     rid = run_id()
     client = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
     for role in Role:  # the route each role's consumer group reads (agents.protocol.ROUTES)
-        stream = Keyspace(rid).stream(f"run.{role.value}")
+        stream = Keyspace(rid).route("run", role.value)
         await client.xadd(stream, {"garbage": "yes"})
         await client.xadd(
             stream, {"type": "section.drafted", "agent": "x", "ts": "now", "payload": "{"}
