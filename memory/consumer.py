@@ -29,6 +29,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from memory import telemetry
 from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
 from memory.agent_event import AgentEvent
@@ -142,6 +143,14 @@ class ConsumerGroup:
         been delivered more than ``max_deliveries`` times, are dead-lettered here and never
         returned.
         """
+        with telemetry.operation(
+            "group.read", "redis", "", group=self.name, consumer=self.consumer
+        ) as span:
+            deliveries = await self._read(count, block_ms)
+            telemetry.set_attributes(span, {"agentmem.count": len(deliveries)})
+            return deliveries
+
+    async def _read(self, count: int, block_ms: int) -> list[Delivery]:
         entries: list[Any] = []
         attempts: dict[str, int] = {}
         now = time.monotonic()
@@ -175,7 +184,10 @@ class ConsumerGroup:
 
     async def ack(self, delivery: Delivery) -> None:
         """Mark the entry done for this group; call only once its effect is durable."""
-        await self.client.xack(self.stream_key, self.name, delivery.entry_id)
+        with telemetry.operation(
+            "group.ack", "redis", "", group=self.name, entry_id=delivery.entry_id
+        ):
+            await self.client.xack(self.stream_key, self.name, delivery.entry_id)
 
     async def touch(self, delivery: Delivery) -> None:
         """Reset the entry's idle time: this worker is alive and still on it, so it is not
