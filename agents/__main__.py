@@ -26,7 +26,7 @@ from agents.roles import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
 from devservers import die_with_parent
-from memory import AgentMemoryError, InvalidIdError, leaves, validate_id
+from memory import AgentMemoryError, InvalidIdError, leaves, telemetry, validate_id
 
 HANDLERS: dict[Role, Handler] = {
     Role.RESEARCH: research.handle,
@@ -143,6 +143,8 @@ def serve_agent(role: Role, run_id: str, instance: int, log_level: str = "INFO")
             else:
                 logger.error("stopped by an unexpected error: %r", error, exc_info=error)  # noqa: TRY400
         return EXIT_ERROR
+    finally:
+        telemetry.shutdown()  # a forked agent ends with os._exit: no exit handlers run
     logger.info("%s", ended or "stopped cleanly")
     return 0
 

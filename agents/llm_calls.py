@@ -31,7 +31,14 @@ from agents.keys import llm_call_key
 from agents.llm_base import LLM, LLMError, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
 from agents.schemas import Bounds
-from memory import DurableWriter, Permit, PermitLostError, Semaphore, SemaphoreTimeoutError
+from memory import (
+    DurableWriter,
+    Permit,
+    PermitLostError,
+    Semaphore,
+    SemaphoreTimeoutError,
+    telemetry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +98,32 @@ class TimedLLM:
             started = time.perf_counter()
             waited = started - queued
             try:
-                answer = await self.inner.generate(
-                    task=task,
-                    instructions=instructions,
-                    payload=payload,
-                    output=output,
-                    usage=usage,
-                    bounds=bounds,
-                )
+                with telemetry.span(
+                    f"chat {self.model}",
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": self.model,
+                        "gen_ai.agent.id": self.agent_id,
+                        "agentmem.llm.task": task,
+                    },
+                    kind="client",
+                ) as span:
+                    answer = await self.inner.generate(
+                        task=task,
+                        instructions=instructions,
+                        payload=payload,
+                        output=output,
+                        usage=usage,
+                        bounds=bounds,
+                    )
+                    telemetry.set_attributes(
+                        span,
+                        {
+                            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                            "gen_ai.usage.output_tokens": usage.completion_tokens,
+                            "agentmem.llm.attempts": len(usage.attempts) or 1,
+                        },
+                    )
             except Exception:
                 await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
                 raise

@@ -22,6 +22,7 @@ it) :func:`run_agent` returns a sentence saying so, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from memory import (
     open_memory,
     path_part,
     retrying,
+    telemetry,
 )
 
 logger = logging.getLogger(__name__)
@@ -179,7 +181,16 @@ async def run_agent(
     agent_id = f"{role}-{instance}"
     config = agent_memory_config(settings, agent_id)
     ended = ""
+    telemetry.name_process(agent_id)
     async with AsyncExitStack() as stack:
+        # This process's span, in the run's trace when the orchestrator started it.
+        stack.enter_context(
+            telemetry.span(
+                f"agent {agent_id}",
+                {"gen_ai.agent.name": role.value, "gen_ai.agent.id": agent_id},
+                parent=os.environ.get(telemetry.TRACEPARENT_ENV),
+            )
+        )
         # the servers may still be starting: wait for them a while
         m = await stack.enter_async_context(open_memory(config, run_id, wait=30.0))
         events = m.events(
@@ -373,7 +384,21 @@ async def process(ctx: Context, group: ConsumerGroup, delivery: Delivery, handle
         return
     await ctx.status(f"handling {event.event_type} (attempt {delivery.attempts})")
     try:
-        await _run_claimed(ctx, group, delivery, handler)
+        # A child of the span that published the handoff (in another process, most often).
+        with telemetry.span(
+            f"invoke_agent {ctx.role.value}",
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": ctx.role.value,
+                "gen_ai.agent.id": ctx.agent_id,
+                "agentmem.event_type": event.event_type,
+                "agentmem.entry_id": delivery.entry_id,
+                "agentmem.attempt": delivery.attempts,
+            },
+            kind="consumer",
+            parent=event.traceparent,
+        ):
+            await _run_claimed(ctx, group, delivery, handler)
     except ValidationError as exc:
         await _give_up(ctx, group, delivery, f"bad payload: {exc}")
     except LLMError as exc:

@@ -9,8 +9,10 @@
 - :class:`Semaphore`: at most N holders at once across processes (a run-wide cap).
 - :class:`RunIndex`: which runs exist, newest first (Redis).
 - :class:`DurableWriter` / :class:`WriteAheadLog`: writes that survive a lost Redis.
+- :mod:`telemetry`: OpenTelemetry spans, off unless ``OTEL_TRACES_EXPORTER`` is set.
 """
 
+from memory import telemetry
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, redact
@@ -98,6 +100,7 @@ __all__ = [
     "path_part",
     "redact",
     "retrying",
+    "telemetry",
     "validate_id",
 ]
 

@@ -1,8 +1,12 @@
 """``AgentEvent``: one entry of a run's stream, and how it maps to the entry's fields.
 
 Four fields: ``type``, ``agent``, ``ts`` (ISO 8601, UTC) and ``payload`` (one JSON object, so
-its types survive; the article stringifies every value). An entry that does not parse as an
-event raises :class:`~memory.errors.PoisonMessageError`, which consumers dead-letter.
+its types survive; the article stringifies every value), and a fifth, ``traceparent``, when
+tracing is on: the W3C trace context of the span the event was made in (taken when the event
+is built, so an event kept in a write-ahead log and sent later still names the handler that
+made it; see :mod:`memory.telemetry`). A malformed ``traceparent`` is dropped, never poison.
+An entry that does not parse as an event raises :class:`~memory.errors.PoisonMessageError`,
+which consumers dead-letter.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from memory import telemetry
 from memory._codec import as_str, check_text, encode_json, utc_now
 from memory.errors import InvalidValueError, PoisonMessageError
 from memory.keys import validate_id
@@ -33,6 +38,12 @@ class AgentEvent(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
     timestamp: datetime = Field(default_factory=utc_now)
     event_id: str | None = None
+    traceparent: str | None = Field(default_factory=telemetry.current_traceparent)
+
+    @field_validator("traceparent", mode="plain")
+    @classmethod
+    def _trace_context(cls, value: object) -> str | None:
+        return telemetry.valid_traceparent(value)
 
     @field_validator("timestamp")
     @classmethod
@@ -67,12 +78,16 @@ class AgentEvent(BaseModel):
             max_bytes=limits.event_payload_bytes,
             max_depth=limits.json_depth,
         )
-        return {
+        fields = {
             "type": event_type,
             "agent": agent_id,
             "ts": self.timestamp.isoformat(),
             "payload": payload,
         }
+        traceparent = telemetry.valid_traceparent(self.traceparent)
+        if traceparent is not None:
+            fields["traceparent"] = traceparent
+        return fields
 
     @classmethod
     def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> AgentEvent:
@@ -89,6 +104,7 @@ class AgentEvent(BaseModel):
                 payload=payload,
                 timestamp=datetime.fromisoformat(data["ts"]),
                 event_id=entry_id,
+                traceparent=data.get("traceparent"),
             )
         except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)

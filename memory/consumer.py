@@ -54,6 +54,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from memory import telemetry
 from memory._blocking import block_slices
 from memory._boundary import translate_errors
 from memory._codec import as_str, utc_now
@@ -260,14 +261,18 @@ class ConsumerGroup:
         delivered more than ``max_deliveries`` times, are dead-lettered here and never
         returned.
         """
-        try:
-            entries, attempts = await self._take(count, block_ms)
-            deliveries = await self._deliveries(entries, attempts)
-        except BaseException:
-            self._recover = True  # the entries of a lost reply are pending with this worker
-            raise
-        self._held.update(delivery.entry_id for delivery in deliveries)
-        return deliveries
+        with telemetry.operation(
+            "group.read", "redis", "", group=self.name, consumer=self.consumer
+        ) as span:
+            try:
+                entries, attempts = await self._take(count, block_ms)
+                deliveries = await self._deliveries(entries, attempts)
+            except BaseException:
+                self._recover = True  # the entries of a lost reply are pending with this worker
+                raise
+            self._held.update(delivery.entry_id for delivery in deliveries)
+            telemetry.set_attributes(span, {"agentmem.count": len(deliveries)})
+            return deliveries
 
     async def _take(self, count: int, block_ms: int) -> tuple[list[Any], dict[str, int]]:
         """Raw entries and their delivery counts (absent: a first delivery), in read's order."""
@@ -318,7 +323,10 @@ class ConsumerGroup:
 
         Raises :class:`DeliveryLostError`, acknowledging nothing, when the entry is no longer
         this worker's (another reclaimed it, or it was already settled)."""
-        await self._act(delivery, "ack")
+        with telemetry.operation(
+            "group.ack", "redis", "", group=self.name, entry_id=delivery.entry_id
+        ):
+            await self._act(delivery, "ack")
         self._held.discard(delivery.entry_id)
 
     async def touch(self, delivery: Delivery) -> None:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from memory import telemetry
 from memory._blocking import longest_block_ms
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
@@ -158,7 +159,18 @@ class EventStore(AsyncResource):
                 index = keys.index(route_key) + 1  # Lua counts from 1
             args += [idempotency_key or f"{call}.{position}", index, len(fields)]
             args += [value for pair in fields.items() for value in pair]
-        return await self._send_publish(keys, args)
+        # Sent later (a write-ahead log's sender): the span joins the trace the event names.
+        parent = None if telemetry.current_traceparent() else events[0][0].traceparent
+        with telemetry.operation(
+            "event.publish",
+            "redis",
+            self.keys.namespace,
+            kind="producer",
+            parent=parent,
+            stream=self.stream,
+            count=len(events),
+        ):
+            return await self._send_publish(keys, args)
 
     @idempotent  # every event carries a key chosen before the first attempt
     async def _send_publish(self, keys: list[str], args: list[str | int]) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from memory import telemetry
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str, check_text, encode_json_bytes, json_text, utc_now
 from memory._scripts import LuaScript
@@ -161,7 +162,10 @@ class FactStore:
             return []
         call = f"auto-{secrets.token_hex(12)}"  # keys the facts the caller left without one
         keys, args = self._script_input(agent_id, facts, call)
-        return await self._send(keys, args)
+        with telemetry.operation(
+            "facts.store", "redis", self._keys.namespace, agent_id=agent_id, count=len(facts)
+        ):
+            return await self._send(keys, args)
 
     @idempotent  # every fact carries a key chosen before the first attempt
     async def _send(self, keys: list[bytes], args: list[str | bytes | int]) -> list[int]:
@@ -214,7 +218,12 @@ class FactStore:
     async def get_facts_by_category(self, category: str) -> list[Fact]:
         """Every fact of a category, in id order, in one round trip."""
         keys = [self._keys.category(category), self._keys.fact_records()]
-        return _decode(await self._read_category(keys))
+        with telemetry.operation(
+            "facts.read", "redis", self._keys.namespace, category=category
+        ) as span:
+            facts = _decode(await self._read_category(keys))
+            telemetry.set_attributes(span, {"agentmem.count": len(facts)})
+            return facts
 
     @idempotent
     async def get_facts(self, ids: Sequence[int]) -> list[Fact]:

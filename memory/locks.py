@@ -73,7 +73,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from memory import _clock
+from memory import _clock, telemetry
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str, ttl_ms
 from memory._scripts import LuaScript
@@ -299,14 +299,21 @@ class LockManager:
         key = self._keys.lock(resource)
         sent_at = self.clock()
         valid_until = _valid_until(sent_at, ttl_seconds)
-        try:
-            granted, holder = await self._grant(key, value, ttl)
-            if not int(granted):
-                return None, as_str(holder).rsplit("/", 1)[0]
-            fencing_token = await self._issue_token(resource, valid_until) if fenced else None
-        except BaseException:
-            await self._abandon(key, value)
-            raise
+        with telemetry.operation(
+            "lock.acquire", "redis", self._keys.namespace, resource=resource, agent_id=agent_id
+        ) as span:
+            try:
+                granted, holder = await self._grant(key, value, ttl)
+                if not int(granted):
+                    telemetry.set_attributes(span, {"agentmem.granted": False})
+                    return None, as_str(holder).rsplit("/", 1)[0]
+                fencing_token = await self._issue_token(resource, valid_until) if fenced else None
+            except BaseException:
+                await self._abandon(key, value)
+                raise
+            telemetry.set_attributes(
+                span, {"agentmem.granted": True, "agentmem.fencing_token": fencing_token}
+            )
         return Lease(resource, agent_id, token, fencing_token, ttl_seconds, valid_until), ""
 
     @idempotent  # the script recognises its own lease value: a repeat reports the same grant

@@ -47,6 +47,7 @@ from typing import Any, Self
 import anyio
 import asyncpg
 
+from memory import telemetry
 from memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
 from memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
 from memory._resource import AsyncResource
@@ -179,6 +180,11 @@ class SharedAgentDB(AsyncResource):
         _check_key(key)
         if version is not None:
             check_int(version, "version", 1, INT32_MAX)
+        with telemetry.operation("document.read", "postgresql", self.namespace, key=key):
+            return await self._read(key, version)
+
+    @unbounded  # as read(): each attempt has the call deadline
+    async def _read(self, key: str, version: int | None) -> Document | None:
         if version is None:
             sql = (
                 f"SELECT {_COLUMNS} FROM documents WHERE namespace = $1 AND key = $2 "
@@ -264,16 +270,22 @@ class SharedAgentDB(AsyncResource):
             max_depth=self.limits.json_depth,
             allow_nul=False,  # PostgreSQL's jsonb cannot hold NUL characters
         )
-        row = await self.pool.fetchrow(
-            "SELECT * FROM agentmem_write($1, $2, $3::text::jsonb, $4, $5, $6)",
-            self.namespace,
-            key,
-            encoded,
-            agent_id,
-            expected_version,
-            fencing_token,
-        )
-        assert row is not None
+        with telemetry.operation(
+            "document.write", "postgresql", self.namespace, key=key, agent_id=agent_id
+        ) as span:
+            row = await self.pool.fetchrow(
+                "SELECT * FROM agentmem_write($1, $2, $3::text::jsonb, $4, $5, $6)",
+                self.namespace,
+                key,
+                encoded,
+                agent_id,
+                expected_version,
+                fencing_token,
+            )
+            assert row is not None
+            telemetry.set_attributes(
+                span, {"agentmem.outcome": row["outcome"], "agentmem.version": row["version"]}
+            )
         if row["outcome"] == "unfenced":
             raise UnfencedWriteError(key, row["highest_token"])
         if row["outcome"] == "stale":

@@ -38,6 +38,7 @@ from memory import (
     open_memory,
     path_part,
     retrying,
+    telemetry,
 )
 from orchestrator.launcher import AgentLauncher
 from orchestrator.progress import Progress
@@ -90,6 +91,9 @@ def agent_env(settings: Settings) -> dict[str, str]:
         key = alias if isinstance(alias, str) else f"AGENTMEM_{name.upper()}"
         env[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     env["PYTHONUNBUFFERED"] = "1"
+    traceparent = telemetry.current_traceparent()  # the run's span: the agents' parent
+    if traceparent is not None:
+        env[telemetry.TRACEPARENT_ENV] = traceparent
     return env
 
 
@@ -119,7 +123,10 @@ async def run_report(
     config = settings.memory_config(client_name="agentmem:orchestrator")
     started = time.monotonic()
     timings: dict[str, float] = {}
+    telemetry.name_process("orchestrator")
     async with AsyncExitStack() as stack:
+        # The run's trace: its request carries this span, and the agents get it to start from.
+        stack.enter_context(telemetry.span(f"run {run_id}", {"agentmem.run_id": run_id}))
         if launcher is None:
             launcher = stack.enter_context(AgentLauncher.start())
         supervisor = Supervisor(

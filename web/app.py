@@ -3,15 +3,17 @@
 Routes: ``/`` the runs list; ``/runs/<id>`` a run's page; ``/runs/<id>/body`` the part of it
 that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
-agents again. It listens on 127.0.0.1 only, answers only requests that name it as their host,
-and refuses a POST from another origin or without its token (:mod:`web.guard`).
+agents again; ``/mcp`` is the MCP endpoint (streamable HTTP, :mod:`agentmem_mcp`) when the
+``mcp`` extra is installed. It listens on 127.0.0.1 only, answers only requests that name it as
+their host, and refuses a POST from another origin or without its token (:mod:`web.guard`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
@@ -26,6 +28,9 @@ from web.data import load_run
 from web.guard import HostGuard, new_token, token_ok
 from web.pages import not_found, run_body, run_page, runs_page
 
+if TYPE_CHECKING:
+    from agentmem_mcp import HttpEndpoint
+
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
@@ -39,11 +44,16 @@ def create_app(config: MemoryConfig) -> Starlette:
     """
     opened: list[Memory] = []
     token = new_token()  # what a POST must carry: in this server's pages only
+    mcp = _mcp_endpoint(lambda: opened[0])
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_memory(config, "web", migrate=False) as memory:
-            opened.append(memory)
+        async with AsyncExitStack() as stack:
+            # MCP clients write documents: their schema must be there (a viewer only reads).
+            memory = open_memory(config, "web", migrate=mcp is not None)
+            opened.append(await stack.enter_async_context(memory))
+            if mcp is not None:
+                await stack.enter_async_context(mcp.run())
             yield
 
     async def runs(request: Request) -> Response:
@@ -102,8 +112,18 @@ def create_app(config: MemoryConfig) -> Starlette:
             Route("/runs/{run_id}/body", body),
             Route("/runs/{run_id}/stream", stream),
             Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),
+            *(mcp.routes if mcp is not None else []),
         ],
     )
+
+
+def _mcp_endpoint(memory: Callable[[], Memory]) -> HttpEndpoint | None:
+    """The MCP endpoint over ``memory()``, or None without the ``mcp`` extra."""
+    try:
+        from agentmem_mcp import HttpEndpoint  # noqa: PLC0415 - optional: the mcp extra
+    except ImportError:
+        return None
+    return HttpEndpoint(memory)
 
 
 def _run_id(request: Request) -> str | None:
