@@ -97,3 +97,11 @@ class WalFullError(AgentMemoryError, OSError):
 
 class InvalidConfigError(AgentMemoryError, ValueError):
     """A server URL or credential is unusable (retrying will not help: fix the setting)."""
+
+
+class QueueFullError(AgentMemoryError, RuntimeError):
+    """A tenant's queue of waiting runs is full: the submission was refused, not accepted."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
