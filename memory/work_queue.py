@@ -87,6 +87,7 @@ class WorkerSlots:
     worker: str
     slots: int
     busy: int
+    pid: int = 0  # the worker's process id on its host
 
 
 @translate_errors
@@ -144,10 +145,12 @@ class WorkQueue:
         ]
 
     @idempotent
-    async def beat(self, worker: str, slots: int, busy: int, ttl_seconds: float) -> None:
+    async def beat(
+        self, worker: str, slots: int, busy: int, ttl_seconds: float, pid: int = 0
+    ) -> None:
         """Say that ``worker`` is alive with ``busy`` of its ``slots`` taken, until
         ``ttl_seconds`` from now (repeat it sooner)."""
-        record = {"slots": slots, "busy": busy, "until": time.time() + ttl_seconds}
+        record = {"slots": slots, "busy": busy, "until": time.time() + ttl_seconds, "pid": pid}
         await self.client.hset(workers_key(self.name), worker, json.dumps(record))
 
     async def leave(self, worker: str) -> None:
@@ -162,7 +165,8 @@ class WorkQueue:
         for name, value in raw.items():
             record = json.loads(as_str(value))
             if record["until"] >= now:
-                live.append(WorkerSlots(as_str(name), int(record["slots"]), int(record["busy"])))
+                slots, busy = int(record["slots"]), int(record["busy"])
+                live.append(WorkerSlots(as_str(name), slots, busy, int(record.get("pid", 0))))
         return sorted(live, key=lambda w: w.worker)
 
     @idempotent

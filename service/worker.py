@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 
 _RUNS_KEPT = 64  # run scopes a worker keeps open (the least recently used idle one goes)
 _BLOCK_MS = 100  # a sweep that found nothing blocks this long on one shard
-_BEAT_SECONDS = 2.0
+_BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
 
@@ -351,7 +351,7 @@ class Worker:
         while True:
             try:
                 await self.queue.beat(
-                    self.name, self.concurrency, max(self.busy, 0), _BEAT_TTL_SECONDS
+                    self.name, self.concurrency, max(self.busy, 0), _BEAT_TTL_SECONDS, os.getpid()
                 )
             except ServerUnavailableError as exc:
                 logger.warning("cannot publish %s's heartbeat: %s", self.name, exc)
