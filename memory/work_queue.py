@@ -171,47 +171,50 @@ class WorkQueue:
 
     @idempotent
     async def backlog(self) -> list[ShardBacklog]:
-        """Every shard's backlog (one pipelined round trip, then one for the ages)."""
+        """Every shard's backlog (a few pipelined round trips, whatever the shard count)."""
         keys = [work_shard(self.name, shard) for shard in range(self.shards)]
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.exists(key)
-            exists = await pipe.execute()
-        live = [key for key, found in zip(keys, exists, strict=True) if found]
-        if not live:
-            return [ShardBacklog(0, 0, 0.0) for _ in keys]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in live:
-                pipe.xinfo_groups(key)
-                pipe.xpending(key, _GROUP)
-            replies = await pipe.execute()
-        now_ms = time.time() * 1000
-        found: dict[str, ShardBacklog] = {}
-        oldest_new: dict[str, str] = {}
-        for i, key in enumerate(live):
-            groups, pending = replies[2 * i], replies[2 * i + 1]
-            group = next((g for g in groups if as_str(g["name"]) == _GROUP), None)
-            waiting = int(group.get("lag") or 0) if group is not None else 0
-            count = int(pending.get("pending") or 0) if isinstance(pending, dict) else 0
-            ages = []
-            if count:
-                ages.append(now_ms - _ms(as_str(pending["min"])))
-            if group is not None and waiting:
-                oldest_new[key] = as_str(group["last-delivered-id"])
-            found[key] = ShardBacklog(waiting, count, max(ages, default=0.0) / 1000)
-        if oldest_new:
+                pipe.xlen(key)
+            lengths = await pipe.execute()
+        live = [key for key, length in zip(keys, lengths, strict=True) if length]
+        groups: dict[str, dict[str, Any]] = {}
+        if live:
             async with self.client.pipeline(transaction=False) as pipe:
-                for key, last in oldest_new.items():
-                    pipe.xrange(key, f"({last}", "+", count=1)
-                firsts = await pipe.execute()
-            for (key, _last), first in zip(oldest_new.items(), firsts, strict=True):
-                if first:
-                    age = (now_ms - _ms(as_str(first[0][0]))) / 1000
-                    old = found[key]
-                    found[key] = ShardBacklog(
-                        old.waiting, old.pending, max(old.oldest_seconds, age)
-                    )
-        return [found.get(key, ShardBacklog(0, 0, 0.0)) for key in keys]
+                for key in live:
+                    pipe.xinfo_groups(key)
+                replies = await pipe.execute()
+            for key, reply in zip(live, replies, strict=True):
+                found = next((g for g in reply if as_str(g["name"]) == _GROUP), None)
+                if found is not None:
+                    groups[key] = found
+        pendings: dict[str, Any] = {}
+        if groups:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in groups:
+                    pipe.xpending(key, _GROUP)
+                pendings = dict(zip(groups, await pipe.execute(), strict=True))
+        # the first entry not yet delivered: after the group's last delivered id, or the first
+        firsts: dict[str, Any] = {}
+        if live:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in live:
+                    last = groups[key]["last-delivered-id"] if key in groups else None
+                    pipe.xrange(key, f"({as_str(last)}" if last else "-", "+", count=1)
+                firsts = dict(zip(live, await pipe.execute(), strict=True))
+        now_ms = time.time() * 1000
+        result = []
+        for key, length in zip(keys, lengths, strict=True):
+            group = groups.get(key)
+            waiting = int(group.get("lag") or 0) if group is not None else int(length)
+            pending = pendings.get(key) or {}
+            count = int(pending.get("pending") or 0)
+            ages = [now_ms - _ms(as_str(pending["min"]))] if count else []
+            first = firsts.get(key)
+            if waiting and first:
+                ages.append(now_ms - _ms(as_str(first[0][0])))
+            result.append(ShardBacklog(waiting, count, max(ages, default=0.0) / 1000))
+        return result
 
 
 def _ms(entry_id: str) -> float:

@@ -150,3 +150,25 @@ def wait(
     if status.state == "failed":
         fail(f"run {run_id} failed: {status.error or 'no reason recorded'}", code=EXIT_FAILED)
     console().print(f"Report: {status.report_path}", soft_wrap=True, highlight=False)
+
+
+@app.command(short_help="Show the pool: backlog, slots, tenants, runs.")
+@one_line_errors
+def status() -> None:
+    """Print what ``GET /metrics`` serves, for a person: each role's backlog, oldest waiting
+    handoff, workers and busy/free slots; each tenant's runs in flight and waiting; runs by
+    state and tenant."""
+    settings = settings_from_env()
+    _servers_given()
+    import anyio  # noqa: PLC0415
+
+    from memory import open_memory  # noqa: PLC0415
+    from service.metrics import snapshot, status_lines  # noqa: PLC0415
+
+    async def go() -> list[str]:
+        config = settings.memory_config(client_name="agentmem:status")
+        async with open_memory(config, "service", migrate=False) as root:
+            return status_lines(await snapshot(root, settings))
+
+    for line in anyio.run(go):
+        typer.echo(line)

@@ -4,6 +4,7 @@
   ..., "text": ...}], "run_id": ... (optional)}`` submits a run to the pool and answers 202
   with ``{"run_id": ..., "state": ...}`` (the same submission twice: the same run). A tenant
   whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400.
+- ``GET /metrics``: the service's signals in the Prometheus text format (:mod:`service.metrics`).
 - ``GET /api/runs/{id}``: the run's state (``queued``, ``running``, ``completed``, ``failed``)
   and, once it ended, its report's path or the reason it failed.
 
@@ -20,6 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +30,7 @@ from starlette.routing import Route
 from agents.protocol import SourceDoc
 from agents.settings import Settings
 from memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
+from service.metrics import prometheus_text, snapshot
 from service.submit import run_state, submit
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -99,7 +102,15 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
             }
         )
 
+    async def metrics(request: Request) -> Response:
+        try:
+            text = prometheus_text(await snapshot(memory(), settings))
+        except AgentMemoryError as exc:
+            return Response(f"# cannot read the signals: {exc}\n", status_code=503)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
     return [
+        Route("/metrics", metrics),
         Route("/api/runs", create, methods=["POST"]),
         Route("/api/runs/{run_id}", state),
     ]

@@ -165,3 +165,31 @@ def test_browser_requests_from_another_site_are_refused(api: str) -> None:
         **{"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert form.status_code == 415
+
+
+def test_metrics_and_status_show_backlog_slots_and_tenants(
+    env: dict[str, str], api: str, namespace: str
+) -> None:
+    """/metrics (Prometheus text) and ``agentmem status`` show the research backlog, the
+    tenant's run in flight and the one waiting."""
+    tenant = f"metrics-{namespace}"
+    for n in range(2):
+        body = {"tenant": tenant, "topic": f"metrics {n}", "sources": _sources()}
+        assert post_json(f"{api}/api/runs", body).status_code == 202
+    metrics = request("GET", f"{api}/metrics")
+    assert metrics.status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['agentmem_backlog{role="research"}'] >= 1
+    assert 'agentmem_oldest_waiting_seconds{role="writer"}' in samples
+    assert 'agentmem_slots{role="review",state="free"}' in samples
+    assert samples[f'agentmem_tenant_runs_in_flight{{tenant="{tenant}"}}'] == 1
+    assert samples[f'agentmem_runs{{state="queued",tenant="{tenant}"}}'] == 1
+    assert samples[f'agentmem_runs{{state="running",tenant="{tenant}"}}'] == 1
+    shown = cli(env, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert any(line.split()[:3] == [tenant, "1", "1"] for line in shown.stdout.splitlines())
+    assert shown.stdout.splitlines()[0].split()[:3] == ["role", "backlog", "pending"]
