@@ -348,7 +348,12 @@ class Worker:
             await _close_run(run)
 
     async def _beat(self) -> None:
+        """Heartbeat in Redis (for metrics) and in the file ``<data_dir>/worker.alive`` (for a
+        container's liveness and readiness probes), every :data:`_BEAT_SECONDS`."""
+        alive = anyio.Path(self.settings.data_dir) / "worker.alive"
+        await alive.parent.mkdir(parents=True, exist_ok=True)
         while True:
+            await alive.write_text(f"{self.name} {os.getpid()}\n")
             try:
                 await self.queue.beat(
                     self.name, self.concurrency, max(self.busy, 0), _BEAT_TTL_SECONDS, os.getpid()
