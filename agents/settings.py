@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     review_rounds: int = Field(default=3, ge=1, le=10)
 
     run_timeout_seconds: float = Field(default=600.0, gt=0)
+    # the service (agentmem worker / submit): see docs/service.md
+    pool_shards: int = Field(default=4, ge=1, le=1024)  # ticket streams per role
+    drain_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM: finish what is held
+    tenant_max_inflight: int = Field(default=4, ge=1)  # a tenant's runs in flight at once
+    tenant_max_queued: int = Field(default=100, ge=0)  # a tenant's runs waiting to start
     data_dir: str = ".agentmem"
     reports_dir: str = "reports"
     # local servers (devservers): the embedded Redis's append-only file fsync policy

@@ -26,7 +26,7 @@ import redis.asyncio as redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import documents, facts, floor, handoffs, locks, pipeline, scale, startup
+from bench import documents, facts, floor, handoffs, locks, pipeline, scale, service, startup
 from bench.harness import Context, Figures, Sizes
 from bench.report import chart, print_tables, targets
 from devservers import local_servers
@@ -42,8 +42,11 @@ SUITES: dict[str, Suite] = {
     "documents": documents.documents,
     "scale": scale.scale,
     "startup": startup.startup,
+    "service": service.service,
 }
 NAMES = (*SUITES, "demo")
+# Run only when named (``--only service``): 160 whole runs take minutes, not for every bench.
+OPT_IN = frozenset({"service"})
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -99,7 +102,8 @@ def main() -> None:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.repeat:
         sizes = dataclasses.replace(sizes, repeat=args.repeat)
-    only = [name for name in NAMES if name in (args.only or NAMES)]
+    default = [name for name in NAMES if name not in OPT_IN]
+    only = [name for name in NAMES if name in (args.only or default)]
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)

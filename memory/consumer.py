@@ -337,6 +337,32 @@ class ConsumerGroup:
         entry stays that worker's, and this one should drop the work."""
         await self._act(delivery, "touch")
 
+    async def hand_back(self, delivery: Delivery) -> None:
+        """Make an entry this worker holds reclaimable by any other worker now, without
+        counting a delivery: a draining worker gives back what it will not finish."""
+        await self.set_idle(delivery, self.reclaim_idle_ms)
+
+    async def set_idle(self, delivery: Delivery, idle_ms: int) -> None:
+        """Set the entry's idle time (it stays this worker's): another worker reclaims it once
+        ``reclaim_idle_ms - idle_ms`` more milliseconds pass without a touch."""
+        await self.client.xclaim(
+            self.stream_key,
+            self.name,
+            self.consumer,
+            0,
+            [delivery.entry_id],
+            idle=max(0, idle_ms),
+            justid=True,
+        )
+
+    async def idle_ms(self, delivery: Delivery) -> int | None:
+        """How long the entry has been idle (None: it is no longer pending: acknowledged or
+        dead-lettered)."""
+        reply: Any = await self.client.xpending_range(
+            self.stream_key, self.name, delivery.entry_id, delivery.entry_id, 1
+        )
+        return int(reply[0]["time_since_delivered"]) if reply else None
+
     async def fail(self, delivery: Delivery, reason: str, *, final: bool = False) -> bool:
         """Record a failed attempt; returns True when the entry was dead-lettered.
 

@@ -102,3 +102,11 @@ class InvalidConfigError(AgentMemoryError, ValueError):
 class DeliveryLostError(AgentMemoryError):
     """A consumer acted on a stream entry that is no longer its own (another worker reclaimed
     it after it stalled, or it was already acknowledged or dead-lettered)."""
+
+
+class QueueFullError(AgentMemoryError, RuntimeError):
+    """A tenant's queue of waiting runs is full: the submission was refused, not accepted."""
+
+    def __init__(self, message: str, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -183,8 +183,39 @@ class Keyspace:
     def dead_letters(self, name: str) -> str:
         return self._key("dlq", encode_part(name, "stream"))
 
+    # the service: a pooled run's submission (see memory.admission)
+    def submission(self) -> str:
+        """The run's submission record: which tenant submitted it (set once, NX)."""
+        return self._key("submission")
+
 
 # The run index lives outside every namespace (no namespace's SCAN pattern matches it) and in
 # one hash slot, so the list and the records change together on a cluster.
 RUN_INDEX_ORDER = "agentmem-runs:{index}:order"
 RUN_INDEX_RECORDS = "agentmem-runs:{index}:records"
+
+
+# The service's shared queues live outside every namespace, each in a hash slot of its own, so
+# that on a cluster their load spreads over the primaries (see memory.work_queue).
+def work_shard(queue: str, shard: int) -> str:
+    """Shard ``shard`` of work queue ``queue``: a stream in its own slot."""
+    return f"agentmem-work:{{{encode_part(queue, 'queue')}-{int(shard)}}}:tickets"
+
+
+def work_dead_letters(queue: str, shard: int) -> str:
+    """The dead letters of one shard of a work queue (same slot as the shard)."""
+    return f"agentmem-work:{{{encode_part(queue, 'queue')}-{int(shard)}}}:dlq"
+
+
+def tenant_key(tenant: str, part: str) -> str:
+    """One of a tenant's admission keys (``inflight``, ``queue``, ``requests``): all in the
+    tenant's own slot, so one script admits or releases a run atomically."""
+    return f"agentmem-tenant:{{{encode_part(tenant, 'tenant')}}}:{part}"
+
+
+TENANTS = "agentmem-tenants:{tenants}:all"  # the set of tenants that ever submitted (metrics)
+
+
+def workers_key(queue: str) -> str:
+    """Hash of a queue's live workers: worker name -> its slots and heartbeat (metrics)."""
+    return f"agentmem-workers:{{{encode_part(queue, 'queue')}}}:live"

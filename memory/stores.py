@@ -59,6 +59,11 @@ class Memory(AsyncResource):
         self.own(db.aclose)
 
     @property
+    def client(self) -> RedisClient:
+        """The shared Redis client (for stores outside any namespace: the service's queues)."""
+        return self._client
+
+    @property
     def db(self) -> SharedAgentDB:
         """The versioned documents (PostgreSQL); an error if no database was configured."""
         if self._db is None:

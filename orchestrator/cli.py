@@ -16,10 +16,10 @@ import os
 import sys
 from typing import NoReturn
 
-from orchestrator import cli_mcp, cli_run, cli_runs
+from orchestrator import cli_mcp, cli_run, cli_runs, cli_service
 from orchestrator.cli_common import app
 
-__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "main"]
+__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "main"]
 
 
 def main() -> None:

@@ -216,7 +216,7 @@ def serve(
     with servers(settings) as ready:
         console().print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
         uvicorn.run(  # stops on Ctrl-C, then the local servers stop
-            create_app(ready.memory_config(client_name="agentmem:web")),
+            create_app(ready.memory_config(client_name="agentmem:web"), settings=ready),
             host=HOST,
             port=port,
             log_level="warning",

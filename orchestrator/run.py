@@ -167,7 +167,7 @@ async def run_report(
                 ServerUnavailableError, attempts=30, timeout=120, maximum=5
             ):
                 with attempt:
-                    outputs[:] = await _write_outputs(
+                    outputs[:] = await write_outputs(
                         settings,
                         run_id,
                         state,
@@ -315,7 +315,7 @@ async def _watch(
             await anyio.sleep(1.0)
 
 
-async def _write_outputs(  # noqa: PLR0917
+async def write_outputs(  # noqa: PLR0917
     settings: Settings,
     run_id: str,
     state: RunState,

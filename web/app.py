@@ -4,8 +4,9 @@ Routes: ``/`` the runs list; ``/runs/<id>`` a run's page; ``/runs/<id>/body`` th
 that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
 agents again; ``/mcp`` is the MCP endpoint (streamable HTTP, :mod:`agentmem_mcp`) when the
-``mcp`` extra is installed. It listens on 127.0.0.1 only, answers only requests that name it as
-their host, and refuses a POST from another origin or without its token (:mod:`web.guard`).
+``mcp`` extra is installed; with the service's settings, ``/api/runs`` (:mod:`web.api`). It
+listens on 127.0.0.1 only, answers only requests that name it as their host, and refuses a POST
+from another origin or without its token (:mod:`web.guard`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agents import RUN_STREAM, EventType
+from agents import RUN_STREAM, EventType, Settings
 from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory, validate_id
+from web.api import api_routes
 from web.data import load_run
 from web.guard import HostGuard, new_token, token_ok
 from web.pages import not_found, run_body, run_page, runs_page
@@ -34,13 +36,14 @@ if TYPE_CHECKING:
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
-def create_app(config: MemoryConfig) -> Starlette:
+def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starlette:
     """The web view over the stores ``config`` points at.
 
     The app opens the memory layer once at startup (one Redis client, one PostgreSQL pool, and
     the read replica's pool when one is configured) and closes it at shutdown; each request
     reads one run's namespace through :meth:`~memory.Memory.scope` on those connections. A
     live stream the browser leaves is cancelled while it waits and holds nothing of its own.
+    With ``settings``, the service's API is served too (:mod:`web.api`).
     """
     opened: list[Memory] = []
     token = new_token()  # what a POST must carry: in this server's pages only
@@ -113,6 +116,7 @@ def create_app(config: MemoryConfig) -> Starlette:
             Route("/runs/{run_id}/stream", stream),
             Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),
             *(mcp.routes if mcp is not None else []),
+            *([] if settings is None else api_routes(lambda: opened[0], settings)),
         ],
     )
 

@@ -1,0 +1,174 @@
+"""``agentmem worker``, ``submit``, ``wait`` and ``status``: the service's commands.
+
+A pool of long-lived workers (``agentmem worker ROLE``, one or more per role) serves every run
+submitted with ``agentmem submit`` (or ``POST /api/runs``); see :mod:`service` and
+docs/service.md. These commands start no local servers: they need ``REDIS_URL`` and
+``DATABASE_URL``, the servers the pool uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli_common import (
+    app,
+    checked_run_id,
+    console,
+    fail,
+    one_line_errors,
+    settings_from_env,
+)
+from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+
+# The commands import what they run when they run (see orchestrator.cli_common).
+
+ROLES = ("research", "writer", "review", "coordinator")
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 2
+
+
+def _servers_given() -> None:
+    unset = [name for name in ("REDIS_URL", "DATABASE_URL") if not os.environ.get(name)]
+    if unset:
+        fail(
+            f"{' and '.join(unset)} must be set (the servers the pool uses); "
+            "the service's commands start no local servers",
+            code=2,
+        )
+
+
+@app.command(short_help="Serve one role for every submitted run, until stopped.")
+def worker(
+    role: Annotated[str, typer.Argument(help="research, writer, review or coordinator.")],
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Handoffs served at once.")] = 1,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve one role for every run until SIGTERM or SIGINT; then drain and exit 0.
+
+    On SIGTERM the worker takes no new work, lets what it holds finish for up to
+    AGENTMEM_DRAIN_GRACE_SECONDS, and hands the rest back for another worker to take at once.
+    """
+    if role not in ROLES:
+        msg = f"{role!r} is not one of {', '.join(ROLES)}"
+        raise typer.BadParameter(msg, param_hint="ROLE")
+    if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise typer.BadParameter(log_level, param_hint="--log-level")
+    settings = settings_from_env()
+    _servers_given()
+    import anyio  # noqa: PLC0415 - deferred: not needed by --help
+
+    from agents.__main__ import HANDLERS, setup_logging  # noqa: PLC0415
+    from memory import AgentMemoryError, leaves  # noqa: PLC0415
+    from service.routes import PoolRole  # noqa: PLC0415
+    from service.worker import serve_worker  # noqa: PLC0415
+
+    pool_role = PoolRole(role)
+    setup_logging(f"{role}-pool", log_level.upper())
+    handlers = {PoolRole(r.value): h for r, h in HANDLERS.items()}
+    try:
+        anyio.run(serve_worker, settings, pool_role, concurrency, handlers)
+    except Exception as exc:  # the last stop: one line, exit non-zero
+        inside = leaves(exc)
+        fail("; ".join(str(e) if isinstance(e, AgentMemoryError) else repr(e) for e in inside))
+
+
+@app.command(short_help="Submit a run to the pool; prints its id at once.")
+@one_line_errors
+def submit(
+    tenant: Annotated[str, typer.Option(help="Who the run is for (fairness, limits).")] = "default",
+    sources: Annotated[
+        Path, typer.Option(help="Folder of .md/.txt source files.", show_default=False)
+    ] = PROJECT_SOURCES,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Run id, and the submission's idempotency key (default: derived from the "
+            "tenant, topic and sources).",
+            callback=lambda v: v and checked_run_id(v),
+        ),
+    ] = None,
+    topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
+) -> None:
+    """Submit a run to the pool of workers and print its id; returns at once.
+
+    The same submission twice makes one run. A tenant whose queue is full is refused at once
+    (exit 1, one line); submit again later.
+    """
+    settings = settings_from_env()
+    _servers_given()
+    import anyio  # noqa: PLC0415
+
+    from memory import open_memory  # noqa: PLC0415
+    from orchestrator.sources import load_sources  # noqa: PLC0415
+    from service.submit import submit as submit_run  # noqa: PLC0415
+
+    docs = load_sources(sources)
+
+    async def go() -> str:
+        config = settings.memory_config(client_name="agentmem:submit")
+        async with open_memory(config, "service", migrate=False) as root:
+            done = await submit_run(
+                root, settings, tenant=tenant, topic=topic.strip(), sources=docs, run_id=run_id
+            )
+        return done.run_id
+
+    typer.echo(anyio.run(go))
+
+
+@app.command(short_help="Wait for a submitted run to end.")
+@one_line_errors
+def wait(
+    run_id: Annotated[str, typer.Argument(help="The run.", callback=checked_run_id)],
+    timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds.")] = 600,
+) -> None:
+    """Exit 0 when the run completed, 1 if it failed (the reason in one line), 2 on timeout."""
+    settings = settings_from_env()
+    _servers_given()
+    import anyio  # noqa: PLC0415
+
+    from memory import open_memory  # noqa: PLC0415
+    from service.submit import RunStatus, run_state  # noqa: PLC0415
+
+    async def go() -> RunStatus | None:
+        config = settings.memory_config(client_name="agentmem:wait")
+        async with open_memory(config, "service", migrate=False) as root:
+            with anyio.move_on_after(timeout):
+                while True:
+                    status = await run_state(root, run_id)
+                    if status.state in {"completed", "failed"}:
+                        return status
+                    await anyio.sleep(0.2)
+        return None
+
+    status = anyio.run(go)
+    if status is None:
+        fail(f"run {run_id} did not end within {timeout:g} s", code=EXIT_TIMEOUT)
+    if status.state == "failed":
+        fail(f"run {run_id} failed: {status.error or 'no reason recorded'}", code=EXIT_FAILED)
+    console().print(f"Report: {status.report_path}", soft_wrap=True, highlight=False)
+
+
+@app.command(short_help="Show the pool: backlog, slots, tenants, runs.")
+@one_line_errors
+def status() -> None:
+    """Print what ``GET /metrics`` serves, for a person: each role's backlog, oldest waiting
+    handoff, workers and busy/free slots; each tenant's runs in flight and waiting; runs by
+    state and tenant."""
+    settings = settings_from_env()
+    _servers_given()
+    import anyio  # noqa: PLC0415
+
+    from memory import open_memory  # noqa: PLC0415
+    from service.metrics import snapshot, status_lines  # noqa: PLC0415
+
+    async def go() -> list[str]:
+        config = settings.memory_config(client_name="agentmem:status")
+        async with open_memory(config, "service", migrate=False) as root:
+            return status_lines(await snapshot(root, settings))
+
+    for line in anyio.run(go):
+        typer.echo(line)

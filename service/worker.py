@@ -1,0 +1,425 @@
+"""``agentmem worker ROLE``: a long-lived worker that serves its role for every run.
+
+**Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` ticket
+streams, each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread
+over the primaries; a run is hashed to one shard of each role. A worker reads every shard of
+its role (a non-blocking sweep from a rotating start, then a short blocking read), up to
+``--concurrency`` tickets at a time. The run's own keys (its stream, routes, consumer groups,
+facts, drafts, locks) stay in the run's slot, as in a run of its own process set.
+
+**A ticket.** ``(run, route)`` says the run's route may hold a handoff for this role. The
+worker opens the run's namespace scope for it (never a shared one: one run's handler sees only
+that run's facts, drafts and locks), reads *one* handoff from the run's route through the run's
+consumer group for the role (the memory layer's :class:`~memory.consumer.ConsumerGroup`, which
+first reclaims handoffs a dead worker left idle), and runs the agent's handler on it exactly
+as a per-run agent does (:func:`agents.runtime.process`: acknowledged after its effect,
+retried, dead-lettered in the run's own dead letters after ``max_deliveries``, an
+``agent.failed`` for the run's coordinator). A ticket that finds nothing (a duplicate, or
+another worker took the handoff) is acknowledged. The ticket is kept claimed with its handoff
+and acknowledged only once the handoff left the run's pending list; a handoff left pending for
+a retry takes its ticket's idle time with it, so both become reclaimable together.
+
+**Failure.** A SIGKILLed worker's tickets and handoffs stay pending; after ``reclaim_idle_ms``
+any worker of the role reclaims the ticket, and its read of the run's route reclaims the
+handoff. A poisoned handoff is dead-lettered for its run only; the worker goes on serving.
+
+**Drain.** SIGTERM (or SIGINT) stops the worker from taking tickets; it lets the handlers in
+flight finish for up to ``drain_grace_seconds``, then cancels the rest and hands back their
+tickets and handoffs (their idle time set to the reclaim timeout, without counting a
+delivery), so another worker takes them at once; then it exits 0. Handlers are idempotent by
+their keys, so a handler cut short and run again elsewhere has its effect once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from agents.keys import failed_key
+from agents.llm_base import LLM
+from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
+from agents.protocol import AgentFailed, EventType
+from agents.runtime import Context, Handler, _make_llm, agent_memory_config, process
+from agents.settings import Settings
+from memory import (
+    AgentEvent,
+    AgentMemoryError,
+    ConsumerGroup,
+    Delivery,
+    EventStore,
+    Memory,
+    ServerUnavailableError,
+    WriteAheadLog,
+    open_memory,
+    path_part,
+    retrying,
+)
+from memory.work_queue import Ticket, WorkQueue
+from service.coordinator import coordinate, run_events
+from service.routes import PoolRole, TicketingWriter
+
+logger = logging.getLogger(__name__)
+
+_RUNS_KEPT = 64  # run scopes a worker keeps open (the least recently used idle one goes)
+_BLOCK_MS = 100  # a sweep that found nothing blocks this long on one shard
+_BEAT_SECONDS = 0.5
+_BEAT_TTL_SECONDS = 10.0
+_RETRY_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class RunScope:
+    """One run as this worker serves it: its namespace scope, its stream, the agent context."""
+
+    scope: Memory
+    events: EventStore
+    ctx: Context | None  # None for the coordinator
+    wal: WriteAheadLog | None
+    ensured: set[str] = field(default_factory=set)  # routes whose group exists
+    users: int = 0
+
+
+def worker_name(role: PoolRole) -> str:
+    """``<role>-<random>``: the worker's consumer name and the agent id on its events."""
+    return f"{role}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    """One worker process of ``role``: :meth:`run` serves tickets until ``draining`` is set,
+    then drains (see the module's notes)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        role: PoolRole,
+        root: Memory,
+        handler: Handler | None,
+        *,
+        concurrency: int = 1,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.role = role
+        self.root = root
+        self.handler = handler
+        self.concurrency = concurrency
+        self.name = name or worker_name(role)
+        self.queues: dict[str, WorkQueue] = {
+            r.value: WorkQueue(
+                root.client, r.value, settings.pool_shards, reclaim_idle_ms=settings.reclaim_idle_ms
+            )
+            for r in PoolRole
+        }
+        self.queue = self.queues[role.value]
+        self.busy = 0
+        self.served = 0  # tickets done (for logs and tests)
+        self._idle = anyio.Event()
+        self._runs: OrderedDict[str, RunScope] = OrderedDict()
+        self._llm: LLM | None = None
+        self._next_shard = 0
+
+    async def run(self, draining: anyio.Event) -> None:
+        """Serve tickets until ``draining`` is set; then finish or hand back what is held."""
+        groups = self.queue.groups(self.name)
+        async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=60.0):
+            with attempt:
+                for group in groups:
+                    await group.ensure()
+        if self.role.agent_role is not None:
+            self._llm = _make_llm(self.settings)
+        logger.info("%s serving %d shards of %s", self.name, len(groups), self.role)
+        slots = anyio.Semaphore(self.concurrency)
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._beat)
+                async with anyio.create_task_group() as work:
+                    await self._take_while(draining, groups, slots, work)
+                    if self.busy:
+                        logger.info(
+                            "%s draining: %d in flight, up to %.1f s",
+                            self.name,
+                            self.busy,
+                            self.settings.drain_grace_seconds,
+                        )
+                        with anyio.move_on_after(self.settings.drain_grace_seconds):
+                            await self._idle.wait()
+                    work.cancel_scope.cancel()
+                outer.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self._close_runs()
+                try:
+                    await self.queue.leave(self.name)
+                except AgentMemoryError as exc:
+                    logger.warning("could not say %s left: %s", self.name, exc)
+            close = getattr(self._llm, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _take_while(
+        self,
+        draining: anyio.Event,
+        groups: list[ConsumerGroup],
+        slots: anyio.Semaphore,
+        work: anyio.abc.TaskGroup,
+    ) -> None:
+        while not draining.is_set():
+            with anyio.move_on_after(_BLOCK_MS / 1000) as waiting:
+                await slots.acquire()
+            if waiting.cancelled_caught:  # every slot busy: look at ``draining`` again
+                continue
+            if draining.is_set():
+                slots.release()
+                return
+            free = 1
+            while slots.value > 0:
+                slots.acquire_nowait()
+                free += 1
+            try:
+                taken = await self._take(groups, free)
+            except ServerUnavailableError as exc:
+                taken = []
+                logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
+                await anyio.sleep(_RETRY_SECONDS)
+            for _ in range(free - len(taken)):
+                slots.release()
+            for group, delivery in taken:
+                self.busy += 1
+                self._idle = anyio.Event()
+                work.start_soon(self._one, group, delivery, slots)
+
+    async def _take(
+        self, groups: list[ConsumerGroup], free: int
+    ) -> list[tuple[ConsumerGroup, Delivery]]:
+        """Up to ``free`` tickets: a sweep of every shard from a rotating start, then a short
+        blocking read of one."""
+        n = len(groups)
+        for i in range(n):
+            group = groups[(self._next_shard + i) % n]
+            got = await group.read(count=free, block_ms=1)
+            if got:
+                self._next_shard = (self._next_shard + i + 1) % n
+                return [(group, d) for d in got]
+        group = groups[self._next_shard]
+        self._next_shard = (self._next_shard + 1) % n
+        return [(group, d) for d in await group.read(count=free, block_ms=_BLOCK_MS)]
+
+    async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: anyio.Semaphore) -> None:
+        try:
+            await self._serve_ticket(group, delivery)
+        except ServerUnavailableError as exc:  # left pending: reclaimed once the server is back
+            logger.warning("lost a server during ticket %s: %s", delivery.entry_id, exc)
+        except AgentMemoryError as exc:  # one run's trouble never stops the worker
+            logger.warning("ticket %s failed: %s", delivery.entry_id, exc)
+        finally:
+            self.busy -= 1
+            self.served += 1
+            slots.release()
+            if self.busy == 0:
+                self._idle.set()
+
+    async def _serve_ticket(self, group: ConsumerGroup, delivery: Delivery) -> None:
+        try:
+            ticket = Ticket.of(delivery)
+        except AgentMemoryError as exc:  # not a ticket: dead-lettered in the shard's letters
+            await group.fail(delivery, str(exc), final=True)
+            return
+        if ticket.route != self.role.value:
+            await group.ack(delivery)
+            return
+        run = await self._open(ticket.run_id)
+        run.users += 1
+        try:
+            entries = run.events.group(
+                ticket.route,
+                self.name,
+                route=ticket.route,
+                on_give_up=None if run.ctx is None else _reporter(run.ctx),
+            )
+            if ticket.route not in run.ensured:
+                await entries.ensure()
+                run.ensured.add(ticket.route)
+            got = await entries.read(count=1, block_ms=1)
+            if not got:
+                await group.ack(delivery)
+                return
+            entry = got[0]
+            await group.touch(delivery)  # the ticket is never idler than its handoff
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._keep_claimed, group, delivery)
+                    await self._handle(run, entries, entry)
+                    tg.cancel_scope.cancel()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await _hand_back(entries, entry, group, delivery)
+                raise
+            idle = await entries.idle_ms(entry)
+            if idle is None:  # done: acknowledged, or dead-lettered
+                await group.ack(delivery)
+            else:  # a retry is due: the ticket comes back with its handoff
+                await group.set_idle(delivery, idle)
+        finally:
+            run.users -= 1
+
+    async def _handle(self, run: RunScope, entries: ConsumerGroup, entry: Delivery) -> None:
+        if run.ctx is not None:
+            assert self.handler is not None
+            await process(run.ctx, entries, entry, self.handler)
+            await run.ctx.writer.flush()  # llm.called records go out with the handoff
+            return
+        try:
+            await coordinate(run.scope, self.settings, self.queues, self.name)
+        except (ServerUnavailableError, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception as exc:  # one run's failure never stops the worker
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.warning("coordinating %s failed: %s", run.scope.namespace, reason)
+            await entries.fail(entry, reason)
+        else:
+            await entries.ack(entry)
+
+    async def _keep_claimed(self, group: ConsumerGroup, delivery: Delivery) -> None:
+        """Touch the ticket while its handoff is handled (the runtime touches the handoff)."""
+        interval = self.settings.reclaim_idle_ms / 3000
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await group.touch(delivery)
+            except ServerUnavailableError as exc:
+                logger.warning("cannot keep ticket %s claimed: %s", delivery.entry_id, exc)
+
+    async def _open(self, run_id: str) -> RunScope:
+        """The run's scope, opened on first use and kept while recently used."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._runs.move_to_end(run_id)
+            return run
+        scope = self.root.scope(run_id)
+        events = run_events(scope, self.settings)
+        ctx, wal = None, None
+        agent_role = self.role.agent_role
+        if agent_role is not None:
+            assert self._llm is not None
+            wal_path = Path(self.settings.data_dir) / "wal" / path_part(run_id) / f"{self.name}.db"
+            wal = WriteAheadLog(wal_path)
+            writer = TicketingWriter(scope.memory, events, wal, self.queues, self.name)
+            slots = (
+                None
+                if self.settings.use_stub_llm
+                else scope.semaphore(
+                    LLM_SLOTS, self.settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
+                )
+            )
+            llm = TimedLLM(
+                self._llm,
+                self.name,
+                writer,
+                slots=slots,
+                queue_timeout=self.settings.llm_queue_timeout_seconds,
+            )
+            ctx = Context(
+                self.name, agent_role, self.settings, scope.memory, events, scope.db, llm, writer
+            )
+        run = RunScope(scope, events, ctx, wal)
+        self._runs[run_id] = run
+        await self._evict()
+        return run
+
+    async def _evict(self) -> None:
+        while len(self._runs) > _RUNS_KEPT:
+            idle = next((rid for rid, r in self._runs.items() if r.users == 0), None)
+            if idle is None:
+                return
+            await _close_run(self._runs.pop(idle))
+
+    async def _close_runs(self) -> None:
+        runs, self._runs = list(self._runs.values()), OrderedDict()
+        for run in runs:
+            await _close_run(run)
+
+    async def _beat(self) -> None:
+        """Heartbeat in Redis (for metrics) and in the file ``<data_dir>/worker.alive`` (for a
+        container's liveness and readiness probes), every :data:`_BEAT_SECONDS`."""
+        alive = anyio.Path(self.settings.data_dir) / "worker.alive"
+        await alive.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            await alive.write_text(f"{self.name} {os.getpid()}\n")
+            try:
+                await self.queue.beat(
+                    self.name, self.concurrency, max(self.busy, 0), _BEAT_TTL_SECONDS, os.getpid()
+                )
+            except ServerUnavailableError as exc:
+                logger.warning("cannot publish %s's heartbeat: %s", self.name, exc)
+            await anyio.sleep(_BEAT_SECONDS)
+
+
+async def _close_run(run: RunScope) -> None:
+    """Send what the run's local log still holds (bounded), then close it."""
+    if run.ctx is not None:
+        with anyio.move_on_after(2):
+            try:
+                await run.ctx.writer.flush()
+            except AgentMemoryError as exc:
+                logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
+    if run.wal is not None:
+        run.wal.close()
+
+
+async def _hand_back(
+    entries: ConsumerGroup, entry: Delivery, group: ConsumerGroup, ticket: Delivery
+) -> None:
+    """Give a handoff and its ticket back to the role, reclaimable by any worker now."""
+    try:
+        await entries.hand_back(entry)
+        await group.hand_back(ticket)
+        logger.info("handed back %s (ticket %s)", entry.entry_id, ticket.entry_id)
+    except AgentMemoryError as exc:  # left pending: reclaimed after the timeout instead
+        logger.warning("could not hand back %s: %s", entry.entry_id, exc)
+
+
+def _reporter(ctx: Context):  # type: ignore[no-untyped-def]
+    async def report(event: AgentEvent, reason: str) -> None:
+        failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
+        key = failed_key(ctx.role, event.event_id)
+        await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)
+
+    return report
+
+
+async def serve_worker(
+    settings: Settings, role: PoolRole, concurrency: int, handlers: Mapping[PoolRole, Handler]
+) -> int:
+    """Run a worker of ``role`` until SIGTERM or SIGINT, then drain; returns how many tickets
+    it served."""
+    config = agent_memory_config(settings, f"{role}-pool")
+    async with open_memory(config, "service", wait=30.0) as root:
+        worker = Worker(settings, role, root, handlers.get(role), concurrency=concurrency)
+        draining = anyio.Event()
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        logger.info(
+                            "%s received %s; draining", worker.name, signal.Signals(signum).name
+                        )
+                        draining.set()
+                        return
+
+            tg.start_soon(on_signal)
+            logger.info(
+                "worker %s (%s@%s:%d) started", worker.name, role, socket.gethostname(), os.getpid()
+            )
+            await worker.run(draining)
+            tg.cancel_scope.cancel()
+        return worker.served

@@ -1,0 +1,85 @@
+"""Long-lived workers per role serve runs submitted by several tenants (issue 19)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devservers import ServerUrls
+from tests.orchestrator.runs import ROOT, assert_run_is_whole, cli_env, outcome
+from tests.service.pool import Pool
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(servers: ServerUrls, tmp_path: Path) -> dict[str, str]:
+    return cli_env(servers.redis_url, servers.database_url, tmp_path)
+
+
+@pytest.fixture
+def pool(env: dict[str, str], tmp_path: Path) -> Iterator[Pool]:
+    started = Pool(env, tmp_path / "workers")
+    yield started
+    started.stop()
+
+
+async def test_one_pool_serves_runs_of_several_tenants(
+    servers: ServerUrls, env: dict[str, str], pool: Pool, namespace: str
+) -> None:
+    """Workers started once serve two tenants' runs to whole reports; submit returns the id."""
+    pool.start_all()
+    ids = []
+    for tenant in ("acme", "globex"):
+        run_id = f"{namespace}-{tenant}"
+        submitted = cli(env, "submit", "--tenant", tenant, "--run-id", run_id)
+        assert submitted.returncode == 0, submitted.stderr
+        assert submitted.stdout.strip() == run_id
+        ids.append(run_id)
+    for run_id in ids:
+        waited = cli(env, "wait", run_id, "--timeout", "150", timeout=170)
+        assert waited.returncode == 0, waited.stderr + pool.logs()
+        await assert_run_is_whole(
+            servers.redis_url, servers.database_url, run_id, outcome(waited.stdout)
+        )
+
+
+async def test_the_same_submission_twice_makes_one_run(
+    env: dict[str, str], pool: Pool, namespace: str
+) -> None:
+    """Submitting the same tenant, topic and sources twice gives one run id, run once."""
+    pool.start_all()
+    topic = f"idempotent submissions {namespace}"
+    first = cli(env, "submit", "--tenant", "acme", "--topic", topic)
+    second = cli(env, "submit", "--tenant", "acme", "--topic", topic)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.strip() == second.stdout.strip()
+    waited = cli(env, "wait", first.stdout.strip(), "--timeout", "150", timeout=170)
+    assert waited.returncode == 0, waited.stderr + pool.logs()
+
+
+def test_wait_times_out_with_exit_2_on_a_run_nobody_serves(
+    env: dict[str, str], namespace: str
+) -> None:
+    """Without workers, a submitted run stays queued; ``wait`` gives up with exit code 2."""
+    submitted = cli(env, "submit", "--tenant", "idle", "--run-id", f"{namespace}-idle")
+    assert submitted.returncode == 0, submitted.stderr
+    waited = cli(env, "wait", f"{namespace}-idle", "--timeout", "0.5")
+    assert waited.returncode == 2, waited.stderr
+    assert "did not end within" in waited.stderr

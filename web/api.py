@@ -1,0 +1,125 @@
+"""The service's HTTP API on ``agentmem serve``: submit a run, read its state, scrape metrics.
+
+- ``POST /api/runs`` with a JSON body ``{"tenant": ..., "topic": ..., "sources": [{"name":
+  ..., "text": ...}], "run_id": ... (optional)}`` submits a run to the pool and answers 202
+  with ``{"run_id": ..., "state": ...}`` (the same submission twice: the same run). A tenant
+  whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400.
+- ``GET /metrics``: the service's signals in the Prometheus text format (:mod:`service.metrics`).
+- ``GET /api/runs/{id}``: the run's state (``queued``, ``running``, ``completed``, ``failed``)
+  and, once it ended, its report's path or the reason it failed.
+
+**Cross-site requests.** The API takes no CSRF token: it answers a POST only with a JSON body
+(``Content-Type: application/json``), which a page on another site cannot send without a CORS
+preflight this server never grants, and a browser's cross-site request carries an ``Origin``
+that :class:`web.guard.HostGuard` refuses. A tool that sends no ``Origin`` (curl, a client in
+another process) is served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agents.protocol import SourceDoc
+from agents.settings import Settings
+from memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
+from service.metrics import prometheus_text, snapshot
+from service.submit import run_state, submit
+
+MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+class RunSubmission(BaseModel):
+    """What ``POST /api/runs`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(default="default", min_length=1, max_length=256)
+    topic: str = Field(min_length=1, max_length=500)
+    sources: list[SourceDoc] = Field(min_length=1, max_length=50)
+    run_id: str | None = None
+
+
+def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
+    """The API's routes over the app's open memory (``memory()``: opened at startup)."""
+
+    async def create(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _error(415, "send the run as JSON (Content-Type: application/json)")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        try:
+            body = RunSubmission.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as exc:
+            return _error(400, f"not a run submission: {_one_line(exc)}")
+        try:
+            done = await submit(
+                memory(),
+                settings,
+                tenant=validate_id(body.tenant, "tenant"),
+                topic=body.topic.strip(),
+                sources=body.sources,
+                run_id=body.run_id,
+            )
+        except QueueFullError as exc:
+            return _error(429, str(exc), {"Retry-After": f"{max(1, round(exc.retry_after))}"})
+        except (InvalidIdError, ValidationError) as exc:
+            return _error(400, _one_line(exc))
+        location = f"/api/runs/{done.run_id}"
+        return JSONResponse(
+            {"run_id": done.run_id, "state": done.state},
+            status_code=202,
+            headers={"Location": location},
+        )
+
+    async def state(request: Request) -> Response:
+        try:
+            run_id = validate_id(request.path_params["run_id"], "run id")
+            status = await run_state(memory(), run_id)
+        except InvalidIdError as exc:
+            return _error(400, str(exc))
+        except AgentMemoryError as exc:
+            return _error(503, str(exc))
+        if status.state == "unknown":
+            return _error(404, f"no run {run_id}")
+        return JSONResponse(
+            {
+                "run_id": status.run_id,
+                "state": status.state,
+                "tenant": status.tenant,
+                "error": status.error,
+                "report_path": status.report_path,
+                "sections": status.sections,
+                "approved": status.approved,
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        try:
+            text = prometheus_text(await snapshot(memory(), settings))
+        except AgentMemoryError as exc:
+            return Response(f"# cannot read the signals: {exc}\n", status_code=503)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/metrics", metrics),
+        Route("/api/runs", create, methods=["POST"]),
+        Route("/api/runs/{run_id}", state),
+    ]
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
