@@ -18,6 +18,9 @@ from typing import NoReturn
 
 from orchestrator import cli_run, cli_runs
 from orchestrator.cli_common import app
+from orchestrator.cli_servers import servers_app
+
+app.add_typer(servers_app, name="servers")
 
 __all__ = ["app", "cli_run", "cli_runs", "main"]
 

@@ -133,31 +133,41 @@ def checked_run_id(value: str) -> str:
 
 @contextmanager
 def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
-    """The settings with server URLs: the configured ones, or local servers started now (said
-    on stderr unless ``quiet``)."""
+    """The settings with server URLs: the configured ones, or the checkout's shared local
+    servers (:mod:`devservers.shared`): started now if no other command runs them (said on
+    stderr unless ``quiet``), else attached to."""
     from pydantic import SecretStr  # noqa: PLC0415 - deferred: not needed by --help
-
-    from devservers import local_servers  # noqa: PLC0415
 
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    if redis_url and database_url:
+        yield settings
+        return
+    from devservers.shared import shared_servers  # noqa: PLC0415
+
     missing = [
         name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url
     ]
-    if missing:
-        unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
-        if not quiet:
-            errors().print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
-    data_dir = Path(settings.data_dir) / "servers"
+    unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
     started = time.monotonic()
-    with local_servers(
-        redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
-    ) as urls:
-        if missing and not quiet:
+
+    def announce() -> None:
+        if not quiet:
+            errors().print(f"[dim]starting local Redis and PostgreSQL ({unset} not set)…[/]")
+
+    with shared_servers(
+        servers_dir(settings), appendfsync=settings.redis_appendfsync, on_start=announce
+    ) as shared:
+        if shared.started and not quiet:
             errors().print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
             update={
-                "redis_url": SecretStr(urls.redis_url),
-                "database_url": SecretStr(urls.database_url),
+                "redis_url": SecretStr(redis_url or shared.urls.redis_url),
+                "database_url": SecretStr(database_url or shared.urls.database_url),
             }
         )
+
+
+def servers_dir(settings: Settings) -> Path:
+    """Where the checkout's local servers keep their data, state and leases."""
+    return Path(settings.data_dir) / "servers"
