@@ -14,7 +14,7 @@
 from memory.agent_event import AgentEvent
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, redact
-from memory.consumer import ConsumerGroup, DeadLetter, Delivery
+from memory.consumer import ConsumerGroup, DeadLetter, Delivery, PendingSummary
 from memory.durable import DurableWriter
 from memory.errors import (
     AgentMemoryError,
@@ -73,6 +73,7 @@ __all__ = [
     "Memory",
     "MemoryConfig",
     "NewFact",
+    "PendingSummary",
     "Permit",
     "PermitLostError",
     "PoisonMessageError",

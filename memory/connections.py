@@ -27,7 +27,7 @@ import functools
 import os
 import re
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TypeVar
@@ -88,10 +88,75 @@ class MemoryConfig:
             msg = f"client_name {self.client_name!r} must be 1-64 of A-Z a-z 0-9 . _ : -"
             raise InvalidConfigError(msg)
 
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, client_name: str = "agentmem"
+    ) -> MemoryConfig:
+        """The configuration from the environment variables the README documents.
+
+        ``REDIS_URL`` (required), ``DATABASE_URL``, ``DATABASE_READ_URL``,
+        ``AGENTMEM_CONNECT_TIMEOUT_SECONDS``, ``AGENTMEM_COMMAND_TIMEOUT_SECONDS``,
+        ``AGENTMEM_MAX_FACT_BYTES`` (a fact's text and its metadata),
+        ``AGENTMEM_MAX_EVENT_BYTES`` and ``AGENTMEM_MAX_DOCUMENT_BYTES``; unset ones keep their
+        defaults. ``agentmem servers up`` prints ``REDIS_URL`` and ``DATABASE_URL`` for local
+        servers. :class:`InvalidConfigError` names the variable that is missing or malformed.
+        """
+        env = os.environ if environ is None else environ
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            msg = (
+                "REDIS_URL is not set; set it (and DATABASE_URL) to your servers, or to the "
+                "local ones `agentmem servers up` prints"
+            )
+            raise InvalidConfigError(msg)
+        limits = Limits()
+        fact_bytes = _env_number(env, "AGENTMEM_MAX_FACT_BYTES", int, limits.fact_text_bytes)
+        return cls(
+            redis_url=redis_url,
+            database_url=env.get("DATABASE_URL") or None,
+            database_read_url=env.get("DATABASE_READ_URL") or None,
+            connect_timeout=_env_number(
+                env, "AGENTMEM_CONNECT_TIMEOUT_SECONDS", float, DEFAULT_CONNECT_TIMEOUT
+            ),
+            command_timeout=_env_number(
+                env, "AGENTMEM_COMMAND_TIMEOUT_SECONDS", float, DEFAULT_COMMAND_TIMEOUT
+            ),
+            client_name=client_name,
+            limits=Limits(
+                fact_text_bytes=fact_bytes,
+                fact_metadata_bytes=fact_bytes,
+                event_payload_bytes=_env_number(
+                    env, "AGENTMEM_MAX_EVENT_BYTES", int, limits.event_payload_bytes
+                ),
+                document_value_bytes=_env_number(
+                    env, "AGENTMEM_MAX_DOCUMENT_BYTES", int, limits.document_value_bytes
+                ),
+            ),
+        )
+
     @property
     def call_deadline(self) -> float:
         """The longest one PostgreSQL call may take: connect, then run."""
         return self.connect_timeout + self.command_timeout
+
+
+N = TypeVar("N", int, float)
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type[N], default: N) -> N:
+    """The number in variable ``name``, or ``default`` when it is unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        msg = f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+        raise InvalidConfigError(msg) from None
+    if value <= 0:
+        msg = f"{name} must be more than 0, got {text!r}"
+        raise InvalidConfigError(msg)
+    return value
 
 
 def redact(url: str) -> str:
