@@ -159,6 +159,11 @@ def _env_number(env: Mapping[str, str], name: str, kind: type[N], default: N) ->
     return value
 
 
+def _reason(exc: BaseException) -> str:
+    """A driver's message as a clause of ours: one line, without its closing full stop."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+
+
 def redact(url: str) -> str:
     """The URL without its secrets (safe for messages and logs); each of a comma list.
 
@@ -319,13 +324,13 @@ async def _ask(client: RedisClient, url: str, request: Awaitable[T]) -> T:
     try:
         return await request
     except redis.AuthenticationError as exc:
-        msg = f"Redis at {redact(url)} refused the credentials: {exc}"
+        msg = f"Redis at {redact(url)} refused the credentials: {_reason(exc)}"
         raise InvalidConfigError(msg) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        msg = f"cannot reach Redis at {redact(url)}: {exc}; start it or fix REDIS_URL"
+        msg = f"cannot reach Redis at {redact(url)}: {_reason(exc)}; start it or fix REDIS_URL"
         raise ServerUnavailableError(msg) from exc
     except redis.RedisError as exc:
-        msg = f"Redis at {redact(url)} refused to start a session: {exc}"
+        msg = f"Redis at {redact(url)} refused to start a session: {_reason(exc)}"
         raise InvalidConfigError(msg) from exc
 
 
@@ -406,7 +411,7 @@ async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -
             reset=_keep_session,
         )
     except _AUTH_ERRORS as exc:
-        msg = f"PostgreSQL at {where} refused the connection: {exc}; fix DATABASE_URL"
+        msg = f"PostgreSQL at {where} refused the connection: {_reason(exc)}; fix DATABASE_URL"
         raise InvalidConfigError(msg) from exc
     except (
         OSError,
@@ -415,8 +420,7 @@ async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -
         asyncpg.CannotConnectNowError,
         asyncpg.InterfaceError,
     ) as exc:
-        reason = str(exc) or type(exc).__name__
-        msg = f"cannot reach PostgreSQL at {where}: {reason}; start it or fix DATABASE_URL"
+        msg = f"cannot reach PostgreSQL at {where}: {_reason(exc)}; start it or fix DATABASE_URL"
         raise ServerUnavailableError(msg) from exc
     except (ValueError, asyncpg.ClientConfigurationError) as exc:
         msg = f"DATABASE_URL {where!r} is not a PostgreSQL URL: {exc}"

@@ -34,6 +34,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         end_now(exc.code)
+    except BrokenPipeError:  # a command not guarded by one_line_errors, whose reader went away
+        end_now(0)
     end_now(0)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,11 @@ def console() -> Console:
     """Standard output, through rich (created on first use)."""
     from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
 
-    return Console()
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1
+            stdout_closed()
+
+    return Stdout()
 
 
 @functools.cache
@@ -86,7 +91,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
-    """End the command with one line on stderr and exit 1 on any error, never a traceback.
+    """End the command with one line on stderr and exit 1 on any error, never a traceback;
+    a closed standard output (the reader went away) ends it quietly with exit 0.
 
     Project errors (and OS errors) are expected: their message is the line. Anything else is a
     bug: it is named as unexpected, and ``AGENTMEM_DEBUG=1`` shows its traceback.
@@ -98,6 +104,8 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
             command(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter, typer.exceptions.TyperException):
             raise
+        except BrokenPipeError:
+            stdout_closed()
         except Exception as exc:
             from memory import AgentMemoryError, leaves  # noqa: PLC0415 - loaded by now
 
@@ -111,6 +119,17 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
             fail(message)
 
     return guarded
+
+
+def stdout_closed() -> NoReturn:
+    """End quietly with exit 0: whoever read our output stopped (``agentmem inspect | head``).
+
+    Standard output is pointed at /dev/null first, so that flushing what is left of it on the
+    way out fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise SystemExit(0)  # not an Exception: nothing on the way out mistakes it for an error
 
 
 def _one_line(exc: BaseException) -> str:
