@@ -20,6 +20,7 @@ from rich.text import Text
 
 from agents import RUN_STREAM, Settings
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
+from agents.models import citation
 from memory import DeadLetter, Memory, RunEntry, open_memory
 from orchestrator.tracker import RunState, RunTracker
 
@@ -145,7 +146,8 @@ async def show_run(
             for category in await m.memory.list_categories():
                 for fact in await m.memory.get_facts_by_category(category):
                     source = fact.metadata.get("source")
-                    console.print(f"[F{fact.id}] ({category}, {source}) {fact.fact}", markup=False)
+                    line = f"{citation(fact.id)} ({category}, {source}) {fact.fact}"
+                    console.print(line, markup=False)
         if events:
             for event in await log.read_events(count=10_000):
                 console.print(

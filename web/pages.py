@@ -10,6 +10,7 @@ import difflib
 from html import escape
 from urllib.parse import quote
 
+from agents.models import citation, citation_label
 from memory import RunEntry
 from orchestrator.timeline import timeline_svg
 from web.data import RunView, Version
@@ -168,7 +169,7 @@ def _version(version: Version, previous: Version | None, *, open_: bool) -> str:
     doc, draft, review = version.document, version.draft, version.review
     paragraphs = "".join(
         f"<p>{escape(p.text)} "
-        + "".join(f'<a href="#fact-{c}">[F{c}]</a>' for c in p.citations)
+        + "".join(f'<a href="#fact-{c}">{citation(c)}</a>' for c in p.citations)
         + "</p>"
         for p in draft.paragraphs
     )
@@ -207,7 +208,7 @@ def _version(version: Version, previous: Version | None, *, open_: bool) -> str:
 
 def _facts(view: RunView) -> str:
     rows = "".join(
-        f'<tr id="fact-{f.id}"><td>F{f.id}</td><td>{escape(f.category)}</td>'
+        f'<tr id="fact-{f.id}"><td>{citation_label(f.id)}</td><td>{escape(f.category)}</td>'
         f"<td>{escape(str(f.metadata.get('source', '')))}</td><td>{escape(f.fact)}</td></tr>"
         for f in view.facts
     )
