@@ -74,8 +74,16 @@ def test_serve_and_run_share_the_servers_and_the_live_page_follows_the_run(
         assert code == 0, stderr[-2000:]
         assert Path(stdout.strip()).exists()
         assert read_state(directory) == state  # the run started nothing of its own
-        with urllib.request.urlopen(f"{web}/runs/{run_id}", timeout=30) as page:
-            assert "completed" in page.read().decode()
+        with urllib.request.urlopen(f"{web}/runs/{run_id}", timeout=30) as response:
+            page = response.read().decode()
+        with urllib.request.urlopen(f"{web}/runs/{run_id}/report", timeout=30) as response:
+            report = response.read().decode()
+    assert "completed" in page
+    assert 'class="legend"' in page  # what the timeline's marks mean
+    assert 'id="report"' in page  # the report, rendered on the run's page
+    assert f'href="/runs/{run_id}/report"' in page
+    assert "<h2>Summary</h2>" in report
+    assert "[F" in report
     assert "run.completed" in seen
     assert any(kind.startswith("section.") for kind in seen)
     deadline = time.monotonic() + 60
