@@ -240,10 +240,9 @@ async def test_the_run_list_filters_by_state_and_refreshes_itself(
     config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
     failed, completed = f"{namespace}-failed", f"{namespace}-completed"
     async with open_memory(config, namespace) as m:
-        for run_id, state in ((failed, "failed"), (completed, "completed")):
-            await m.runs.put(
-                RunEntry(run_id=run_id, topic="t", state=state, started_at=datetime.now(UTC))
-            )
+        now = datetime.now(UTC)
+        await m.runs.put(RunEntry(run_id=failed, topic="t", state="failed", started_at=now))
+        await m.runs.put(RunEntry(run_id=completed, topic="t", state="completed", started_at=now))
     try:
         status, page = await fetch(f"{web_url}/runs?state=failed")
         assert status == 200
