@@ -18,6 +18,16 @@ from agents.protocol import SectionPlan
 FactId = Annotated[int, Field(ge=1)]
 
 
+def citation_label(fact_id: int) -> str:
+    """``F25``: how every view names fact 25 (report, web page, inspect, prompts)."""
+    return f"F{fact_id}"
+
+
+def citation(fact_id: int) -> str:
+    """``[F25]``: a citation of fact 25, the same in the report, the web view and inspect."""
+    return f"[{citation_label(fact_id)}]"
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -134,7 +144,7 @@ class SectionDraft(_Output):
     def to_markdown(self) -> str:
         """The section as markdown, each paragraph followed by its citations as [F<id>]."""
         body = [
-            f"{p.text.strip()} {''.join(f'[F{c}]' for c in p.citations)}".rstrip()
+            f"{p.text.strip()} {''.join(citation(c) for c in p.citations)}".rstrip()
             for p in self.paragraphs
         ]
         return "\n\n".join([f"## {self.title}", *body]) + "\n"

@@ -1,7 +1,9 @@
 """Local development servers: real Redis-compatible and PostgreSQL servers from PyPI wheels.
 
 Used by the CLI, the tests, chaos and the benchmarks when ``REDIS_URL`` / ``DATABASE_URL`` are
-unset. The memory library never starts servers; it only connects to the URLs it is given.
+unset. :func:`local_servers` starts a set owned by the caller; :func:`shared_servers` attaches
+to the checkout's set, shared by every command (:mod:`devservers.shared`). The memory library
+never starts servers; it only connects to the URLs it is given.
 """
 
 from devservers.errors import ServerStartError
@@ -13,6 +15,7 @@ from devservers.servers import (
     ServerUrls,
     local_servers,
 )
+from devservers.shared import SharedServers, shared_servers
 
 __all__ = [
     "APPENDFSYNC_POLICIES",
@@ -20,7 +23,9 @@ __all__ = [
     "EmbeddedRedis",
     "ServerStartError",
     "ServerUrls",
+    "SharedServers",
     "die_with_parent",
     "free_port",
     "local_servers",
+    "shared_servers",
 ]

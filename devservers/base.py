@@ -37,9 +37,27 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path) 
         if check():
             return
         time.sleep(0.05)
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-    msg = f"{what} did not become ready within {timeout:.0f}s; last log lines:\n{tail}"
+    msg = f"{what} did not become ready within {timeout:.0f} s: {log_reason(log)}"
     raise ServerStartError(msg)
+
+
+_REASON_MARKS = ("FATAL", "PANIC", "ERROR", "error", "Error", "# ")
+
+
+def log_reason(log: Path) -> str:
+    """One line from a server's log saying why it stopped: the last line that reads like an
+    error (PostgreSQL's ``FATAL:``, Redis's ``# ...``), else the last line; then the log's path.
+    """
+    try:
+        lines = [" ".join(line.split()) for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return f"no log at {log}"
+    lines = [line for line in lines if line]
+    marked = [line for line in lines if any(mark in line for mark in _REASON_MARKS)]
+    reason = (marked or lines or ["the log is empty"])[-1]
+    if len(reason) > 300:
+        reason = f"{reason[:299]}…"
+    return f"{reason} (log: {log})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +186,8 @@ class Server(StartStop):
 
     def _ready_or_dead(self) -> bool:
         if self._proc is not None and self._proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            msg = f"{self.name} exited with code {self._proc.returncode}:\n{tail}"
+            reason = log_reason(self.log_path)
+            msg = f"{self.name} exited with code {self._proc.returncode}: {reason}"
             raise ServerStartError(msg)
         return self._ready()
 

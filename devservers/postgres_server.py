@@ -106,7 +106,8 @@ class EmbeddedPostgres(Server):
             extra_groups=run_as.extra_groups,
         )
         if result.returncode != 0:
-            msg = f"initdb failed ({result.returncode}): {result.stderr.decode(errors='replace')}"
+            reason = " ".join(result.stderr.decode(errors="replace").split())[-300:]
+            msg = f"initdb failed ({result.returncode}): {reason}"
             raise ServerStartError(msg)
 
     def _command(self) -> list[str]:

@@ -27,7 +27,7 @@ import functools
 import os
 import re
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, TypeVar
@@ -88,10 +88,80 @@ class MemoryConfig:
             msg = f"client_name {self.client_name!r} must be 1-64 of A-Z a-z 0-9 . _ : -"
             raise InvalidConfigError(msg)
 
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, client_name: str = "agentmem"
+    ) -> MemoryConfig:
+        """The configuration from the environment variables the README documents.
+
+        ``REDIS_URL`` (required), ``DATABASE_URL``, ``DATABASE_READ_URL``,
+        ``AGENTMEM_CONNECT_TIMEOUT_SECONDS``, ``AGENTMEM_COMMAND_TIMEOUT_SECONDS``,
+        ``AGENTMEM_MAX_FACT_BYTES`` (a fact's text and its metadata),
+        ``AGENTMEM_MAX_EVENT_BYTES`` and ``AGENTMEM_MAX_DOCUMENT_BYTES``; unset ones keep their
+        defaults. ``agentmem servers up`` prints ``REDIS_URL`` and ``DATABASE_URL`` for local
+        servers. :class:`InvalidConfigError` names the variable that is missing or malformed.
+        """
+        env = os.environ if environ is None else environ
+        redis_url = env.get("REDIS_URL", "").strip()
+        if not redis_url:
+            msg = (
+                "REDIS_URL is not set; set it (and DATABASE_URL) to your servers, or to the "
+                "local ones `agentmem servers up` prints"
+            )
+            raise InvalidConfigError(msg)
+        limits = Limits()
+        fact_bytes = _env_number(env, "AGENTMEM_MAX_FACT_BYTES", int, limits.fact_text_bytes)
+        return cls(
+            redis_url=redis_url,
+            database_url=env.get("DATABASE_URL") or None,
+            database_read_url=env.get("DATABASE_READ_URL") or None,
+            connect_timeout=_env_number(
+                env, "AGENTMEM_CONNECT_TIMEOUT_SECONDS", float, DEFAULT_CONNECT_TIMEOUT
+            ),
+            command_timeout=_env_number(
+                env, "AGENTMEM_COMMAND_TIMEOUT_SECONDS", float, DEFAULT_COMMAND_TIMEOUT
+            ),
+            client_name=client_name,
+            limits=Limits(
+                fact_text_bytes=fact_bytes,
+                fact_metadata_bytes=fact_bytes,
+                event_payload_bytes=_env_number(
+                    env, "AGENTMEM_MAX_EVENT_BYTES", int, limits.event_payload_bytes
+                ),
+                document_value_bytes=_env_number(
+                    env, "AGENTMEM_MAX_DOCUMENT_BYTES", int, limits.document_value_bytes
+                ),
+            ),
+        )
+
     @property
     def call_deadline(self) -> float:
         """The longest one PostgreSQL call may take: connect, then run."""
         return self.connect_timeout + self.command_timeout
+
+
+N = TypeVar("N", int, float)
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type[N], default: N) -> N:
+    """The number in variable ``name``, or ``default`` when it is unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        msg = f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+        raise InvalidConfigError(msg) from None
+    if value <= 0:
+        msg = f"{name} must be more than 0, got {text!r}"
+        raise InvalidConfigError(msg)
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    """A driver's message as a clause of ours: one line, without its closing full stop."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
 
 
 def redact(url: str) -> str:
@@ -254,13 +324,13 @@ async def _ask(client: RedisClient, url: str, request: Awaitable[T]) -> T:
     try:
         return await request
     except redis.AuthenticationError as exc:
-        msg = f"Redis at {redact(url)} refused the credentials: {exc}"
+        msg = f"Redis at {redact(url)} refused the credentials: {_reason(exc)}"
         raise InvalidConfigError(msg) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        msg = f"cannot reach Redis at {redact(url)}: {exc}; start it or fix REDIS_URL"
+        msg = f"cannot reach Redis at {redact(url)}: {_reason(exc)}; start it or fix REDIS_URL"
         raise ServerUnavailableError(msg) from exc
     except redis.RedisError as exc:
-        msg = f"Redis at {redact(url)} refused to start a session: {exc}"
+        msg = f"Redis at {redact(url)} refused to start a session: {_reason(exc)}"
         raise InvalidConfigError(msg) from exc
 
 
@@ -341,7 +411,7 @@ async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -
             reset=_keep_session,
         )
     except _AUTH_ERRORS as exc:
-        msg = f"PostgreSQL at {where} refused the connection: {exc}; fix DATABASE_URL"
+        msg = f"PostgreSQL at {where} refused the connection: {_reason(exc)}; fix DATABASE_URL"
         raise InvalidConfigError(msg) from exc
     except (
         OSError,
@@ -350,8 +420,7 @@ async def postgres_pool(config: MemoryConfig, dsn: str, *, lazy: bool = False) -
         asyncpg.CannotConnectNowError,
         asyncpg.InterfaceError,
     ) as exc:
-        reason = str(exc) or type(exc).__name__
-        msg = f"cannot reach PostgreSQL at {where}: {reason}; start it or fix DATABASE_URL"
+        msg = f"cannot reach PostgreSQL at {where}: {_reason(exc)}; start it or fix DATABASE_URL"
         raise ServerUnavailableError(msg) from exc
     except (ValueError, asyncpg.ClientConfigurationError) as exc:
         msg = f"DATABASE_URL {where!r} is not a PostgreSQL URL: {exc}"

@@ -12,6 +12,11 @@ at all, at its first delivery. A consumer never crashes on bad input.
 A worker on a long step calls :meth:`ConsumerGroup.touch` now and then, so that its live
 entries are never mistaken for a dead worker's.
 
+:meth:`ConsumerGroup.pending_summary` shows what a group has taken and not acknowledged, who
+holds it, and how many entries the group has not been delivered yet (its lag), without
+claiming, acknowledging or reading anything: one transaction of XPENDING (summary), XPENDING
+(the oldest entry) and XINFO GROUPS.
+
 A failure that may be transient (:meth:`ConsumerGroup.fail` without ``final``) is retried
 after a backoff that doubles with each attempt: the entry is left pending and its idle time
 is set so that it becomes reclaimable after that backoff.
@@ -61,7 +66,7 @@ from memory._codec import as_str, utc_now
 from memory._scripts import LuaScript
 from memory.agent_event import AgentEvent
 from memory.connections import RedisClient
-from memory.errors import DeliveryLostError, PoisonMessageError
+from memory.errors import DeliveryLostError, PoisonMessageError, StoreError
 from memory.keys import validate_id
 
 logger = logging.getLogger(__name__)
@@ -126,20 +131,6 @@ class Delivery:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class PendingSummary:
-    """What a consumer group has yet to finish, seen without changing anything."""
-
-    group: str
-    pending: int  # delivered and not yet acknowledged, across its workers
-    consumers: dict[str, int]  # pending entries per worker that holds any
-    oldest_id: str | None  # the pending entry with the lowest id
-    oldest_idle_ms: int | None  # how long since it was delivered or touched
-    oldest_deliveries: int | None  # how many times it has been delivered
-    lag: int | None  # entries not yet delivered to the group (None: the server cannot tell)
-    last_delivered_id: str
-
-
 ORIGINAL_FIELDS = "fields"  # the dead letter's field holding the original entry, as JSON
 
 
@@ -181,6 +172,29 @@ class DeadLetter:
             failed_at=datetime.fromisoformat(data["failed_at"]),
             route=data.get("route", ""),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """A consumer group at one moment, read without changing it.
+
+    ``pending``: entries delivered to a consumer and not acknowledged (being worked on, or
+    held by a dead consumer until reclaimed); ``consumers``: how many each consumer holds;
+    ``oldest_id`` / ``oldest_idle_ms`` / ``oldest_deliveries``: the oldest of them, how long
+    since it was last delivered or touched, and how many times it was delivered; ``lag``:
+    entries of the stream not yet delivered to the group (None when the server cannot tell,
+    after entries were deleted from the middle of the stream); ``last_delivered_id``: the last
+    entry the group was given.
+    """
+
+    group: str
+    pending: int
+    consumers: dict[str, int]
+    oldest_id: str | None
+    oldest_idle_ms: int | None
+    oldest_deliveries: int | None
+    lag: int | None
+    last_delivered_id: str
 
 
 @translate_errors
@@ -226,31 +240,6 @@ class ConsumerGroup:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-
-    async def pending_summary(self) -> PendingSummary:
-        """The group's pending entries and lag, in one round trip that changes nothing (no
-        delivery is counted, no idle time reset): how many entries each worker holds, the
-        oldest pending entry with its idle time and delivery count, and how many entries
-        the group has not been given yet (``XINFO GROUPS``' lag). Raises
-        :class:`~memory.errors.StoreError` if the group does not exist."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xinfo_groups(self.stream_key)
-            pipe.xpending(self.stream_key, self.name)
-            pipe.xpending_range(self.stream_key, self.name, "-", "+", 1)
-            groups, summary, oldest = await pipe.execute()
-        [info] = [g for g in groups if as_str(g["name"]) == self.name]
-        first = oldest[0] if oldest else None
-        lag = info.get("lag")
-        return PendingSummary(
-            group=self.name,
-            pending=int(summary["pending"]),
-            consumers={as_str(c["name"]): int(c["pending"]) for c in summary["consumers"]},
-            oldest_id=as_str(first["message_id"]) if first else None,
-            oldest_idle_ms=int(first["time_since_delivered"]) if first else None,
-            oldest_deliveries=int(first["times_delivered"]) if first else None,
-            lag=int(lag) if lag is not None else None,
-            last_delivered_id=as_str(info["last-delivered-id"]),
-        )
 
     async def read(self, count: int = 10, block_ms: int = 1000) -> list[Delivery]:
         """Entries to work on: after a failed read, this worker's own entries whose delivery
@@ -406,6 +395,42 @@ class ConsumerGroup:
             "drop the work without acting on it further"
         )
         raise DeliveryLostError(msg)
+
+    async def pending_summary(self) -> PendingSummary:
+        """The group's pending entries and lag (:class:`PendingSummary`), in one round trip;
+        nothing is claimed, acknowledged or read. :class:`StoreError` if the group does not
+        exist (``ensure()`` creates it)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.xinfo_groups(self.stream_key)
+            pipe.xpending(self.stream_key, self.name)
+            pipe.xpending_range(self.stream_key, self.name, "-", "+", 1)
+            groups, summary, oldest = await pipe.execute(raise_on_error=False)
+        info = (
+            next(
+                (g for g in groups if as_str(g["name"]) == self.name),
+                None,
+            )
+            if isinstance(groups, list)
+            else None
+        )
+        if info is None or isinstance(summary, Exception):
+            msg = (
+                f"consumer group {self.name!r} does not exist on {self.stream_key!r}; "
+                "ensure() creates it"
+            )
+            raise StoreError(msg)
+        first = oldest[0] if isinstance(oldest, list) and oldest else None
+        lag = info.get("lag")
+        return PendingSummary(
+            group=self.name,
+            pending=int(summary["pending"]),
+            consumers={as_str(c["name"]): int(c["pending"]) for c in summary["consumers"]},
+            oldest_id=as_str(first["message_id"]) if first else None,
+            oldest_idle_ms=int(first["time_since_delivered"]) if first else None,
+            oldest_deliveries=int(first["times_delivered"]) if first else None,
+            lag=None if lag is None else int(lag),
+            last_delivered_id=as_str(info["last-delivered-id"]),
+        )
 
     async def _reclaim(self, count: int) -> tuple[list[Any], dict[str, int]]:
         """Claim entries idle past ``reclaim_idle_ms``; returns them and their delivery counts."""

@@ -18,6 +18,9 @@ from typing import NoReturn
 
 from orchestrator import cli_mcp, cli_run, cli_runs, cli_service
 from orchestrator.cli_common import app
+from orchestrator.cli_servers import servers_app
+
+app.add_typer(servers_app, name="servers")
 
 __all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "main"]
 
@@ -31,6 +34,8 @@ def main() -> None:
         app()
     except SystemExit as exc:
         end_now(exc.code)
+    except BrokenPipeError:  # a command not guarded by one_line_errors, whose reader went away
+        end_now(0)
     end_now(0)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,11 @@ def console() -> Console:
     """Standard output, through rich (created on first use)."""
     from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
 
-    return Console()
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits 1
+            stdout_closed()
+
+    return Stdout()
 
 
 @functools.cache
@@ -86,7 +91,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
-    """End the command with one line on stderr and exit 1 on any error, never a traceback.
+    """End the command with one line on stderr and exit 1 on any error, never a traceback;
+    a closed standard output (the reader went away) ends it quietly with exit 0.
 
     Project errors (and OS errors) are expected: their message is the line. Anything else is a
     bug: it is named as unexpected, and ``AGENTMEM_DEBUG=1`` shows its traceback.
@@ -98,6 +104,8 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
             command(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter, typer.exceptions.TyperException):
             raise
+        except BrokenPipeError:
+            stdout_closed()
         except Exception as exc:
             from memory import AgentMemoryError, leaves  # noqa: PLC0415 - loaded by now
 
@@ -111,6 +119,17 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
             fail(message)
 
     return guarded
+
+
+def stdout_closed() -> NoReturn:
+    """End quietly with exit 0: whoever read our output stopped (``agentmem inspect | head``).
+
+    Standard output is pointed at /dev/null first, so that flushing what is left of it on the
+    way out fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise SystemExit(0)  # not an Exception: nothing on the way out mistakes it for an error
 
 
 def _one_line(exc: BaseException) -> str:
@@ -133,31 +152,41 @@ def checked_run_id(value: str) -> str:
 
 @contextmanager
 def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
-    """The settings with server URLs: the configured ones, or local servers started now (said
-    on stderr unless ``quiet``)."""
+    """The settings with server URLs: the configured ones, or the checkout's shared local
+    servers (:mod:`devservers.shared`): started now if no other command runs them (said on
+    stderr unless ``quiet``), else attached to."""
     from pydantic import SecretStr  # noqa: PLC0415 - deferred: not needed by --help
-
-    from devservers import local_servers  # noqa: PLC0415
 
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    if redis_url and database_url:
+        yield settings
+        return
+    from devservers.shared import shared_servers  # noqa: PLC0415
+
     missing = [
         name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url
     ]
-    if missing:
-        unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
-        if not quiet:
-            errors().print(f"[dim]starting local {' and '.join(missing)} ({unset} not set)…[/]")
-    data_dir = Path(settings.data_dir) / "servers"
+    unset = "/".join("REDIS_URL" if n == "Redis" else "DATABASE_URL" for n in missing)
     started = time.monotonic()
-    with local_servers(
-        redis_url, database_url, data_dir, redis_appendfsync=settings.redis_appendfsync
-    ) as urls:
-        if missing and not quiet:
+
+    def announce() -> None:
+        if not quiet:
+            errors().print(f"[dim]starting local Redis and PostgreSQL ({unset} not set)…[/]")
+
+    with shared_servers(
+        servers_dir(settings), appendfsync=settings.redis_appendfsync, on_start=announce
+    ) as shared:
+        if shared.started and not quiet:
             errors().print(f"[dim]servers ready in {time.monotonic() - started:.1f} s[/]")
         yield settings.model_copy(
             update={
-                "redis_url": SecretStr(urls.redis_url),
-                "database_url": SecretStr(urls.database_url),
+                "redis_url": SecretStr(redis_url or shared.urls.redis_url),
+                "database_url": SecretStr(database_url or shared.urls.database_url),
             }
         )
+
+
+def servers_dir(settings: Settings) -> Path:
+    """Where the checkout's local servers keep their data, state and leases."""
+    return Path(settings.data_dir) / "servers"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -29,10 +33,12 @@ def runs(
     limit: Annotated[
         int, typer.Option(min=1, max=1000, help="Show at most this many.", metavar="N")
     ] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per run, one per line.")
+    ] = False,
 ) -> None:
     """List the runs, newest first: id, topic, state, sections, duration, start time."""
     import anyio  # noqa: PLC0415 - deferred, as every import of a command
-    from rich.table import Table  # noqa: PLC0415
 
     from memory import open_memory  # noqa: PLC0415
 
@@ -42,29 +48,50 @@ def runs(
         async with open_memory(ready.memory_config(), "runs") as m:
             return await m.runs.newest(limit)
 
-    with servers(settings) as ready:
+    with servers(settings, quiet=as_json) as ready:
         entries = anyio.run(go, ready)
+    if as_json:
+        for entry in entries:
+            typer.echo(entry.model_dump_json())
+        return
     if not entries:
         console().print("no runs yet; start one with: agentmem run")
         return
-    table = Table(expand=False)
-    for column in ("run", "topic", "state", "sections", "duration"):
-        table.add_column(column, overflow="fold")
-    table.add_column("started (UTC)", no_wrap=True)
+    _run_list(entries)
+
+
+_STATE_STYLE = {"completed": "green", "failed": "red"}
+
+
+def _run_list(entries: list[RunEntry]) -> None:
+    """One line per run, in columns. Run ids are never wrapped or cut, whatever the width (a
+    pipe is 80 columns): the topic is the column that gives way, and a line longer than the
+    terminal is left to it, never folded."""
+    from rich.text import Text  # noqa: PLC0415 - deferred, as every import of a command
+
+    id_width = max(len("run"), *(len(e.run_id) for e in entries))
+    fixed = id_width + 9 + 5 + 7 + 19 + 5 * 2  # the other columns and the gaps between all six
+    topic_width = max(6, min(40, console().width - fixed))
+    header = (
+        f"{'run':<{id_width}}  {'topic':<{topic_width}}  {'state':<9}  {'done':<5}  "
+        f"{'took':>7}  started (UTC)"
+    )
+    console().print(Text(header, style="bold"), soft_wrap=True)
     for entry in entries:
         seconds = entry.seconds
-        state = {"completed": "[green]completed[/]", "failed": "[red]failed[/]"}.get(
-            entry.state, entry.state
+        topic = entry.topic
+        if len(topic) > topic_width:
+            topic = f"{topic[: topic_width - 1]}…"
+        done = f"{entry.approved}/{entry.sections}" if entry.sections else "-"
+        took = "-" if seconds is None else f"{seconds:.1f} s"
+        console().print(
+            Text.assemble(
+                f"{entry.run_id:<{id_width}}  {topic:<{topic_width}}  ",
+                (f"{entry.state:<9}", _STATE_STYLE.get(entry.state, "")),
+                f"  {done:<5}  {took:>7}  {entry.started_at:%Y-%m-%d %H:%M:%S}",
+            ),
+            soft_wrap=True,
         )
-        table.add_row(
-            entry.run_id,
-            entry.topic if len(entry.topic) <= 32 else f"{entry.topic[:31]}…",
-            state,
-            f"{entry.approved}/{entry.sections}" if entry.sections else "-",
-            "-" if seconds is None else f"{seconds:.1f} s",
-            f"{entry.started_at:%Y-%m-%d %H:%M:%S}",
-        )
-    console().print(table)
 
 
 @app.command(short_help="Show a run: sections, failures, versions.")
@@ -85,19 +112,30 @@ def inspect(
     full: Annotated[
         bool, typer.Option("--full", help="Show event payloads whole, not shortened.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The run as one JSON object (payloads whole).")
+    ] = False,
 ) -> None:
     """Show a run: its sections, why it failed if it did, and on request more detail."""
     import anyio  # noqa: PLC0415 - deferred, as every import of a command
 
-    from orchestrator.inspection import show_run  # noqa: PLC0415
+    from orchestrator.inspection import run_json, show_run  # noqa: PLC0415
 
     settings = settings_from_env()
-    with servers(settings) as ready:
-        found = anyio.run(
-            lambda: show_run(
-                ready, run_id, console(), facts=facts, events=events, section=section, full=full
+    with servers(settings, quiet=as_json) as ready:
+        if as_json:
+            shown = anyio.run(
+                lambda: run_json(ready, run_id, facts=facts, events=events, section=section)
             )
-        )
+            found = shown is not None
+            if shown is not None:
+                typer.echo(json.dumps(shown, ensure_ascii=False))
+        else:
+            found = anyio.run(
+                lambda: show_run(
+                    ready, run_id, console(), facts=facts, events=events, section=section, full=full
+                )
+            )
     if not found:
         _unknown_run(run_id)
 
@@ -118,18 +156,25 @@ def dead_letters(
     full: Annotated[
         bool, typer.Option("--full", help="Show what each one carried in full.")
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per dead letter, one per line.")
+    ] = False,
 ) -> None:
     """List the handoffs the agents of a run gave up on, and why."""
     import anyio  # noqa: PLC0415 - deferred, as every import of a command
 
+    from orchestrator.inspection import dead_letter_json, show_dead_letters  # noqa: PLC0415
     from orchestrator.inspection import dead_letters as read_dead_letters  # noqa: PLC0415
-    from orchestrator.inspection import show_dead_letters  # noqa: PLC0415
 
     settings = settings_from_env()
-    with servers(settings) as ready:
+    with servers(settings, quiet=as_json) as ready:
         letters = anyio.run(lambda: read_dead_letters(ready, run_id))
     if letters is None:
         _unknown_run(run_id)
+    if as_json:
+        for letter in letters:
+            typer.echo(json.dumps(dead_letter_json(letter), ensure_ascii=False))
+        return
     show_dead_letters(console(), letters, full=full)
 
 
@@ -213,11 +258,27 @@ def serve(
     from web import create_app  # noqa: PLC0415
 
     settings = settings_from_env()
-    with servers(settings) as ready:
+    # The socket is bound here, before anything starts: a taken port is one line and exit 1,
+    # and uvicorn serves on this very socket (no window for another process to take it).
+    with _listening(port) as sock, servers(settings) as ready:
         console().print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
-        uvicorn.run(  # stops on Ctrl-C, then the local servers stop
+        config = uvicorn.Config(
             create_app(ready.memory_config(client_name="agentmem:web"), settings=ready),
-            host=HOST,
-            port=port,
             log_level="warning",
         )
+        uvicorn.Server(config).run(sockets=[sock])  # stops on Ctrl-C, then the servers' lease
+
+
+@contextmanager
+def _listening(port: int) -> Iterator[socket.socket]:
+    """A socket bound to ``HOST:port``, or a one-line error saying the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        fail(f"cannot listen on {HOST}:{port}: {reason}; choose another port with --port")
+    with sock:
+        yield sock

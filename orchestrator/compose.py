@@ -1,8 +1,9 @@
 """The report's framing, composed from its approved sections: introduction, summary, sources.
 
 Everything here reads data (the drafts' paragraphs and the fact ids they cite, the facts'
-sources, the review records), never rendered text. Citations are numbered 1..n in the order a
-reader meets them.
+sources, the review records), never rendered text. A citation names its fact by id, ``[F25]``
+(:func:`agents.models.citation`), as the web view, ``agentmem inspect`` and the agents' prompts
+do: one name for a fact everywhere, stable while a run goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agents.documents import Draft, ReviewRecord
+from agents.models import citation, citation_label
 from memory import Document, Fact
 from orchestrator.tracker import LLMTotals
 
@@ -38,24 +40,19 @@ class SectionHistory:
         return Draft.model_validate(self.final.value)
 
 
-def citation_numbers(drafts: Iterable[Draft]) -> dict[int, int]:
-    """Fact id -> citation number, numbered 1..n in reading order (sections, then paragraphs)."""
-    numbers: dict[int, int] = {}
-    for draft in drafts:
-        for paragraph in draft.paragraphs:
-            for fact_id in paragraph.citations:
-                numbers.setdefault(fact_id, len(numbers) + 1)
-    return numbers
+def cited_facts(drafts: Iterable[Draft]) -> list[int]:
+    """Every fact id the drafts cite, once each, in reading order (sections, then paragraphs)."""
+    return list(dict.fromkeys(c for draft in drafts for c in draft.citations))
 
 
-def cite(fact_ids: Iterable[int], numbers: dict[int, int]) -> str:
-    """``[1][2]`` for the given fact ids (those without a number are left out)."""
-    return "".join(f"[{numbers[i]}]" for i in fact_ids if i in numbers)
+def cite(fact_ids: Iterable[int]) -> str:
+    """``[F9][F12]`` for the given fact ids."""
+    return "".join(citation(i) for i in fact_ids)
 
 
-def section_markdown(draft: Draft, numbers: dict[int, int]) -> str:
-    """The section's heading and paragraphs, each followed by its citation numbers."""
-    body = [f"{p.text.strip()} {cite(p.citations, numbers)}".rstrip() for p in draft.paragraphs]
+def section_markdown(draft: Draft) -> str:
+    """The section's heading and paragraphs, each followed by its citations."""
+    body = [f"{p.text.strip()} {cite(p.citations)}".rstrip() for p in draft.paragraphs]
     return "\n\n".join([f"## {draft.title}", *body])
 
 
@@ -80,8 +77,8 @@ def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
     )
 
 
-def summary(drafts: list[Draft], facts: list[Fact], numbers: dict[int, int]) -> list[str]:
-    """One line per section, repeating no sentence: how many facts it rests on, their numbers,
+def summary(drafts: list[Draft], facts: list[Fact]) -> list[str]:
+    """One line per section, repeating no sentence: how many facts it rests on, which,
     and the names it is about (the proper names, commands and years its facts mention most)."""
     by_id = {f.id: f for f in facts}
     lines = []
@@ -91,7 +88,7 @@ def summary(drafts: list[Draft], facts: list[Fact], numbers: dict[int, int]) -> 
             lines.append(f"- **{draft.title}**: no facts were found in the sources.")
             continue
         about = key_terms([f.fact for f in cited], exclude=draft.title)
-        cites = ranges(sorted(numbers[f.id] for f in cited))
+        cites = ranges(sorted(f.id for f in cited))
         topics = f", about {_join(about)}" if about else ""
         lines.append(
             f"- **{draft.title}** rests on {len(cited)} fact{'s' * (len(cited) > 1)} "
@@ -119,16 +116,17 @@ def key_terms(sentences: list[str], *, exclude: str = "", limit: int = 4) -> lis
     return sorted(counts, key=lambda w: -counts[w])[:limit]
 
 
-def sources_table(facts: list[Fact], numbers: dict[int, int]) -> list[str]:
-    """A markdown table: each source, how many of its facts are cited, and their numbers."""
+def sources_table(facts: list[Fact], cited: Iterable[int]) -> list[str]:
+    """A markdown table: each source, how many of its facts are cited, and which."""
+    order = {fact_id: n for n, fact_id in enumerate(cited)}
     by_source: dict[str, list[int]] = {}
-    for fact in facts:
-        if fact.id in numbers:
+    for fact in sorted(facts, key=lambda f: order.get(f.id, -1)):
+        if fact.id in order:
             source = fact.metadata.get("source", "unknown source")
-            by_source.setdefault(source, []).append(numbers[fact.id])
+            by_source.setdefault(source, []).append(fact.id)
     rows = ["| Source | Facts cited | Citations |", "|---|---:|---|"]
-    for source, cited in sorted(by_source.items(), key=lambda item: min(item[1])):
-        rows.append(f"| {source} | {len(cited)} | {ranges(sorted(cited))} |")
+    for source, ids in by_source.items():  # in order of first citation
+        rows.append(f"| {source} | {len(ids)} | {ranges(sorted(ids))} |")
     return rows
 
 
@@ -158,14 +156,17 @@ def provenance(history: SectionHistory) -> str:
 
 
 def ranges(numbers: list[int]) -> str:
-    """``1-3, 5`` for ``[1, 2, 3, 5]``."""
+    """``F1-F3, F5`` for fact ids ``[1, 2, 3, 5]``."""
     spans: list[tuple[int, int]] = []
     for n in numbers:
         if spans and n == spans[-1][1] + 1:
             spans[-1] = (spans[-1][0], n)
         else:
             spans.append((n, n))
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    return ", ".join(
+        citation_label(a) if a == b else f"{citation_label(a)}-{citation_label(b)}"
+        for a, b in spans
+    )
 
 
 def without_facts(titles: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from agents import RUN_STREAM, Settings
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
+from agents.models import citation
 from memory import DeadLetter, Memory, RunEntry, open_memory
 from orchestrator.tracker import RunState, RunTracker
 
@@ -38,6 +40,87 @@ async def run_exists(m: Memory) -> bool:
     return await m.runs.get(m.namespace) is not None or bool(
         await m.events(RUN_STREAM).read_events(count=1)
     )
+
+
+async def run_json(
+    settings: Settings, run_id: str, *, facts: bool, events: bool, section: str | None
+) -> dict[str, Any] | None:
+    """What ``inspect --json`` prints: the run as one JSON-ready object; None if unknown."""
+    async with open_memory(settings.memory_config(), run_id) as m:
+        log = m.events(RUN_STREAM)
+        state = await log.replay(RunTracker())
+        entry = await m.runs.get(run_id)
+        if not state.events and entry is None:
+            return None
+        failures = list(state.failures)
+        if entry is not None and entry.error and entry.error not in " ".join(failures):
+            failures.append(entry.error)
+        found: dict[str, Any] = {
+            "run_id": run_id,
+            "topic": state.topic or (entry.topic if entry else ""),
+            "state": entry.state if entry else "unknown",
+            "started_at": entry.started_at.isoformat() if entry else None,
+            "ended_at": entry.ended_at.isoformat() if entry and entry.ended_at else None,
+            "report_path": state.report_path or (entry.report_path if entry else None),
+            "events": state.events,
+            "facts": state.fact_count,
+            "sections": [
+                {
+                    "section_id": p.plan.section_id,
+                    "title": p.plan.title,
+                    "state": str(p.state),
+                    "version": p.version,
+                    "revisions": p.revisions,
+                    "agent": p.agent,
+                }
+                for p in state.sections.values()
+            ],
+            "failures": failures,
+            "malformed_events": state.malformed,
+            "llm_calls": [asdict(call) for call in state.llm_calls],
+            "llm_totals": asdict(state.llm_totals),
+        }
+        if facts:
+            found["fact_list"] = [
+                {"id": f.id, "category": c, "fact": f.fact, "metadata": f.metadata}
+                for c in await m.memory.list_categories()
+                for f in await m.memory.get_facts_by_category(c)
+            ]
+        if events:
+            found["event_list"] = [
+                {
+                    "event_id": e.event_id,
+                    "timestamp": e.timestamp.isoformat(),
+                    "agent_id": e.agent_id,
+                    "event_type": e.event_type,
+                    "payload": e.payload,
+                }
+                for e in await log.read_events(count=10_000)
+            ]
+        if section is not None:
+            history = await m.db.replica().history(draft_key(section))
+            reviews = await m.db.replica().read_many(
+                [review_key(section, d.version) for d in history]
+            )
+            found["versions"] = [
+                {
+                    "version": doc.version,
+                    "agent_id": doc.agent_id,
+                    "created_at": doc.created_at.isoformat(),
+                    "fencing_token": doc.fencing_token,
+                    "draft": doc.value,
+                    "review": (
+                        r.value if (r := reviews.get(review_key(section, doc.version))) else None
+                    ),
+                }
+                for doc in history
+            ]
+        return found
+
+
+def dead_letter_json(letter: DeadLetter) -> dict[str, Any]:
+    """One dead letter as ``dead-letters --json`` prints it (one JSON object per line)."""
+    return {**asdict(letter), "failed_at": letter.failed_at.isoformat()}
 
 
 async def show_run(
@@ -63,7 +146,8 @@ async def show_run(
             for category in await m.memory.list_categories():
                 for fact in await m.memory.get_facts_by_category(category):
                     source = fact.metadata.get("source")
-                    console.print(f"[F{fact.id}] ({category}, {source}) {fact.fact}", markup=False)
+                    line = f"{citation(fact.id)} ({category}, {source}) {fact.fact}"
+                    console.print(line, markup=False)
         if events:
             for event in await log.read_events(count=10_000):
                 console.print(

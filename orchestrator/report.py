@@ -22,7 +22,7 @@ from memory import (
 )
 from orchestrator.compose import (
     SectionHistory,
-    citation_numbers,
+    cited_facts,
     introduction,
     llm_use,
     provenance,
@@ -127,7 +127,7 @@ def render_markdown(
     """The report: title, introduction, every section once, a summary, then its sources."""
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     drafts = [h.draft for h in histories.values()]
-    numbers = citation_numbers(drafts)
+    cited = cited_facts(drafts)
     lines = [
         f"# {state.topic}",
         "",
@@ -142,20 +142,20 @@ def render_markdown(
         "",
     ]
     for history in histories.values():
-        lines += [section_markdown(history.draft, numbers), "", provenance(history), ""]
+        lines += [section_markdown(history.draft), "", provenance(history), ""]
     lines += without_facts([s.title for s in state.without_facts])
     models = sorted({c.model for c in state.llm_calls})
     lines += [
         "## Summary",
         "",
-        *summary(drafts, facts, numbers),
+        *summary(drafts, facts),
         "",
         "## Sources",
         "",
-        *sources_table(facts, numbers),
+        *sources_table(facts, cited),
         "",
         "---",
-        f"Each citation number is a fact shared in Redis (namespace `{run_id}`) that quotes "
+        f"Each citation [F<id>] is a fact shared in Redis (namespace `{run_id}`) that quotes "
         "its source verbatim; `agentmem inspect --facts` lists them. Every draft version is "
         f"kept in PostgreSQL; the full event log is in the run's record (`{run_id}.json`) and "
         f"its timeline in `{run_id}.html`.",

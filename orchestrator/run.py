@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 ORCHESTRATOR = "orchestrator"
 _T = TypeVar("_T")
+CONNECT_WAIT_SECONDS = 10.0  # how long a run waits for servers that do not answer at its start
 START_OUTAGE_SECONDS = 30.0  # how long the start of a run waits out an unreachable Redis
 STAGE_WAIT_SECONDS = 2.0  # the longest writers and reviewers wait for the researchers to be ready
 
@@ -142,7 +143,17 @@ async def run_report(
         stack.push_async_callback(supervisor.stop_early)
         async with anyio.create_task_group() as tg:
             tg.start_soon(supervisor.start_early, [s for s in specs if s.role == Role.RESEARCH])
-            m = await stack.enter_async_context(open_memory(config, run_id, wait=10.0))
+            try:
+                m = await stack.enter_async_context(open_memory(config, run_id))
+            except ServerUnavailableError as exc:  # said at once, then waited for
+                from rich.markup import escape  # noqa: PLC0415 - a quiet run imports no rich
+
+                progress.message(
+                    f"[yellow]{escape(str(exc))}[/]; waiting up to {CONNECT_WAIT_SECONDS:.0f} s"
+                )
+                m = await stack.enter_async_context(
+                    open_memory(config, run_id, wait=CONNECT_WAIT_SECONDS)
+                )
         memory, events, db = m.memory, m.events(RUN_STREAM, routes=ROUTES), m.db
         timings["connect"] = time.monotonic() - started
 

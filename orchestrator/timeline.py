@@ -144,6 +144,29 @@ def timeline_svg(
     return "\n".join(parts)
 
 
+LEGEND_STYLE = """
+.legend span { margin-right: 1.2em; white-space: nowrap; }
+.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px;
+  vertical-align: middle; }
+"""
+
+
+def legend_html() -> str:
+    """What the timeline's marks mean, as a paragraph (styled by :data:`LEGEND_STYLE`); the
+    report's timeline page and the web view's run page show the same one."""
+    tasks = "".join(
+        f'<span><i style="background:{colour}"></i>LLM call: {task}</span>'
+        for task, colour in TASK_COLOURS.items()
+    )
+    return (
+        f'<p class="legend">{tasks}<span><i style="background:#3f6fb5"></i>draft version</span>'
+        '<span><i style="background:#2e8b57"></i>approved</span>'
+        '<span><i style="background:#d98c00"></i>revision requested</span>'
+        '<span><i style="background:#b00020"></i>failure, restart, dead letter</span>'
+        "<span>→ handoff</span></p>"
+    )
+
+
 def timeline_html(
     run_id: str,
     topic: str,
@@ -152,27 +175,17 @@ def timeline_html(
     restarts: Sequence[Restart] = (),
 ) -> str:
     """A whole page: title, legend and the timeline; opens offline in any browser."""
-    legend = "".join(
-        f'<span><i style="background:{colour}"></i>LLM call: {task}</span>'
-        for task, colour in TASK_COLOURS.items()
-    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Timeline of {escape(run_id)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-.legend span {{ margin-right: 1.2em; white-space: nowrap; }}
-.legend i {{ display: inline-block; width: 12px; height: 12px; margin-right: 4px;
-  vertical-align: middle; }}
+{LEGEND_STYLE}
 svg.timeline {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
 </style></head><body>
 <h1>Timeline of run {escape(run_id)}</h1>
 <p>{escape(topic)}</p>
-<p class="legend">{legend}<span><i style="background:#3f6fb5"></i>draft version</span>
-<span><i style="background:#2e8b57"></i>approved</span>
-<span><i style="background:#d98c00"></i>revision requested</span>
-<span><i style="background:#b00020"></i>failure, restart, dead letter</span>
-<span>→ handoff</span></p>
+{legend_html()}
 {timeline_svg(events, dead_letters, restarts)}
 <p>Hover over a mark for its details.</p>
 </body></html>

@@ -1,6 +1,8 @@
 """``agentmem serve``: a local web view of the runs (Starlette, server-rendered HTML).
 
-Routes: ``/`` the runs list; ``/runs/<id>`` a run's page; ``/runs/<id>/body`` the part of it
+Routes: ``/`` and ``/runs`` the runs list (``?state=running|completed|failed`` keeps those),
+``/runs/list`` its table alone (what the list's live refresh fetches); ``/runs/<id>`` a run's
+page; ``/runs/<id>/report`` its report, rendered; ``/runs/<id>/body`` the part of it
 that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
 agents again; ``/mcp`` is the MCP endpoint (streamable HTTP, :mod:`agentmem_mcp`) when the
@@ -28,7 +30,15 @@ from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory
 from web.api import api_routes
 from web.data import load_run
 from web.guard import HostGuard, new_token, token_ok
-from web.pages import not_found, run_body, run_page, runs_page
+from web.pages import (
+    RUN_STATES,
+    not_found,
+    report_page,
+    run_body,
+    run_page,
+    runs_page,
+    runs_table,
+)
 
 if TYPE_CHECKING:
     from agentmem_mcp import HttpEndpoint
@@ -60,8 +70,22 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
             yield
 
     async def runs(request: Request) -> Response:
+        state = request.query_params.get("state") or None
+        if state is not None and state not in RUN_STATES:
+            return Response(f"state must be one of {', '.join(RUN_STATES)}", status_code=400)
         entries = await opened[0].runs.newest(200)
-        return HTMLResponse(runs_page(entries))
+        if request.url.path == "/runs/list":
+            return HTMLResponse(runs_table(entries, state))
+        return HTMLResponse(runs_page(entries, state))
+
+    async def report(request: Request) -> Response:
+        run_id = _run_id(request)
+        if run_id is None:
+            return HTMLResponse(not_found(request.path_params["run_id"]), status_code=404)
+        view = await load_run(opened[0].scope(run_id), run_id)
+        if view.report is None:
+            return Response(f"run {run_id} has no report readable here", status_code=404)
+        return HTMLResponse(report_page(view))
 
     async def run(request: Request) -> Response:
         run_id = _run_id(request)
@@ -111,7 +135,10 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
         middleware=[Middleware(HostGuard)],
         routes=[
             Route("/", runs),
+            Route("/runs", runs),
+            Route("/runs/list", runs),
             Route("/runs/{run_id}", run),
+            Route("/runs/{run_id}/report", report),
             Route("/runs/{run_id}/body", body),
             Route("/runs/{run_id}/stream", stream),
             Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
 from agents import RUN_STREAM
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from memory import AgentEvent, DeadLetter, Document, Fact, Memory, RunEntry
+from memory import AgentEvent, DeadLetter, Document, Fact, Memory, RunEntry, path_part
 from orchestrator import RunState, RunTracker
 from orchestrator.report import read_log
 
@@ -31,6 +32,7 @@ class RunView:
     versions: dict[str, list[Version]] = field(default_factory=dict)
     facts: list[Fact] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    report: str | None = None  # the report's markdown, when its file is on this host
 
     @property
     def known(self) -> bool:
@@ -77,7 +79,22 @@ async def load_run(m: Memory, run_id: str) -> RunView:
     for category in await m.memory.list_categories():
         view.facts += await m.memory.get_facts_by_category(category)
     view.dead_letters = await log.dead_letters(1000)
+    view.report = await anyio.to_thread.run_sync(read_report, run_id, state.report_path)
     return view
+
+
+def read_report(run_id: str, report_path: str | None) -> str | None:
+    """The run's report, when the path its log names is readable here and is the file a run
+    writes (``<run id>.md``): a path read from the stores never opens any other file."""
+    if report_path is None:
+        return None
+    path = Path(report_path)
+    if path.name != f"{path_part(run_id)}.md":
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _review(document: Document | None) -> ReviewRecord | None:

@@ -10,12 +10,17 @@ import difflib
 from html import escape
 from urllib.parse import quote
 
+from agents.models import citation, citation_label
 from memory import RunEntry
-from orchestrator.timeline import timeline_svg
+from orchestrator.timeline import LEGEND_STYLE, legend_html, timeline_svg
 from web.data import RunView, Version
 from web.guard import TOKEN_FIELD
+from web.markdown import to_html
 
-STYLE = """
+RUN_STATES = ("running", "completed", "failed")
+
+STYLE = (
+    """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1260px; color: #222;
   padding: 0 1em; }
 a { color: #1a5fb4; }
@@ -34,7 +39,12 @@ pre.diff { background: #fafafa; padding: 0.5em; overflow-x: auto; white-space: p
 .malformed { color: #a15c00; }
 #live { color: #666; font-size: 0.9em; }
 .timeline-wrap { overflow-x: auto; }
+.filters a { margin-right: 0.8em; }
+.filters a.on { font-weight: bold; color: #222; text-decoration: none; }
+article.report { border: 1px solid #ddd; border-radius: 6px; padding: 0 1em; }
 """
+    + LEGEND_STYLE
+)
 
 
 def layout(title: str, body: str, script: str = "") -> str:
@@ -44,8 +54,33 @@ def layout(title: str, body: str, script: str = "") -> str:
     )
 
 
-def runs_page(entries: list[RunEntry]) -> str:
-    """Every run, newest first, each linking to its page."""
+def runs_page(entries: list[RunEntry], state: str | None = None) -> str:
+    """The runs, newest first, each linking to its page; ``state`` keeps those in that state.
+    The list refreshes itself every two seconds while the page is shown."""
+    query = f"?state={state}" if state else ""
+    script = f"""<script>
+setInterval(() => {{
+  if (document.hidden) return;
+  fetch("/runs/list{query}").then(r => r.ok ? r.text() : null).then(html => {{
+    if (html !== null) document.getElementById("runs").innerHTML = html;
+  }});
+}}, 2000);
+</script>"""
+    links = "".join(
+        f'<a href="/runs{f"?state={s}" if s else ""}"{" class=on" if s == state else ""}>'
+        f"{s or 'all'}</a>"
+        for s in (None, *RUN_STATES)
+    )
+    body = (
+        f'<h1>Runs</h1><p class="filters">{links}</p>'
+        f'<div id="runs">{runs_table(entries, state)}</div>'
+    )
+    return layout("agentmem runs", body, script)
+
+
+def runs_table(entries: list[RunEntry], state: str | None = None) -> str:
+    """The rows of the runs list (what its live refresh fetches)."""
+    shown = [e for e in entries if state is None or e.state == state]
     rows = "".join(
         f'<tr><td><a href="/runs/{quote(e.run_id, safe="")}">{escape(e.run_id)}</a></td>'
         f"<td>{escape(e.topic)}</td>"
@@ -53,15 +88,16 @@ def runs_page(entries: list[RunEntry]) -> str:
         f"<td>{f'{e.approved}/{e.sections}' if e.sections else '-'}</td>"
         f"<td>{'-' if e.seconds is None else f'{e.seconds:.1f} s'}</td>"
         f"<td>{e.started_at:%Y-%m-%d %H:%M:%S} UTC</td></tr>"
-        for e in entries
+        for e in shown
     )
-    table = (
-        "<table><tr><th>run</th><th>topic</th><th>state</th><th>sections</th><th>duration</th>"
-        f"<th>started</th></tr>{rows}</table>"
-        if entries
-        else "<p>No runs yet: start one with <code>agentmem run</code>.</p>"
-    )
-    return layout("agentmem runs", f"<h1>Runs</h1>{table}")
+    if shown:
+        return (
+            "<table><tr><th>run</th><th>topic</th><th>state</th><th>sections</th>"
+            f"<th>duration</th><th>started</th></tr>{rows}</table>"
+        )
+    if state:
+        return f"<p>No {state} runs.</p>"
+    return "<p>No runs yet: start one with <code>agentmem run</code>.</p>"
 
 
 def run_page(view: RunView, token: str = "") -> str:
@@ -106,8 +142,10 @@ def run_body(view: RunView, token: str = "") -> str:
         [
             _summary(view),
             '<h2>Timeline</h2><div class="timeline-wrap">',
+            legend_html(),
             timeline_svg(view.events, view.dead_letters),
             "</div>",
+            _report(view),
             _sections(view),
             _facts(view),
             _dead_letters(view, token),
@@ -138,8 +176,31 @@ def _summary(view: RunView) -> str:
         items = "".join(f"<li>{escape(f)}</li>" for f in failures)
         parts.append(f'<div class="failure"><b>Why the run failed:</b><ul>{items}</ul></div>')
     if state.report_path:
-        parts.append(f"<p>Report: <code>{escape(state.report_path)}</code></p>")
+        parts.append(
+            f'<p>Report: <a href="#report">below</a>, <a href="/runs/'
+            f'{quote(view.run_id, safe="")}/report">on a page of its own</a> '
+            f"(<code>{escape(state.report_path)}</code>)</p>"
+        )
     return "".join(parts)
+
+
+def _report(view: RunView) -> str:
+    if view.report is None:
+        return ""
+    return (
+        '<h2 id="report">Report</h2><details open><summary>The report as the run wrote it'
+        f'</summary><article class="report">{to_html(view.report)}</article></details>'
+    )
+
+
+def report_page(view: RunView) -> str:
+    """The run's report alone, rendered, with a link back to the run."""
+    path = f"/runs/{quote(view.run_id, safe='')}"
+    body = (
+        f'<p><a href="{path}">run {escape(view.run_id)}</a></p>'
+        f'<article class="report">{to_html(view.report or "")}</article>'
+    )
+    return layout(f"report of {view.run_id}", body)
 
 
 def _sections(view: RunView) -> str:
@@ -168,7 +229,7 @@ def _version(version: Version, previous: Version | None, *, open_: bool) -> str:
     doc, draft, review = version.document, version.draft, version.review
     paragraphs = "".join(
         f"<p>{escape(p.text)} "
-        + "".join(f'<a href="#fact-{c}">[F{c}]</a>' for c in p.citations)
+        + "".join(f'<a href="#fact-{c}">{citation(c)}</a>' for c in p.citations)
         + "</p>"
         for p in draft.paragraphs
     )
@@ -207,7 +268,7 @@ def _version(version: Version, previous: Version | None, *, open_: bool) -> str:
 
 def _facts(view: RunView) -> str:
     rows = "".join(
-        f'<tr id="fact-{f.id}"><td>F{f.id}</td><td>{escape(f.category)}</td>'
+        f'<tr id="fact-{f.id}"><td>{citation_label(f.id)}</td><td>{escape(f.category)}</td>'
         f"<td>{escape(str(f.metadata.get('source', '')))}</td><td>{escape(f.fact)}</td></tr>"
         for f in view.facts
     )

@@ -64,3 +64,41 @@ async def test_a_refused_password_given_in_the_query_string_stays_out_of_the_err
         await postgres_pool(config, dsn)
     assert "nosuchuser" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+def test_from_env_reads_the_documented_variables_as_the_application_does() -> None:
+    """MemoryConfig.from_env() and the application's settings read one environment alike."""
+    from agents import Settings  # noqa: PLC0415 - the application, compared with the library
+
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "DATABASE_URL": "postgresql://u@127.0.0.1:2/db",
+        "DATABASE_READ_URL": "postgresql://u@127.0.0.1:3/db",
+        "AGENTMEM_CONNECT_TIMEOUT_SECONDS": "2.5",
+        "AGENTMEM_COMMAND_TIMEOUT_SECONDS": "7",
+        "AGENTMEM_MAX_FACT_BYTES": "1000",
+        "AGENTMEM_MAX_EVENT_BYTES": "2000",
+        "AGENTMEM_MAX_DOCUMENT_BYTES": "3000",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        expected = Settings().memory_config()
+
+    assert MemoryConfig.from_env(env) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "REDIS_URL is not set"),
+        ({"REDIS_URL": "redis://h", "AGENTMEM_COMMAND_TIMEOUT_SECONDS": "soon"}, "COMMAND"),
+        ({"REDIS_URL": "redis://h", "AGENTMEM_MAX_FACT_BYTES": "-1"}, "MAX_FACT_BYTES"),
+    ],
+)
+def test_from_env_names_the_variable_that_is_missing_or_malformed(
+    env: dict[str, str], named: str
+) -> None:
+    """A missing REDIS_URL or a malformed number is one error naming the variable."""
+    with pytest.raises(InvalidConfigError, match=named):
+        MemoryConfig.from_env(env)

@@ -177,3 +177,31 @@ async def test_an_entry_its_live_worker_keeps_touching_is_not_reclaimed(
     [reclaimed] = await other.read(count=1, block_ms=10)
     assert reclaimed.entry_id == delivery.entry_id
     assert reclaimed.attempts == 2
+
+
+async def test_pending_summary_shows_pending_entries_and_lag_without_changing_the_group(
+    store: EventStore,
+) -> None:
+    """Pending per consumer, the oldest entry, the lag; reading it twice claims nothing."""
+    await store.publish_many([task(n) for n in range(5)])
+    worker = store.group("writers", "w-1")
+    await worker.ensure()
+    taken = await worker.read(count=2, block_ms=10)
+
+    summary = await worker.pending_summary()
+    again = await store.group("writers", "observer").pending_summary()
+
+    assert summary.pending == 2
+    assert summary.consumers == {"w-1": 2}
+    assert summary.oldest_id == taken[0].entry_id
+    assert summary.oldest_deliveries == 1
+    assert summary.lag == 3
+    assert summary.last_delivered_id == taken[1].entry_id
+    assert again.pending == 2
+    assert again.consumers == {"w-1": 2}  # the observer claimed nothing
+
+
+async def test_pending_summary_of_a_missing_group_says_to_create_it(store: EventStore) -> None:
+    """A group that was never ensured is an error naming ensure()."""
+    with pytest.raises(AgentMemoryError, match="ensure"):
+        await store.group("nobody", "w-1").pending_summary()

@@ -41,6 +41,30 @@ def cli_env(redis_url: str, database_url: str, tmp_path: Path, **extra: str) -> 
     }
 
 
+def default_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a fresh checkout: no server URLs, the stub LLM."""
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
+    return {
+        **env,
+        "AGENTMEM_DATA_DIR": str(tmp_path / ".agentmem"),
+        "AGENTMEM_REPORTS_DIR": str(tmp_path / "reports"),
+        "AGENTMEM_LLM": "stub",
+        **extra,
+    }
+
+
+def agentmem(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``agentmem ARGS`` in a process of its own; stdout and stderr captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``agentmem`` in a process of its own; stdout and stderr captured."""
     return subprocess.Popen(

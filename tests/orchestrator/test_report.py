@@ -1,4 +1,4 @@
-"""The report reads as a document: numbered citations, framing, sources once, connected prose."""
+"""The report reads as a document: citations by fact id, framing, sources once, connected prose."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from agents.sentences import sentences as split_sentences
 from agents.stub_llm import extract, write
 from memory.facts import Fact
 from orchestrator.compose import (
-    citation_numbers,
+    cited_facts,
     llm_use,
     section_markdown,
     sources_table,
@@ -37,35 +37,35 @@ def draft(section_id: str, *citations: list[int]) -> Draft:
     return Draft(title=plan.title, paragraphs=paragraphs, section=plan, round=0)
 
 
-def test_citations_are_numbered_from_one_in_reading_order() -> None:
-    """Fact ids 33, 9, 33, 12 across two sections read as [1], [2], [1], [3]."""
+def test_citations_name_their_fact_as_every_view_does() -> None:
+    """Fact ids 33, 9, 33, 12 across two sections read [F33][F9] and [F33], [F12], as on the
+    web page and in inspect; the cited facts are listed once, in reading order."""
     drafts = [draft("a", [33, 9]), draft("b", [33], [12])]
-    numbers = citation_numbers(drafts)
 
-    assert numbers == {33: 1, 9: 2, 12: 3}
-    assert section_markdown(drafts[1], numbers) == "## B\n\nText [33]. [1]\n\nText [12]. [3]"
+    assert cited_facts(drafts) == [33, 9, 12]
+    assert section_markdown(drafts[1]) == "## B\n\nText [33]. [F33]\n\nText [12]. [F12]"
+    assert drafts[1].to_markdown().rstrip() == section_markdown(drafts[1])
 
 
-def test_sources_are_listed_once_with_counts_and_numbers_not_their_sentences() -> None:
-    """One row per source, in order of first citation, with its citation numbers as ranges."""
+def test_sources_are_listed_once_with_counts_and_fact_ids_not_their_sentences() -> None:
+    """One row per source, in order of first citation, with its facts' ids as ranges."""
     facts = [fact(1, "One.", "b.md"), fact(2, "Two.", "a.md"), fact(3, "Three.", "b.md")]
-    numbers = {2: 1, 1: 2, 3: 3}
 
-    rows = sources_table(facts, numbers)
+    rows = sources_table(facts, [2, 1, 3])
 
-    assert rows[2:] == ["| a.md | 1 | 1 |", "| b.md | 2 | 2-3 |"]
+    assert rows[2:] == ["| a.md | 1 | F2 |", "| b.md | 2 | F1, F3 |"]
     assert not any("One." in row for row in rows)
 
 
 def test_the_summary_names_each_sections_facts_without_repeating_them() -> None:
-    """Each summary line gives the section's citation numbers and the names its facts mention."""
+    """Each summary line gives the section's fact ids and the names its facts mention."""
     facts = [
         fact(5, "In 1981 H. T. Kung proposed optimistic concurrency control.", "x.md"),
         fact(6, "PostgreSQL checks versions; PostgreSQL retries need jitter.", "x.md"),
     ]
-    lines = summary([draft("occ", [5], [6])], facts, {5: 1, 6: 2})
+    lines = summary([draft("occ", [5], [6])], facts)
 
-    assert lines == ["- **Occ** rests on 2 facts [1-2], about H. T. Kung and PostgreSQL."]
+    assert lines == ["- **Occ** rests on 2 facts [F5-F6], about H. T. Kung and PostgreSQL."]
     assert not any(f.fact in lines[0] for f in facts)
 
 

@@ -230,3 +230,35 @@ async def test_the_view_serves_every_request_on_one_client_and_one_pool(
     assert len(redis_pools) == 1
     assert len(pg_pools) == 1
     assert all(snapshot == seen[0] for snapshot in seen), seen
+
+
+async def test_the_run_list_filters_by_state_and_refreshes_itself(
+    servers: ServerUrls, web_url: str, namespace: str
+) -> None:
+    """/runs?state=failed lists the failed runs only, its table refetches itself, and an
+    unknown state is a 400."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    failed, completed = f"{namespace}-failed", f"{namespace}-completed"
+    async with open_memory(config, namespace) as m:
+        now = datetime.now(UTC)
+        await m.runs.put(RunEntry(run_id=failed, topic="t", state="failed", started_at=now))
+        await m.runs.put(RunEntry(run_id=completed, topic="t", state="completed", started_at=now))
+    try:
+        status, page = await fetch(f"{web_url}/runs?state=failed")
+        assert status == 200
+        assert failed in page
+        assert completed not in page
+        assert "/runs/list?state=failed" in page  # what its refresh fetches
+
+        status, table = await fetch(f"{web_url}/runs/list?state=completed")
+        assert status == 200
+        assert completed in table
+        assert failed not in table
+        assert "<html" not in table
+
+        status, _ = await fetch(f"{web_url}/runs?state=lost")
+        assert status == 400
+    finally:
+        async with open_memory(config, namespace) as m:
+            await m.runs.remove(failed)
+            await m.runs.remove(completed)
