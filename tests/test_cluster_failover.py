@@ -66,7 +66,7 @@ class Writes:
         return 0 if self.killed_at is None else len(self.acked) - BEFORE_KILL - UNREPLICATED
 
     def report(self, what: str, present: int, lost: int) -> str:
-        downtime = (self.resumed_at or 0) - (self.killed_at or 0)
+        downtime = (self.resumed_at or self.killed_at or 0) - (self.killed_at or 0)
         return (
             f"{what}: primary killed; writes resumed {downtime:.2f}s later after "
             f"{self.failures} failed attempts; {len(self.acked)} acknowledged, "
@@ -182,5 +182,7 @@ async def test_no_fact_acknowledged_by_the_durable_writer_is_lost_in_a_failover(
         writes.report("durable writer", len(present), len(set(writes.acked) - set(present))),
         f"({writer.resent} resent after the failover lost them)",
     )
-    assert present == sorted(writes.acked)  # all of them, each once
-    assert writer.resent > 0  # the failover lost some; the writer found and resent them
+    # All of them, each once. Whether the failover caught a batch in flight (and the writer
+    # resent it) depends on timing: one batch is in flight at a time, and a lost one is resent
+    # with everything after it (tests/memory/test_durable_replicas.py shows that path).
+    assert present == sorted(writes.acked)
