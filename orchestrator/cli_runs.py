@@ -205,19 +205,81 @@ def serve(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port to listen on.", metavar="PORT")
     ] = DEFAULT_PORT,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; beyond loopback only with authentication.", metavar="H"
+        ),
+    ] = HOST,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name clients use for this server (a proxy's); repeatable.",
+            metavar="NAME",
+        ),
+    ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth", help="Require a tenant's key even if no key exists yet (on when one does)."
+        ),
+    ] = False,
 ) -> None:
-    """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
-    reviews, facts, timeline and dead letters, updated live while a run goes on."""
-    import uvicorn  # noqa: PLC0415 - deferred, as every import of a command
+    """Serve a web view of the runs until Ctrl-C: each run's sections, versions, reviews,
+    facts, timeline and dead letters, updated live while a run goes on; the service's API and
+    the MCP endpoint. Once a tenant has a key (`agentmem tenants add`), every request needs one
+    and sees only its tenant's runs; without keys it serves loopback only, to one local user."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import uvicorn  # noqa: PLC0415
 
+    from memory import open_memory  # noqa: PLC0415
+    from memory.tenants import TenantKeys  # noqa: PLC0415
     from web import create_app  # noqa: PLC0415
 
     settings = settings_from_env()
+
+    async def keys_exist(ready: Settings) -> bool:
+        async with open_memory(ready.memory_config(), "web") as memory:
+            return await TenantKeys(memory.db.pool).any_active()
+
     with servers(settings) as ready:
-        console().print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+        auth = auth or anyio.run(keys_exist, ready)
+        if not auth and not is_loopback(host):
+            fail(
+                f"refusing to serve {host} without authentication: make a tenant's key first "
+                "(agentmem tenants add NAME), or pass --auth",
+                code=2,
+            )
+        shown = f"[{host}]" if ":" in host else host
+        who = (
+            "a tenant's key required (Authorization: Bearer, or sign in at /login)"
+            if auth
+            else "open to any local user: no tenant keys exist (agentmem tenants add NAME)"
+        )
+        console().print(
+            f"web view on http://{shown}:{port}/: {who} (Ctrl-C stops it)", highlight=False
+        )
         uvicorn.run(  # stops on Ctrl-C, then the local servers stop
-            create_app(ready.memory_config(client_name="agentmem:web"), settings=ready),
-            host=HOST,
+            create_app(
+                ready.memory_config(client_name="agentmem:web"),
+                settings=ready,
+                auth=auth,
+                hosts=frozenset([host, *(allow_host or [])]),
+            ),
+            host=host,
             port=port,
             log_level="warning",
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    import ipaddress  # noqa: PLC0415
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
