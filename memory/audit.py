@@ -1,10 +1,11 @@
 """The audit log: who (tenant, key id) did what to what, per tenant, in PostgreSQL.
 
 Each record is one row of ``tenant_audit`` (migration 0004), written by one INSERT: the
-tenant, the key id that authenticated the request (never the key), the action (``submit``,
-``requeue``, ``key.add``, ``key.revoke``), its target (a run id, a key id) and a small JSON
-detail. ``agentmem audit [--tenant T]`` reads it, oldest first. A run's own log also carries
-an ``audit.recorded`` event for each action on it (:mod:`web.audit`).
+tenant, the key id that authenticated the request (never the key; ``operator`` for the CLI),
+the action (``submit``, ``requeue``, ``forget``, ``key.add``, ``key.revoke``), its target (a
+run id, a key id) and a small JSON detail. ``agentmem audit [--tenant T]`` reads it, oldest
+first. A run's own log also carries an ``audit.recorded`` event for each submission and
+requeue (:func:`web.tenancy.audited`).
 """
 
 from __future__ import annotations

@@ -179,19 +179,26 @@ def forget(
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept)."""
+    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept);
+    the run's tenant's audit log records it."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     import anyio  # noqa: PLC0415 - deferred, as every import of a command
 
     from memory import open_memory  # noqa: PLC0415
+    from memory.admission import Submissions  # noqa: PLC0415
+    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
+    from orchestrator.cli_tenants import OPERATOR  # noqa: PLC0415
 
     settings = settings_from_env()
 
     async def go(ready: Settings) -> tuple[int, int]:
         async with open_memory(ready.memory_config(), run_id) as m:
+            tenant = await Submissions(m.client).tenant_of(run_id)  # gone once dropped
             dropped = await m.drop()
             await m.runs.remove(run_id)
+            record = AuditRecord(tenant or "-", OPERATOR, "forget", run_id)
+            await AuditLog(m.db.pool).record(record)
             return dropped
 
     with servers(settings) as ready:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,14 @@ def test_serve_refuses_a_public_address_without_authentication(
     refused = cli(env, "serve", "--host", "0.0.0.0", "--port", "1")
     assert refused.returncode == 2
     assert "refusing to serve 0.0.0.0 without authentication" in refused.stderr
+
+
+def test_forgetting_a_run_is_audited(servers: ServerUrls, tmp_path: Path) -> None:
+    """`agentmem forget` leaves a record in the audit log: operator, forget, the run id."""
+    env = cli_env(servers.redis_url, servers.database_url, tmp_path, COLUMNS="200")
+    run_id = f"forget-{uuid.uuid4().hex[:8]}"
+    assert cli(env, "forget", run_id, "--yes").returncode == 0
+    audit = cli(env, "audit", "--tenant", "-", "--limit", "1000")
+    line = next(line for line in audit.stdout.splitlines() if run_id in line)
+    assert "operator" in line
+    assert "forget" in line

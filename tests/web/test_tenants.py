@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -20,9 +21,10 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from agents import Settings
-from agents.protocol import RUN_STREAM, EventType
+from agents.protocol import ROUTES, RUN_STREAM, EventType
 from devservers import ServerUrls
-from memory import MemoryConfig, open_memory
+from memory import AgentEvent, MemoryConfig, open_memory
+from memory.admission import Admission
 from memory.audit import AuditLog
 from memory.migrate import migrate
 from memory.tenants import NewKey, TenantKeys
@@ -339,3 +341,60 @@ def mcp_tools(url: str, key: str) -> Any:
             yield Tools(s)
 
     return session()
+
+
+async def test_only_the_owner_requeues_a_dead_letter_and_it_is_audited(
+    app_url: str, keys: dict[str, NewKey], servers: ServerUrls, namespace: str
+) -> None:
+    """A's key with the page's token and B's real dead letter gets 404 and requeues nothing;
+    B's key requeues it (303), recorded with B's key id in B's audit log and the run's log."""
+    a, b = keys["A"], keys["B"]
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    async with open_memory(config, namespace) as m:
+        await Admission(m.client, b.tenant).claim(namespace)  # B submitted this run
+        events = m.events(RUN_STREAM, routes=ROUTES)
+        group = events.group("writer", "writer-1", route="writer")
+        await group.ensure()
+        await events.publish(
+            AgentEvent(event_type=EventType.SECTION_ASSIGNED, agent_id="test", payload={"x": 1})
+        )
+        [delivery] = await group.read(count=1, block_ms=1000)
+        await group.fail(delivery, "bad payload", final=True)
+        [letter] = await events.dead_letters()
+        page = await ask("GET", f"{app_url}/runs/{namespace}", b.key)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None, page.text
+        url = f"{app_url}/runs/{namespace}/dead-letters/{letter.dead_letter_id}/requeue"
+        form = f"confirm=yes&csrf_token={token.group(1)}".encode()
+
+        def post(key: str) -> Reply:
+            return call("POST", url, form, Authorization=f"Bearer {key}")
+
+        refused = await anyio.to_thread.run_sync(post, a.key)
+        assert (refused.status, refused.text) == (404, "unknown run")
+        assert len(await events.dead_letters()) == 1
+        assert (await anyio.to_thread.run_sync(post, b.key)).status == 303
+        assert await events.dead_letters() == []
+        records = await AuditLog(m.db.pool).read(b.tenant)
+        logged = await m.events(RUN_STREAM).read_events("0-0", 100)
+        await m.drop()
+    assert [(r.key_id, r.action, r.target) for r in records] == [(b.key_id, "requeue", namespace)]
+    assert [e.payload["action"] for e in logged if e.event_type == EventType.AUDIT_RECORDED] == [
+        "requeue"
+    ]
+
+
+async def test_a_configured_host_name_is_served_and_others_are_not(
+    servers: ServerUrls, keys: dict[str, NewKey]
+) -> None:
+    """`--allow-host` names (a proxy's) are answered on any port; other names get 421."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    app = create_app(config, auth=True, hosts=frozenset({"agentmem.example"}))
+    with serving(app) as url:
+
+        def get(host: str) -> int:
+            return call("GET", f"{url}/", Host=host, Authorization=f"Bearer {keys['A'].key}").status
+
+        assert await anyio.to_thread.run_sync(get, "agentmem.example") == 200
+        assert await anyio.to_thread.run_sync(get, "agentmem.example:443") == 200
+        assert await anyio.to_thread.run_sync(get, "evil.example") == 421
