@@ -272,12 +272,15 @@ def serve(
                 ready.memory_config(client_name="agentmem:web"),
                 settings=ready,
                 auth=auth,
-                hosts=frozenset([host, *(allow_host or [])]),
+                hosts=frozenset([host, *(allow_host or [])]) - WILDCARDS,
             ),
             host=host,
             port=port,
             log_level="warning",
         )
+
+
+WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})  # every interface: not a name clients use
 
 
 def is_loopback(host: str) -> bool:

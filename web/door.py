@@ -11,8 +11,8 @@
    neither read it nor send it). Keys are checked against PostgreSQL on every request
    (:meth:`memory.tenants.TenantKeys.verify`, constant time), so a revoked key is refused by
    the next request. Anything else is answered 401 (a page: a redirect to ``/login``), with one
-   line that never repeats what was presented. A key in a URL (``?key=``) is not accepted:
-   URLs end up in logs and browser history.
+   line that never repeats what was presented; 503 when PostgreSQL cannot be asked. A key in
+   a URL (``?key=``) is not accepted: URLs end up in logs and browser history.
 3. **How often.** Each tenant has a token bucket (``tenant_requests_per_second``, at most
    ``tenant_request_burst`` at once) in this server process; a request with no token left is
    answered 429 with ``Retry-After``. (Several ``serve`` processes each hold their own
@@ -26,11 +26,12 @@ sees every run, as before tenants existed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,6 +39,7 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memory import AgentMemoryError
 from memory.tenants import Principal, TenantKeys
 
 PRINCIPAL = "agentmem.principal"
@@ -120,7 +122,11 @@ class Door:
         if scope["path"] == LOGIN_PATH:
             await self._login(scope, body, send)
             return
-        who = await self._authenticate(headers)
+        try:
+            who = await self._authenticate(headers)
+        except AgentMemoryError:  # PostgreSQL is out of reach: say so, never what was sent
+            await _answer(send, 503, "cannot check keys now (the database is unavailable); retry")
+            return
         if who is None:
             await self._refuse(scope, headers, send)
             return
@@ -141,7 +147,9 @@ class Door:
         assert self.settings.keys is not None
         scheme, _, presented = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer":
-            cookie = SimpleCookie(headers.get("cookie", ""))
+            cookie: SimpleCookie = SimpleCookie()
+            with contextlib.suppress(CookieError):  # a malformed header: no key
+                cookie.load(headers.get("cookie", ""))
             presented = cookie[COOKIE].value if COOKIE in cookie else ""
         if not presented.strip():
             return None

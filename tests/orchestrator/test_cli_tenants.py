@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from pathlib import Path
 
 import pytest
 
 from devservers import ServerUrls
-from tests.orchestrator.runs import cli_env
+from tests.orchestrator.runs import cli_env, start_cli
 from tests.service.test_pool import cli
+from tests.web.conftest import free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,3 +62,19 @@ def test_forgetting_a_run_is_audited(servers: ServerUrls, tmp_path: Path) -> Non
     line = next(line for line in audit.stdout.splitlines() if run_id in line)
     assert "operator" in line
     assert "forget" in line
+
+
+def test_serve_without_keys_says_in_one_line_that_it_is_open_on_loopback(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """With no tenant key, `serve` starts on 127.0.0.1 and its first line says it is open."""
+    env = cli_env(servers.redis_url, servers.database_url, tmp_path, COLUMNS="200")
+    process = start_cli(env, "serve", "--port", str(free_port()))
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.communicate(timeout=30)  # waits, and closes its pipes
+    assert first.startswith("web view on http://127.0.0.1:")
+    assert "open to any local user" in first
