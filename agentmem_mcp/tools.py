@@ -10,7 +10,9 @@ namespace's data through a crafted argument. A server may be limited to some nam
 key its HTTP request carried (:mod:`web.door`), and a namespace a client names is that
 tenant's: ``notes`` of tenant ``acme`` is the namespace ``acme/notes``, and tenant names hold
 no ``/``. Two tenants naming the same namespace reach two different ones, so no argument a
-client sends can reach another tenant's facts, locks, documents, events or statuses.
+client sends can reach another tenant's facts, locks, documents, events or statuses. A
+tenant's writes (``facts_store``, ``doc_write``, ``event_publish``) are recorded in its audit
+log with the key id (:mod:`memory.audit`); locks and statuses, which expire, are not.
 
 The server holds no state of its own between calls, so any number of server processes may
 serve the same namespace, and what they promise is what the memory layer promises:
@@ -57,6 +59,7 @@ from memory import (
     validate_id,
 )
 from memory import __version__ as VERSION
+from memory.audit import AuditLog, AuditRecord
 from memory.tenants import Principal
 from web.door import principal
 
@@ -111,6 +114,13 @@ class Namespaces:
             self._scopes.move_to_end(namespace)
         return scope
 
+    async def audit(self, ctx: Context | None, action: str, namespace: str, what: str) -> None:
+        """Record a tenant's write in its audit log (nothing for stdio or without keys)."""
+        who = _caller(ctx)
+        if who is not None:
+            record = AuditRecord(who.tenant, who.key_id, action, f"{namespace}:{what}")
+            await AuditLog(self._memory().db.pool).record(record)
+
 
 def create_server(
     memory: Callable[[], Memory], *, namespaces: frozenset[str] | None = None
@@ -139,6 +149,7 @@ def create_server(
             fact_id = await scope(namespace, ctx).memory.store_fact(
                 agent_id, fact, category, metadata, idempotency_key=idempotency_key
             )
+            await scope.audit(ctx, "fact.store", namespace, category)
         return {"id": fact_id}
 
     @server.tool()
@@ -242,6 +253,7 @@ def create_server(
             document = await scope(namespace, ctx).db.write(
                 key, value, agent_id, expected_version, fencing_token=fencing_token
             )
+            await scope.audit(ctx, "doc.write", namespace, f"{key}@{document.version}")
         return _document(document)
 
     @server.tool()
@@ -267,6 +279,7 @@ def create_server(
             event = _event(event_type, agent_id, payload or {})
             log = scope(namespace, ctx).events(stream)
             event_id = await log.publish(event, idempotency_key=idempotency_key)
+            await scope.audit(ctx, "event.publish", namespace, stream)
         return {"event_id": event_id}
 
     @server.tool()

@@ -234,11 +234,12 @@ async def test_tenant_a_cannot_reach_tenant_b_through_any_endpoint(
 
 
 async def test_tenant_a_cannot_reach_tenant_b_through_any_mcp_tool(
-    app_url: str, keys: dict[str, NewKey]
+    app_url: str, keys: dict[str, NewKey], servers: ServerUrls
 ) -> None:
     """Every MCP tool called with A's key and B's namespace reaches A's own namespace of that
     name: A reads none of B's facts, documents, events, statuses; takes B's held lock as its
-    own; cannot renew or release B's lease; and nothing A writes shows in B's namespace."""
+    own; cannot renew or release B's lease; nothing A writes shows in B's namespace; and A's
+    writes are in A's audit log with A's key id."""
     ns = "shared-notes"
     async with mcp_tools(app_url, keys["B"].key) as b:
         await b.call("facts_store", namespace=ns, agent_id="b", fact="B fact", category="c")
@@ -276,6 +277,16 @@ async def test_tenant_a_cannot_reach_tenant_b_through_any_mcp_tool(
             "lock_renew", namespace=ns, resource="r", agent_id="b", lease_token=token
         )
         assert renewed["renewed"]
+    pool = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=1)
+    try:
+        records = await AuditLog(pool).read(keys["A"].tenant)
+    finally:
+        await pool.close()
+    assert [(r.key_id, r.action, r.target) for r in records] == [
+        (keys["A"].key_id, "fact.store", f"{ns}:c"),
+        (keys["A"].key_id, "doc.write", f"{ns}:d@1"),
+        (keys["A"].key_id, "event.publish", f"{ns}:s"),
+    ]
 
 
 async def test_submissions_and_requeues_are_audited_without_the_key(
