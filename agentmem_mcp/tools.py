@@ -6,6 +6,14 @@ client names a namespace, never a Redis key or a SQL row, so it cannot reach ano
 namespace's data through a crafted argument. A server may be limited to some namespaces
 (``namespaces``); a call for another one is refused.
 
+**Tenants.** On ``agentmem serve`` with authentication, each call is made as the tenant whose
+key its HTTP request carried (:mod:`web.door`), and a namespace a client names is that
+tenant's: ``notes`` of tenant ``acme`` is the namespace ``acme/notes``, and tenant names hold
+no ``/``. Two tenants naming the same namespace reach two different ones, so no argument a
+client sends can reach another tenant's facts, locks, documents, events or statuses. A
+tenant's writes (``facts_store``, ``doc_write``, ``event_publish``) are recorded in its audit
+log with the key id (:mod:`memory.audit`); locks and statuses, which expire, are not.
+
 The server holds no state of its own between calls, so any number of server processes may
 serve the same namespace, and what they promise is what the memory layer promises:
 
@@ -37,7 +45,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from memory import (
@@ -51,6 +59,9 @@ from memory import (
     validate_id,
 )
 from memory import __version__ as VERSION
+from memory.audit import AuditLog, AuditRecord
+from memory.tenants import Principal
+from web.door import principal
 
 INSTRUCTIONS = """Shared memory for agents (agentmem): facts by category, leased locks with
 fencing tokens, versioned JSON documents, event streams and agent status, each in a namespace
@@ -83,13 +94,16 @@ class Namespaces:
         self._allowed = allowed
         self._scopes: OrderedDict[str, Memory] = OrderedDict()
 
-    def __call__(self, namespace: str) -> Memory:
+    def __call__(self, namespace: str, ctx: Context | None = None) -> Memory:
         validate_id(namespace, "namespace")
         if self._allowed is not None and namespace not in self._allowed:
             msg = f"namespace {namespace!r} is not served here; this server serves " + ", ".join(
                 sorted(self._allowed)
             )
             raise ToolError(msg)
+        who = _caller(ctx)
+        if who is not None:  # the tenant's own namespace of that name (see the module's notes)
+            namespace = validate_id(f"{who.tenant}/{namespace}", "namespace")
         scope = self._scopes.get(namespace)
         if scope is None:
             scope = self._memory().scope(namespace)
@@ -99,6 +113,13 @@ class Namespaces:
         else:
             self._scopes.move_to_end(namespace)
         return scope
+
+    async def audit(self, ctx: Context | None, action: str, namespace: str, what: str) -> None:
+        """Record a tenant's write in its audit log (nothing for stdio or without keys)."""
+        who = _caller(ctx)
+        if who is not None:
+            record = AuditRecord(who.tenant, who.key_id, action, f"{namespace}:{what}")
+            await AuditLog(self._memory().db.pool).record(record)
 
 
 def create_server(
@@ -120,27 +141,31 @@ def create_server(
         category: str,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Store a fact under a category; returns its id. With an idempotency_key, storing
         again returns the first id and stores nothing."""
         with memory_errors():
-            fact_id = await scope(namespace).memory.store_fact(
+            fact_id = await scope(namespace, ctx).memory.store_fact(
                 agent_id, fact, category, metadata, idempotency_key=idempotency_key
             )
+            await scope.audit(ctx, "fact.store", namespace, category)
         return {"id": fact_id}
 
     @server.tool()
-    async def facts_read(namespace: str, category: str) -> dict[str, Any]:
+    async def facts_read(
+        namespace: str, category: str, ctx: Context | None = None
+    ) -> dict[str, Any]:
         """Every fact of a category, oldest first."""
         with memory_errors():
-            facts = await scope(namespace).memory.get_facts_by_category(category)
+            facts = await scope(namespace, ctx).memory.get_facts_by_category(category)
         return {"facts": [_fact(f) for f in facts]}
 
     @server.tool()
-    async def facts_categories(namespace: str) -> dict[str, Any]:
+    async def facts_categories(namespace: str, ctx: Context | None = None) -> dict[str, Any]:
         """The categories that hold at least one fact, sorted."""
         with memory_errors():
-            return {"categories": await scope(namespace).memory.list_categories()}
+            return {"categories": await scope(namespace, ctx).memory.list_categories()}
 
     @server.tool()
     async def lock_acquire(
@@ -149,13 +174,14 @@ def create_server(
         agent_id: str,
         ttl_seconds: float = 30.0,
         wait_seconds: float = 0.0,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Take the lock on a resource for ttl_seconds, waiting up to wait_seconds (at most
         60) while another holder has it. Returns acquired, and when acquired the lease_token
         (for lock_renew and lock_release) and the fencing_token (for doc_write). Renew before
         ttl_seconds pass: a lease that is not renewed expires, and the lock is free again."""
         with memory_errors():
-            memory = scope(namespace).memory
+            memory = scope(namespace, ctx).memory
             lease = await memory.acquire_lock(resource, agent_id, ttl_seconds)
             with anyio.move_on_after(min(max(wait_seconds, 0.0), MAX_LOCK_WAIT)):
                 delay = 0.01
@@ -181,27 +207,30 @@ def create_server(
         agent_id: str,
         lease_token: str,
         ttl_seconds: float = 30.0,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Reset the lease's time to live to ttl_seconds; renewed is false when the lease
         already expired or another holder has the lock (stop acting on its behalf)."""
         with memory_errors():
             lease = _lease(resource, agent_id, lease_token, ttl_seconds)
-            return {"renewed": await scope(namespace).memory.extend_lock(lease)}
+            return {"renewed": await scope(namespace, ctx).memory.extend_lock(lease)}
 
     @server.tool()
     async def lock_release(
-        namespace: str, resource: str, agent_id: str, lease_token: str
+        namespace: str, resource: str, agent_id: str, lease_token: str, ctx: Context | None = None
     ) -> dict[str, Any]:
         """Release the lock if this lease still holds it (never another holder's)."""
         with memory_errors():
             lease = _lease(resource, agent_id, lease_token, 30.0)
-            return {"released": await scope(namespace).memory.release_lock(lease)}
+            return {"released": await scope(namespace, ctx).memory.release_lock(lease)}
 
     @server.tool()
-    async def doc_read(namespace: str, key: str, version: int | None = None) -> dict[str, Any]:
+    async def doc_read(
+        namespace: str, key: str, version: int | None = None, ctx: Context | None = None
+    ) -> dict[str, Any]:
         """The latest version of a document (or the given version); found is false if none."""
         with memory_errors():
-            document = await scope(namespace).db.read(key, version)
+            document = await scope(namespace, ctx).db.read(key, version)
         if document is None:
             return {"found": False, "key": key}
         return {"found": True, **_document(document)}
@@ -214,22 +243,24 @@ def create_server(
         agent_id: str,
         expected_version: int | None = None,
         fencing_token: int | None = None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Append a new version of a document. expected_version: 0 only if it does not exist
         yet, n only if n is still the latest (else a ConflictError: read again and retry),
         omitted to write whatever the latest is. fencing_token: the one lock_acquire returned,
         for a key written under a lock."""
         with memory_errors():
-            document = await scope(namespace).db.write(
+            document = await scope(namespace, ctx).db.write(
                 key, value, agent_id, expected_version, fencing_token=fencing_token
             )
+            await scope.audit(ctx, "doc.write", namespace, f"{key}@{document.version}")
         return _document(document)
 
     @server.tool()
-    async def doc_history(namespace: str, key: str) -> dict[str, Any]:
+    async def doc_history(namespace: str, key: str, ctx: Context | None = None) -> dict[str, Any]:
         """Every version of a document, oldest first."""
         with memory_errors():
-            versions = await scope(namespace).db.history(key)
+            versions = await scope(namespace, ctx).db.history(key)
         return {"versions": [_document(d) for d in versions]}
 
     @server.tool()
@@ -240,18 +271,24 @@ def create_server(
         agent_id: str,
         payload: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Append an event to a stream; returns its id. With an idempotency_key, publishing
         again returns the first id and appends nothing."""
         with memory_errors():
             event = _event(event_type, agent_id, payload or {})
-            log = scope(namespace).events(stream)
+            log = scope(namespace, ctx).events(stream)
             event_id = await log.publish(event, idempotency_key=idempotency_key)
+            await scope.audit(ctx, "event.publish", namespace, stream)
         return {"event_id": event_id}
 
     @server.tool()
     async def events_read(
-        namespace: str, stream: str, after: str = "0-0", count: int = 100
+        namespace: str,
+        stream: str,
+        after: str = "0-0",
+        count: int = 100,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Up to count (at most 1000) events of a stream after the event id `after` ("0-0":
         from the start), oldest first; pass the last one's id to read on."""
@@ -259,28 +296,42 @@ def create_server(
             if not _ENTRY_ID.match(after):
                 msg = f"after must be an event id such as 1700000000000-0, not {after[:40]!r}"
                 raise ToolError(msg)
-            log = scope(namespace).events(stream)
+            log = scope(namespace, ctx).events(stream)
             events = await log.read_events(after, max(1, min(count, MAX_READ_COUNT)))
         return {"events": [_event_record(e) for e in events]}
 
     @server.tool()
     async def status_set(
-        namespace: str, agent_id: str, status: str, detail: str = "", ttl_seconds: float = 15.0
+        namespace: str,
+        agent_id: str,
+        status: str,
+        detail: str = "",
+        ttl_seconds: float = 15.0,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Say what an agent is doing; the status expires after ttl_seconds unless set
         again (a heartbeat)."""
         with memory_errors():
-            memory = scope(namespace).memory
+            memory = scope(namespace, ctx).memory
             return _status(await memory.set_agent_status(agent_id, status, detail, ttl_seconds))
 
     @server.tool()
-    async def status_list(namespace: str) -> dict[str, Any]:
+    async def status_list(namespace: str, ctx: Context | None = None) -> dict[str, Any]:
         """Every agent whose status has not expired, sorted by id."""
         with memory_errors():
-            statuses = await scope(namespace).memory.list_live_agents()
+            statuses = await scope(namespace, ctx).memory.list_live_agents()
         return {"agents": [_status(s) for s in statuses]}
 
     return server
+
+
+def _caller(ctx: Context | None) -> Principal | None:
+    """The tenant an HTTP call was authenticated as (None: stdio, or no authentication)."""
+    if ctx is None:
+        return None
+    request = ctx.request_context.request
+    scope = getattr(request, "scope", None)
+    return None if scope is None else principal(scope)
 
 
 def _lease(resource: str, agent_id: str, lease_token: str, ttl_seconds: float) -> Lease:

@@ -42,6 +42,7 @@ class EventType(StrEnum):
     LLM_CALLED = "llm.called"  # any agent: one LLM call, how long it took (for the run's timings)
     RUN_COMPLETED = "run.completed"  # orchestrator: the report is written
     RUN_FAILED = "run.failed"  # orchestrator: the run stopped without a report
+    AUDIT_RECORDED = "audit.recorded"  # the service: a tenant acted on the run (web.audit)
 
 
 # The events after which a run needs no agent any more: every agent stops when it sees one.
@@ -202,6 +203,15 @@ class RunFailed(EventPayload):
     reason: str = Field(max_length=4000)
 
 
+class AuditRecorded(EventPayload):
+    """Who (tenant, key id: never the key) did what to the run (``submit``, ``requeue``)."""
+
+    tenant: str
+    key_id: str | None = None
+    action: str
+    target: str
+
+
 # The payload every event type carries: producers and readers both go through this map.
 PAYLOADS: dict[EventType, type[EventPayload]] = {
     EventType.RUN_REQUESTED: RunRequested,
@@ -213,6 +223,7 @@ PAYLOADS: dict[EventType, type[EventPayload]] = {
     EventType.SECTION_APPROVED: SectionApproved,
     EventType.SECTION_ROUND_LIMIT: SectionApproved,
     EventType.AGENT_FAILED: AgentFailed,
+    EventType.AUDIT_RECORDED: AuditRecorded,
     EventType.LLM_CALLED: LLMCalled,
     EventType.RUN_COMPLETED: RunCompleted,
     EventType.RUN_FAILED: RunFailed,

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM: finish what is held
     tenant_max_inflight: int = Field(default=4, ge=1)  # a tenant's runs in flight at once
     tenant_max_queued: int = Field(default=100, ge=0)  # a tenant's runs waiting to start
+    # at the door of `agentmem serve` (web.door): each tenant's requests, and any request's size
+    tenant_requests_per_second: float = Field(default=20.0, gt=0)
+    tenant_request_burst: int = Field(default=60, ge=1)
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     data_dir: str = ".agentmem"
     reports_dir: str = "reports"
     # local servers (devservers): the embedded Redis's append-only file fsync policy

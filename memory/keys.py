@@ -195,6 +195,11 @@ RUN_INDEX_ORDER = "agentmem-runs:{index}:order"
 RUN_INDEX_RECORDS = "agentmem-runs:{index}:records"
 
 
+def run_index_tenant_order(tenant: str) -> str:
+    """The run index's order of one tenant's runs (in the index's hash slot)."""
+    return f"agentmem-runs:{{index}}:tenant:{encode_part(tenant, 'tenant')}:order"
+
+
 # The service's shared queues live outside every namespace, each in a hash slot of its own, so
 # that on a cluster their load spreads over the primaries (see memory.work_queue).
 def work_shard(queue: str, shard: int) -> str:

@@ -2,7 +2,10 @@
 
 The orchestrator writes a run's entry when the run starts and again when it ends; ``agentmem
 runs`` and the web view read it. One sorted set orders the run ids by start time, one hash
-holds each run's entry as JSON; both live in one hash slot and change in one transaction.
+holds each run's entry as JSON; both live in one hash slot and change in one transaction. A
+run submitted to the service records its tenant in its entry, and is also ordered in its
+tenant's own sorted set (same slot, same transaction), so a tenant's newest runs are read
+without reading anyone else's.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
 from memory.connections import RedisClient
-from memory.keys import RUN_INDEX_ORDER, RUN_INDEX_RECORDS, validate_id
+from memory.keys import (
+    RUN_INDEX_ORDER,
+    RUN_INDEX_RECORDS,
+    run_index_tenant_order,
+    validate_id,
+)
 
 RunOutcome = Literal["running", "completed", "failed"]
 
@@ -35,6 +43,7 @@ class RunEntry(BaseModel):
     error: str | None = None
     report_path: str | None = None
     resumed: bool = False  # started again with the id of a run that had already begun
+    tenant: str | None = None  # the tenant that submitted it to the service (None: `run`)
 
     @property
     def seconds(self) -> float | None:
@@ -57,6 +66,9 @@ class RunIndex:
         validate_id(entry.run_id, "run id")
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zadd(RUN_INDEX_ORDER, {entry.run_id: entry.started_at.timestamp()})
+            if entry.tenant is not None:
+                order = run_index_tenant_order(entry.tenant)
+                pipe.zadd(order, {entry.run_id: entry.started_at.timestamp()})
             pipe.hset(RUN_INDEX_RECORDS, entry.run_id, entry.model_dump_json())
             await pipe.execute()
 
@@ -67,9 +79,10 @@ class RunIndex:
         return None if raw is None else RunEntry.model_validate_json(as_str(raw))
 
     @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
-    async def newest(self, count: int = 50) -> list[RunEntry]:
-        """The ``count`` most recently started runs, newest first."""
-        members: Any = await self.client.zrevrange(RUN_INDEX_ORDER, 0, count - 1)
+    async def newest(self, count: int = 50, *, tenant: str | None = None) -> list[RunEntry]:
+        """The ``count`` most recently started runs (of ``tenant``), newest first."""
+        order = RUN_INDEX_ORDER if tenant is None else run_index_tenant_order(tenant)
+        members: Any = await self.client.zrevrange(order, 0, count - 1)
         ids = [as_str(i) for i in members]
         if not ids:
             return []
@@ -79,8 +92,10 @@ class RunIndex:
     @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def remove(self, run_id: str) -> None:
         """Forget ``run_id``'s entry (one transaction)."""
-        validate_id(run_id, "run id")
+        entry = await self.get(run_id)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.zrem(RUN_INDEX_ORDER, run_id)
+            if entry is not None and entry.tenant is not None:
+                pipe.zrem(run_index_tenant_order(entry.tenant), run_id)
             pipe.hdel(RUN_INDEX_RECORDS, run_id)
             await pipe.execute()

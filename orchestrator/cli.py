@@ -16,13 +16,13 @@ import os
 import sys
 from typing import NoReturn
 
-from orchestrator import cli_mcp, cli_run, cli_runs, cli_service
+from orchestrator import cli_mcp, cli_run, cli_runs, cli_service, cli_tenants
 from orchestrator.cli_common import app
 from orchestrator.cli_servers import servers_app
 
 app.add_typer(servers_app, name="servers")
 
-__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "main"]
+__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "cli_tenants", "main"]
 
 
 def main() -> None:

@@ -224,19 +224,26 @@ def forget(
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept)."""
+    """Delete everything a run stored in Redis and PostgreSQL (its report files are kept);
+    the run's tenant's audit log records it."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     import anyio  # noqa: PLC0415 - deferred, as every import of a command
 
     from memory import open_memory  # noqa: PLC0415
+    from memory.admission import Submissions  # noqa: PLC0415
+    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
+    from orchestrator.cli_tenants import OPERATOR  # noqa: PLC0415
 
     settings = settings_from_env()
 
     async def go(ready: Settings) -> tuple[int, int]:
         async with open_memory(ready.memory_config(), run_id) as m:
+            tenant = await Submissions(m.client).tenant_of(run_id)  # gone once dropped
             dropped = await m.drop()
             await m.runs.remove(run_id)
+            record = AuditRecord(tenant or "-", OPERATOR, "forget", run_id)
+            await AuditLog(m.db.pool).record(record)
             return dropped
 
     with servers(settings) as ready:
@@ -250,35 +257,101 @@ def serve(
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port to listen on.", metavar="PORT")
     ] = DEFAULT_PORT,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on; beyond loopback only with authentication.", metavar="H"
+        ),
+    ] = HOST,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name clients use for this server (a proxy's); repeatable.",
+            metavar="NAME",
+        ),
+    ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth", help="Require a tenant's key even if no key exists yet (on when one does)."
+        ),
+    ] = False,
 ) -> None:
-    """Serve a web view of the runs on 127.0.0.1 until Ctrl-C: each run's sections, versions,
-    reviews, facts, timeline and dead letters, updated live while a run goes on."""
-    import uvicorn  # noqa: PLC0415 - deferred, as every import of a command
+    """Serve a web view of the runs until Ctrl-C: each run's sections, versions, reviews,
+    facts, timeline and dead letters, updated live while a run goes on; the service's API and
+    the MCP endpoint. Once a tenant has a key (`agentmem tenants add`), every request needs one
+    and sees only its tenant's runs; without keys it serves loopback only, to one local user."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import uvicorn  # noqa: PLC0415
 
+    from memory import open_memory  # noqa: PLC0415
+    from memory.tenants import TenantKeys  # noqa: PLC0415
     from web import create_app  # noqa: PLC0415
 
     settings = settings_from_env()
+
+    async def keys_exist(ready: Settings) -> bool:
+        async with open_memory(ready.memory_config(), "web") as memory:
+            return await TenantKeys(memory.db.pool).any_active()
+
     # The socket is bound here, before anything starts: a taken port is one line and exit 1,
     # and uvicorn serves on this very socket (no window for another process to take it).
-    with _listening(port) as sock, servers(settings) as ready:
-        console().print(f"web view on http://{HOST}:{port}/ (Ctrl-C stops it)", highlight=False)
+    with _listening(host, port) as sock, servers(settings) as ready:
+        auth = auth or anyio.run(keys_exist, ready)
+        if not auth and not is_loopback(host):
+            fail(
+                f"refusing to serve {host} without authentication: make a tenant's key first "
+                "(agentmem tenants add NAME), or pass --auth",
+                code=2,
+            )
+        shown = f"[{host}]" if ":" in host else host
+        who = (
+            "a tenant's key required (Authorization: Bearer, or sign in at /login)"
+            if auth
+            else "open to any local user: no tenant keys exist (agentmem tenants add NAME)"
+        )
+        console().print(
+            f"web view on http://{shown}:{port}/: {who} (Ctrl-C stops it)", highlight=False
+        )
         config = uvicorn.Config(
-            create_app(ready.memory_config(client_name="agentmem:web"), settings=ready),
+            create_app(
+                ready.memory_config(client_name="agentmem:web"),
+                settings=ready,
+                auth=auth,
+                hosts=frozenset([host, *(allow_host or [])]) - WILDCARDS,
+            ),
             log_level="warning",
         )
         uvicorn.Server(config).run(sockets=[sock])  # stops on Ctrl-C, then the servers' lease
 
 
 @contextmanager
-def _listening(port: int) -> Iterator[socket.socket]:
-    """A socket bound to ``HOST:port``, or a one-line error saying the port is taken."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _listening(host: str, port: int) -> Iterator[socket.socket]:
+    """A socket bound to ``host:port``, or a one-line error saying why it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
+        sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
-        fail(f"cannot listen on {HOST}:{port}: {reason}; choose another port with --port")
+        fail(f"cannot listen on {host}:{port}: {reason}; choose another port with --port")
     with sock:
         yield sock
+
+
+WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})  # every interface: not a name clients use
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    import ipaddress  # noqa: PLC0415
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere

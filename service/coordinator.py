@@ -55,14 +55,18 @@ async def start_run(
     queues: Mapping[str, WorkQueue],
     request: RunRequested,
     issuer: str,
+    *,
+    tenant: str | None = None,
 ) -> None:
-    """Start a run that was admitted: its index entry, its request, a ticket for research.
-    Each step is idempotent: a start made twice starts one run."""
+    """Start a run that was admitted: its index entry (with the tenant that submitted it),
+    its request, a ticket for research. Each step is idempotent: a start made twice starts
+    one run."""
     run_id = scope.namespace
     index = scope.runs
     if await index.get(run_id) is None:
         started = datetime.now(UTC)
-        await index.put(RunEntry(run_id=run_id, topic=request.topic, started_at=started))
+        entry = RunEntry(run_id=run_id, topic=request.topic, started_at=started, tenant=tenant)
+        await index.put(entry)
     events = run_events(scope, settings)
     event = new_event(EventType.RUN_REQUESTED, ORCHESTRATOR, request)
     await events.publish(event, idempotency_key=orchestrator_key(EventType.RUN_REQUESTED))
@@ -158,5 +162,10 @@ async def release(
         logger.info("run %s of tenant %s starts (a place is free)", run_id, tenant)
         next_scope = scope.scope(run_id)
         await start_run(
-            next_scope, settings, queues, RunRequested.model_validate_json(request), issuer
+            next_scope,
+            settings,
+            queues,
+            RunRequested.model_validate_json(request),
+            issuer,
+            tenant=tenant,
         )

@@ -8,6 +8,12 @@
 - ``GET /api/runs/{id}``: the run's state (``queued``, ``running``, ``completed``, ``failed``)
   and, once it ended, its report's path or the reason it failed.
 
+**Tenants.** With authentication on (:mod:`web.door`), the tenant is the key's: a body naming
+another tenant is refused (400), a ``run_id`` is the submission's idempotency key within the
+tenant (:func:`web.tenancy.tenant_run_id`), ``GET /api/runs/{id}`` answers 404 for another
+tenant's run as for no run, and ``/metrics`` shows the pool's shared signals and only this
+tenant's series. Each submission is audited (:func:`web.tenancy.audited`).
+
 **Cross-site requests.** The API takes no CSRF token: it answers a POST only with a JSON body
 (``Content-Type: application/json``), which a page on another site cannot send without a CORS
 preflight this server never grants, and a browser's cross-site request carries an ``Origin``
@@ -18,7 +24,9 @@ another process) is served.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,8 +38,10 @@ from starlette.routing import Route
 from agents.protocol import SourceDoc
 from agents.settings import Settings
 from memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
-from service.metrics import prometheus_text, snapshot
+from service.metrics import Snapshot, prometheus_text, snapshot
 from service.submit import run_state, submit
+from web.door import principal
+from web.tenancy import audited, tenant_run_id, visible
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -60,15 +70,23 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
             body = RunSubmission.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             return _error(400, f"not a run submission: {_one_line(exc)}")
+        who = principal(request)
+        tenant, run_id = body.tenant, body.run_id
+        if who is not None:
+            if "tenant" in body.model_fields_set and body.tenant != who.tenant:
+                return _error(400, f"this key is for tenant {who.tenant!r}; omit tenant")
+            tenant = who.tenant
+            run_id = None if run_id is None else tenant_run_id(tenant, run_id)
         try:
             done = await submit(
                 memory(),
                 settings,
-                tenant=validate_id(body.tenant, "tenant"),
+                tenant=validate_id(tenant, "tenant"),
                 topic=body.topic.strip(),
                 sources=body.sources,
-                run_id=body.run_id,
+                run_id=run_id,
             )
+            await audited(memory(), who, "submit", done.run_id)
         except QueueFullError as exc:
             return _error(429, str(exc), {"Retry-After": f"{max(1, round(exc.retry_after))}"})
         except (InvalidIdError, ValidationError) as exc:
@@ -83,12 +101,13 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
     async def state(request: Request) -> Response:
         try:
             run_id = validate_id(request.path_params["run_id"], "run id")
+            mine = await visible(memory(), principal(request), run_id)
             status = await run_state(memory(), run_id)
         except InvalidIdError as exc:
             return _error(400, str(exc))
         except AgentMemoryError as exc:
             return _error(503, str(exc))
-        if status.state == "unknown":
+        if status.state == "unknown" or not mine:
             return _error(404, f"no run {run_id}")
         return JSONResponse(
             {
@@ -104,7 +123,11 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
 
     async def metrics(request: Request) -> Response:
         try:
-            text = prometheus_text(await snapshot(memory(), settings))
+            snap = await snapshot(memory(), settings)
+            who = principal(request)
+            if who is not None:
+                snap = only_tenant(snap, who.tenant)
+            text = prometheus_text(snap)
         except AgentMemoryError as exc:
             return Response(f"# cannot read the signals: {exc}\n", status_code=503)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
@@ -114,6 +137,13 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
         Route("/api/runs", create, methods=["POST"]),
         Route("/api/runs/{run_id}", state),
     ]
+
+
+def only_tenant(snap: Snapshot, tenant: str) -> Snapshot:
+    """The snapshot without other tenants' series (the pool's shared signals stay)."""
+    runs = Counter({key: n for key, n in snap.runs.items() if key[1] == tenant})
+    tenants = {t: counts for t, counts in snap.tenants.items() if t == tenant}
+    return replace(snap, tenants=tenants, runs=runs)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -7,8 +7,10 @@ that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
 agents again; ``/mcp`` is the MCP endpoint (streamable HTTP, :mod:`agentmem_mcp`) when the
 ``mcp`` extra is installed; with the service's settings, ``/api/runs`` (:mod:`web.api`). It
-listens on 127.0.0.1 only, answers only requests that name it as their host, and refuses a POST
-from another origin or without its token (:mod:`web.guard`).
+answers only requests that name it as their host, and refuses a POST from another origin or
+without its token (:mod:`web.guard`). With ``auth``, every route needs a tenant's key and
+shows only that tenant's runs (:mod:`web.door`, :mod:`web.tenancy`): a run of another tenant
+is answered as a run that does not exist.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from starlette.routing import Route
 
 from agents import RUN_STREAM, EventType, Settings
 from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory, validate_id
+from memory.tenants import TenantKeys
 from web.api import api_routes
 from web.data import load_run
+from web.door import Door, DoorSettings, principal
 from web.guard import HostGuard, new_token, token_ok
 from web.pages import (
     RUN_STATES,
@@ -39,6 +43,7 @@ from web.pages import (
     runs_page,
     runs_table,
 )
+from web.tenancy import audited, visible
 
 if TYPE_CHECKING:
     from agentmem_mcp import HttpEndpoint
@@ -46,14 +51,22 @@ if TYPE_CHECKING:
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
-def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starlette:
+def create_app(
+    config: MemoryConfig,
+    settings: Settings | None = None,
+    *,
+    auth: bool = False,
+    hosts: frozenset[str] = frozenset(),
+) -> Starlette:
     """The web view over the stores ``config`` points at.
 
     The app opens the memory layer once at startup (one Redis client, one PostgreSQL pool, and
     the read replica's pool when one is configured) and closes it at shutdown; each request
     reads one run's namespace through :meth:`~memory.Memory.scope` on those connections. A
     live stream the browser leaves is cancelled while it waits and holds nothing of its own.
-    With ``settings``, the service's API is served too (:mod:`web.api`).
+    With ``settings``, the service's API is served too (:mod:`web.api`). With ``auth``, every
+    request needs a tenant's key; ``hosts`` are host names to answer besides the address the
+    connection reached (:class:`~web.guard.HostGuard`).
     """
     opened: list[Memory] = []
     token = new_token()  # what a POST must carry: in this server's pages only
@@ -62,24 +75,25 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            # MCP clients write documents: their schema must be there (a viewer only reads).
-            memory = open_memory(config, "web", migrate=mcp is not None)
+            # MCP clients write documents, and keys are checked: the schema must be there.
+            memory = open_memory(config, "web")
             opened.append(await stack.enter_async_context(memory))
             if mcp is not None:
                 await stack.enter_async_context(mcp.run())
             yield
 
     async def runs(request: Request) -> Response:
-        state = request.query_params.get("state") or None
-        if state is not None and state not in RUN_STATES:
-            return Response(f"state must be one of {', '.join(RUN_STATES)}", status_code=400)
-        entries = await opened[0].runs.newest(200)
-        if request.url.path == "/runs/list":
-            return HTMLResponse(runs_table(entries, state))
-        return HTMLResponse(runs_page(entries, state))
+        return await _runs(opened[0], request)
+
+    async def mine(request: Request) -> str | None:
+        """The request's run id if it is valid and the request's tenant may see it."""
+        run_id = _run_id(request)
+        if run_id is None or not await visible(opened[0], principal(request), run_id):
+            return None
+        return run_id
 
     async def report(request: Request) -> Response:
-        run_id = _run_id(request)
+        run_id = await mine(request)
         if run_id is None:
             return HTMLResponse(not_found(request.path_params["run_id"]), status_code=404)
         view = await load_run(opened[0].scope(run_id), run_id)
@@ -88,7 +102,7 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
         return HTMLResponse(report_page(view))
 
     async def run(request: Request) -> Response:
-        run_id = _run_id(request)
+        run_id = await mine(request)
         if run_id is None:
             return HTMLResponse(not_found(request.path_params["run_id"]), status_code=404)
         view = await load_run(opened[0].scope(run_id), run_id)
@@ -97,17 +111,19 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
         return HTMLResponse(run_page(view, token))
 
     async def body(request: Request) -> Response:
-        run_id = _run_id(request)
+        run_id = await mine(request)
         if run_id is None:
             return Response("unknown run", status_code=404)
         view = await load_run(opened[0].scope(run_id), run_id)
         return HTMLResponse(run_body(view, token))
 
     async def stream(request: Request) -> Response:
-        run_id = _run_id(request)
+        run_id = await mine(request)
         after = request.query_params.get("after", "0-0")
-        if run_id is None or not _ENTRY_ID.match(after):
-            return Response("bad run id or event id", status_code=400)
+        if run_id is None:
+            return Response("unknown run", status_code=404)
+        if not _ENTRY_ID.match(after):
+            return Response("bad event id", status_code=400)
         return StreamingResponse(
             _events(opened[0].scope(run_id).events(RUN_STREAM), after),
             media_type="text/event-stream",
@@ -115,24 +131,28 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
         )
 
     async def requeue(request: Request) -> Response:
-        run_id = _run_id(request)
+        run_id = await mine(request)
         letter = request.path_params["letter"]
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if run_id is None:  # another tenant's run too: answered before anything else
+            return Response("unknown run", status_code=404)
         if not token_ok(token, request.headers, form):
             return Response("refused: the request carries no valid token", status_code=403)
-        if run_id is None or not _ENTRY_ID.match(letter):
-            return Response("bad run id or dead letter id", status_code=400)
+        if not _ENTRY_ID.match(letter):
+            return Response("bad dead letter id", status_code=400)
         if form.get("confirm") != ["yes"]:
             return Response("not confirmed: send confirm=yes", status_code=400)
         log = opened[0].scope(run_id).events(RUN_STREAM)
         if letter not in {d.dead_letter_id for d in await log.dead_letters(1000)}:
             return Response(f"run {run_id} has no dead letter {letter}", status_code=404)
         await log.requeue(letter)
+        await audited(opened[0], principal(request), "requeue", run_id)
         return RedirectResponse(f"/runs/{quote(run_id, safe='')}", status_code=303)
 
+    door = _door(settings, (lambda: TenantKeys(opened[0].db.pool)) if auth else None)
     return Starlette(
         lifespan=lifespan,
-        middleware=[Middleware(HostGuard)],
+        middleware=[Middleware(HostGuard, hosts=hosts), Middleware(Door, settings=door)],
         routes=[
             Route("/", runs),
             Route("/runs", runs),
@@ -145,6 +165,30 @@ def create_app(config: MemoryConfig, settings: Settings | None = None) -> Starle
             *(mcp.routes if mcp is not None else []),
             *([] if settings is None else api_routes(lambda: opened[0], settings)),
         ],
+    )
+
+
+async def _runs(memory: Memory, request: Request) -> Response:
+    """The run list (``/runs/list``: the table alone, refetched by the page), of the request's
+    tenant, filtered by ``?state=``."""
+    state = request.query_params.get("state") or None
+    if state is not None and state not in RUN_STATES:
+        return Response(f"state must be one of {', '.join(RUN_STATES)}", status_code=400)
+    who = principal(request)
+    entries = await memory.runs.newest(200, tenant=None if who is None else who.tenant)
+    if request.url.path == "/runs/list":
+        return HTMLResponse(runs_table(entries, state))
+    return HTMLResponse(runs_page(entries, state))
+
+
+def _door(settings: Settings | None, keys: Callable[[], TenantKeys] | None) -> DoorSettings:
+    """What the door checks: tenants' keys (None: no authentication) and their limits."""
+    limits = settings or Settings.model_construct()
+    return DoorSettings(
+        keys=keys,
+        requests_per_second=limits.tenant_requests_per_second,
+        request_burst=limits.tenant_request_burst,
+        max_request_bytes=limits.max_request_bytes,
     )
 
 

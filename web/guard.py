@@ -8,7 +8,9 @@ The view listens on the loopback interface, but a page on any web site can still
   names the attacker's host in its ``Host`` header, so :class:`HostGuard` answers only a
   ``Host`` that names what this server serves: the address the connection reached (uvicorn's
   ``scope["server"]``) and its port, or, when that address is a loopback one, ``localhost``,
-  ``127.0.0.1`` or ``[::1]`` with the same port. Anything else is refused with 421.
+  ``127.0.0.1`` or ``[::1]`` with the same port, or a name the operator configured
+  (``agentmem serve --host`` / ``--allow-host``: a public name, a proxy's), on any port.
+  Anything else is refused with 421.
 - Cross-site request forgery: a form on another site may POST to the view (a requeue hands a
   dead letter to the agents again). An unsafe request (any method but GET, HEAD and OPTIONS)
   whose ``Origin`` header names another origin is refused with 403 here, and one without this
@@ -29,6 +31,7 @@ TOKEN_FIELD = "csrf_token"  # the form field carrying the token
 TOKEN_HEADER = "x-csrf-token"  # or this header, for scripts and tools
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+CONFIGURED = "agentmem.hosts"  # the scope key carrying the configured host names
 
 
 def new_token() -> str:
@@ -71,6 +74,8 @@ def host_ok(scope: Scope, value: str | None, default_port: int) -> bool:
     split = _split(value, default_port)
     if split is None:
         return False
+    if split[0] in scope.get(CONFIGURED, ()):
+        return True
     names, port = served_names(scope)
     return split[0] in names and (port is None or split[1] == port)
 
@@ -90,13 +95,15 @@ class HostGuard:
     """ASGI middleware: refuse a request for another host (421), and an unsafe one from
     another origin (403). See the module's notes."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.hosts = frozenset(h.lower().strip("[]") for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[CONFIGURED] = self.hosts
         headers = Headers(scope=scope)
         if not host_ok(scope, headers.get("host"), 80):
             await _refuse(send, 421, "this server does not serve that host name")
