@@ -46,7 +46,7 @@ def targets(results: Figures) -> list[Figures]:
 
 def print_tables(console: Console, record: Figures) -> None:
     console.print(_figures_table(record["results"]))
-    checks = Table(title="targets (issues #5, #10, #12)")
+    checks = Table(title="targets")
     for column in ("target", "measured", "goal", "result"):
         checks.add_column(column)
     for t in record["targets"]:

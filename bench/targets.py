@@ -143,8 +143,9 @@ def _why_lock(results: Figures) -> str:
     lk = results["locks"]
     return (
         f"{_m(lk['uncontended_per_s']):,.0f} cycles/s against redis-py's "
-        f"{_m(lk['redis_py_per_s']):,.0f}: both take two round trips; ours also increments "
-        "the fencing counter in its acquire script and checks ids and the TTL"
+        f"{_m(lk['redis_py_per_s']):,.0f}: both take two Redis round trips; ours also waits "
+        "for its fencing token, one PostgreSQL commit (durable: an fsync), so that no token "
+        "repeats whatever Redis loses"
     )
 
 
