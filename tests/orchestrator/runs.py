@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from chaos.faults import agent_identity
 from chaos.invariants import run_problems
 from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, connect_redis
+from memory.errors import StoreError
 from memory.events import AgentEvent, EventStore
 from memory.shared_db import SharedAgentDB
 from orchestrator.sources import load_sources
@@ -95,6 +97,21 @@ async def wait_for_event(
                     if accept(event):
                         return event
                 await anyio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
+async def wait_until_taken(redis_url: str, run_id: str, role: str, within: float = 60) -> None:
+    """Return once a worker of ``role`` holds a handoff of the run (pending in its group)."""
+    client = await connect_redis(MemoryConfig(redis_url=redis_url))
+    group = EventStore(client, run_id, "run").group(role, "observer", route=role)
+    try:
+        with anyio.fail_after(within):
+            while True:
+                with contextlib.suppress(StoreError):  # the group is not made yet
+                    if (await group.pending_summary()).pending:
+                        return
+                await anyio.sleep(0.02)
     finally:
         await client.aclose()
 

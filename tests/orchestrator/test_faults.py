@@ -32,6 +32,7 @@ from tests.orchestrator.runs import (
     start_cli,
     wait_for_event,
     wait_until_gone,
+    wait_until_taken,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -56,8 +57,7 @@ async def test_a_writer_killed_mid_handoff_is_restarted_and_its_work_reclaimed(
     env = cli_env(servers.redis_url, servers.database_url, tmp_path, **SLOW)
     process = start_cli(env, "run", "--run-id", rid)
 
-    await wait_for_event(servers.redis_url, rid, lambda e: e.event_type == "section.assigned")
-    await anyio.sleep(0.1)  # the writer has taken the handoff and is writing
+    await wait_until_taken(servers.redis_url, rid, "writer")  # it holds a handoff, writing
     [writer] = agent_processes(rid, "writer")
     writer.send_signal(signal.SIGKILL)
 
