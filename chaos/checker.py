@@ -26,6 +26,12 @@ whether any legal execution explains it. :func:`check` pairs each invoke with it
   exactly once, and no task had it applied twice. An effect that completed with ``info`` may
   have been applied: a task acknowledged with no ok effect but one in doubt is counted as in
   doubt, not reported.
+- **Handoff ownership** (``deliver``, ``ack``). An ack is accepted only from the entry's
+  owner: an ok ack whose process had, when it invoked it, been superseded (another process
+  was delivered the same entry after this one's delivery completed and before the ack's
+  invoke) was *stolen*, and so are two ok acks of one entry by different processes. Effects
+  are not held to ownership: their own conditional write makes them once-only, and a slow
+  owner may apply one legally after a reclaim (the exactly-once check above covers them).
 
 A linearizability search that runs out of budget makes that key *undetermined*: neither an
 anomaly nor a pass. ``python -m chaos.checker HISTORY_FILE...`` prints the summary and each
@@ -64,6 +70,7 @@ class Kind(StrEnum):
     VERSION_GAP = "version-gap"
     HANDOFF_LOST = "handoff-lost"
     HANDOFF_DUPLICATED = "handoff-duplicated"
+    HANDOFF_STOLEN = "handoff-stolen"
 
 
 class Anomaly(msgspec.Struct, frozen=True):
@@ -131,6 +138,7 @@ def check(history: Iterable[Op], *, budget: linearizability.Budget | None = None
     _versions(found, by_f["write"])
     _documents(found, by_f["read"] + by_f["write"], budget)
     _handoffs(found, by_f["effect"], by_f["ack"])
+    _handoff_owners(found, by_f["deliver"], by_f["ack"])
     return report
 
 
@@ -412,6 +420,46 @@ def _handoffs(found: _Found, effects: list[Call], acks: list[Call]) -> None:
             )
     found.report.subjects["tasks"] = len(set(by_task) | set(acked))
     found.report.subjects["tasks acknowledged with their effect in doubt"] = in_doubt
+
+
+def _handoff_owners(found: _Found, delivers: list[Call], acks: list[Call]) -> None:
+    """Each ok ack came from the entry's owner, and one entry is acked ok by one process."""
+    delivered = _by_key(c for c in delivers if c.type == "ok")
+    for task, calls in _by_key(c for c in acks if c.type == "ok").items():
+        by_entry: dict[object, Call] = {}
+        for ack in sorted(calls, key=lambda c: c.start):
+            entry = ack.field("entry")
+            first = by_entry.setdefault(entry, ack)
+            if first is not ack and first.process != ack.process:
+                found.add(
+                    Kind.HANDOFF_STOLEN,
+                    f"task {task}: entry {entry} acknowledged by {found.at(first)} and by "
+                    f"{found.at(ack)}",
+                    [first, ack],
+                )
+                continue
+            same = [d for d in delivered.get(task, []) if d.field("entry") == entry]
+            own = [d for d in same if d.process == ack.process and (d.end or 0) <= ack.start]
+            if not own:
+                continue
+            mine = max(own, key=lambda d: d.start)
+            thief = next(
+                (
+                    d
+                    for d in same
+                    if d.process != ack.process
+                    and d.start > (mine.end or 0)
+                    and (d.end or ack.start) < ack.start
+                ),
+                None,
+            )
+            if thief is not None:
+                found.add(
+                    Kind.HANDOFF_STOLEN,
+                    f"task {task}: entry {entry} acknowledged by {found.at(ack)} after it was "
+                    f"delivered to {found.at(thief)}",
+                    [mine, thief, ack],
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,6 +89,7 @@ async def history_run(
     clients: int = 4,
     consumers: int = 2,
     unsafe: str = "",
+    stall: bool = False,
     root: Path = HISTORIES,
 ) -> HistoryOutcome:
     """One run of the workload with ``faults`` (default: drawn from ``seed``), checked."""
@@ -111,6 +112,7 @@ async def history_run(
             clients=clients,
             consumers=consumers,
             unsafe=unsafe,
+            stall=stall,
         ) as run:
             await run.go()
             async with anyio.create_task_group() as tg:
@@ -128,6 +130,7 @@ async def history_run(
                 "namespace": namespace,
                 "faults": [f.describe() for f in outcome.faults],
                 "unsafe": unsafe,
+                "stall": stall,
             },
             indent=2,
         )

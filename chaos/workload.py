@@ -24,8 +24,13 @@ by sampling both clocks when it is recorded. For :meth:`acquire_lock` and for se
 permits (which keep no local deadline) it is the request's send time plus the TTL less the
 locks' drift margin. ``--unsafe nofence`` writes without expected version and without giving
 the store the fencing token (which is still recorded, the one the writer held: the history of
-a store that does not check fencing); ``--unsafe nolock`` records leases it never took. Both
-exist so that tests can see the checker catch them.
+a store that does not check fencing); ``--unsafe nolock`` records leases it never took;
+``--stall`` makes consumers stall past the reclaim time after an effect now and then, so that
+another worker reclaims the entry (the owned settling then refuses the stalled one's ack, and
+it is recorded as ``fail``, ``lost``); ``--unsafe steal`` stalls likewise and settles as the
+group did before entries were owned: a touch with a raw ``XCLAIM ... 0`` (min-idle 0: it
+takes the entry back) and an ack with a raw ``XACK``, neither checking that the entry is
+still its own. The three unsafe modes exist so that tests can see the checker catch them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ from devservers import die_with_parent
 from memory import (
     AgentEvent,
     ConflictError,
+    ConsumerGroup,
+    Delivery,
+    DeliveryLostError,
     DurableWriter,
     Lease,
     LockTimeoutError,
@@ -69,6 +77,9 @@ LOCK_TTL = 1.5  # seconds; a hold lasts well under a third of it, so leases are 
 SEM_TTL = 1.5
 LOCK_WAIT = 4.0
 _DRIFT = (0.01, 0.002)  # the locks' drift margin: share of the TTL, fixed seconds
+RECLAIM_IDLE_MS = 1000
+_STALL = 1.5  # seconds: past RECLAIM_IDLE_MS, a stalled consumer's entry is reclaimed
+_STALL_SHARE = 0.2  # of the deliveries a consumer stalls on with --stall or --unsafe steal
 _DRAIN_NS = 4_000_000_000  # consumers go on after the end until the stream is drained
 _UNKNOWN = (ServerUnavailableError, StoreError)  # the operation may or may not have happened
 
@@ -96,6 +107,7 @@ class Worker:
     rng: random.Random
     name: str
     unsafe: str = ""
+    stall: bool = False  # consumers stall past the reclaim time now and then
     _n: int = 0
 
     def next_id(self) -> str:
@@ -296,7 +308,7 @@ class Worker:
             self.rec.record("ok", "publish", task, {"task": task, "sent": sent})
 
     async def consumer(self, until: int) -> None:
-        group = self.m.events(STREAM, max_deliveries=50, reclaim_idle_ms=1000).group(
+        group = self.m.events(STREAM, max_deliveries=50, reclaim_idle_ms=RECLAIM_IDLE_MS).group(
             GROUP, self.name
         )
         await group.ensure()
@@ -316,13 +328,34 @@ class Worker:
                 if not await self.effect(task, entry):
                     continue  # unknown: left pending, to be delivered again
                 await anyio.sleep(self.rng.uniform(0.0, 0.05))
+                if (self.stall or self.unsafe == "steal") and self.rng.random() < _STALL_SHARE:
+                    await anyio.sleep(_STALL)  # another worker reclaims the entry meanwhile
+                if self.unsafe == "steal":
+                    await self.stolen_ack(group, delivery, task, entry)
+                    continue
                 self.rec.record("invoke", "ack", task, entry)
                 try:
                     await group.ack(delivery)
+                except DeliveryLostError:
+                    self.rec.record("fail", "ack", task, {**entry, "error": "lost"})
                 except _UNKNOWN as exc:
                     self.rec.record("info", "ack", task, {**entry, "error": _error(exc)})
                 else:
                     self.rec.record("ok", "ack", task, entry)
+
+    async def stolen_ack(
+        self, group: ConsumerGroup, delivery: Delivery, task: str, entry: dict[str, str]
+    ) -> None:
+        """The unsafe settling of ``--unsafe steal``: a raw touch and ack."""
+        self.rec.record("invoke", "ack", task, entry)
+        client, key, name = group.client, group.stream_key, group.name
+        try:
+            await client.xclaim(key, name, group.consumer, 0, [delivery.entry_id], justid=True)
+            await client.xack(key, name, delivery.entry_id)
+        except Exception as exc:  # raw driver errors: the ack's outcome is unknown
+            self.rec.record("info", "ack", task, {**entry, "error": _error(exc)})
+        else:
+            self.rec.record("ok", "ack", task, entry)
 
     async def effect(self, task: str, entry: dict[str, str]) -> bool:
         """Apply the task's effect at most once; False when its outcome is unknown."""
@@ -350,7 +383,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wal", type=Path, help="the producer's log directory")
     parser.add_argument("--tasks", type=int, default=1000, help="tasks the producer publishes")
-    parser.add_argument("--unsafe", choices=("", "nofence", "nolock"), default="")
+    parser.add_argument("--unsafe", choices=("", "nofence", "nolock", "steal"), default="")
+    parser.add_argument(
+        "--stall", action="store_true", help="consumers stall past the reclaim time now and then"
+    )
     return parser.parse_args(argv)
 
 
@@ -366,7 +402,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     async with open_memory(config, args.namespace, migrate=False, wait=10.0) as m:
         rec = Recorder(args.history, args.process)
-        worker = Worker(m, rec, random.Random(args.seed), args.process, args.unsafe)
+        worker = Worker(m, rec, random.Random(args.seed), args.process, args.unsafe, args.stall)
         print("ready", flush=True)  # noqa: T201 - the driver's handshake
         line = await anyio.to_thread.run_sync(sys.stdin.readline)
         until = int(line.split()[1])

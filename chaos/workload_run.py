@@ -70,7 +70,8 @@ class WorkloadRun:
     seconds: float = 8.0
     clients: int = 4
     consumers: int = 2
-    unsafe: str = ""  # passed to the clients: "nofence" or "nolock" (tests only)
+    unsafe: str = ""  # "nofence", "nolock" (clients) or "steal" (consumers): tests only
+    stall: bool = False  # consumers stall past the reclaim time now and then
     processes: list[WorkloadProcess] = field(default_factory=list)
     wal_dir: Path = field(init=False)
     wal_mounted: bool = field(init=False, default=False)
@@ -152,8 +153,10 @@ class WorkloadRun:
             "--seed", str(seed),
             "--wal", str(self.wal_dir),
         ]  # fmt: skip
-        if self.unsafe and proc.role == "client":
+        if self.unsafe and proc.role in ("client", "consumer"):
             command += ["--unsafe", self.unsafe]
+        if self.stall and proc.role == "consumer":
+            command.append("--stall")
         with (self.folder / f"{proc.name}.log").open("ab") as log:
             proc.process = await anyio.open_process(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log

@@ -250,6 +250,43 @@ def test_a_handoff_applied_twice_is_flagged() -> None:
     assert kinds(once.check()) == set()
 
 
+def _deliver(h: History, process: str, start: int) -> None:
+    entry = {"entry": "e1"}
+    h.call(process, "deliver", "t1", entry, (start, start + 1), result=entry)
+
+
+def _ack(h: History, process: str, start: int) -> None:
+    entry = {"entry": "e1"}
+    h.call(process, "ack", "t1", entry, (start, start + 1), result=entry)
+
+
+def test_an_ack_accepted_after_another_consumer_reclaimed_the_entry_is_flagged() -> None:
+    """c1 acks after c2 was delivered the entry: stolen; c1 acking before that reclaim is not."""
+    stolen, legal = History(), History()
+    for h, ack_at in ((stolen, 30), (legal, 5)):
+        _deliver(h, "c1", 0)
+        _handoff(h, "c1", "ok", 2)
+        _deliver(h, "c2", 10)
+        _handoff(h, "c2", "fail", 12)
+        _ack(h, "c1", ack_at)
+
+    assert kinds(stolen.check()) == {Kind.HANDOFF_STOLEN}
+    assert kinds(legal.check()) == set()
+
+
+def test_one_entry_acked_by_two_consumers_is_flagged() -> None:
+    """Two ok acks of one entry by different processes are stolen; a retried ack by one is not."""
+    two, retried = History(), History()
+    for h, second in ((two, "c2"), (retried, "c1")):
+        _deliver(h, "c1", 0)
+        _handoff(h, "c1", "ok", 2)
+        _ack(h, "c1", 5)
+        _ack(h, second, 8)
+
+    assert kinds(two.check()) == {Kind.HANDOFF_STOLEN}
+    assert kinds(retried.check()) == set()
+
+
 def _linearizable_history(seed: int) -> list[Op]:
     """Five processes writing and reading two documents, each operation taking effect at a
     random instant inside its interval; a few never complete."""

@@ -37,8 +37,9 @@ async def _run(
     config = MemoryConfig(redis_url=servers.redis.url, database_url=servers.postgres.url)
     async with open_memory(config, "history-tests"):  # migrates the schema
         pass
+    options = {"consumers": 1, **options}
     outcome = await history_run(
-        servers, seed=seed, faults=faults, seconds=4.0, consumers=1, root=root, **options
+        servers, seed=seed, faults=faults, seconds=4.0, root=root, **options
     )
     return outcome, read_history(*sorted(outcome.folder.glob("*.jsonl")))
 
@@ -142,3 +143,36 @@ async def test_leases_recorded_without_taking_the_lock_overlap_and_are_flagged(
     ]
     assert overlapping
     assert not check_folder(outcome.folder).ok
+
+
+@pytest.mark.anyio
+async def test_consumers_that_steal_entries_back_are_flagged(
+    chaos_servers: ChaosServers, tmp_path: Path
+) -> None:
+    """Consumers that stall past the reclaim time, then take the entry back with a raw XCLAIM
+    and ack it with a raw XACK: an entry another consumer reclaimed is acked by both, and the
+    checker flags it."""
+    outcome, ops = await _run(chaos_servers, tmp_path, 11, [], consumers=2, unsafe="steal")
+
+    acked: dict[str, set[str]] = {}
+    for op in ops:
+        if op.f == "ack" and op.type == "ok":
+            acked.setdefault(op.value["entry"], set()).add(op.process)
+    assert any(len(processes) > 1 for processes in acked.values())
+    verdict = check_folder(outcome.folder)
+    assert any(a.startswith("handoff-stolen:") for a in verdict.anomalies), verdict.summary
+
+
+@pytest.mark.anyio
+async def test_consumers_that_stall_lose_their_entries_and_the_history_is_valid(
+    chaos_servers: ChaosServers, tmp_path: Path
+) -> None:
+    """The same stalls with the owned settling: a reclaimed entry's stalled ack is refused as
+    lost, and the checker finds no anomaly."""
+    outcome, ops = await _run(chaos_servers, tmp_path, 11, [], consumers=2, stall=True)
+
+    lost = [op for op in ops if op.f == "ack" and op.type == "fail"]
+    assert lost
+    assert all(op.value["error"] == "lost" for op in lost)
+    verdict = check_folder(outcome.folder)
+    assert verdict.ok, (verdict.summary, verdict.anomalies)
