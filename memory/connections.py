@@ -230,6 +230,29 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
     }
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, routing stream reads without asking a server.
+
+    ``XREAD`` and ``XREADGROUP`` have "movable" keys (after ``STREAMS``), which redis-py finds
+    with ``COMMAND GETKEYS`` on the node it first connected to: one more round trip for every
+    read, and, once that node is dead, a failure raised before the command reaches a node, so
+    the client never learns the new slot map and every later read fails the same way (seen
+    after a failover of the node named in ``REDIS_URL``). The keys are where the syntax says.
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in {"XREAD", "XREADGROUP"}:
+            words = [arg.upper() if isinstance(arg, str | bytes) else arg for arg in args]
+            marker = next((w for w in words if w in {b"STREAMS", "STREAMS"}), None)
+            if marker is not None:
+                start = words.index(marker) + 1
+                keys = args[start : start + (len(args) - start) // 2]
+                slots = {self.keyslot(key) for key in keys}
+                if len(slots) == 1:
+                    return slots.pop()
+        return await super()._determine_slot(command, *args)
+
+
 def redis_urls(config: MemoryConfig) -> list[str]:
     """The URLs ``config.redis_url`` names: one server, or several nodes of one Redis Cluster
     separated by commas (``redis://h1:7000,redis://h2:7000``), so that a process can start while
@@ -285,7 +308,7 @@ async def connect_redis(config: MemoryConfig, **extra: object) -> RedisClient:
             return client
         await client.aclose()
         others = [_node(other) for other in urls if other != url]
-        nodes = RedisCluster.from_url(url, startup_nodes=others, **_client_options(config, **extra))
+        nodes = _Cluster.from_url(url, startup_nodes=others, **_client_options(config, **extra))
         try:
             await _ask(nodes, url, nodes.initialize())
         except BaseException:

@@ -40,10 +40,13 @@ therefore holds one writer's events in the order it logged them, each once.
 **Cost.** Each batch waits for its confirmation before the next goes out: with a replica,
 three round trips (marks and ``INFO``, fence and ``WAIT``, ``INFO``) plus the replica's
 acknowledgement; without one, one round trip. While no replica acknowledges (it is down,
-resyncing, or the new primary has none yet), a writer that waits for replicas sends nothing
-new: its writes stay in the local log, the calls return ``False``, and they go out in order
-once a replica is back. That is the price of the order: availability of new writes in Redis
-for the writer's own entries, never of the agent (it keeps logging).
+resyncing), a writer that waits for replicas sends nothing new: its writes stay in the local
+log, the calls return ``False``, and they go out in order once a replica is back. A new
+primary (a failover, seen as a new replication history) that has no replica is treated as a
+writer's first: its confirmations do not wait until a replica connects to it, since the
+replica that was promoted may have been the only one. Waiting is the price of the order:
+availability of new writes in Redis for the writer's own entries, never of the agent (it
+keeps logging).
 
 **What a failover can still lose.** A batch a replica acknowledged, when another replica
 that lacks it is promoted (with two or more replicas). On a server without replicas, what
@@ -70,7 +73,7 @@ from memory.errors import InvalidIdError, ServerUnavailableError, WalFullError
 from memory.events import AgentEvent, EventStore
 from memory.facts import NewFact
 from memory.keys import validate_id
-from memory.replication import Mark, Position, check_replicated
+from memory.replication import Mark, Position, Replication, check_replicated
 from memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class DurableWriter:
         self._backlog = anyio.Event()
         # None: wait for a replica once a confirmation has seen one connected to the primary
         self._wait_for_replica = wait_for_replica
+        self._replica_seen_on: str | None = None  # the history (replid) a replica was seen in
         self._last_sent = 0  # entries up to this one were sent by this writer
         self._in_flight: _InFlight | None = None  # sent, not yet confirmed
 
@@ -273,9 +277,7 @@ class DurableWriter:
         marks = [mark for write in flight.writes for mark in write.marks]
         fence = self.events.keys.replication_fence()
         seen = await check_replicated(self.events.client, marks, fence)
-        if seen.replicas and self._wait_for_replica is None:
-            logger.info("the primary has a replica: sent writes now wait until one holds them")
-            self._wait_for_replica = True
+        self._follow_replicas(seen)
         found = iter(seen.present)
         lost = [write for write in flight.writes if not all([next(found) for _ in write.marks])]
         if lost:
@@ -301,6 +303,28 @@ class DurableWriter:
             return False
         self._in_flight = None
         return False
+
+    def _follow_replicas(self, seen: Replication) -> None:
+        """Decide whether confirmations wait for a replica (unless the caller said): from the
+        first that sees one connected, until a new primary (a failover: a new replication
+        history) has none. The replica that was promoted was the only one the writer knew;
+        waiting for another that may never come would stop the writer's sends for good."""
+        if self._replica_seen_on is None and self._wait_for_replica is not None:
+            return  # the caller decided
+        if seen.primary is None:
+            return
+        if seen.replicas:
+            if self._replica_seen_on is None:
+                logger.info("the primary has a replica: sent writes now wait until one holds them")
+                self._wait_for_replica = True
+            self._replica_seen_on = seen.primary.replid
+        elif self._replica_seen_on not in {None, seen.primary.replid}:
+            logger.warning(
+                "a new primary without a replica (a failover): sent writes are confirmed on "
+                "it alone until a replica connects"
+            )
+            self._wait_for_replica = None
+            self._replica_seen_on = None
 
 
 def _joins(batch: list[_Write], write: _Write) -> bool:

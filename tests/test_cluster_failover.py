@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from devservers.cluster import ClusterNode, LocalCluster
 from memory import open_memory
+from memory.agent_event import AgentEvent
 from memory.connections import MemoryConfig
 from memory.durable import DurableWriter
 from memory.errors import ServerUnavailableError
@@ -186,3 +188,30 @@ async def test_no_fact_acknowledged_by_the_durable_writer_is_lost_in_a_failover(
     # resent it) depends on timing: one batch is in flight at a time, and a lost one is resent
     # with everything after it (tests/memory/test_durable_replicas.py shows that path).
     assert present == sorted(writes.acked)
+
+
+async def test_a_stream_read_recovers_once_the_node_named_in_redis_url_fails_over(
+    cluster: LocalCluster,
+) -> None:
+    """Reading a stream must not depend on the node the client first connected to: once that
+    node dies and its replica is promoted, the same client's next reads reach the new primary
+    (redis-py would ask the dead node where a stream read's keys are, forever)."""
+    named = cluster.node_on(int(cluster.url.rsplit(":", 1)[1].split("/")[0]))
+    namespace = "ns-0"
+    while await owner_of(cluster, namespace) is not named:  # one the REDIS_URL node serves
+        namespace = f"ns-{int(namespace[3:]) + 1}"
+    async with open_memory(config_for(cluster), namespace) as m:
+        log = m.events("run")
+        await log.publish(AgentEvent(event_type="note", agent_id="a", payload={"n": 1}))
+        named.crash()
+        started = time.monotonic()
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    async with aclosing(log.subscribe("0-0")) as events:
+                        event = await anext(events)
+                    break
+                except ServerUnavailableError:
+                    await anyio.sleep(0.2)
+    print(f"read again {time.monotonic() - started:.1f} s after the kill")  # noqa: T201
+    assert event.payload == {"n": 1}

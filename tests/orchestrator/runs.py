@@ -80,7 +80,15 @@ def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 200) -> tuple[int, str, str]:
-    stdout, stderr = process.communicate(timeout=timeout)
+    """Wait for ``process``; past ``timeout`` it is killed (never left running) and the
+    failure names the end of what it printed."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        msg = f"{process.args!r} still running after {timeout} s; it printed:\n{stdout[-3000:]}"
+        raise AssertionError(msg) from None
     return process.returncode, stdout, stderr
 
 
