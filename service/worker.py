@@ -3,9 +3,13 @@
 **Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` ticket
 streams, each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread
 over the primaries; a run is hashed to one shard of each role. A worker reads every shard of
-its role (a non-blocking sweep from a rotating start, then a short blocking read), up to
-``--concurrency`` tickets at a time. The run's own keys (its stream, routes, consumer groups,
-facts, drafts, locks) stay in the run's slot, as in a run of its own process set.
+its role with a reader per shard, each blocked on its shard (one XREADGROUP, a connection of
+its own) while a handler slot is free (:class:`Slots`), so a ticket on any shard is taken at
+once; up to ``--concurrency`` tickets are served at a time. Two readers can take a ticket for
+the last free slot at once: the second waits for the next slot (at most one per shard waits),
+and is handed back if the worker drains first. The run's own keys (its stream, routes,
+consumer groups, facts, drafts, locks) stay in the run's slot, as in a run of its own process
+set.
 
 **A ticket.** ``(run, route)`` says the run's route may hold a handoff for this role. The
 worker opens the run's namespace scope for it (never a shared one: one run's handler sees only
@@ -70,7 +74,7 @@ from service.routes import PoolRole, TicketingWriter
 logger = logging.getLogger(__name__)
 
 _RUNS_KEPT = 64  # run scopes a worker keeps open (the least recently used idle one goes)
-_BLOCK_MS = 100  # a sweep that found nothing blocks this long on one shard
+_BLOCK_MS = 100  # a shard's reader looks at ``draining`` at least this often
 _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
@@ -86,6 +90,35 @@ class RunScope:
     wal: WriteAheadLog | None
     ensured: set[str] = field(default_factory=set)  # routes whose group exists
     users: int = 0
+
+
+class Slots:
+    """A worker's handler slots. Unlike a semaphore, a reader can wait for a free slot without
+    taking it: every shard's reader blocks on its shard while one is free, and the ticket that
+    comes first takes it (the others wait for the next; at most one per shard)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._freed = anyio.Event()
+
+    async def until_free(self) -> None:
+        while self.free <= 0:
+            await self._freed.wait()
+
+    async def take(self) -> None:
+        await self.until_free()
+        self.free -= 1
+
+    def try_take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    def give(self) -> None:
+        self.free += 1
+        self._freed.set()
+        self._freed = anyio.Event()
 
 
 def worker_name(role: PoolRole) -> str:
@@ -137,7 +170,7 @@ class Worker:
         if self.role.agent_role is not None:
             self._llm = _make_llm(self.settings)
         logger.info("%s serving %d shards of %s", self.name, len(groups), self.role)
-        slots = anyio.Semaphore(self.concurrency)
+        slots = Slots(self.concurrency)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._beat)
@@ -169,53 +202,53 @@ class Worker:
         self,
         draining: anyio.Event,
         groups: list[ConsumerGroup],
-        slots: anyio.Semaphore,
+        slots: Slots,
+        work: anyio.abc.TaskGroup,
+    ) -> None:
+        """One reader per shard, each blocked on its shard while a slot is free: a ticket on
+        any shard wakes its reader at once. Returns once every reader saw ``draining``."""
+        async with anyio.create_task_group() as readers:
+            for group in groups:
+                readers.start_soon(self._read_shard, draining, group, slots, work)
+
+    async def _read_shard(
+        self,
+        draining: anyio.Event,
+        group: ConsumerGroup,
+        slots: Slots,
         work: anyio.abc.TaskGroup,
     ) -> None:
         while not draining.is_set():
-            with anyio.move_on_after(_BLOCK_MS / 1000) as waiting:
-                await slots.acquire()
-            if waiting.cancelled_caught:  # every slot busy: look at ``draining`` again
+            with anyio.move_on_after(_BLOCK_MS / 1000):
+                await slots.until_free()
+            if slots.free <= 0 or draining.is_set():
                 continue
-            if draining.is_set():
-                slots.release()
-                return
-            free = 1
-            while slots.value > 0:
-                slots.acquire_nowait()
-                free += 1
             try:
-                taken = await self._take(groups, free)
+                taken = await group.read(count=1, block_ms=_BLOCK_MS)
             except ServerUnavailableError as exc:
-                taken = []
                 logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
                 await anyio.sleep(_RETRY_SECONDS)
-            for _ in range(free - len(taken)):
-                slots.release()
-            for group, delivery in taken:
+                continue
+            for delivery in taken:
                 self.busy += 1
                 self._idle = anyio.Event()
-                work.start_soon(self._one, group, delivery, slots)
+                work.start_soon(self._one, group, delivery, slots, slots.try_take())
 
-    async def _take(
-        self, groups: list[ConsumerGroup], free: int
-    ) -> list[tuple[ConsumerGroup, Delivery]]:
-        """Up to ``free`` tickets: a sweep of every shard from a rotating start, then a short
-        blocking read of one."""
-        n = len(groups)
-        for i in range(n):
-            group = groups[(self._next_shard + i) % n]
-            got = await group.read(count=free, block_ms=1)
-            if got:
-                self._next_shard = (self._next_shard + i + 1) % n
-                return [(group, d) for d in got]
-        group = groups[self._next_shard]
-        self._next_shard = (self._next_shard + 1) % n
-        return [(group, d) for d in await group.read(count=free, block_ms=_BLOCK_MS)]
-
-    async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: anyio.Semaphore) -> None:
+    async def _one(
+        self, group: ConsumerGroup, delivery: Delivery, slots: Slots, has_slot: bool
+    ) -> None:
         try:
-            await self._serve_ticket(group, delivery)
+            try:  # another shard's reader may have taken the last slot meanwhile
+                if not has_slot:
+                    await slots.take()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await _hand_back_ticket(group, delivery)
+                raise
+            try:
+                await self._serve_ticket(group, delivery)
+            finally:
+                slots.give()
         except ServerUnavailableError as exc:  # left pending: reclaimed once the server is back
             logger.warning("lost a server during ticket %s: %s", delivery.entry_id, exc)
         except AgentMemoryError as exc:  # one run's trouble never stops the worker
@@ -223,7 +256,6 @@ class Worker:
         finally:
             self.busy -= 1
             self.served += 1
-            slots.release()
             if self.busy == 0:
                 self._idle.set()
 
@@ -373,6 +405,14 @@ async def _close_run(run: RunScope) -> None:
                 logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
     if run.wal is not None:
         run.wal.close()
+
+
+async def _hand_back_ticket(group: ConsumerGroup, ticket: Delivery) -> None:
+    """Give a ticket not yet served back to the role, reclaimable by any worker now."""
+    try:
+        await group.hand_back(ticket)
+    except AgentMemoryError as exc:  # left pending: reclaimed after the timeout instead
+        logger.warning("could not hand back ticket %s: %s", ticket.entry_id, exc)
 
 
 async def _hand_back(
