@@ -55,9 +55,11 @@ async def start_run(
     queues: Mapping[str, WorkQueue],
     request: RunRequested,
     issuer: str,
+    *,
+    tenant: str,
 ) -> None:
-    """Start a run that was admitted: its index entry, its request, a ticket for research.
-    Each step is idempotent: a start made twice starts one run."""
+    """Start a run that was admitted: its index entry, its request, a ticket for research (in
+    ``tenant``'s lane). Each step is idempotent: a start made twice starts one run."""
     run_id = scope.namespace
     index = scope.runs
     if await index.get(run_id) is None:
@@ -66,7 +68,7 @@ async def start_run(
     events = run_events(scope, settings)
     event = new_event(EventType.RUN_REQUESTED, ORCHESTRATOR, request)
     await events.publish(event, idempotency_key=orchestrator_key(EventType.RUN_REQUESTED))
-    await ticket(queues, events, [event], issuer)
+    await ticket(queues, events, [event], issuer, tenant)
 
 
 async def coordinate(
@@ -158,5 +160,10 @@ async def release(
         logger.info("run %s of tenant %s starts (a place is free)", run_id, tenant)
         next_scope = scope.scope(run_id)
         await start_run(
-            next_scope, settings, queues, RunRequested.model_validate_json(request), issuer
+            next_scope,
+            settings,
+            queues,
+            RunRequested.model_validate_json(request),
+            issuer,
+            tenant=tenant,
         )

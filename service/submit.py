@@ -97,7 +97,7 @@ async def submit(
         raise QueueFullError(msg, retry_after=5.0)
     if admitted == "start":
         queues = queues or queues_of(root, settings)
-        await start_run(root.scope(run_id), settings, queues, request, SUBMITTER)
+        await start_run(root.scope(run_id), settings, queues, request, SUBMITTER, tenant=tenant)
     if previous is not None or admitted == "known":
         return Submitted(run_id, "duplicate")
     return Submitted(run_id, "started" if admitted == "start" else "queued")

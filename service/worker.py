@@ -1,15 +1,14 @@
 """``agentmem worker ROLE``: a long-lived worker that serves its role for every run.
 
-**Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` ticket
-streams, each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread
-over the primaries; a run is hashed to one shard of each role. A worker reads every shard of
-its role with a reader per shard, each blocked on its shard (one XREADGROUP, a connection of
-its own) while a handler slot is free (:class:`Slots`), so a ticket on any shard is taken at
-once; up to ``--concurrency`` tickets are served at a time. Two readers can take a ticket for
-the last free slot at once: the second waits for the next slot (at most one per shard waits),
-and is handed back if the worker drains first. The run's own keys (its stream, routes,
-consumer groups, facts, drafts, locks) stay in the run's slot, as in a run of its own process
-set.
+**Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` shards,
+each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread over the
+primaries; a run is hashed to one shard of each role, and within a shard each tenant has a
+lane. While a handler slot is free (``--concurrency`` of them), the worker's scheduler takes
+the next ticket of the tenant it served least (:class:`~memory.work_queue.FairReader`); when
+no lane has one, it waits for any shard's bell, on which a watcher per shard is blocked (one
+XREAD each, a connection each), so a ticket pushed to any shard wakes it at once. The run's
+own keys (its stream, routes, consumer groups, facts, drafts, locks) stay in the run's slot,
+as in a run of its own process set.
 
 **A ticket.** ``(run, route)`` says the run's route may hold a handoff for this role. The
 worker opens the run's namespace scope for it (never a shared one: one run's handler sees only
@@ -67,14 +66,16 @@ from memory import (
     path_part,
     retrying,
 )
-from memory.work_queue import Ticket, WorkQueue
+from memory.admission import Submissions
+from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 from service.coordinator import coordinate, run_events
 from service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
 
 _RUNS_KEPT = 64  # run scopes a worker keeps open (the least recently used idle one goes)
-_BLOCK_MS = 100  # a shard's reader looks at ``draining`` at least this often
+_BLOCK_MS = 100  # the scheduler looks at ``draining`` at least this often
+_WATCH_MS = 1_000  # a bell watcher's blocking read (it holds no state: cancelled at will)
 _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
@@ -93,9 +94,8 @@ class RunScope:
 
 
 class Slots:
-    """A worker's handler slots. Unlike a semaphore, a reader can wait for a free slot without
-    taking it: every shard's reader blocks on its shard while one is free, and the ticket that
-    comes first takes it (the others wait for the next; at most one per shard)."""
+    """A worker's handler slots: the scheduler waits for a free one without taking it, then
+    takes it for the ticket it found (it is the only taker, so the slot is still free)."""
 
     def __init__(self, count: int) -> None:
         self.free = count
@@ -105,20 +105,31 @@ class Slots:
         while self.free <= 0:
             await self._freed.wait()
 
-    async def take(self) -> None:
-        await self.until_free()
+    def take(self) -> None:
+        assert self.free > 0
         self.free -= 1
-
-    def try_take(self) -> bool:
-        if self.free <= 0:
-            return False
-        self.free -= 1
-        return True
 
     def give(self) -> None:
         self.free += 1
         self._freed.set()
         self._freed = anyio.Event()
+
+
+class Rung:
+    """Set when any shard's bell rang since the scheduler last cleared it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 def worker_name(role: PoolRole) -> str:
@@ -162,20 +173,18 @@ class Worker:
 
     async def run(self, draining: anyio.Event) -> None:
         """Serve tickets until ``draining`` is set; then finish or hand back what is held."""
-        groups = self.queue.groups(self.name)
         async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=60.0):
             with attempt:
-                for group in groups:
-                    await group.ensure()
+                await self.queue.lanes()
         if self.role.agent_role is not None:
             self._llm = _make_llm(self.settings)
-        logger.info("%s serving %d shards of %s", self.name, len(groups), self.role)
+        logger.info("%s serving %d shards of %s", self.name, self.queue.shards, self.role)
         slots = Slots(self.concurrency)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._beat)
                 async with anyio.create_task_group() as work:
-                    await self._take_while(draining, groups, slots, work)
+                    await self._take_while(draining, slots, work)
                     if self.busy:
                         logger.info(
                             "%s draining: %d in flight, up to %.1f s",
@@ -199,61 +208,61 @@ class Worker:
                 await close()
 
     async def _take_while(
-        self,
-        draining: anyio.Event,
-        groups: list[ConsumerGroup],
-        slots: Slots,
-        work: anyio.abc.TaskGroup,
+        self, draining: anyio.Event, slots: Slots, work: anyio.abc.TaskGroup
     ) -> None:
-        """One reader per shard, each blocked on its shard while a slot is free: a ticket on
-        any shard wakes its reader at once. Returns once every reader saw ``draining``."""
-        async with anyio.create_task_group() as readers:
-            for group in groups:
-                readers.start_soon(self._read_shard, draining, group, slots, work)
-
-    async def _read_shard(
-        self,
-        draining: anyio.Event,
-        group: ConsumerGroup,
-        slots: Slots,
-        work: anyio.abc.TaskGroup,
-    ) -> None:
-        while not draining.is_set():
-            with anyio.move_on_after(_BLOCK_MS / 1000):
-                await slots.until_free()
-            if slots.free <= 0 or draining.is_set():
-                continue
-            try:
-                taken = await group.read(count=1, block_ms=_BLOCK_MS)
-            except ServerUnavailableError as exc:
-                logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
-                await anyio.sleep(_RETRY_SECONDS)
-                continue
-            for delivery in taken:
+        """Take tickets while a slot is free, tenants in turn (:class:`FairReader`); when there
+        is none, wait for any shard's bell (a watcher blocked on each). Returns on
+        ``draining``."""
+        rung = Rung()
+        reader = self.queue.reader(self.name)
+        async with anyio.create_task_group() as watchers:
+            for shard in range(self.queue.shards):
+                watchers.start_soon(self._watch, shard, rung)
+            while not draining.is_set():
+                with anyio.move_on_after(_BLOCK_MS / 1000):
+                    await slots.until_free()
+                if slots.free <= 0 or draining.is_set():
+                    continue
+                rung.clear()  # a push from now on wakes the wait below
+                try:
+                    taken = await reader.take()
+                except ServerUnavailableError as exc:
+                    logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
+                    await anyio.sleep(_RETRY_SECONDS)
+                    continue
+                if taken is None:
+                    with anyio.move_on_after(_BLOCK_MS / 1000):
+                        await rung.wait()
+                    continue
+                group, delivery = taken
+                slots.take()
                 self.busy += 1
                 self._idle = anyio.Event()
-                work.start_soon(self._one, group, delivery, slots, slots.try_take())
+                work.start_soon(self._one, group, delivery, slots)
+            watchers.cancel_scope.cancel()  # an XREAD holds no state: cancelled freely
 
-    async def _one(
-        self, group: ConsumerGroup, delivery: Delivery, slots: Slots, has_slot: bool
-    ) -> None:
-        try:
-            try:  # another shard's reader may have taken the last slot meanwhile
-                if not has_slot:
-                    await slots.take()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await _hand_back_ticket(group, delivery)
-                raise
+    async def _watch(self, shard: int, rung: Rung) -> None:
+        """Ring ``rung`` whenever the shard's bell rings."""
+        after = "$"
+        while True:
             try:
-                await self._serve_ticket(group, delivery)
-            finally:
-                slots.give()
+                now = await self.queue.wait(shard, after, _WATCH_MS)
+            except ServerUnavailableError:
+                await anyio.sleep(_RETRY_SECONDS)
+                continue
+            if now != after:
+                after = now
+                rung.ring()
+
+    async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: Slots) -> None:
+        try:
+            await self._serve_ticket(group, delivery)
         except ServerUnavailableError as exc:  # left pending: reclaimed once the server is back
             logger.warning("lost a server during ticket %s: %s", delivery.entry_id, exc)
         except AgentMemoryError as exc:  # one run's trouble never stops the worker
             logger.warning("ticket %s failed: %s", delivery.entry_id, exc)
         finally:
+            slots.give()
             self.busy -= 1
             self.served += 1
             if self.busy == 0:
@@ -344,7 +353,10 @@ class Worker:
             assert self._llm is not None
             wal_path = Path(self.settings.data_dir) / "wal" / path_part(run_id) / f"{self.name}.db"
             wal = WriteAheadLog(wal_path)
-            writer = TicketingWriter(scope.memory, events, wal, self.queues, self.name)
+            tenant = await Submissions(scope.client).tenant_of(run_id) or DEFAULT_TENANT
+            writer = TicketingWriter(
+                scope.memory, events, wal, self.queues, self.name, tenant=tenant
+            )
             slots = (
                 None
                 if self.settings.use_stub_llm
@@ -405,14 +417,6 @@ async def _close_run(run: RunScope) -> None:
                 logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
     if run.wal is not None:
         run.wal.close()
-
-
-async def _hand_back_ticket(group: ConsumerGroup, ticket: Delivery) -> None:
-    """Give a ticket not yet served back to the role, reclaimable by any worker now."""
-    try:
-        await group.hand_back(ticket)
-    except AgentMemoryError as exc:  # left pending: reclaimed after the timeout instead
-        logger.warning("could not hand back ticket %s: %s", ticket.entry_id, exc)
 
 
 async def _hand_back(

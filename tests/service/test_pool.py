@@ -104,7 +104,7 @@ async def test_an_idle_worker_waits_on_every_shard_of_its_role_at_once(
                     c
                     for c in clients
                     if f"/{worker.pid}/" in c.get("name", "")
-                    and c.get("cmd") == "xreadgroup"
+                    and c.get("cmd") in {"xread", "xreadgroup"}
                     and "b" in c.get("flags", "")
                 ]
                 if len(blocked) == shards:
