@@ -2,14 +2,22 @@
 
 ``AGENTMEM_BENCH_SERVICE_RUNS`` runs (default 40) of the bundled sources from 4 tenants, stub
 LLM with ``AGENTMEM_BENCH_SERVICE_DELAY`` s calls (default 0.3): on a pool of 1, 2 and 4
-workers per role (research, writer, review, coordinator; started before the clock starts),
-against the same number of ``agentmem run`` processes started 4 at a time. Goal (issue 19):
-the pool at least 3x the per-run shape at equal worker count.
+workers per role (research, writer, review, coordinator), against the same number of
+``agentmem run`` processes started 4 at a time. Goal (issue 19): the pool at least 3x the
+per-run shape at equal worker count.
+
+The clock starts once every worker has sent its heartbeat (long-lived workers' start is not a
+run's cost; on 2 busy cores 16 workers take tens of seconds to import, so a fixed pause let
+their start into the figure). Runs are submitted and waited for in this process through the
+library (:mod:`service.submit`, as ``POST /api/runs`` does), not one CLI process per call.
+``AGENTMEM_BENCH_PROFILE=DIR`` records each worker with py-spy (``pip install py-spy``) into
+``DIR``, in its raw (collapsed stacks) format.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,9 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
+from pydantic import SecretStr
 
-from bench.harness import Context, Figures
-from orchestrator.defaults import PROJECT_SOURCES
+from agents.settings import Settings
+from bench.harness import Context, Figures, percentile
+from memory import MemoryConfig, open_memory
+from memory.connections import connect_redis
+from memory.work_queue import WorkQueue
+from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from orchestrator.sources import load_sources
+from service.submit import run_state, submit
 
 ROLES = ("research", "writer", "review", "coordinator")
 TENANTS = 4
@@ -52,8 +67,9 @@ def per_run(env: dict[str, str], runs: int, tag: str) -> float:
     return runs / (time.monotonic() - started) * 60
 
 
-def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> float:
-    """``runs`` submissions from ``TENANTS`` tenants to a pool of ``workers`` per role."""
+def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[float, list[float]]:
+    """``runs`` submissions from ``TENANTS`` tenants to a pool of ``workers`` per role: runs per
+    minute, and each run's seconds from its submission to its end."""
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "worker", role, "--concurrency", "4"],
@@ -65,28 +81,95 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> float:
         for role in ROLES
         for _ in range(workers)
     ]
+    profile = os.environ.get("AGENTMEM_BENCH_PROFILE")
+    spies = []
     try:
-        time.sleep(3)  # the workers connect (not counted: they are long-lived)
+        # the workers start (not counted: they are long-lived); on 2 busy cores 16 of them
+        # take tens of seconds to import, so wait for every one's heartbeat, not a fixed time
+        anyio.run(_until_ready, env, workers, processes)
+        if profile:  # py-spy's samples of each worker, for finding where the time goes
+            spies = [
+                _spy(p.pid, Path(profile) / f"{tag}-{workers}-{i}.txt")
+                for i, p in enumerate(processes)
+            ]
         started = time.monotonic()
-        ids = []
-        for n in range(runs):
-            run_id = f"{tag}-pool{workers}-{n}"
-            done = _cli(env, "submit", "--tenant", f"tenant-{n % TENANTS}", "--run-id", run_id)
-            if done.returncode != 0:
-                msg = f"submit failed: {done.stderr.strip()}"
-                raise RuntimeError(msg)
-            ids.append(run_id)
-        for run_id in ids:
-            done = _cli(env, "wait", run_id, "--timeout", "900")
-            if done.returncode != 0:
-                msg = f"run {run_id} did not complete: {done.stderr.strip()}"
-                raise RuntimeError(msg)
-        return runs / (time.monotonic() - started) * 60
+        latencies = anyio.run(_submit_and_wait, env, runs, f"{tag}-pool{workers}")
+        return runs / (time.monotonic() - started) * 60, latencies
     finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait()
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait()
+
+
+def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    command = [str(spy), "record", "--format", "raw", "--nonblocking", "--pid", str(pid)]
+    return subprocess.Popen([*command, "-o", str(out)], stderr=subprocess.DEVNULL)
+
+
+async def _until_ready(
+    env: dict[str, str], per_role: int, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """Return once every role has ``per_role`` live workers (their heartbeats in Redis)."""
+    client = await connect_redis(MemoryConfig(redis_url=env["REDIS_URL"]))
+    try:
+        queues = [WorkQueue(client, role) for role in ROLES]
+        with anyio.fail_after(300):
+            while True:
+                if any(p.poll() is not None for p in processes):
+                    msg = "a pool worker exited before it was ready"
+                    raise RuntimeError(msg)
+                live = [len(await q.workers()) for q in queues]
+                if all(n >= per_role for n in live):
+                    return
+                await anyio.sleep(0.2)
+    finally:
+        await client.aclose()
+
+
+async def _submit_and_wait(env: dict[str, str], runs: int, prefix: str) -> list[float]:
+    """Submit ``runs`` runs in this process (the library, as ``POST /api/runs`` does) and wait
+    for each; returns each run's seconds from its submission to its end."""
+
+    settings = Settings(
+        redis_url=SecretStr(env["REDIS_URL"]),
+        database_url=SecretStr(env["DATABASE_URL"]),
+        tenant_max_inflight=int(env["AGENTMEM_TENANT_MAX_INFLIGHT"]),
+        tenant_max_queued=int(env["AGENTMEM_TENANT_MAX_QUEUED"]),
+    )
+    docs = load_sources(PROJECT_SOURCES)
+    config = settings.memory_config(client_name="agentmem:bench")
+    ended: dict[str, float] = {}
+    submitted: dict[str, float] = {}
+    async with open_memory(config, "service", migrate=False) as root:
+        for n in range(runs):
+            run_id = f"{prefix}-{n}"
+            submitted[run_id] = time.monotonic()
+            await submit(
+                root,
+                settings,
+                tenant=f"tenant-{n % TENANTS}",
+                topic=DEFAULT_TOPIC,
+                sources=docs,
+                run_id=run_id,
+            )
+        with anyio.fail_after(900):
+            while len(ended) < runs:
+                for run_id in submitted.keys() - ended.keys():
+                    status = await run_state(root, run_id)
+                    if status.state == "failed":
+                        msg = f"run {run_id} failed: {status.error}"
+                        raise RuntimeError(msg)
+                    if status.state == "completed":
+                        ended[run_id] = time.monotonic()
+                await anyio.sleep(0.1)
+    return [ended[r] - submitted[r] for r in submitted]
 
 
 def measure(ctx: Context) -> Figures:
@@ -116,8 +199,10 @@ def measure(ctx: Context) -> Figures:
         }
         for workers in (1, 2, 4):
             ctx.say(f"service: {runs} runs on a pool of {workers} worker(s) per role")
-            rate = pooled(env, runs, workers, tag)
+            rate, latencies = pooled(env, runs, workers, tag)
             figures[f"pool_{workers}_runs_per_minute"] = rate
+            figures[f"pool_{workers}_p50_seconds"] = percentile(latencies, 50)
+            figures[f"pool_{workers}_p95_seconds"] = percentile(latencies, 95)
             figures[f"pool_{workers}_vs_per_run"] = rate / figures["per_run_runs_per_minute"]
     return figures
 

@@ -202,14 +202,30 @@ def run_index_tenant_order(tenant: str) -> str:
 
 # The service's shared queues live outside every namespace, each in a hash slot of its own, so
 # that on a cluster their load spreads over the primaries (see memory.work_queue).
-def work_shard(queue: str, shard: int) -> str:
-    """Shard ``shard`` of work queue ``queue``: a stream in its own slot."""
-    return f"agentmem-work:{{{encode_part(queue, 'queue')}-{int(shard)}}}:tickets"
+def _work(queue: str, shard: int) -> str:
+    return f"agentmem-work:{{{encode_part(queue, 'queue')}-{int(shard)}}}"
+
+
+def work_lane(queue: str, shard: int, tenant: str) -> str:
+    """One tenant's tickets on shard ``shard`` of work queue ``queue``: a stream in the
+    shard's slot (every lane of a shard shares its hash tag)."""
+    return f"{_work(queue, shard)}:lane:{encode_part(tenant, 'tenant')}"
+
+
+def work_lanes(queue: str, shard: int) -> str:
+    """The set of tenants that have a lane on the shard (same slot as the shard)."""
+    return f"{_work(queue, shard)}:lanes"
+
+
+def work_bell(queue: str, shard: int) -> str:
+    """A short stream that gets an entry whenever a ticket is added to the shard: what an idle
+    worker blocks on (same slot as the shard)."""
+    return f"{_work(queue, shard)}:bell"
 
 
 def work_dead_letters(queue: str, shard: int) -> str:
     """The dead letters of one shard of a work queue (same slot as the shard)."""
-    return f"agentmem-work:{{{encode_part(queue, 'queue')}-{int(shard)}}}:dlq"
+    return f"{_work(queue, shard)}:dlq"
 
 
 def tenant_key(tenant: str, part: str) -> str:

@@ -6,16 +6,28 @@ as a run of its own process set does. What a pooled worker needs besides is a wa
 *which* run has work for its role without reading every run's stream: a ticket, ``(run id,
 route)``, that says "this run's route may have a handoff for you".
 
-**Sharding.** A queue is ``shards`` streams, each under a hash tag of its own
-(``agentmem-work:{writer-3}:tickets``, :func:`~memory.keys.work_shard`), so the shards of all
-roles hash to different slots and therefore, on a cluster, to the primaries that own those
-slots. A run is hashed to one shard (:meth:`WorkQueue.shard_of`, SHA-256 of its id), so its
-tickets stay in order on one stream, and many runs spread over all shards. A worker reads
-every shard of its role through a consumer group per shard (the memory layer's
+**Sharding.** A queue is ``shards`` shards, each under a hash tag of its own
+(``agentmem-work:{writer-3}:...``), so the shards of all roles hash to different slots and
+therefore, on a cluster, to the primaries that own those slots. A run is hashed to one shard
+(:meth:`WorkQueue.shard_of`, SHA-256 of its id), so its tickets stay in order, and many runs
+spread over all shards. No stream or key is shared by all runs: with ``S`` shards per role and
+four roles there are ``4 S`` shards, and the run-scoped keys stay in each run's slot.
+
+**Lanes: fairness between tenants.** Within a shard, each tenant's tickets go to a lane of its
+own (:func:`~memory.keys.work_lane`, a stream in the shard's slot); the shard keeps the set of
+its lanes and a *bell* (a short stream that gets an entry with every push, for idle workers to
+block on: one XREAD per shard, which holds no state and can be cancelled freely). A worker
+takes tickets through a :class:`FairReader`: the next ticket of the tenant it has served least
+(a count per tenant; a tenant back from idle starts level with the least served, so it cannot
+save up turns), each lane read through a consumer group of its own (the memory layer's
 :class:`~memory.consumer.ConsumerGroup`: pending entries, reclaim of a dead worker's entries
-after ``reclaim_idle_ms``, dead letters for entries that are not tickets). No stream or key is
-shared by all runs: with ``S`` shards per role and four roles there are ``4 S`` queue streams,
-and the run-scoped keys stay in each run's slot.
+after ``reclaim_idle_ms``, dead letters for entries that are not tickets). A tenant with a
+thousand tickets waiting therefore takes one turn in ``T`` (``T`` tenants with work), and
+another tenant's ticket is taken on its next turn, not after that backlog. Fairness is per
+worker: each worker applies the rule to what it takes, so the pool is fair to within what one
+worker's turn holds. Tenants have equal weight. What it costs: one round trip for the lanes,
+then one per lane tried until a ticket is found (an idle pass tries every lane: cheap for tens
+of tenants; a script that scans the lanes in one round trip would serve thousands).
 
 A ticket is an :class:`~memory.agent_event.AgentEvent` of type :data:`TICKET` whose payload
 names the run and the route, so the consumer group's parsing and dead-lettering apply to it
@@ -33,30 +45,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memory._blocking import block_slices
 from memory._boundary import idempotent, translate_errors
 from memory._codec import as_str
 from memory.agent_event import AgentEvent
 from memory.connections import RedisClient
 from memory.consumer import ConsumerGroup, Delivery, GiveUp
 from memory.errors import InvalidValueError
-from memory.keys import validate_id, work_dead_letters, work_shard, workers_key
+from memory.keys import (
+    validate_id,
+    work_bell,
+    work_dead_letters,
+    work_lane,
+    work_lanes,
+    workers_key,
+)
 
 TICKET = "work.ticket"
+DEFAULT_TENANT = "default"  # the lane of runs no tenant submitted
 _GROUP = "workers"
+_BELL_LENGTH = 64  # the bell keeps about this many entries (it wakes; it holds nothing)
 
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """Run ``run_id`` may have a handoff on its route ``route``."""
+    """Run ``run_id`` (of ``tenant``) may have a handoff on its route ``route``."""
 
     run_id: str
     route: str
+    tenant: str = DEFAULT_TENANT
 
     def event(self, issuer: str) -> AgentEvent:
         return AgentEvent(
             event_type=TICKET,
             agent_id=issuer,
-            payload={"run_id": self.run_id, "route": self.route},
+            payload={"run_id": self.run_id, "route": self.route, "tenant": self.tenant},
         )
 
     @classmethod
@@ -67,7 +90,12 @@ class Ticket:
             msg = f"entry {delivery.entry_id} is a {event.event_type}, not a {TICKET}"
             raise InvalidValueError(msg)
         run_id, route = payload.get("run_id"), payload.get("route")
-        return cls(validate_id(run_id, "ticket run id"), validate_id(route, "ticket route"))
+        tenant = payload.get("tenant", DEFAULT_TENANT)
+        return cls(
+            validate_id(run_id, "ticket run id"),
+            validate_id(route, "ticket route"),
+            validate_id(tenant, "ticket tenant"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,31 +146,61 @@ class WorkQueue:
         return int.from_bytes(digest[:8], "big") % self.shards
 
     async def push(self, tickets: Sequence[Ticket], issuer: str) -> None:
-        """Add the tickets, each to its run's shard (one pipelined round trip)."""
+        """Add the tickets, each to its tenant's lane of its run's shard, and ring the bells
+        of the shards they went to (one pipelined round trip)."""
         if not tickets:
             return
+        rung: set[int] = set()
         async with self.client.pipeline(transaction=False) as pipe:
             for ticket in tickets:
-                key = work_shard(self.name, self.shard_of(ticket.run_id))
-                pipe.xadd(key, ticket.event(issuer).to_fields())  # type: ignore[arg-type]
+                shard = self.shard_of(ticket.run_id)
+                lane = work_lane(self.name, shard, ticket.tenant)
+                pipe.xadd(lane, ticket.event(issuer).to_fields())  # type: ignore[arg-type]
+                pipe.sadd(work_lanes(self.name, shard), ticket.tenant)
+                rung.add(shard)
+            for shard in sorted(rung):
+                bell = work_bell(self.name, shard)
+                pipe.xadd(bell, {"rang": "1"}, maxlen=_BELL_LENGTH, approximate=True)
             await pipe.execute()
 
-    def groups(self, consumer: str, on_give_up: GiveUp | None = None) -> list[ConsumerGroup]:
-        """This worker's consumer group of every shard (call ``ensure()`` on each first)."""
-        return [
-            ConsumerGroup(
-                self.client,
-                stream_key=work_shard(self.name, shard),
-                dead_letter_key=work_dead_letters(self.name, shard),
-                route=f"{self.name}-{shard}",
-                name=_GROUP,
-                consumer=consumer,
-                max_deliveries=self.max_deliveries,
-                reclaim_idle_ms=self.reclaim_idle_ms,
-                on_give_up=on_give_up,
-            )
-            for shard in range(self.shards)
-        ]
+    def reader(self, consumer: str, on_give_up: GiveUp | None = None) -> FairReader:
+        """What ``consumer`` takes the queue's tickets through, tenants in turn."""
+        return FairReader(self, consumer, on_give_up)
+
+    def lane_group(
+        self, consumer: str, shard: int, tenant: str, on_give_up: GiveUp | None = None
+    ) -> ConsumerGroup:
+        """``consumer``'s group on one tenant's lane of the shard (call ``ensure()`` first)."""
+        return ConsumerGroup(
+            self.client,
+            stream_key=work_lane(self.name, shard, tenant),
+            dead_letter_key=work_dead_letters(self.name, shard),
+            route=f"{self.name}-{shard}",
+            name=_GROUP,
+            consumer=consumer,
+            max_deliveries=self.max_deliveries,
+            reclaim_idle_ms=self.reclaim_idle_ms,
+            on_give_up=on_give_up,
+        )
+
+    @idempotent
+    async def lanes(self) -> list[tuple[int, str]]:
+        """Every lane of the queue: ``(shard, tenant)``, sorted (one pipelined round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in range(self.shards):
+                pipe.smembers(work_lanes(self.name, shard))
+            members = await pipe.execute()
+        return sorted((shard, as_str(t)) for shard, ts in enumerate(members) for t in ts)
+
+    async def wait(self, shard: int, after: str, block_ms: int) -> str:
+        """Block until the shard's bell rings after ``after`` (a bell id, or ``$``: now), or
+        ``block_ms``; returns the id to wait after next time."""
+        key = work_bell(self.name, shard)
+        for block in block_slices(self.client, block_ms):
+            reply: Any = await self.client.xread({key: after}, count=100, block=block)
+            if reply:
+                return as_str(reply[0][1][-1][0])
+        return after
 
     @idempotent
     async def beat(
@@ -171,8 +229,34 @@ class WorkQueue:
 
     @idempotent
     async def backlog(self) -> list[ShardBacklog]:
-        """Every shard's backlog (a few pipelined round trips, whatever the shard count)."""
-        keys = [work_shard(self.name, shard) for shard in range(self.shards)]
+        """Every shard's backlog, summed over its lanes (a few pipelined round trips, whatever
+        the shard and lane counts)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in range(self.shards):
+                pipe.smembers(work_lanes(self.name, shard))
+            members = await pipe.execute()
+        lanes = [
+            (shard, work_lane(self.name, shard, as_str(tenant)))
+            for shard, tenants in enumerate(members)
+            for tenant in sorted(as_str(t) for t in tenants)
+        ]
+        each = await self._stream_backlogs([key for _shard, key in lanes])
+        result = []
+        for shard in range(self.shards):
+            mine = [b for (s, _key), b in zip(lanes, each, strict=True) if s == shard]
+            result.append(
+                ShardBacklog(
+                    sum(b.waiting for b in mine),
+                    sum(b.pending for b in mine),
+                    max((b.oldest_seconds for b in mine), default=0.0),
+                )
+            )
+        return result
+
+    async def _stream_backlogs(self, keys: list[str]) -> list[ShardBacklog]:
+        """The backlog of each of the streams ``keys``."""
+        if not keys:
+            return []
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.xlen(key)
@@ -215,6 +299,47 @@ class WorkQueue:
                 ages.append(now_ms - _ms(as_str(first[0][0])))
             result.append(ShardBacklog(waiting, count, max(ages, default=0.0) / 1000))
         return result
+
+
+class FairReader:
+    """One worker's reader of a whole queue: the next ticket of the tenant it served least
+    (see the module's notes). Not shared between tasks."""
+
+    def __init__(self, queue: WorkQueue, consumer: str, on_give_up: GiveUp | None = None) -> None:
+        self.queue = queue
+        self.consumer = consumer
+        self.on_give_up = on_give_up
+        self._groups: dict[tuple[int, str], ConsumerGroup] = {}
+        self._served: dict[str, int] = {}  # tickets taken per tenant (a virtual clock)
+
+    async def take(self) -> tuple[ConsumerGroup, Delivery] | None:
+        """A ticket of the tenant served least that has one (its own pending ones first, then
+        a dead worker's, then new ones), with the group to acknowledge it through; None when
+        no lane has one."""
+        lanes = await self.queue.lanes()
+        tenants = sorted({t for _s, t in lanes}, key=lambda t: (self._served.get(t, 0), t))
+        if not tenants:
+            return None
+        floor = self._served.get(tenants[0], 0)
+        for tenant in tenants:
+            shards = [s for s, t in lanes if t == tenant]
+            turn = self._served.get(tenant, 0)
+            for i in range(len(shards)):  # spread a tenant's turns over its shards
+                shard = shards[(turn + i) % len(shards)]
+                group = await self._group(shard, tenant)
+                taken = await group.read(count=1, block_ms=0)
+                if taken:  # a tenant back from idle starts level with the least served
+                    self._served[tenant] = max(turn, floor) + 1
+                    return group, taken[0]
+        return None
+
+    async def _group(self, shard: int, tenant: str) -> ConsumerGroup:
+        group = self._groups.get((shard, tenant))
+        if group is None:
+            group = self.queue.lane_group(self.consumer, shard, tenant, self.on_give_up)
+            await group.ensure()
+            self._groups[shard, tenant] = group
+        return group
 
 
 def _ms(entry_id: str) -> float:

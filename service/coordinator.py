@@ -56,11 +56,11 @@ async def start_run(
     request: RunRequested,
     issuer: str,
     *,
-    tenant: str | None = None,
+    tenant: str,
 ) -> None:
     """Start a run that was admitted: its index entry (with the tenant that submitted it),
-    its request, a ticket for research. Each step is idempotent: a start made twice starts
-    one run."""
+    its request, a ticket for research (in ``tenant``'s lane). Each step is idempotent: a
+    start made twice starts one run."""
     run_id = scope.namespace
     index = scope.runs
     if await index.get(run_id) is None:
@@ -70,7 +70,7 @@ async def start_run(
     events = run_events(scope, settings)
     event = new_event(EventType.RUN_REQUESTED, ORCHESTRATOR, request)
     await events.publish(event, idempotency_key=orchestrator_key(EventType.RUN_REQUESTED))
-    await ticket(queues, events, [event], issuer)
+    await ticket(queues, events, [event], issuer, tenant)
 
 
 async def coordinate(

@@ -15,7 +15,7 @@ from enum import StrEnum
 from agents.protocol import ROUTES, EventType
 from agents.roles import Role
 from memory import AgentEvent, DurableWriter, EventStore, RedisAgentMemory, WriteAheadLog
-from memory.work_queue import Ticket, WorkQueue
+from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 
 
 class PoolRole(StrEnum):
@@ -69,14 +69,18 @@ class TicketingWriter(DurableWriter):
         wal: WriteAheadLog,
         queues: Mapping[str, WorkQueue],
         issuer: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         super().__init__(memory, events, wal)
         self.queues = queues
         self.issuer = issuer
+        self.tenant = tenant
 
     async def publish_many(self, events: Sequence[tuple[AgentEvent, str]]) -> bool:
         sent = await super().publish_many(events)
-        await ticket(self.queues, self.events, [event for event, _key in events], self.issuer)
+        published = [event for event, _key in events]
+        await ticket(self.queues, self.events, published, self.issuer, self.tenant)
         return sent
 
 
@@ -85,12 +89,14 @@ async def ticket(
     events: EventStore,
     published: Sequence[AgentEvent],
     issuer: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> None:
-    """Put a ticket on its role's queue for each routed event of ``published``."""
+    """Put a ticket on its role's queue (in ``tenant``'s lane) for each routed event of
+    ``published``."""
     by_route: dict[str, list[Ticket]] = {}
     for event in published:
         route = events.routes.get(event.event_type)
         if route is not None and route in queues:
-            by_route.setdefault(route, []).append(Ticket(events.keys.namespace, route))
+            by_route.setdefault(route, []).append(Ticket(events.keys.namespace, route, tenant))
     for route, tickets in by_route.items():
         await queues[route].push(tickets, issuer)

@@ -1,11 +1,14 @@
 """``agentmem worker ROLE``: a long-lived worker that serves its role for every run.
 
-**Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` ticket
-streams, each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread
-over the primaries; a run is hashed to one shard of each role. A worker reads every shard of
-its role (a non-blocking sweep from a rotating start, then a short blocking read), up to
-``--concurrency`` tickets at a time. The run's own keys (its stream, routes, consumer groups,
-facts, drafts, locks) stay in the run's slot, as in a run of its own process set.
+**Queues.** Each role has a :class:`~memory.work_queue.WorkQueue` of ``pool_shards`` shards,
+each in a hash slot of its own, so on a Redis Cluster the queues of all roles spread over the
+primaries; a run is hashed to one shard of each role, and within a shard each tenant has a
+lane. While a handler slot is free (``--concurrency`` of them), the worker's scheduler takes
+the next ticket of the tenant it served least (:class:`~memory.work_queue.FairReader`); when
+no lane has one, it waits for any shard's bell, on which a watcher per shard is blocked (one
+XREAD each, a connection each), so a ticket pushed to any shard wakes it at once. The run's
+own keys (its stream, routes, consumer groups, facts, drafts, locks) stay in the run's slot,
+as in a run of its own process set.
 
 **A ticket.** ``(run, route)`` says the run's route may hold a handoff for this role. The
 worker opens the run's namespace scope for it (never a shared one: one run's handler sees only
@@ -63,14 +66,16 @@ from memory import (
     path_part,
     retrying,
 )
-from memory.work_queue import Ticket, WorkQueue
+from memory.admission import Submissions
+from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 from service.coordinator import coordinate, run_events
 from service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
 
 _RUNS_KEPT = 64  # run scopes a worker keeps open (the least recently used idle one goes)
-_BLOCK_MS = 100  # a sweep that found nothing blocks this long on one shard
+_BLOCK_MS = 100  # the scheduler looks at ``draining`` at least this often
+_WATCH_MS = 1_000  # a bell watcher's blocking read (it holds no state: cancelled at will)
 _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
@@ -86,6 +91,45 @@ class RunScope:
     wal: WriteAheadLog | None
     ensured: set[str] = field(default_factory=set)  # routes whose group exists
     users: int = 0
+
+
+class Slots:
+    """A worker's handler slots: the scheduler waits for a free one without taking it, then
+    takes it for the ticket it found (it is the only taker, so the slot is still free)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._freed = anyio.Event()
+
+    async def until_free(self) -> None:
+        while self.free <= 0:
+            await self._freed.wait()
+
+    def take(self) -> None:
+        assert self.free > 0
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        self._freed.set()
+        self._freed = anyio.Event()
+
+
+class Rung:
+    """Set when any shard's bell rang since the scheduler last cleared it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
 
 
 def worker_name(role: PoolRole) -> str:
@@ -129,20 +173,18 @@ class Worker:
 
     async def run(self, draining: anyio.Event) -> None:
         """Serve tickets until ``draining`` is set; then finish or hand back what is held."""
-        groups = self.queue.groups(self.name)
         async for attempt in retrying(ServerUnavailableError, attempts=30, timeout=60.0):
             with attempt:
-                for group in groups:
-                    await group.ensure()
+                await self.queue.lanes()
         if self.role.agent_role is not None:
             self._llm = _make_llm(self.settings)
-        logger.info("%s serving %d shards of %s", self.name, len(groups), self.role)
-        slots = anyio.Semaphore(self.concurrency)
+        logger.info("%s serving %d shards of %s", self.name, self.queue.shards, self.role)
+        slots = Slots(self.concurrency)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._beat)
                 async with anyio.create_task_group() as work:
-                    await self._take_while(draining, groups, slots, work)
+                    await self._take_while(draining, slots, work)
                     if self.busy:
                         logger.info(
                             "%s draining: %d in flight, up to %.1f s",
@@ -166,54 +208,53 @@ class Worker:
                 await close()
 
     async def _take_while(
-        self,
-        draining: anyio.Event,
-        groups: list[ConsumerGroup],
-        slots: anyio.Semaphore,
-        work: anyio.abc.TaskGroup,
+        self, draining: anyio.Event, slots: Slots, work: anyio.abc.TaskGroup
     ) -> None:
-        while not draining.is_set():
-            with anyio.move_on_after(_BLOCK_MS / 1000) as waiting:
-                await slots.acquire()
-            if waiting.cancelled_caught:  # every slot busy: look at ``draining`` again
-                continue
-            if draining.is_set():
-                slots.release()
-                return
-            free = 1
-            while slots.value > 0:
-                slots.acquire_nowait()
-                free += 1
-            try:
-                taken = await self._take(groups, free)
-            except ServerUnavailableError as exc:
-                taken = []
-                logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
-                await anyio.sleep(_RETRY_SECONDS)
-            for _ in range(free - len(taken)):
-                slots.release()
-            for group, delivery in taken:
+        """Take tickets while a slot is free, tenants in turn (:class:`FairReader`); when there
+        is none, wait for any shard's bell (a watcher blocked on each). Returns on
+        ``draining``."""
+        rung = Rung()
+        reader = self.queue.reader(self.name)
+        async with anyio.create_task_group() as watchers:
+            for shard in range(self.queue.shards):
+                watchers.start_soon(self._watch, shard, rung)
+            while not draining.is_set():
+                with anyio.move_on_after(_BLOCK_MS / 1000):
+                    await slots.until_free()
+                if slots.free <= 0 or draining.is_set():
+                    continue
+                rung.clear()  # a push from now on wakes the wait below
+                try:
+                    taken = await reader.take()
+                except ServerUnavailableError as exc:
+                    logger.warning("lost a server (%s); retrying in %.0f s", exc, _RETRY_SECONDS)
+                    await anyio.sleep(_RETRY_SECONDS)
+                    continue
+                if taken is None:
+                    with anyio.move_on_after(_BLOCK_MS / 1000):
+                        await rung.wait()
+                    continue
+                group, delivery = taken
+                slots.take()
                 self.busy += 1
                 self._idle = anyio.Event()
                 work.start_soon(self._one, group, delivery, slots)
+            watchers.cancel_scope.cancel()  # an XREAD holds no state: cancelled freely
 
-    async def _take(
-        self, groups: list[ConsumerGroup], free: int
-    ) -> list[tuple[ConsumerGroup, Delivery]]:
-        """Up to ``free`` tickets: a sweep of every shard from a rotating start, then a short
-        blocking read of one."""
-        n = len(groups)
-        for i in range(n):
-            group = groups[(self._next_shard + i) % n]
-            got = await group.read(count=free, block_ms=1)
-            if got:
-                self._next_shard = (self._next_shard + i + 1) % n
-                return [(group, d) for d in got]
-        group = groups[self._next_shard]
-        self._next_shard = (self._next_shard + 1) % n
-        return [(group, d) for d in await group.read(count=free, block_ms=_BLOCK_MS)]
+    async def _watch(self, shard: int, rung: Rung) -> None:
+        """Ring ``rung`` whenever the shard's bell rings."""
+        after = "$"
+        while True:
+            try:
+                now = await self.queue.wait(shard, after, _WATCH_MS)
+            except ServerUnavailableError:
+                await anyio.sleep(_RETRY_SECONDS)
+                continue
+            if now != after:
+                after = now
+                rung.ring()
 
-    async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: anyio.Semaphore) -> None:
+    async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: Slots) -> None:
         try:
             await self._serve_ticket(group, delivery)
         except ServerUnavailableError as exc:  # left pending: reclaimed once the server is back
@@ -221,9 +262,9 @@ class Worker:
         except AgentMemoryError as exc:  # one run's trouble never stops the worker
             logger.warning("ticket %s failed: %s", delivery.entry_id, exc)
         finally:
+            slots.give()
             self.busy -= 1
             self.served += 1
-            slots.release()
             if self.busy == 0:
                 self._idle.set()
 
@@ -312,7 +353,10 @@ class Worker:
             assert self._llm is not None
             wal_path = Path(self.settings.data_dir) / "wal" / path_part(run_id) / f"{self.name}.db"
             wal = WriteAheadLog(wal_path)
-            writer = TicketingWriter(scope.memory, events, wal, self.queues, self.name)
+            tenant = await Submissions(scope.client).tenant_of(run_id) or DEFAULT_TENANT
+            writer = TicketingWriter(
+                scope.memory, events, wal, self.queues, self.name, tenant=tenant
+            )
             slots = (
                 None
                 if self.settings.use_stub_llm

@@ -7,9 +7,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from devservers import ServerUrls
+from memory import MemoryConfig
+from memory.connections import connect_redis
 from tests.orchestrator.runs import ROOT, assert_run_is_whole, cli_env, outcome
 from tests.service.pool import Pool
 
@@ -83,3 +86,29 @@ def test_wait_times_out_with_exit_2_on_a_run_nobody_serves(
     waited = cli(env, "wait", f"{namespace}-idle", "--timeout", "0.5")
     assert waited.returncode == 2, waited.stderr
     assert "did not end within" in waited.stderr
+
+
+async def test_an_idle_worker_waits_on_every_shard_of_its_role_at_once(
+    servers: ServerUrls, env: dict[str, str], pool: Pool
+) -> None:
+    """An idle worker holds a blocking read on each of its role's shards at the same time, so
+    a ticket on any shard wakes it at once (not after a sweep's pause on another shard)."""
+    shards = 4
+    worker = pool.start("writer")
+    client = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
+    try:
+        with anyio.fail_after(60):  # as many blocked reads as shards: never on the old sweep
+            while True:
+                clients = await client.client_list()
+                blocked = [
+                    c
+                    for c in clients
+                    if f"/{worker.pid}/" in c.get("name", "")
+                    and c.get("cmd") in {"xread", "xreadgroup"}
+                    and "b" in c.get("flags", "")
+                ]
+                if len(blocked) == shards:
+                    break
+                await anyio.sleep(0.02)
+    finally:
+        await client.aclose()
