@@ -344,6 +344,9 @@ async def _extract(
             "no usable facts from %s (%s); picking them as the stub does", source.name, exc
         )
         extraction = stub_llm.extract({"source": {"sentences": numbered(prose)}})
+        if not extraction.sentences:  # only short sentences: the first ones
+            first = min(MIN_FACTS_PER_SOURCE, len(prose))
+            extraction = Extraction(sentences=list(range(1, first + 1)))
     facts = _verified(extraction, source.name, prose, assigned.section_id)
     if not await ctx.writer.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
