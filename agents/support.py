@@ -103,20 +103,22 @@ class Support(BaseModel):
         """Review comments naming every sentence that is not supported, one per kind."""
         comments = []
         for verdict, why in (
-            ("uncited", "cite no fact; every sentence needs a citation of what it states"),
-            ("loop", "repeat themselves; say each thing once"),
-            ("repeated", "repeat an earlier sentence; drop them"),
+            ("uncited", "Sentences that cite no fact; cite the facts each one states"),
+            ("loop", "Sentences that repeat themselves; say each thing once"),
+            ("repeated", "Sentences that repeat an earlier one; drop them"),
             (
                 "unsupported",
-                "say what their cited facts do not; state only what the cited facts say",
+                "Sentences their cited facts do not support; state only what the facts say",
             ),
         ):
             found = [s for s in self.sentences if s.verdict == verdict]
             if not found:
                 continue
-            named = "; ".join(f'{s.paragraph}: "{_clip(s.text)}"' for s in found[:MAX_NAMED])
+            named = "; ".join(
+                f'paragraph {s.paragraph}, "{_clip(s.text)}"' for s in found[:MAX_NAMED]
+            )
             more = f" and {len(found) - MAX_NAMED} more" if len(found) > MAX_NAMED else ""
-            comments.append(f"These sentences (paragraph: sentence) {why}: {named}{more}.")
+            comments.append(f"{why} ({len(found)}): {named}{more}.")
         if not self.sentences:
             comments.append("The draft has no sentence that states anything; state the facts.")
         return comments

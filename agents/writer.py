@@ -179,7 +179,8 @@ async def _write(
     known = {fact.id for fact in facts}
     extractive: str | None = None
     if past_limit:
-        extractive = f"its drafts still failed the support check after {round_} rounds"
+        rounds = f"{round_} round{'s' * (round_ != 1)}"
+        extractive = f"its drafts still failed the support check after {rounds}"
         logger.warning("%s: %s; writing it from its facts", section.section_id, extractive)
         draft = facts_draft(section, facts)
     else:
