@@ -9,7 +9,7 @@
   paragraphs carry the ids of the facts they cite, as data: the report and the run checks
   read the citations from here, never from rendered text.
 - ``review/<id>/<version>`` (:class:`ReviewRecord`): the review of one draft version, written
-  once.
+  once, with the support check's verdict on each of its sentences.
 
 Readers validate a document's value with its model; writers store ``model_dump(mode="json")``.
 """
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models import SectionDraft
 from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
+from agents.support import Support
 
 PLAN_KEY = "run/plan"
 
@@ -53,6 +54,9 @@ class PlanDoc(_Document):
     )
     published: bool = False
     planned: RunPlanned | None = None
+    repairs: list[str] = Field(
+        default_factory=list, description="what was repaired in the model's plan, and why"
+    )
 
 
 class SourceExtracted(_Document):
@@ -88,6 +92,8 @@ class Draft(SectionDraft):
     section: SectionPlan
     round: int = Field(ge=0)
     facts: int = Field(default=0, ge=0)  # how many facts research stored for the section
+    # Why the section was written from its facts rather than by the model (None: it was not).
+    extractive: str | None = None
 
     @property
     def section_id(self) -> str:
@@ -103,3 +109,4 @@ class ReviewRecord(_Document):
     approved: bool
     comments: list[str]
     decision: EventType
+    support: Support | None = None  # each sentence's verdict (None: reviewed before the check)

@@ -155,6 +155,11 @@ class Review(_Output):
 
     approved: bool
     comments: list[str] = Field(default_factory=list, max_length=30)
+    unsupported: list[SentenceNumber] = Field(
+        default_factory=list,
+        max_length=50,
+        description="numbers of the draft's sentences that their cited facts do not support",
+    )
 
 
 def _slug(text: str) -> str:

@@ -2,10 +2,12 @@
 
 The work is split through the research consumer group, so several research processes share it:
 
-- on ``run.requested`` one of them asks the LLM for a plan (one section per theme) and hands
-  every source out as a ``source.assigned`` event;
+- on ``run.requested`` one of them asks the LLM for a plan (one section per theme), repairs
+  it where it fails to cover the sources (:mod:`agents.planning`: each repair logged and kept
+  in the plan), and hands every source out as a ``source.assigned`` event;
 - on ``source.assigned`` any of them extracts that source's facts (the LLM picks them by
-  sentence number, so each fact's quote is a verbatim sentence of its source), stores them as
+  sentence number, so each fact's quote is a verbatim sentence of its source; a model that
+  picks none usable gets the stub's informative sentences instead), stores them as
   shared facts (one category per section), and records the source as done in its own
   document ``run/extracted/<n>`` (written once: researchers never contend for it);
 - the researcher whose record completes the set (it reads them all, in one query, after
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agents import planning, stub_llm
 from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
 from agents.keys import assigned_key, fact_key, planned_key, source_key
 from agents.llm_base import LLMNoAnswerError
@@ -220,10 +223,14 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         output=Plan,
         bounds=plan_bounds(request),
     )
+    plan, repairs = planning.repair(plan, request.sources, request.topic)
+    for repair in repairs:
+        logger.warning("plan repaired: %s", repair)
     value = PlanDoc(
         topic=request.topic,
         sections=[s.plan() for s in plan.sections],
         source_sections=_source_sections(plan, request),
+        repairs=repairs,
     )
     try:
         # Not kept (see _remember): its ``source_sections`` is in the LLM's order, while every
@@ -332,9 +339,14 @@ async def _extract(
             output=Extraction,
             bounds=extract_bounds(len(prose)),
         )
-    except LLMNoAnswerError as exc:  # a weak model: this source gives no fact, the run goes on
-        logger.warning("no usable facts from %s: %s", source.name, exc)
-        return {}
+    except LLMNoAnswerError as exc:  # a weak model: the stub's rule picks, the run goes on
+        logger.warning(
+            "no usable facts from %s (%s); picking them as the stub does", source.name, exc
+        )
+        extraction = stub_llm.extract({"source": {"sentences": numbered(prose)}})
+        if not extraction.sentences:  # only short sentences: the first ones
+            first = min(MIN_FACTS_PER_SOURCE, len(prose))
+            extraction = Extraction(sentences=list(range(1, first + 1)))
     facts = _verified(extraction, source.name, prose, assigned.section_id)
     if not await ctx.writer.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))

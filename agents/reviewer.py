@@ -1,9 +1,20 @@
 """The review agent: approves a draft version or sends it back with comments.
 
-On ``section.drafted`` it reads that version of the draft and the section's facts, asks the
-LLM for a review, and checks the citations itself: every cited id must be a fact of the
-section's category and every paragraph must cite one, whatever the LLM says. Then it
-approves the section, accepts it at the round limit, or requests a revision.
+On ``section.drafted`` it reads that version of the draft and the section's facts and checks
+it itself, whatever a model says: every cited id must be a fact of the section's category,
+every paragraph must cite one, and every sentence must be supported by the facts it cites
+(:mod:`agents.support`: not uncited, looping, repeated or unsupported). Only a draft that
+passes goes to the review model, whose verdict (and the sentences it judges unsupported)
+comes on top; a draft that fails goes back with comments naming each failing sentence, without
+an LLM call. Then it approves the section, accepts it at the round limit, or requests a
+revision.
+
+A draft still unsupported at the round limit is never settled: the reviewer asks for one more
+round, past the limit, in which the writer writes the section from its facts (extractively,
+as the stub does); that draft is checked, not sent to the model, and approved. A section's
+settled version is therefore approved with every sentence supported, written from its facts,
+or (when a model only disagrees on taste) accepted at the round limit with every sentence
+supported.
 
 The review of a version is stored once (``review/<id>/<version>``, ``expected_version=0``)
 before its decision is published, so a redelivered handoff republishes the same decision
@@ -29,13 +40,13 @@ from agents.protocol import (
 )
 from agents.runtime import Context
 from agents.schemas import Bounds
+from agents.support import check, verbatim_flags
 from agents.untrusted import quote, quoted_facts
 from memory import AgentEvent, ConflictError, Document, Fact
 
 logger = logging.getLogger(__name__)
 
-# The review's schema: a few short comments (a small model would otherwise go on and on).
-REVIEW_BOUNDS = Bounds(max_items={"comments": 4}, max_length={"comments": 240})
+FALLBACK_NOTE = "Still unsupported at the round limit: the section will be written from its facts."
 
 
 async def handle(ctx: Context, event: AgentEvent) -> None:
@@ -67,33 +78,37 @@ async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDra
     draft = Draft.model_validate(doc.value)
     facts = await ctx.facts_of(section_id, draft.facts)
     await ctx.status(f"reviewing section {section_id} version {drafted.version}")
-    try:
-        review = await ctx.llm.generate(
-            task="review",
-            instructions=load_prompt("review"),
-            payload=review_request(
-                topic,
-                draft.section.quoted(planned_by),
-                facts,
-                draft=draft,
-                written_by=doc.agent_id,
-                round_=drafted.round,
-            ),
-            output=Review,
-            bounds=REVIEW_BOUNDS,
+    support = check(draft, facts)
+    problems = [*citation_problems(draft, facts), *support.problems()]
+    if draft.extractive is not None:  # its facts, verbatim: the checks decide, not the model
+        review = Review(approved=True)
+    elif problems:  # it goes back whatever the model says: the model is not asked
+        review = Review(approved=False)
+    else:
+        review = await _model_review(
+            ctx,
+            topic=topic,
+            planned_by=planned_by,
+            drafted=drafted,
+            draft=draft,
+            facts=facts,
+            written_by=doc.agent_id,
         )
-    except LLMNoAnswerError as exc:  # a weak model failed every attempt: the checks below decide
-        logger.warning("no usable review of %s from the LLM (%s); checks only", section_id, exc)
-        note = "The review model gave no usable answer; only the citation checks applied."
-        review = Review(approved=True, comments=[note])
-    problems = citation_problems(draft, facts)
+        if review.unsupported:  # the model's judgment on top of the check
+            support = support.judged(review.unsupported, verbatim_flags(draft, facts))
+            problems = support.problems()
     approved = review.approved and not problems
     if approved:
         decision = EventType.SECTION_APPROVED
-    elif drafted.round + 1 >= ctx.settings.review_rounds:
-        decision = EventType.SECTION_ROUND_LIMIT
-    else:
+    elif drafted.round + 1 < ctx.settings.review_rounds:
         decision = EventType.SECTION_REVISION_REQUESTED
+    elif problems and draft.extractive is None:
+        # Still unsupported at the round limit: never settle it; the writer's next round,
+        # past the limit, writes the section from its facts (see agents.writer).
+        decision = EventType.SECTION_REVISION_REQUESTED
+        problems.append(FALLBACK_NOTE)
+    else:
+        decision = EventType.SECTION_ROUND_LIMIT
     value = ReviewRecord(
         section_id=section_id,
         version=drafted.version,
@@ -101,6 +116,7 @@ async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDra
         approved=approved,
         comments=[*problems, *review.comments],
         decision=decision,
+        support=support,
     )
     key = review_key(section_id, drafted.version)
     try:
@@ -113,6 +129,49 @@ async def _review(ctx: Context, topic: str, planned_by: str, drafted: SectionDra
         return stored
     logger.info("%s version %d: %s", section_id, drafted.version, decision.value)
     return record
+
+
+async def _model_review(
+    ctx: Context,
+    *,
+    topic: str,
+    planned_by: str,
+    drafted: SectionDrafted,
+    draft: Draft,
+    facts: list[Fact],
+    written_by: str,
+) -> Review:
+    """The review model's verdict on a draft the checks passed (approval when it gives none)."""
+    request = review_request(
+        topic,
+        draft.section.quoted(planned_by),
+        facts,
+        draft=draft,
+        written_by=written_by,
+        round_=drafted.round,
+    )
+    try:
+        return await ctx.llm.generate(
+            task="review",
+            instructions=load_prompt("review"),
+            payload=request,
+            output=Review,
+            bounds=review_bounds(len(request["sentences"])),
+        )
+    except LLMNoAnswerError as exc:  # a weak model failed every attempt: the checks decide
+        section_id = drafted.section_id
+        logger.warning("no usable review of %s from the LLM (%s); checks only", section_id, exc)
+        note = "The review model gave no usable answer; only the checks applied."
+        return Review(approved=True, comments=[note])
+
+
+def review_bounds(sentence_count: int) -> Bounds:
+    """The review's schema: a few short comments, and sentence numbers of this draft."""
+    return Bounds(
+        enums={"unsupported": list(range(1, sentence_count + 1))} if sentence_count else {},
+        max_items={"comments": 4, "unsupported": sentence_count},
+        max_length={"comments": 240},  # short: a small model would otherwise go on and on
+    )
 
 
 def review_request(
@@ -136,6 +195,10 @@ def review_request(
                 for p in draft.paragraphs
             ],
         },
+        "sentences": [  # numbered as the check counts them, for the model's "unsupported"
+            {"n": n, "paragraph": s.paragraph, "text": quote(s.text, written_by=written_by)}
+            for n, s in enumerate(check(draft, facts).sentences, start=1)
+        ],
         "round": round_,
     }
 

@@ -26,6 +26,12 @@ def sentences(text: str) -> list[str]:
     return [s for s in dict.fromkeys(found) if s in text]
 
 
+def split(text: str) -> list[str]:
+    """Every sentence of a paragraph ``text``, in order, repeats kept (the support check
+    needs to see a repeated sentence)."""
+    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+
+
 def numbered(items: list[str]) -> str:
     """``items`` one a line, numbered from 1 as ``[n] sentence``."""
     return "\n".join(f"[{n}] {s}" for n, s in enumerate(items, start=1))

@@ -36,6 +36,7 @@ from agents.models import (
     Review,
     SectionDraft,
 )
+from agents.planning import heading, title_from_name
 from agents.schemas import Bounds
 from agents.sentences import sentences
 from agents.untrusted import unquoted
@@ -141,7 +142,7 @@ def plan(payload: Mapping[str, Any]) -> Plan:
     taken: set[str] = set()
     for source in payload["sources"]:
         text = source.get("excerpt") or source.get("text") or ""
-        title = _heading(text) or _title_from_name(source["name"])
+        title = heading(text) or title_from_name(source["name"])
         section_id = _unique(_slug(title), taken)
         prose = sentences(text)
         description = prose[0] if prose else title
@@ -230,18 +231,6 @@ def _rank(sentence: str) -> int:
     if _NEEDS_CONTEXT.match(sentence):
         return 2
     return 0 if _INFORMATIVE.search(sentence) else 1
-
-
-def _heading(text: str) -> str | None:
-    for line in text.splitlines():
-        if line.startswith("#"):
-            return line.lstrip("#").strip() or None
-    return None
-
-
-def _title_from_name(name: str) -> str:
-    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return re.sub(r"[-_]+", " ", stem).strip().capitalize() or "Notes"
 
 
 def _slug(title: str) -> str:

@@ -4,8 +4,11 @@ On ``section.assigned`` (round 0) or ``section.revision_requested`` (round n) it
 section's lock, writes a new version of ``section/<id>`` from the section's facts, and hands
 the version to review. The write carries the version it read (optimistic locking) and the
 lock's fencing token, so a writer that lost its lease, or raced another writer, cannot
-clobber a newer draft. A repeated handoff writes nothing: if the draft already has a version
-for that round, the writer hands that version to review again.
+clobber a newer draft. A round past the review limit (review found every draft unsupported)
+and a model that gives no usable draft are answered extractively: the section is its facts,
+verbatim, and the draft says why (``extractive``), so the report can say so. A repeated
+handoff writes nothing: if the draft already has a version for that round, the writer hands
+that version to review again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agents import stub_llm
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
 from agents.keys import drafted_key
 from agents.llm_base import LLMNoAnswerError
@@ -85,6 +89,7 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
                 facts=facts,
                 round_=round_,
                 expected=expected,
+                past_limit=round_ >= ctx.settings.review_rounds,
             )
             held.check()  # the lease must still be ours right before the write
             current = await ctx.db.write(
@@ -162,24 +167,35 @@ async def _write(
     facts: list[Fact],
     round_: int,
     expected: int = 0,
+    past_limit: bool = False,
 ) -> Draft:
     """Ask the LLM for the section; returns the draft document's value.
 
-    If the LLM gives no usable draft within its attempts (a weak model can fail every one),
-    the section is drafted from its facts, one cited paragraph each, so the run still ends.
+    The section is written from its facts instead (:func:`facts_draft`, marked ``extractive``
+    with the reason) when review asked for a round past the limit (every draft the model
+    wrote failed the support check), or when the LLM gives no usable draft within its
+    attempts (a weak model can fail every one), so the run still ends with a true section.
     """
     known = {fact.id for fact in facts}
-    try:
-        draft = await ctx.llm.generate(
-            task="write",
-            instructions=load_prompt("writer"),
-            payload=request,
-            output=SectionDraft,
-            bounds=write_bounds(section, sorted(known)),
-        )
-    except LLMNoAnswerError as exc:
-        logger.warning("no usable draft of %s from the LLM (%s); using its facts", section, exc)
+    extractive: str | None = None
+    if past_limit:
+        rounds = f"{round_} round{'s' * (round_ != 1)}"
+        extractive = f"its drafts still failed the support check after {rounds}"
+        logger.warning("%s: %s; writing it from its facts", section.section_id, extractive)
         draft = facts_draft(section, facts)
+    else:
+        try:
+            draft = await ctx.llm.generate(
+                task="write",
+                instructions=load_prompt("writer"),
+                payload=request,
+                output=SectionDraft,
+                bounds=write_bounds(section, sorted(known)),
+            )
+        except LLMNoAnswerError as exc:
+            logger.warning("no usable draft of %s from the LLM (%s); using its facts", section, exc)
+            extractive = "the model gave no usable draft"
+            draft = facts_draft(section, facts)
     unknown = [c for c in draft.citations if c not in known]
     if unknown:
         logger.warning("draft of %s cites unknown facts %s", section.section_id, unknown)
@@ -189,12 +205,23 @@ async def _write(
         section=section,
         round=round_,
         facts=expected,
+        extractive=extractive,
     )
 
 
 def facts_draft(section: SectionPlan, facts: list[Fact]) -> SectionDraft:
-    """The section as its facts, each a paragraph citing itself (or a note that it has none)."""
-    paragraphs = [Paragraph(text=f.fact, citations=[f.id]) for f in facts[:MAX_FALLBACK]]
+    """The section as its facts, verbatim, as the stub writes it: in source order, neighbours
+    that share a subject word in one paragraph citing them (a repeated fact once), or a note
+    that it has none."""
+    unique = list({f.fact: f for f in sorted(facts, key=lambda f: f.id)}.values())
+    paragraphs: list[Paragraph] = []
+    if unique:
+        payload = {
+            "section": {"title": section.title},
+            "facts": [{"id": f.id, "fact": f.fact} for f in unique[:MAX_FALLBACK]],
+            "previous": "",  # all of them, not a first draft's share
+        }
+        paragraphs = list(stub_llm.write(payload).paragraphs)
     if not paragraphs:
         note = f"The sources gave no usable fact about {section.title}."
         paragraphs = [Paragraph(text=note, citations=[])]

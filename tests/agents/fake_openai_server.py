@@ -6,7 +6,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,12 +24,16 @@ class Answer:
 
 @dataclass
 class Script:
-    """Answers to give, in order (the last one repeats), and the requests received."""
+    """Answers to give, in order (the last one repeats), and the requests received; or, with
+    ``respond``, the answer it gives to each request (for runs whose calls come in any order)."""
 
     answers: list[Answer]
     requests: list[dict[str, Any]] = field(default_factory=list)
+    respond: Callable[[dict[str, Any]], Answer] | None = None
 
-    def next_answer(self) -> Answer:
+    def next_answer(self, request: dict[str, Any]) -> Answer:
+        if self.respond is not None:
+            return self.respond(request)
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
@@ -74,7 +78,7 @@ def fake_openai(script: Script) -> Iterator[str]:
             request = {"path": self.path, "body": json.loads(self.rfile.read(length))}
             with lock:
                 script.requests.append(request)
-                answer = script.next_answer()
+                answer = script.next_answer(request)
             time.sleep(answer.delay)
             data = answer.body.encode()
             try:

@@ -40,6 +40,8 @@ async def test_a_run_writes_a_complete_report_from_facts_in_its_sources(
     types = [e["event_type"] for e in out.record["events"]]
     assert "section.revision_requested" in types
     assert types[0] == "run.requested"
+    assert out.record["groundedness"]["ratio"] == 1.0  # the stub writes its facts verbatim
+    assert "Groundedness: 40 of 40 sentences (100%)" in out.report
     calls = [e["payload"] for e in out.record["events"] if e["event_type"] == "llm.called"]
     assert {c["task"] for c in calls} == {"plan", "extract", "write", "review"}
     llm_seconds = out.record["timings_seconds"]["llm_by_agents"]

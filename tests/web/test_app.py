@@ -17,9 +17,20 @@ from pydantic import SecretStr
 from rich.console import Console
 
 from agents import Settings
-from agents.protocol import ROUTES, RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
+from agents.models import Paragraph
+from agents.protocol import (
+    ROUTES,
+    RUN_STREAM,
+    EventType,
+    RunPlanned,
+    RunRequested,
+    SectionPlan,
+    SourceDoc,
+    new_event,
+)
 from devservers import ServerUrls
-from memory import AgentEvent, MemoryConfig, RunEntry, open_memory
+from memory import AgentEvent, MemoryConfig, NewFact, RunEntry, open_memory
 from memory.connections import RedisClient
 from orchestrator.inspection import show_run
 from tests.web.conftest import WEB_CLIENT
@@ -262,3 +273,53 @@ async def test_the_run_list_filters_by_state_and_refreshes_itself(
         async with open_memory(config, namespace) as m:
             await m.runs.remove(failed)
             await m.runs.remove(completed)
+
+
+async def test_the_run_page_and_inspect_give_groundedness_and_the_plans_repairs(
+    servers: ServerUrls, web_url: str, namespace: str
+) -> None:
+    """Supported / counted sentences per section and in all, and the plan's repairs, shown."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    section = SectionPlan(section_id="locks", title="Locks")
+    fact = "A lock is a key set with NX and an expiry in milliseconds."
+    async with open_memory(config, namespace) as m:
+        log = m.events(RUN_STREAM)
+        request = RunRequested(topic="Locks", sources=[SourceDoc(name="a.md", text=fact)])
+        await log.publish(new_event(EventType.RUN_REQUESTED, "orchestrator", request))
+        planned = RunPlanned(topic="Locks", sections=[section], fact_count=1)
+        await log.publish(new_event(EventType.RUN_PLANNED, "research-1", planned))
+        plan = PlanDoc(
+            topic="Locks",
+            sections=[section],
+            source_sections={"a.md": "locks"},
+            repairs=["section 'x' names no source: nothing fills it; dropped"],
+        )
+        await m.db.write(PLAN_KEY, plan.model_dump(mode="json"), "research-1", expected_version=0)
+        [fact_id] = await m.memory.store_facts("research-1", [NewFact(fact, "locks")])
+        text = f"{fact} Locks are a multi-user database with strong consistency."
+        draft = Draft(
+            title="Locks",
+            paragraphs=[Paragraph(text=text, citations=[fact_id])],
+            section=section,
+            round=0,
+        )
+        await m.db.write(
+            draft_key("locks"), draft.model_dump(mode="json"), "writer-1", expected_version=0
+        )
+    try:
+        status, page = await fetch(f"{web_url}/runs/{namespace}")
+        assert status == 200
+        assert "Groundedness: 1 of 2 sentences (50%) supported" in page
+
+        console = Console(record=True, width=200)
+        settings = Settings(
+            redis_url=SecretStr(servers.redis_url), database_url=SecretStr(servers.database_url)
+        )
+        assert await show_run(settings, namespace, console, facts=False, events=False, section=None)
+        shown = console.export_text()
+        assert "groundedness: 1 of 2 sentences (50%)" in shown
+        assert "the model's plan was repaired" in shown
+        assert "names no source" in shown
+    finally:
+        async with open_memory(config, namespace) as m:
+            await m.drop()
