@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -22,6 +24,8 @@ from orchestrator.cli_common import (
 from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 
 # The commands import what they run when they run (see orchestrator.cli_common).
+
+_T = TypeVar("_T")
 
 
 @app.command(short_help="Run the agents on the sources and write the report.")
@@ -85,16 +89,18 @@ def run(
         # is imported already, and no server, thread or event loop exists yet.
         with AgentLauncher.fork() as launcher, servers(settings, quiet=quiet) as ready:
             result = anyio.run(
-                lambda: run_report(
-                    ready,
-                    run_id=run_id,
-                    topic=topic,
-                    sources=docs,
-                    writers=writers,
-                    progress=progress,
-                    reviewers=reviewers,
-                    researchers=researchers,
-                    launcher=launcher,
+                lambda: _interruptible(
+                    lambda: run_report(
+                        ready,
+                        run_id=run_id,
+                        topic=topic,
+                        sources=docs,
+                        writers=writers,
+                        progress=progress,
+                        reviewers=reviewers,
+                        researchers=researchers,
+                        launcher=launcher,
+                    )
                 )
             )
     except KeyboardInterrupt:
@@ -142,3 +148,38 @@ def agent(
     from agents.__main__ import serve_agent  # noqa: PLC0415 - deferred: not needed by --help
 
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
+
+
+async def _interruptible(main: Callable[[], Awaitable[_T]]) -> _T:
+    """``main()``, cancelled by Ctrl-C (SIGINT), which then ends in ``KeyboardInterrupt``
+    once ``main`` has cleaned up, even if its clean-up ended normally: an interrupted run
+    never looks completed (exit 0). ``main``'s own errors come out as they are."""
+    import anyio  # noqa: PLC0415 - deferred, as every import of the run
+
+    interrupted = False
+    result: list[_T] = []
+    error: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        try:
+            result.append(await main())
+        except anyio.get_cancelled_exc_class():
+            raise  # the task group's own (or an outer) cancellation
+        except BaseException as exc:  # raised as it is, after the group
+            error.append(exc)
+        finally:
+            tg.cancel_scope.cancel()
+    if interrupted or (not result and not error):
+        raise KeyboardInterrupt
+    if error:
+        raise error[0]
+    return result[0]
