@@ -8,6 +8,7 @@ docs/service.md. These commands start no local servers: they need ``REDIS_URL`` 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -154,7 +155,11 @@ def wait(
 
 @app.command(short_help="Show the pool: backlog, slots, tenants, runs.")
 @one_line_errors
-def status() -> None:
+def status(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The same figures as one JSON object.")
+    ] = False,
+) -> None:
     """Print what ``GET /metrics`` serves, for a person: each role's backlog, oldest waiting
     handoff, workers and busy/free slots; each tenant's runs in flight and waiting; runs by
     state and tenant."""
@@ -163,12 +168,16 @@ def status() -> None:
     import anyio  # noqa: PLC0415
 
     from memory import open_memory  # noqa: PLC0415
-    from service.metrics import snapshot, status_lines  # noqa: PLC0415
+    from service.metrics import Snapshot, snapshot, status_json, status_lines  # noqa: PLC0415
 
-    async def go() -> list[str]:
+    async def go() -> Snapshot:
         config = settings.memory_config(client_name="agentmem:status")
         async with open_memory(config, "service", migrate=False) as root:
-            return status_lines(await snapshot(root, settings))
+            return await snapshot(root, settings)
 
-    for line in anyio.run(go):
+    snap = anyio.run(go)
+    if as_json:
+        typer.echo(json.dumps(status_json(snap)))
+        return
+    for line in status_lines(snap):
         typer.echo(line)

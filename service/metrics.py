@@ -11,7 +11,7 @@ tenant that submitted each.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
@@ -109,6 +109,19 @@ def prometheus_text(snap: Snapshot) -> bytes:
     return generate_latest(registry)
 
 
+def status_json(snap: Snapshot) -> dict[str, object]:
+    """The snapshot as one JSON-ready object (``agentmem status --json``): the same figures
+    as :func:`status_lines`, keyed by name."""
+    return {
+        "roles": [asdict(r) for r in snap.roles],
+        "tenants": [
+            {"tenant": t, "in_flight": f, "waiting": w}
+            for t, (f, w) in sorted(snap.tenants.items())
+        ],
+        "runs": [{"state": s, "tenant": t, "count": n} for (s, t), n in sorted(snap.runs.items())],
+    }
+
+
 def status_lines(snap: Snapshot) -> list[str]:
     """The snapshot for a person: one line per role, per tenant, and the runs."""
     lines = ["role         backlog  pending  oldest   workers  busy  free"]
@@ -128,4 +141,12 @@ def status_lines(snap: Snapshot) -> list[str]:
     return lines
 
 
-__all__ = ["PoolRole", "RoleSignals", "Snapshot", "prometheus_text", "snapshot", "status_lines"]
+__all__ = [
+    "PoolRole",
+    "RoleSignals",
+    "Snapshot",
+    "prometheus_text",
+    "snapshot",
+    "status_json",
+    "status_lines",
+]

@@ -171,7 +171,7 @@ def test_metrics_and_status_show_backlog_slots_and_tenants(
     env: dict[str, str], api: str, namespace: str
 ) -> None:
     """/metrics (Prometheus text) and ``agentmem status`` show the research backlog, the
-    tenant's run in flight and the one waiting."""
+    tenant's run in flight and the one waiting; ``status --json`` the same as one object."""
     tenant = f"metrics-{namespace}"
     for n in range(2):
         body = {"tenant": tenant, "topic": f"metrics {n}", "sources": _sources()}
@@ -193,3 +193,9 @@ def test_metrics_and_status_show_backlog_slots_and_tenants(
     assert shown.returncode == 0, shown.stderr
     assert any(line.split()[:3] == [tenant, "1", "1"] for line in shown.stdout.splitlines())
     assert shown.stdout.splitlines()[0].split()[:3] == ["role", "backlog", "pending"]
+    scripted = cli(env, "status", "--json")
+    assert scripted.returncode == 0, scripted.stderr
+    figures = json.loads(scripted.stdout)
+    assert {"tenant": tenant, "in_flight": 1, "waiting": 1} in figures["tenants"]
+    assert {"state": "queued", "tenant": tenant, "count": 1} in figures["runs"]
+    assert {r["role"] for r in figures["roles"]} >= {"research", "writer", "review"}
