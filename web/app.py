@@ -28,7 +28,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from agents import RUN_STREAM, EventType, Settings
-from memory import EventStore, InvalidIdError, Memory, MemoryConfig, open_memory, validate_id
+from memory import (
+    EventStore,
+    InvalidIdError,
+    Memory,
+    MemoryConfig,
+    RunEntry,
+    open_memory,
+    validate_id,
+)
 from memory.tenants import TenantKeys
 from web.api import api_routes
 from web.data import load_run
@@ -36,6 +44,7 @@ from web.door import Door, DoorSettings, principal
 from web.guard import HostGuard, new_token, token_ok
 from web.pages import (
     RUN_STATES,
+    RunFilter,
     not_found,
     report_page,
     run_body,
@@ -170,15 +179,20 @@ def create_app(
 
 async def _runs(memory: Memory, request: Request) -> Response:
     """The run list (``/runs/list``: the table alone, refetched by the page), of the request's
-    tenant, filtered by ``?state=``."""
+    tenant, filtered by ``?state=`` and, for a server without keys, ``?tenant=``."""
     state = request.query_params.get("state") or None
     if state is not None and state not in RUN_STATES:
         return Response(f"state must be one of {', '.join(RUN_STATES)}", status_code=400)
+    asked = request.query_params.get("tenant") or None
     who = principal(request)
-    entries = await memory.runs.newest(200, tenant=None if who is None else who.tenant)
+    if who is not None and asked not in {None, who.tenant}:
+        entries: list[RunEntry] = []  # another tenant's runs: as if there were none
+    else:
+        entries = await memory.runs.newest(200, tenant=who.tenant if who else asked)
+    shown = RunFilter(state, asked)
     if request.url.path == "/runs/list":
-        return HTMLResponse(runs_table(entries, state))
-    return HTMLResponse(runs_page(entries, state))
+        return HTMLResponse(runs_table(entries, shown))
+    return HTMLResponse(runs_page(entries, shown))
 
 
 def _door(settings: Settings | None, keys: Callable[[], TenantKeys] | None) -> DoorSettings:

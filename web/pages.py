@@ -7,8 +7,9 @@ run's server-sent events and, when something happens, fetches the page body agai
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from html import escape
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from agents import groundedness
 from agents.models import citation, citation_label
@@ -55,10 +56,25 @@ def layout(title: str, body: str, script: str = "") -> str:
     )
 
 
-def runs_page(entries: list[RunEntry], state: str | None = None) -> str:
-    """The runs, newest first, each linking to its page; ``state`` keeps those in that state.
-    The list refreshes itself every two seconds while the page is shown."""
-    query = f"?state={state}" if state else ""
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """What the run list keeps: runs in ``state``, of ``tenant`` (None: any)."""
+
+    state: str | None = None
+    tenant: str | None = None
+
+    def query(self, state: str | None) -> str:
+        """The query string of this filter with ``state`` instead of its own."""
+        pairs = {"state": state, "tenant": self.tenant}
+        kept = urlencode({k: v for k, v in pairs.items() if v})
+        return f"?{kept}" if kept else ""
+
+
+def runs_page(entries: list[RunEntry], shown: RunFilter | None = None) -> str:
+    """The runs, newest first, each linking to its page; ``shown`` keeps those in a state or
+    of a tenant. The list refreshes itself every two seconds while the page is shown."""
+    shown = shown or RunFilter()
+    query = escape(shown.query(shown.state))
     script = f"""<script>
 setInterval(() => {{
   if (document.hidden) return;
@@ -68,19 +84,21 @@ setInterval(() => {{
 }}, 2000);
 </script>"""
     links = "".join(
-        f'<a href="/runs{f"?state={s}" if s else ""}"{" class=on" if s == state else ""}>'
+        f'<a href="/runs{escape(shown.query(s))}"{" class=on" if s == shown.state else ""}>'
         f"{s or 'all'}</a>"
         for s in (None, *RUN_STATES)
     )
+    tenant = f" of tenant {escape(shown.tenant)}" if shown.tenant else ""
     body = (
-        f'<h1>Runs</h1><p class="filters">{links}</p>'
-        f'<div id="runs">{runs_table(entries, state)}</div>'
+        f'<h1>Runs{tenant}</h1><p class="filters">{links}</p>'
+        f'<div id="runs">{runs_table(entries, shown)}</div>'
     )
     return layout("agentmem runs", body, script)
 
 
-def runs_table(entries: list[RunEntry], state: str | None = None) -> str:
+def runs_table(entries: list[RunEntry], kept: RunFilter | None = None) -> str:
     """The rows of the runs list (what its live refresh fetches)."""
+    state = (kept or RunFilter()).state
     shown = [e for e in entries if state is None or e.state == state]
     rows = "".join(
         f'<tr><td><a href="/runs/{quote(e.run_id, safe="")}">{escape(e.run_id)}</a></td>'

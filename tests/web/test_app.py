@@ -275,6 +275,36 @@ async def test_the_run_list_filters_by_state_and_refreshes_itself(
             await m.runs.remove(completed)
 
 
+async def test_the_run_list_filters_by_tenant_and_keeps_the_tenant_in_its_links(
+    servers: ServerUrls, web_url: str, namespace: str
+) -> None:
+    """/runs?tenant=T lists T's runs only (on a server without keys), and its state links and
+    refresh keep the tenant."""
+    config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
+    mine, theirs = f"{namespace}-acme", f"{namespace}-other"
+    tenant = f"acme-{namespace[-8:]}"
+    async with open_memory(config, namespace) as m:
+        now = datetime.now(UTC)
+        await m.runs.put(RunEntry(run_id=mine, topic="t", started_at=now, tenant=tenant))
+        await m.runs.put(RunEntry(run_id=theirs, topic="t", started_at=now, tenant="other"))
+    try:
+        status, page = await fetch(f"{web_url}/runs?tenant={tenant}")
+        assert status == 200
+        assert mine in page
+        assert theirs not in page
+        assert f"/runs/list?tenant={tenant}" in page  # what its refresh fetches
+        assert f"/runs?state=failed&amp;tenant={tenant}" in page
+
+        status, table = await fetch(f"{web_url}/runs/list?state=running&tenant={tenant}")
+        assert status == 200
+        assert mine in table
+        assert theirs not in table
+    finally:
+        async with open_memory(config, namespace) as m:
+            await m.runs.remove(mine)
+            await m.runs.remove(theirs)
+
+
 async def test_the_run_page_and_inspect_give_groundedness_and_the_plans_repairs(
     servers: ServerUrls, web_url: str, namespace: str
 ) -> None:
