@@ -291,7 +291,7 @@ def _make_llm(settings: Settings) -> LLM:
     """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
     if settings.use_stub_llm:
         return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    from agents.llm import make_llm  # noqa: PLC0415 - deferred: see the docstring
+    from agents.llm import make_llm
 
     return make_llm(settings)
 

@@ -69,7 +69,7 @@ def agent_title(role: str, run_id: str, instance: int) -> str:
 def become_forked_zygote(parent: int) -> None:
     """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
     a title of its own (it would show the orchestrator's command line)."""
-    from devservers.process import die_with_parent  # noqa: PLC0415 - imported already
+    from devservers.process import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if os.getppid() != parent:  # the orchestrator died before the request took effect
@@ -80,7 +80,7 @@ def become_forked_zygote(parent: int) -> None:
 def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
     """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
     (``--parent PID``): if it is gone already, stop at once."""
-    from devservers.process import die_with_parent  # noqa: PLC0415 - heavy; see above
+    from devservers.process import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if len(argv) == 2 and argv[0] == "--parent" and os.getppid() != int(argv[1]):
@@ -227,7 +227,7 @@ def _serve(request: dict[str, Any]) -> int:
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     sys.argv = shlex.split(title)[2:]
-    from agents.__main__ import serve_agent  # noqa: PLC0415 - imported by main() already
+    from agents.__main__ import serve_agent
 
     return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))
 

@@ -146,7 +146,7 @@ async def run_report(
             try:
                 m = await stack.enter_async_context(open_memory(config, run_id))
             except ServerUnavailableError as exc:  # said at once, then waited for
-                from rich.markup import escape  # noqa: PLC0415 - a quiet run imports no rich
+                from rich.markup import escape  # a quiet run imports no rich
 
                 progress.message(
                     f"[yellow]{escape(str(exc))}[/]; waiting up to {CONNECT_WAIT_SECONDS:.0f} s"

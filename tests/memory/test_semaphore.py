@@ -177,7 +177,7 @@ async def test_a_holder_stopped_past_its_ttl_knows_its_permit_is_lost(
         try:
             ours = semaphore(redis_client, namespace, 1)
             with anyio.fail_after(10):
-                while (permit := await ours.try_acquire("next-1")) is None:  # noqa: ASYNC110
+                while (permit := await ours.try_acquire("next-1")) is None:
                     await anyio.sleep(0.05)  # the server, polled
         finally:
             process.send_signal(signal.SIGCONT)
@@ -205,7 +205,7 @@ async def test_a_holder_cut_off_from_redis_knows_its_permit_is_lost_before_anyon
                 proxy.blackholed = True
                 other = semaphore(direct, namespace, 1, ttl=1)
                 with anyio.fail_after(10):
-                    while await other.try_acquire("other") is None:  # noqa: ASYNC110
+                    while await other.try_acquire("other") is None:
                         await anyio.sleep(0.005)  # the server, polled
                 lost_when_granted = held.lost
                 proxy.blackholed = False
