@@ -278,17 +278,20 @@ async def _follow(
 
 
 async def start_in_stages(
-    supervisor: Supervisor, memory: RedisAgentMemory, specs: Sequence[AgentSpec]
+    supervisor: Supervisor,
+    memory: RedisAgentMemory,
+    specs: Sequence[AgentSpec],
+    wait_seconds: float = STAGE_WAIT_SECONDS,
 ) -> None:
     """Start the research agents, then the others once those are ready (or after
-    :data:`STAGE_WAIT_SECONDS`). Research is the first work of a run and nothing else can
+    ``wait_seconds``). Research is the first work of a run and nothing else can
     begin before it; agent processes starting at once share the CPUs, so the researcher gets
     them first and the writers and reviewers start while it plans and extracts."""
     first = [spec for spec in specs if spec.role == Role.RESEARCH]
     rest = [spec for spec in specs if spec.role != Role.RESEARCH]
     async with anyio.create_task_group() as tg:
         tg.start_soon(supervisor.run, first)
-        with anyio.move_on_after(STAGE_WAIT_SECONDS):
+        with anyio.move_on_after(wait_seconds):
             for spec in first:  # polled: readiness is a status key in Redis, set by the agent
                 while True:
                     if await _status_or_none(memory, spec.name) is not None:
