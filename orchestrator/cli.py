@@ -9,7 +9,6 @@ registers them on :data:`app`.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -43,14 +42,17 @@ def end_now(code: str | int | None) -> NoReturn:
     """Exit with ``code`` once the command is done, without the interpreter's teardown.
 
     Every command closes what it opened (servers, agents, connections, files) before it
-    returns; what is left is the interpreter freeing the ~600 modules a run imports one by one,
-    which took 0.15-0.4 s on a 2-core machine, a tenth of the demo. Output is flushed and
-    ``atexit`` handlers run first.
+    returns; what is left is the interpreter freeing, one by one, the hundreds of modules a run
+    imports, a noticeable part of a short run (docs/performance.md). Skipping the teardown also
+    skips ``atexit``, so what must outlive the command is done here, explicitly: the spans
+    still buffered are exported, the log handlers and the output streams are flushed.
     """
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    atexit._run_exitfuncs()
+    telemetry = sys.modules.get("memory.telemetry")  # not imported: no span was recorded
+    if telemetry is not None:
+        telemetry.shutdown()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
