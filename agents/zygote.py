@@ -1,11 +1,12 @@
 """A fork server for agent processes: ``python -m agents.zygote``, started by the orchestrator.
 
-A new interpreter spends about 0.6 s of CPU importing the agent code (pydantic, redis, asyncpg,
-the roles) before an agent can connect; nine agents started at once on two cores spend seconds
-on it before the first handoff. The zygote imports that code once, then forks each agent from
-itself on request. Each agent is still a fresh OS process of its own (own pid, memory, Redis
-client and PostgreSQL pool, nothing shared but the servers), and the zygote never holds an
-event loop, a thread or a connection that a fork could copy.
+A new interpreter spends most of its start importing the agent code (pydantic, redis, asyncpg,
+the roles) before an agent can connect, and nine agents started at once share the CPUs for it
+before the first handoff (docs/performance.md, "Start-up", has the figures). The zygote
+imports that code once, then forks each agent from itself on request. Each agent is still a
+fresh OS process of its own (own pid, memory, Redis client and PostgreSQL pool, nothing shared
+but the servers), and the zygote never holds an event loop, a thread or a connection that a
+fork could copy.
 
 The protocol, on the ``SOCK_SEQPACKET`` socket the orchestrator passes as standard input:
 

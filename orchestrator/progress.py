@@ -4,7 +4,7 @@ On a terminal it is a live table (rich), refreshed twice a second from the agent
 heartbeats and the run's events, with the time so far and how many sections are approved,
 and a line on the LLM: calls in flight (the holders of the run's LLM semaphore), calls
 done, retries, failures and tokens so far. Elsewhere (CI, pipes) one line per event; with
-``--quiet``, nothing (and rich, 60-80 ms of imports before a run can start, is not imported).
+``--quiet``, nothing (and rich, whose imports delay the start of a run, is not imported).
 """
 
 from __future__ import annotations
