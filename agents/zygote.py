@@ -70,7 +70,7 @@ def agent_title(role: str, run_id: str, instance: int) -> str:
 def become_forked_zygote(parent: int) -> None:
     """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
     a title of its own (it would show the orchestrator's command line)."""
-    from devservers.process import die_with_parent
+    from agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if os.getppid() != parent:  # the orchestrator died before the request took effect
@@ -81,7 +81,7 @@ def become_forked_zygote(parent: int) -> None:
 def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
     """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
     (``--parent PID``): if it is gone already, stop at once."""
-    from devservers.process import die_with_parent
+    from agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if len(argv) == 2 and argv[0] == "--parent" and os.getppid() != int(argv[1]):
