@@ -90,7 +90,7 @@ async def plan_run(ctx: Context, event: AgentEvent) -> None:
         )
         for source in request.sources
     ]
-    await ctx.writer.publish_many(handoffs)  # logged together, each published once
+    await ctx.durable.publish_many(handoffs)  # logged together, each published once
     logger.info(
         "planned %d sections; handed out %d sources", len(plan.sections), len(request.sources)
     )
@@ -136,7 +136,7 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
     ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count, without_facts=empty)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
-    await ctx.writer.publish_many(
+    await ctx.durable.publish_many(
         [
             (ctx.event(EventType.RUN_PLANNED, ran), planned_key()),
             *(
@@ -348,7 +348,7 @@ async def _extract(
             first = min(MIN_FACTS_PER_SOURCE, len(prose))
             extraction = Extraction(sentences=list(range(1, first + 1)))
     facts = _verified(extraction, source.name, prose, assigned.section_id)
-    if not await ctx.writer.store_facts(ctx.agent_id, facts):
+    if not await ctx.durable.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
     keys: dict[str, set[str]] = {}
     for fact in facts:

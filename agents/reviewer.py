@@ -63,7 +63,7 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     else:
         logger.info("%s was reviewed already; publishing its decision again", key)
     key = decision_key(drafted.section_id, drafted.version)
-    await ctx.writer.publish(
+    await ctx.durable.publish(
         _decision(ctx, ReviewRecord.model_validate(record.value)), idempotency_key=key
     )
 

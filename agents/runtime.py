@@ -106,7 +106,7 @@ class Context:
     events: EventStore
     db: SharedAgentDB
     llm: LLM
-    writer: DurableWriter
+    durable: DurableWriter  # events and facts that must not be lost: logged locally, then sent
     state: str = "starting"
     detail: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
@@ -307,7 +307,7 @@ async def serve_while_held(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(heartbeat, ctx)
-                tg.start_soon(ctx.writer.run)
+                tg.start_soon(ctx.durable.run)
                 tg.start_soon(serve, ctx, group, handler, concurrency)
                 await lease.wait_lost()
                 tg.cancel_scope.cancel()
@@ -475,4 +475,4 @@ async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reaso
 async def _report_failure(ctx: Context, event: AgentEvent, reason: str) -> None:
     failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
     key = failed_key(ctx.role, event.event_id)
-    await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)
+    await ctx.durable.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)

@@ -72,7 +72,7 @@ async def context(servers: ServerUrls, namespace: str, tmp_path: Path) -> AsyncI
             NewFact(f, SECTION.category, {"source": "s.md", "quote": f}, fact_key("s.md", f))
             for f in FACTS
         ]
-        await ctx.writer.store_facts("research-1", facts)
+        await ctx.durable.store_facts("research-1", facts)
         yield ctx
         wal.close()
 
