@@ -33,7 +33,7 @@ from agents import planning, stub_llm
 from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
 from agents.keys import assigned_key, fact_key, planned_key, source_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Extraction, Plan
+from agents.llm_output import Extraction, Plan
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,

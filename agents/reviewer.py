@@ -29,7 +29,7 @@ from typing import Any
 from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
 from agents.keys import decision_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Review, SectionDraft
+from agents.llm_output import Review, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,

@@ -20,7 +20,7 @@ from agents import stub_llm
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
 from agents.keys import drafted_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Paragraph, SectionDraft
+from agents.llm_output import Paragraph, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
