@@ -55,8 +55,8 @@ def run(
 
     from memory import AgentMemoryError
     from orchestrator.launcher import AgentLauncher
+    from orchestrator.lifecycle import new_run_id, run_report
     from orchestrator.progress import Progress
-    from orchestrator.run import new_run_id, run_report
     from orchestrator.sources import load_sources
 
     updates: dict[str, object] = {}

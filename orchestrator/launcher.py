@@ -10,7 +10,7 @@ its start on (and which nine agents starting at once share the CPUs for; docs/pe
   loop); nothing is imported twice.
 - :meth:`AgentLauncher.start`: ``python -m agents.zygote``, a new interpreter that imports the
   agent code itself; for a caller that already runs an event loop or threads
-  (:func:`orchestrator.run.run_report` as a library call, the tests).
+  (:func:`orchestrator.lifecycle.run_report` as a library call, the tests).
 
 :meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which the supervisor
 waits for, signals and kills like a subprocess. The zygote is a child of this process and

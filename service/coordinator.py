@@ -31,8 +31,8 @@ from agents.settings import Settings
 from memory import EventStore, Memory, RunEntry
 from memory.admission import Admission, Submissions
 from memory.work_queue import WorkQueue
+from orchestrator.lifecycle import ORCHESTRATOR, write_outputs
 from orchestrator.report import read_log
-from orchestrator.run import ORCHESTRATOR, write_outputs
 from orchestrator.tracker import RunState, RunTracker
 from service.routes import POOL_ROUTES, ticket
 

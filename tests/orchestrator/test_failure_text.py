@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from orchestrator.run import RunFailedError
+from orchestrator.lifecycle import RunFailedError
 from orchestrator.runs import failure_text
 from orchestrator.supervisor import AgentCrashedError
 

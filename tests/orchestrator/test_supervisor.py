@@ -13,7 +13,7 @@ import pytest
 from agents.roles import Role
 from memory import AgentStatus, RedisAgentMemory
 from memory.connections import RedisClient
-from orchestrator.run import agent_specs, start_in_stages
+from orchestrator.lifecycle import agent_specs, start_in_stages
 from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
