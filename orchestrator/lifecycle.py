@@ -49,7 +49,7 @@ from orchestrator.report import (
     run_record,
     section_histories,
 )
-from orchestrator.runs import close_entry, failure_text, open_entry
+from orchestrator.run_entries import close_entry, failure_text, open_entry
 from orchestrator.supervisor import AgentSpec, Restart, Supervisor
 from orchestrator.timeline import timeline_html
 from orchestrator.tracker import RunState, RunTracker

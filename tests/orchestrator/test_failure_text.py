@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from orchestrator.lifecycle import RunFailedError
-from orchestrator.runs import failure_text
+from orchestrator.run_entries import failure_text
 from orchestrator.supervisor import AgentCrashedError
 
 pytestmark = pytest.mark.anyio  # failure_text asks the running event loop for its Cancelled
