@@ -3,7 +3,7 @@
 Configuration comes from the environment (see ``agents/settings.py`` and the README); the
 options here are per run. Without ``REDIS_URL`` / ``DATABASE_URL`` the commands start local
 Redis and PostgreSQL servers in the data directory and stop them when they exit. The commands
-live in :mod:`orchestrator.cli_run` and :mod:`orchestrator.cli_runs`; importing them here
+live in :mod:`orchestrator.cli_start` and :mod:`orchestrator.cli_inspect`; importing them here
 registers them on :data:`app`.
 """
 
@@ -15,13 +15,17 @@ import os
 import sys
 from typing import NoReturn
 
-from orchestrator import cli_mcp, cli_run, cli_runs, cli_service, cli_tenants
 from orchestrator.cli_common import app
 from orchestrator.cli_servers import servers_app
 
+# Each module registers its commands on ``app`` when imported: this order is ``--help``'s.
+# isort: off
+from orchestrator import cli_mcp, cli_start, cli_inspect, cli_service, cli_tenants
+# isort: on
+
 app.add_typer(servers_app, name="servers")
 
-__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "cli_tenants", "main"]
+__all__ = ["app", "cli_inspect", "cli_mcp", "cli_service", "cli_start", "cli_tenants", "main"]
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import sys
 
 PROGRAM = """
 import sys
-import agents.__main__, orchestrator.cli_run, orchestrator.lifecycle
+import agents.__main__, orchestrator.cli_start, orchestrator.lifecycle
 from orchestrator.progress import Progress
 progress = Progress(None, quiet=True)
 progress.message("not shown")
