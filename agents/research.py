@@ -17,7 +17,7 @@ The work is split through the research consumer group, so several research proce
 Each step is idempotent, so a redelivered handoff repeats nothing:
 
 - the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
-- every handoff is published under an idempotency key (:mod:`agents.keys`);
+- every handoff is published under an idempotency key (:mod:`agents.idempotency`);
 - a source with a record is not extracted again, and every fact carries an idempotency key
   (hash of source name and quote), so a retry never duplicates one;
 - the completeness check runs after every record (even a repeated one), so a researcher that
@@ -31,7 +31,7 @@ from typing import Any
 
 from agents import planning, stub_llm
 from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
-from agents.keys import assigned_key, fact_key, planned_key, source_key
+from agents.idempotency import assigned_key, fact_key, planned_key, source_key
 from agents.llm_base import LLMNoAnswerError
 from agents.llm_output import Extraction, Plan
 from agents.prompts import load_prompt

@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
-from agents.keys import decision_key
+from agents.idempotency import decision_key
 from agents.llm_base import LLMNoAnswerError
 from agents.llm_output import Review, SectionDraft
 from agents.prompts import load_prompt

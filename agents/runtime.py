@@ -31,6 +31,7 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
+from agents.idempotency import failed_key
 from agents.instance import (
     InstanceLease,
     InstanceLostError,
@@ -38,7 +39,6 @@ from agents.instance import (
     LeasedWriter,
     hold_instance,
 )
-from agents.keys import failed_key
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import (

@@ -18,7 +18,7 @@ from typing import Any
 
 from agents import stub_llm
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
-from agents.keys import drafted_key
+from agents.idempotency import drafted_key
 from agents.llm_base import LLMNoAnswerError
 from agents.llm_output import Paragraph, SectionDraft
 from agents.prompts import load_prompt

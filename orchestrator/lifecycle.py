@@ -23,7 +23,7 @@ import anyio
 from pydantic import SecretStr
 
 from agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
-from agents.keys import orchestrator_key
+from agents.idempotency import orchestrator_key
 from agents.llm_calls import LLM_SLOTS
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (

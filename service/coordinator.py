@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from agents.keys import orchestrator_key
+from agents.idempotency import orchestrator_key
 from agents.protocol import (
     RUN_STREAM,
     EventType,

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import anyio
 
-from agents.keys import failed_key
+from agents.idempotency import failed_key
 from agents.llm_base import LLM
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import AgentFailed, EventType

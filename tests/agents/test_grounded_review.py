@@ -10,7 +10,7 @@ import pytest
 
 from agents import reviewer, writer
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from agents.keys import fact_key
+from agents.idempotency import fact_key
 from agents.llm_base import LLMNoAnswerError
 from agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
 from agents.roles import Role
