@@ -27,7 +27,7 @@ test-browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,browser]'
 	$(BIN)/python -m pytest -m browser tests/web $(PYTEST_ARGS)
 
-# The memory tests again, against a local 3-primary + 3-replica Redis Cluster (~40 s).
+# The memory tests again, against a local 3-primary + 3-replica Redis Cluster.
 test-cluster: $(STAMP)
 	AGENTMEM_TEST_REDIS=cluster $(BIN)/python -m pytest tests/memory $(PYTEST_ARGS)
 

@@ -22,10 +22,10 @@ import anyio
 from pydantic import ValidationError
 
 from agents import research, reviewer, writer
+from agents.lifetime import die_with_parent
 from agents.roles import Role
 from agents.runtime import Handler, run_agent
 from agents.settings import Settings
-from devservers import die_with_parent
 from memory import AgentMemoryError, InvalidIdError, leaves, telemetry, validate_id
 
 HANDLERS: dict[Role, Handler] = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.models import SectionDraft
+from agents.llm_output import SectionDraft
 from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 from agents.support import Support
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from agents.keys import llm_call_key
+from agents.idempotency import llm_call_key
 from agents.llm_base import LLM, LLMError, T, Usage
 from agents.protocol import EventType, LLMCalled, new_event
 from agents.schemas import Bounds

@@ -27,7 +27,7 @@ import itertools
 import re
 from collections import Counter
 
-from agents.models import Plan, PlannedSection, _slug
+from agents.llm_output import Plan, PlannedSection, _slug
 from agents.protocol import SourceDoc
 from agents.sentences import sentences
 from agents.support import content_words

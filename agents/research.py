@@ -17,7 +17,7 @@ The work is split through the research consumer group, so several research proce
 Each step is idempotent, so a redelivered handoff repeats nothing:
 
 - the plan is stored once, as the document ``run/plan`` (``expected_version=0``), and reused;
-- every handoff is published under an idempotency key (:mod:`agents.keys`);
+- every handoff is published under an idempotency key (:mod:`agents.idempotency`);
 - a source with a record is not extracted again, and every fact carries an idempotency key
   (hash of source name and quote), so a retry never duplicates one;
 - the completeness check runs after every record (even a repeated one), so a researcher that
@@ -31,9 +31,9 @@ from typing import Any
 
 from agents import planning, stub_llm
 from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
-from agents.keys import assigned_key, fact_key, planned_key, source_key
+from agents.idempotency import assigned_key, fact_key, planned_key, source_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Extraction, Plan
+from agents.llm_output import Extraction, Plan
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
@@ -90,7 +90,7 @@ async def plan_run(ctx: Context, event: AgentEvent) -> None:
         )
         for source in request.sources
     ]
-    await ctx.writer.publish_many(handoffs)  # logged together, each published once
+    await ctx.durable.publish_many(handoffs)  # logged together, each published once
     logger.info(
         "planned %d sections; handed out %d sources", len(plan.sections), len(request.sources)
     )
@@ -136,7 +136,7 @@ async def _hand_off(ctx: Context, plan: PlanDoc, extracted: ExtractedDoc, stored
     fact_count = sum(len(fact_keys[s.section_id]) for s in planned)
     ran = RunPlanned(topic=plan.topic, sections=planned, fact_count=fact_count, without_facts=empty)
     await ctx.status(f"handing off {len(planned)} sections ({fact_count} facts)")
-    await ctx.writer.publish_many(
+    await ctx.durable.publish_many(
         [
             (ctx.event(EventType.RUN_PLANNED, ran), planned_key()),
             *(
@@ -348,7 +348,7 @@ async def _extract(
             first = min(MIN_FACTS_PER_SOURCE, len(prose))
             extraction = Extraction(sentences=list(range(1, first + 1)))
     facts = _verified(extraction, source.name, prose, assigned.section_id)
-    if not await ctx.writer.store_facts(ctx.agent_id, facts):
+    if not await ctx.durable.store_facts(ctx.agent_id, facts):
         logger.warning("Redis unreachable: %d facts kept in the local log", len(facts))
     keys: dict[str, set[str]] = {}
     for fact in facts:

@@ -27,9 +27,9 @@ import logging
 from typing import Any
 
 from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
-from agents.keys import decision_key
+from agents.idempotency import decision_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Review, SectionDraft
+from agents.llm_output import Review, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
@@ -63,7 +63,7 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
     else:
         logger.info("%s was reviewed already; publishing its decision again", key)
     key = decision_key(drafted.section_id, drafted.version)
-    await ctx.writer.publish(
+    await ctx.durable.publish(
         _decision(ctx, ReviewRecord.model_validate(record.value)), idempotency_key=key
     )
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
+from agents.idempotency import failed_key
 from agents.instance import (
     InstanceLease,
     InstanceLostError,
@@ -38,7 +39,6 @@ from agents.instance import (
     LeasedWriter,
     hold_instance,
 )
-from agents.keys import failed_key
 from agents.llm_base import LLM, LLMError
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import (
@@ -106,7 +106,7 @@ class Context:
     events: EventStore
     db: SharedAgentDB
     llm: LLM
-    writer: DurableWriter
+    durable: DurableWriter  # events and facts that must not be lost: logged locally, then sent
     state: str = "starting"
     detail: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
@@ -291,7 +291,7 @@ def _make_llm(settings: Settings) -> LLM:
     """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
     if settings.use_stub_llm:
         return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    from agents.llm import make_llm  # noqa: PLC0415 - deferred: see the docstring
+    from agents.llm import make_llm
 
     return make_llm(settings)
 
@@ -307,7 +307,7 @@ async def serve_while_held(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(heartbeat, ctx)
-                tg.start_soon(ctx.writer.run)
+                tg.start_soon(ctx.durable.run)
                 tg.start_soon(serve, ctx, group, handler, concurrency)
                 await lease.wait_lost()
                 tg.cancel_scope.cancel()
@@ -475,4 +475,4 @@ async def _give_up(ctx: Context, group: ConsumerGroup, delivery: Delivery, reaso
 async def _report_failure(ctx: Context, event: AgentEvent, reason: str) -> None:
     failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
     key = failed_key(ctx.role, event.event_id)
-    await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)
+    await ctx.durable.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 
 from agents.llm_base import LLMError, T, Usage
-from agents.models import (
+from agents.llm_output import (
     Extraction,
     Paragraph,
     Plan,

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.models import SectionDraft
+from agents.llm_output import SectionDraft
 from agents.sentences import split
 from memory import Fact
 

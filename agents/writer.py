@@ -18,9 +18,9 @@ from typing import Any
 
 from agents import stub_llm
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
-from agents.keys import drafted_key
+from agents.idempotency import drafted_key
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Paragraph, SectionDraft
+from agents.llm_output import Paragraph, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import (
     EventType,
@@ -104,7 +104,9 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
             logger.info("%s already has round %d; handing it to review again", key, round_)
         drafted = SectionDrafted(section_id=section_id, version=current.version, round=round_)
         key = drafted_key(section_id, current.version)
-        await ctx.writer.publish(ctx.event(EventType.SECTION_DRAFTED, drafted), idempotency_key=key)
+        await ctx.durable.publish(
+            ctx.event(EventType.SECTION_DRAFTED, drafted), idempotency_key=key
+        )
 
 
 def _section_of(draft: Draft | None, section_id: str) -> SectionPlan:

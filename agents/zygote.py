@@ -1,11 +1,12 @@
 """A fork server for agent processes: ``python -m agents.zygote``, started by the orchestrator.
 
-A new interpreter spends about 0.6 s of CPU importing the agent code (pydantic, redis, asyncpg,
-the roles) before an agent can connect; nine agents started at once on two cores spend seconds
-on it before the first handoff. The zygote imports that code once, then forks each agent from
-itself on request. Each agent is still a fresh OS process of its own (own pid, memory, Redis
-client and PostgreSQL pool, nothing shared but the servers), and the zygote never holds an
-event loop, a thread or a connection that a fork could copy.
+A new interpreter spends most of its start importing the agent code (pydantic, redis, asyncpg,
+the roles) before an agent can connect, and nine agents started at once share the CPUs for it
+before the first handoff (docs/performance.md, "Start-up", has the figures). The zygote
+imports that code once, then forks each agent from itself on request. Each agent is still a
+fresh OS process of its own (own pid, memory, Redis client and PostgreSQL pool, nothing shared
+but the servers), and the zygote never holds an event loop, a thread or a connection that a
+fork could copy.
 
 The protocol, on the ``SOCK_SEQPACKET`` socket the orchestrator passes as standard input:
 
@@ -69,7 +70,7 @@ def agent_title(role: str, run_id: str, instance: int) -> str:
 def become_forked_zygote(parent: int) -> None:
     """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
     a title of its own (it would show the orchestrator's command line)."""
-    from devservers.process import die_with_parent  # noqa: PLC0415 - imported already
+    from agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if os.getppid() != parent:  # the orchestrator died before the request took effect
@@ -80,7 +81,7 @@ def become_forked_zygote(parent: int) -> None:
 def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
     """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
     (``--parent PID``): if it is gone already, stop at once."""
-    from devservers.process import die_with_parent  # noqa: PLC0415 - heavy; see above
+    from agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if len(argv) == 2 and argv[0] == "--parent" and os.getppid() != int(argv[1]):
@@ -227,7 +228,7 @@ def _serve(request: dict[str, Any]) -> int:
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     sys.argv = shlex.split(title)[2:]
-    from agents.__main__ import serve_agent  # noqa: PLC0415 - imported by main() already
+    from agents.__main__ import serve_agent
 
     return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))
 

@@ -46,8 +46,8 @@ from pathlib import Path
 
 import anyio
 
+from agents.lifetime import die_with_parent
 from chaos.history import Recorder
-from devservers import die_with_parent
 from memory import (
     AgentEvent,
     ConflictError,

@@ -7,7 +7,7 @@ never starts servers; it only connects to the URLs it is given.
 """
 
 from devservers.errors import ServerStartError
-from devservers.process import die_with_parent, free_port
+from devservers.ports import free_port
 from devservers.servers import (
     APPENDFSYNC_POLICIES,
     EmbeddedPostgres,
@@ -24,7 +24,6 @@ __all__ = [
     "ServerStartError",
     "ServerUrls",
     "SharedServers",
-    "die_with_parent",
     "free_port",
     "local_servers",
     "shared_servers",

@@ -18,8 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from agents.lifetime import die_with_parent
 from devservers.errors import ServerStartError
-from devservers.process import die_with_parent, free_port
+from devservers.ports import free_port
 
 logger = logging.getLogger(__name__)
 

@@ -207,7 +207,7 @@ def main() -> None:
     """Run a local cluster until Ctrl-C; prints a REDIS_URL for it."""
     find_redis_server()
     with local_cluster() as cluster:
-        print(f"REDIS_URL={cluster.url}", flush=True)  # noqa: T201
+        print(f"REDIS_URL={cluster.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 

@@ -40,9 +40,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from agents.lifetime import die_with_parent
 from agents.sentences import sentences
 from devservers.errors import ServerStartError
-from devservers.process import die_with_parent, free_port
+from devservers.ports import free_port
 
 logger = logging.getLogger(__name__)
 

@@ -124,8 +124,8 @@ def _subdir(parent: Path, name: str) -> Path:
 def main() -> None:
     """Run a primary and a replica until Ctrl-C; prints the URLs to use."""
     with local_replicated_postgres() as servers:
-        print(f"DATABASE_URL={servers.url}", flush=True)  # noqa: T201
-        print(f"DATABASE_READ_URL={servers.read_url}", flush=True)  # noqa: T201
+        print(f"DATABASE_URL={servers.url}", flush=True)
+        print(f"DATABASE_READ_URL={servers.read_url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 

@@ -41,6 +41,7 @@ from memory.errors import (
 from memory.events import EventStore
 from memory.facts import Fact, NewFact
 from memory.keys import path_part, validate_id
+from memory.layer import Memory, open_memory
 from memory.limits import Limits
 from memory.locks import HeldLock, Lease
 from memory.namespace import drop_redis_namespace
@@ -50,7 +51,6 @@ from memory.run_index import RunEntry, RunIndex
 from memory.semaphore import Permit, Semaphore
 from memory.shared_db import Document, SharedAgentDB
 from memory.status import AgentStatus
-from memory.stores import Memory, open_memory
 from memory.wal import WriteAheadLog
 
 __all__ = [

@@ -1,7 +1,7 @@
 """``async with`` for the stores, and who closes what: whoever opens a resource closes it.
 
 A store built on a client or pool it was handed owns nothing and closes nothing. The opener
-(:func:`memory.stores.open_memory`) creates the clients, hands them to the stores, and
+(:func:`memory.layer.open_memory`) creates the clients, hands them to the stores, and
 registers their ``aclose`` with :meth:`AsyncResource.own`, so that closing it closes them, in
 the reverse order of opening.
 """

@@ -3,7 +3,7 @@
 It keeps the article's method names and delegates each concern to its own module
 (:mod:`memory.facts`, :mod:`memory.status`, :mod:`memory.locks`), all on one Redis client.
 Locks get their fencing tokens from PostgreSQL when given a token source (``fences``;
-:func:`memory.stores.open_memory` wires the namespace's document store in); without one their
+:func:`memory.layer.open_memory` wires the namespace's document store in); without one their
 leases carry no fencing token.
 """
 
@@ -25,7 +25,7 @@ from memory.status import AgentStatus, StatusBoard
 class RedisAgentMemory(AsyncResource):
     """Facts, status and locks shared by the agents of one namespace.
 
-    Processes get one from :func:`memory.stores.open_memory` (one client for every store).
+    Processes get one from :func:`memory.layer.open_memory` (one client for every store).
     """
 
     def __init__(

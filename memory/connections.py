@@ -208,9 +208,9 @@ def connection_name(config: MemoryConfig) -> str:
 def _driver_identity() -> dict[str, object]:
     """What each connection tells the server it is (``CLIENT SETINFO``), made once per process:
     left to redis-py, every new connection looks the library's version up in the installed
-    packages' metadata (1-2 ms each, paid dozens of times by a run's processes)."""
+    packages' metadata, a file-system scan paid again by every connection of every process."""
     try:
-        from redis.driver_info import DriverInfo  # noqa: PLC0415 - recent redis-py only
+        from redis.driver_info import DriverInfo  # recent redis-py only
     except ImportError:  # earlier: the same, under the names it had then
         return {"lib_name": "redis-py", "lib_version": metadata.version("redis")}
     return {"driver_info": DriverInfo()}

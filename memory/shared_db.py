@@ -115,7 +115,7 @@ class SharedAgentDB(AsyncResource):
     @classmethod
     async def connect(cls, dsn: str, namespace: str = "default", *, max_size: int = 10) -> Self:
         """A store on a pool of its own for ``dsn`` (default timeouts), migrated, closed by
-        :meth:`aclose`; processes use :func:`memory.stores.open_memory` instead."""
+        :meth:`aclose`; processes use :func:`memory.layer.open_memory` instead."""
         config = MemoryConfig(redis_url="", database_url=dsn, pool_max_size=max_size)
         pool = await postgres_pool(config, dsn)
         db = cls(pool, namespace, call_deadline=config.call_deadline)

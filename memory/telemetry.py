@@ -129,7 +129,7 @@ def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or None (tracing off, or no span)."""
     if not enabled():
         return None
-    from opentelemetry import trace  # noqa: PLC0415 - imported only when tracing is on
+    from opentelemetry import trace  # imported only when tracing is on
 
     context = trace.get_current_span().get_span_context()
     if not context.is_valid:
@@ -155,8 +155,8 @@ def shutdown() -> None:
 def _start(
     name: str, attributes: Attributes | None, kind: str, parent: str | None
 ) -> AbstractContextManager[Any]:
-    from opentelemetry import trace  # noqa: PLC0415 - imported only when tracing is on
-    from opentelemetry.trace.propagation.tracecontext import (  # noqa: PLC0415
+    from opentelemetry import trace  # imported only when tracing is on
+    from opentelemetry.trace.propagation.tracecontext import (
         TraceContextTextMapPropagator,
     )
 
@@ -180,9 +180,9 @@ def _tracer() -> Any:
 def _build() -> Any:
     """A tracer on a new provider with the exporters ``OTEL_TRACES_EXPORTER`` names."""
     # imported only when tracing is on
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
-    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
         ConsoleSpanExporter,
         SimpleSpanProcessor,
@@ -199,7 +199,7 @@ def _build() -> Any:
         if exporter == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
         elif exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter,
             )
 

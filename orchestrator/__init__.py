@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.launcher import AgentLauncher
-    from orchestrator.run import RunFailedError, RunResult, run_report
+    from orchestrator.lifecycle import RunFailedError, RunResult, run_report
     from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
     from orchestrator.tracker import RunState, RunTracker
 
@@ -20,12 +20,12 @@ _HOMES = {
     "AgentCrashedError": "orchestrator.supervisor",
     "AgentLauncher": "orchestrator.launcher",
     "AgentSpec": "orchestrator.supervisor",
-    "RunFailedError": "orchestrator.run",
-    "RunResult": "orchestrator.run",
+    "RunFailedError": "orchestrator.lifecycle",
+    "RunResult": "orchestrator.lifecycle",
     "RunState": "orchestrator.tracker",
     "RunTracker": "orchestrator.tracker",
     "Supervisor": "orchestrator.supervisor",
-    "run_report": "orchestrator.run",
+    "run_report": "orchestrator.lifecycle",
 }
 
 __all__ = [

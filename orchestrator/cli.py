@@ -3,26 +3,29 @@
 Configuration comes from the environment (see ``agents/settings.py`` and the README); the
 options here are per run. Without ``REDIS_URL`` / ``DATABASE_URL`` the commands start local
 Redis and PostgreSQL servers in the data directory and stop them when they exit. The commands
-live in :mod:`orchestrator.cli_run` and :mod:`orchestrator.cli_runs`; importing them here
+live in :mod:`orchestrator.cli_start` and :mod:`orchestrator.cli_inspect`; importing them here
 registers them on :data:`app`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import sys
 from typing import NoReturn
 
-from orchestrator import cli_mcp, cli_run, cli_runs, cli_service, cli_tenants
 from orchestrator.cli_common import app
 from orchestrator.cli_servers import servers_app
 
+# Each module registers its commands on ``app`` when imported: this order is ``--help``'s.
+# isort: off
+from orchestrator import cli_mcp, cli_start, cli_inspect, cli_service, cli_tenants
+# isort: on
+
 app.add_typer(servers_app, name="servers")
 
-__all__ = ["app", "cli_mcp", "cli_run", "cli_runs", "cli_service", "cli_tenants", "main"]
+__all__ = ["app", "cli_inspect", "cli_mcp", "cli_service", "cli_start", "cli_tenants", "main"]
 
 
 def main() -> None:
@@ -43,14 +46,17 @@ def end_now(code: str | int | None) -> NoReturn:
     """Exit with ``code`` once the command is done, without the interpreter's teardown.
 
     Every command closes what it opened (servers, agents, connections, files) before it
-    returns; what is left is the interpreter freeing the ~600 modules a run imports one by one,
-    which took 0.15-0.4 s on a 2-core machine, a tenth of the demo. Output is flushed and
-    ``atexit`` handlers run first.
+    returns; what is left is the interpreter freeing, one by one, the hundreds of modules a run
+    imports, a noticeable part of a short run (docs/performance.md). Skipping the teardown also
+    skips ``atexit``, so what must outlive the command is done here, explicitly: the spans
+    still buffered are exported, the log handlers and the output streams are flushed.
     """
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    atexit._run_exitfuncs()
+    telemetry = sys.modules.get("memory.telemetry")  # not imported: no span was recorded
+    if telemetry is not None:
+        telemetry.shutdown()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -42,7 +42,7 @@ app = typer.Typer(
 @functools.cache
 def console() -> Console:
     """Standard output, through rich (created on first use)."""
-    from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
+    from rich.console import Console
 
     class Stdout(Console):
         def on_broken_pipe(self) -> None:  # rich's own exits 1
@@ -54,7 +54,7 @@ def console() -> Console:
 @functools.cache
 def errors() -> Console:
     """Standard error, through rich (created on first use)."""
-    from rich.console import Console  # noqa: PLC0415 - deferred: not needed by --help
+    from rich.console import Console
 
     return Console(stderr=True)
 
@@ -67,10 +67,10 @@ class LLMChoice(StrEnum):
 
 def settings_from_env(**overrides: object) -> Settings:
     """The settings from the environment, with this command's options applied and checked."""
-    from pydantic import ValidationError  # noqa: PLC0415 - deferred: not needed by --help
+    from pydantic import ValidationError
 
-    from agents import Settings  # noqa: PLC0415
-    from memory import InvalidConfigError  # noqa: PLC0415
+    from agents import Settings
+    from memory import InvalidConfigError
 
     try:
         settings = Settings().model_copy(update=overrides)
@@ -84,7 +84,7 @@ def settings_from_env(**overrides: object) -> Settings:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    from rich.text import Text  # noqa: PLC0415 - deferred: not needed by --help
+    from rich.text import Text
 
     errors().print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(code)
@@ -107,7 +107,7 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
         except BrokenPipeError:
             stdout_closed()
         except Exception as exc:
-            from memory import AgentMemoryError, leaves  # noqa: PLC0415 - loaded by now
+            from memory import AgentMemoryError, leaves
 
             inside = leaves(exc)
             known = all(isinstance(e, AgentMemoryError | OSError) for e in inside)
@@ -133,7 +133,7 @@ def stdout_closed() -> NoReturn:
 
 
 def _one_line(exc: BaseException) -> str:
-    from memory import AgentMemoryError  # noqa: PLC0415 - loaded by now
+    from memory import AgentMemoryError
 
     text = " ".join(str(exc).split())
     if isinstance(exc, AgentMemoryError):
@@ -142,7 +142,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def checked_run_id(value: str) -> str:
-    from memory import InvalidIdError, validate_id  # noqa: PLC0415 - deferred: not for --help
+    from memory import InvalidIdError, validate_id
 
     try:
         return validate_id(value, "run id")
@@ -155,14 +155,14 @@ def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
     """The settings with server URLs: the configured ones, or the checkout's shared local
     servers (:mod:`devservers.shared`): started now if no other command runs them (said on
     stderr unless ``quiet``), else attached to."""
-    from pydantic import SecretStr  # noqa: PLC0415 - deferred: not needed by --help
+    from pydantic import SecretStr
 
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else None
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
     if redis_url and database_url:
         yield settings
         return
-    from devservers.shared import shared_servers  # noqa: PLC0415
+    from devservers.shared import shared_servers
 
     missing = [
         name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url

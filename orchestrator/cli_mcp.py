@@ -24,12 +24,12 @@ def mcp(
     """Serve facts, locks, versioned documents, events and agent status to one MCP client
     (Claude Desktop, Cursor, ...) on stdin/stdout, until it closes them. See
     docs/integrations.md."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from memory import validate_id  # noqa: PLC0415
+    from memory import validate_id
 
     try:
-        from agentmem_mcp import serve_stdio  # noqa: PLC0415
+        from agentmem_mcp import serve_stdio
     except ImportError as exc:
         fail(f"the MCP server needs the mcp extra ({exc}): pip install 'agentmem[mcp]'", code=2)
     allowed = None if not namespace else frozenset(validate_id(n, "namespace") for n in namespace)

@@ -60,12 +60,12 @@ def worker(
         raise typer.BadParameter(log_level, param_hint="--log-level")
     settings = settings_from_env()
     _servers_given()
-    import anyio  # noqa: PLC0415 - deferred: not needed by --help
+    import anyio
 
-    from agents.__main__ import HANDLERS, setup_logging  # noqa: PLC0415
-    from memory import AgentMemoryError, leaves  # noqa: PLC0415
-    from service.routes import PoolRole  # noqa: PLC0415
-    from service.worker import serve_worker  # noqa: PLC0415
+    from agents.__main__ import HANDLERS, setup_logging
+    from memory import AgentMemoryError, leaves
+    from service.routes import PoolRole
+    from service.worker import serve_worker
 
     pool_role = PoolRole(role)
     setup_logging(f"{role}-pool", log_level.upper())
@@ -101,11 +101,11 @@ def submit(
     """
     settings = settings_from_env()
     _servers_given()
-    import anyio  # noqa: PLC0415
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
-    from orchestrator.sources import load_sources  # noqa: PLC0415
-    from service.submit import submit as submit_run  # noqa: PLC0415
+    from memory import open_memory
+    from orchestrator.sources import load_sources
+    from service.submit import submit as submit_run
 
     docs = load_sources(sources)
 
@@ -129,10 +129,10 @@ def wait(
     """Exit 0 when the run completed, 1 if it failed (the reason in one line), 2 on timeout."""
     settings = settings_from_env()
     _servers_given()
-    import anyio  # noqa: PLC0415
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
-    from service.submit import RunStatus, run_state  # noqa: PLC0415
+    from memory import open_memory
+    from service.submit import RunStatus, run_state
 
     async def go() -> RunStatus | None:
         config = settings.memory_config(client_name="agentmem:wait")
@@ -165,10 +165,10 @@ def status(
     state and tenant."""
     settings = settings_from_env()
     _servers_given()
-    import anyio  # noqa: PLC0415
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
-    from service.metrics import Snapshot, snapshot, status_json, status_lines  # noqa: PLC0415
+    from memory import open_memory
+    from service.metrics import Snapshot, snapshot, status_json, status_lines
 
     async def go() -> Snapshot:
         config = settings.memory_config(client_name="agentmem:status")

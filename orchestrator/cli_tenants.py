@@ -30,9 +30,9 @@ app.add_typer(tenants_app, name="tenants")
 
 def _with_memory(go: Callable[[Memory], Awaitable[T]]) -> T:
     """Run ``go`` on the memory layer of the configured (or local) servers."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
+    from memory import open_memory
 
     settings = settings_from_env()
 
@@ -50,8 +50,8 @@ def add(
     name: Annotated[str, typer.Argument(help="The tenant's name.", metavar="NAME")],
 ) -> None:
     """Make an API key for tenant NAME and print it once (it is stored only as a hash)."""
-    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
-    from memory.tenants import TenantKeys, validate_tenant  # noqa: PLC0415
+    from memory.audit import AuditLog, AuditRecord
+    from memory.tenants import TenantKeys, validate_tenant
 
     validate_tenant(name)
 
@@ -74,9 +74,9 @@ def list_keys(
     ] = None,
 ) -> None:
     """List the keys: tenant, key id, created, revoked (never a key itself)."""
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
-    from memory.tenants import KeyInfo, TenantKeys  # noqa: PLC0415
+    from memory.tenants import KeyInfo, TenantKeys
 
     async def go(memory: Memory) -> list[KeyInfo]:
         return await TenantKeys(memory.db.pool).list(tenant)
@@ -100,8 +100,8 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key id `tenants list` shows.", metavar="ID")],
 ) -> None:
     """Revoke a key: the next request that carries it is refused."""
-    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
-    from memory.tenants import TenantKeys  # noqa: PLC0415
+    from memory.audit import AuditLog, AuditRecord
+    from memory.tenants import TenantKeys
 
     async def go(memory: Memory) -> str | None:
         tenant = await TenantKeys(memory.db.pool).revoke(key_id)
@@ -128,9 +128,9 @@ def audit(
     ] = 100,
 ) -> None:
     """Show the audit log, oldest first: when, tenant, key id, action, target."""
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
-    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
+    from memory.audit import AuditLog, AuditRecord
 
     async def go(memory: Memory) -> list[AuditRecord]:
         return await AuditLog(memory.db.pool).read(tenant, limit)

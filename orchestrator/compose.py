@@ -2,7 +2,7 @@
 
 Everything here reads data (the drafts' paragraphs and the fact ids they cite, the facts'
 sources, the review records), never rendered text. A citation names its fact by id, ``[F25]``
-(:func:`agents.models.citation`), as the web view, ``agentmem inspect`` and the agents' prompts
+(:func:`agents.llm_output.citation`), as the web view, ``agentmem inspect`` and the agents' prompts
 do: one name for a fact everywhere, stable while a run goes on.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agents.documents import Draft, ReviewRecord
-from agents.models import citation, citation_label
+from agents.llm_output import citation, citation_label
 from memory import Document, Fact
 from orchestrator.tracker import LLMTotals
 

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from agents import RUN_STREAM, Settings, groundedness
 from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
-from agents.models import citation
+from agents.llm_output import citation
 from memory import DeadLetter, Memory, RunEntry, open_memory
 from orchestrator.tracker import RunState, RunTracker
 

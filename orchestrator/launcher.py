@@ -1,16 +1,16 @@
 """How the supervisor starts agent processes: forked from a zygote that has imported the agents.
 
 An :class:`AgentLauncher` owns one zygote (see :mod:`agents.zygote`); each agent is a fork of
-it, ready once it has connected (about 0.15 s) instead of after the 0.6 s (idle) to several
-seconds (nine at once on two cores) that a new interpreter spends importing. The zygote comes
-from one of two places:
+it, ready once it has connected instead of after the imports a new interpreter spends most of
+its start on (and which nine agents starting at once share the CPUs for; docs/performance.md,
+"Start-up", has the figures). The zygote comes from one of two places:
 
 - :meth:`AgentLauncher.fork`: a fork of this process, for an orchestrator that has imported
   the agent code already (``agentmem run`` does, before it starts servers, threads or an event
   loop); nothing is imported twice.
 - :meth:`AgentLauncher.start`: ``python -m agents.zygote``, a new interpreter that imports the
   agent code itself; for a caller that already runs an event loop or threads
-  (:func:`orchestrator.run.run_report` as a library call, the tests).
+  (:func:`orchestrator.lifecycle.run_report` as a library call, the tests).
 
 :meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which the supervisor
 waits for, signals and kills like a subprocess. The zygote is a child of this process and

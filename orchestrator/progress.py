@@ -4,7 +4,7 @@ On a terminal it is a live table (rich), refreshed twice a second from the agent
 heartbeats and the run's events, with the time so far and how many sections are approved,
 and a line on the LLM: calls in flight (the holders of the run's LLM semaphore), calls
 done, retries, failures and tokens so far. Elsewhere (CI, pipes) one line per event; with
-``--quiet``, nothing (and rich, 60-80 ms of imports before a run can start, is not imported).
+``--quiet``, nothing (and rich, whose imports delay the start of a run, is not imported).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Progress:
         """Refresh the live table until cancelled (returns at once when not live)."""
         if self.console is None or not self.live:
             return
-        from rich.live import Live  # noqa: PLC0415 - deferred: see the module docstring
+        from rich.live import Live
 
         with Live(console=self.console, refresh_per_second=4, transient=False) as live:
             agents: list[AgentStatus] = []
@@ -118,9 +118,9 @@ def render(
 ) -> Group:
     """The agents table, the sections table (with the time so far and how many are done)
     and a line on the LLM calls."""
-    from rich.console import Group  # noqa: PLC0415 - deferred: see the module docstring
-    from rich.table import Table  # noqa: PLC0415
-    from rich.text import Text  # noqa: PLC0415
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 
     agent_table = Table(title="Agents", expand=False, title_justify="left")
     for column in ("agent", "status", "doing"):

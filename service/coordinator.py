@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from agents.keys import orchestrator_key
+from agents.idempotency import orchestrator_key
 from agents.protocol import (
     RUN_STREAM,
     EventType,
@@ -31,8 +31,8 @@ from agents.settings import Settings
 from memory import EventStore, Memory, RunEntry
 from memory.admission import Admission, Submissions
 from memory.work_queue import WorkQueue
+from orchestrator.lifecycle import ORCHESTRATOR, write_outputs
 from orchestrator.report import read_log
-from orchestrator.run import ORCHESTRATOR, write_outputs
 from orchestrator.tracker import RunState, RunTracker
 from service.routes import POOL_ROUTES, ticket
 

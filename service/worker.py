@@ -47,7 +47,7 @@ from pathlib import Path
 
 import anyio
 
-from agents.keys import failed_key
+from agents.idempotency import failed_key
 from agents.llm_base import LLM
 from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
 from agents.protocol import AgentFailed, EventType
@@ -316,7 +316,7 @@ class Worker:
         if run.ctx is not None:
             assert self.handler is not None
             await process(run.ctx, entries, entry, self.handler)
-            await run.ctx.writer.flush()  # llm.called records go out with the handoff
+            await run.ctx.durable.flush()  # llm.called records go out with the handoff
             return
         try:
             await coordinate(run.scope, self.settings, self.queues, self.name)
@@ -412,7 +412,7 @@ async def _close_run(run: RunScope) -> None:
     if run.ctx is not None:
         with anyio.move_on_after(2):
             try:
-                await run.ctx.writer.flush()
+                await run.ctx.durable.flush()
             except AgentMemoryError as exc:
                 logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
     if run.wal is not None:
@@ -435,7 +435,7 @@ def _reporter(ctx: Context):  # type: ignore[no-untyped-def]
     async def report(event: AgentEvent, reason: str) -> None:
         failed = AgentFailed(role=ctx.role, step=event.event_type, error=reason[:2000])
         key = failed_key(ctx.role, event.event_id)
-        await ctx.writer.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)
+        await ctx.durable.publish(ctx.event(EventType.AGENT_FAILED, failed), idempotency_key=key)
 
     return report
 

@@ -138,7 +138,7 @@ async def test_writes_resume_after_a_primary_is_killed_and_its_replica_takes_ove
     assert writes.resumed_at is not None
     assert len(present) == len(set(present))
     lost = sorted(set(writes.acked) - set(present))
-    print(writes.report("direct writes", len(present), len(lost)))  # noqa: T201
+    print(writes.report("direct writes", len(present), len(lost)))
     assert set(present) <= set(writes.acked)
     assert lost  # acknowledged by the primary alone: gone with it
     assert set(lost) <= set(writes.acked[writes.unreplicated_from :])
@@ -180,7 +180,7 @@ async def test_no_fact_acknowledged_by_the_durable_writer_is_lost_in_a_failover(
                 await anyio.sleep(0.2)
         present = sorted(f.metadata["i"] for f in await m.memory.get_facts_by_category("notes"))
 
-    print(  # noqa: T201
+    print(
         writes.report("durable writer", len(present), len(set(writes.acked) - set(present))),
         f"({writer.resent} resent after the failover lost them)",
     )
@@ -213,5 +213,5 @@ async def test_a_stream_read_recovers_once_the_node_named_in_redis_url_fails_ove
                     break
                 except ServerUnavailableError:
                     await anyio.sleep(0.2)
-    print(f"read again {time.monotonic() - started:.1f} s after the kill")  # noqa: T201
+    print(f"read again {time.monotonic() - started:.1f} s after the kill")
     assert event.payload == {"n": 1}

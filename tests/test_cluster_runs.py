@@ -162,5 +162,5 @@ async def test_a_run_keeps_every_fact_when_its_primary_dies_with_writes_its_repl
     assert wait_until_gone(rid) == []
     logs = "".join(p.read_text() for p in (tmp_path / "data").rglob("*.log"))
     resends = [line for line in logs.splitlines() if "are missing from Redis (a failover)" in line]
-    print(f"{len(resends)} resends after the failover:", *resends, sep="\n")  # noqa: T201
+    print(f"{len(resends)} resends after the failover:", *resends, sep="\n")
     assert resends  # the window was not empty: the promoted replica lacked acknowledged writes

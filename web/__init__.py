@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_PORT", "HOST", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from web.app import create_app  # noqa: PLC0415 - deferred: starlette, the memory layer
+        from web.app import create_app
 
         return create_app
     msg = f"module 'web' has no attribute {name!r}"

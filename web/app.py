@@ -209,7 +209,7 @@ def _door(settings: Settings | None, keys: Callable[[], TenantKeys] | None) -> D
 def _mcp_endpoint(memory: Callable[[], Memory]) -> HttpEndpoint | None:
     """The MCP endpoint over ``memory()``, or None without the ``mcp`` extra."""
     try:
-        from agentmem_mcp import HttpEndpoint  # noqa: PLC0415 - optional: the mcp extra
+        from agentmem_mcp import HttpEndpoint  # optional: the mcp extra
     except ImportError:
         return None
     return HttpEndpoint(memory)

@@ -12,7 +12,7 @@ from html import escape
 from urllib.parse import quote, urlencode
 
 from agents import groundedness
-from agents.models import citation, citation_label
+from agents.llm_output import citation, citation_label
 from memory import RunEntry
 from orchestrator.timeline import LEGEND_STYLE, legend_html, timeline_svg
 from web.data import RunView, Version

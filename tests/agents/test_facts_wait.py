@@ -3,6 +3,7 @@ show yet (lost in a failover and being resent), instead of drafting from part of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from agents.settings import Settings
 from agents.stub_llm import StubLLM
 from devservers import ServerUrls
 from memory import DurableWriter, MemoryConfig, NewFact, WriteAheadLog, open_memory
+from tests.conditions import until
 
 pytestmark = pytest.mark.anyio
 
@@ -34,8 +36,11 @@ def fact(n: int) -> NewFact:
     return NewFact(f"Fact number {n}.", "locks", {"n": n}, f"fact-{n}")
 
 
-async def test_facts_resent_while_waiting_are_all_read(writer: Context) -> None:
-    """Two of three facts are there; the third arrives 0.5 s later: all three are returned."""
+async def test_facts_resent_while_waiting_are_all_read(
+    writer: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two of three facts are there; the third arrives while it waits: all three are returned."""
+    caplog.set_level(logging.INFO, logger="agents.runtime")
     await writer.memory.store_facts("research-1", [fact(1), fact(2)])
     got: list[int] = []
 
@@ -44,7 +49,7 @@ async def test_facts_resent_while_waiting_are_all_read(writer: Context) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read)
-        await anyio.sleep(0.5)
+        await until(lambda: "has 2 of its 3 facts; waiting" in caplog.text)
         assert got == []  # still waiting for the third
         await writer.memory.store_facts("research-1", [fact(3)])
 

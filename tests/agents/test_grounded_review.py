@@ -10,7 +10,7 @@ import pytest
 
 from agents import reviewer, writer
 from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from agents.keys import fact_key
+from agents.idempotency import fact_key
 from agents.llm_base import LLMNoAnswerError
 from agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
 from agents.roles import Role
@@ -72,7 +72,7 @@ async def context(servers: ServerUrls, namespace: str, tmp_path: Path) -> AsyncI
             NewFact(f, SECTION.category, {"source": "s.md", "quote": f}, fact_key("s.md", f))
             for f in FACTS
         ]
-        await ctx.writer.store_facts("research-1", facts)
+        await ctx.durable.store_facts("research-1", facts)
         yield ctx
         wal.close()
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from agents.llm import OpenAILLM
 from agents.llm_base import LLMError, T, Usage
 from agents.llm_calls import TimedLLM
-from agents.models import Review
+from agents.llm_output import Review
 from agents.protocol import RUN_STREAM, LLMCalled, parse_payload
 from agents.schemas import Bounds
 from agents.settings import Settings

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from agents.llm import BUDGETS, OpenAILLM, make_llm
 from agents.llm_base import LLMError, LLMNoAnswerError, Usage
-from agents.models import Review, SectionDraft
+from agents.llm_output import Review, SectionDraft
 from agents.schemas import Bounds
 from agents.settings import Settings
 from agents.stub_llm import StubLLM

@@ -11,7 +11,7 @@ import pytest
 from agents import research
 from agents.documents import PLAN_KEY, PlanDoc
 from agents.llm_base import LLMNoAnswerError
-from agents.models import Plan
+from agents.llm_output import Plan
 from agents.planning import repair
 from agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
 from agents.roles import Role

@@ -54,7 +54,7 @@ async def researchers(
             contexts.append(ctx)
         yield contexts[0], contexts[1]
         for ctx in contexts:
-            ctx.writer.wal.close()
+            ctx.durable.wal.close()
 
 
 async def test_sources_extracted_by_two_researchers_hand_off_each_section_once(

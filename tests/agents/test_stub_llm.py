@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agents.llm_base import LLMError
-from agents.models import Extraction, Plan, Review, SectionDraft
+from agents.llm_output import Extraction, Plan, Review, SectionDraft
 from agents.sentences import numbered, sentences
 from agents.stub_llm import StubLLM
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.models import SectionDraft
+from agents.llm_output import SectionDraft
 from agents.support import check, verbatim_flags
 from memory import Fact
 

@@ -9,7 +9,7 @@ import redis.asyncio as redis
 from pydantic import SecretStr
 
 from agents.llm import OpenAILLM
-from agents.models import Extraction, SectionDraft
+from agents.llm_output import Extraction, SectionDraft
 from agents.prompts import load_prompt
 from agents.protocol import RunRequested, SectionPlan, SourceDoc
 from agents.research import extract_request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.models import Extraction, Plan
+from agents.llm_output import Extraction, Plan
 from agents.protocol import SectionPlan
 from agents.writer import facts_draft
 from memory.facts import Fact

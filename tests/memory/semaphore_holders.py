@@ -21,7 +21,7 @@ from memory import MemoryConfig, PermitLostError, Semaphore, open_memory
 async def stalled(semaphore: Semaphore) -> None:
     """Hold a permit, wait for a line on stdin (a stall happens meanwhile), say what it knows."""
     async with semaphore.hold("stalled-1") as permit:
-        print("held", flush=True)  # noqa: T201
+        print("held", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         lost = permit.lost
         try:
@@ -29,7 +29,7 @@ async def stalled(semaphore: Semaphore) -> None:
             outcome = "passed"
         except PermitLostError:
             outcome = "raised"
-        print(f"lost={lost} check={outcome}", flush=True)  # noqa: T201
+        print(f"lost={lost} check={outcome}", flush=True)
 
 
 async def main(redis_url: str, namespace: str, limit: int, tasks: int, ttl: float) -> None:
@@ -40,7 +40,7 @@ async def main(redis_url: str, namespace: str, limit: int, tasks: int, ttl: floa
             return
         if tasks == 0:
             async with semaphore.hold("doomed-1"):
-                print("held", flush=True)  # noqa: T201
+                print("held", flush=True)
                 await anyio.sleep_forever()
 
         async def holder(n: int) -> None:
@@ -48,7 +48,7 @@ async def main(redis_url: str, namespace: str, limit: int, tasks: int, ttl: floa
                 async with semaphore.hold(f"holder-{n}", timeout=60):
                     start = time.monotonic()
                     await anyio.sleep(0.05)
-                    print(f"{start} {time.monotonic()}", flush=True)  # noqa: T201
+                    print(f"{start} {time.monotonic()}", flush=True)
 
         async with anyio.create_task_group() as tg:
             for n in range(tasks):

@@ -23,7 +23,7 @@ async def main(redis_url: str, database_url: str, namespace: str) -> None:
         m.memory.lock("doc", "stalled-1", ttl_seconds=1) as held,
     ):
         db = m.db
-        print(f"locked {held.fencing_token}", flush=True)  # noqa: T201
+        print(f"locked {held.fencing_token}", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         try:
             await db.write("doc", "late write", "stalled-1", fencing_token=held.fencing_token)
@@ -31,7 +31,7 @@ async def main(redis_url: str, database_url: str, namespace: str) -> None:
         except StaleFencingTokenError:
             outcome = "rejected"
         await anyio.sleep(0.5)  # one renewal period: the block finds the lease gone
-        print(f"{outcome} lost={held.lost}", flush=True)  # noqa: T201
+        print(f"{outcome} lost={held.lost}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import pytest
 import redis.asyncio as redis
 
 from memory._codec import as_str
+from memory.consumer import DeadLetter
 from memory.errors import AgentMemoryError
 from memory.events import AgentEvent, EventStore
+from tests.conditions import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +62,7 @@ async def test_an_entry_taken_by_a_killed_worker_is_processed_by_another(
 
     live = store.group("writers", "live-1")
     assert await live.read(count=1, block_ms=10) == []
-    await anyio.sleep(0.25)
-    [reclaimed] = await live.read(count=1, block_ms=10)
+    [reclaimed] = await eventually(lambda: live.read(count=1, block_ms=10))
 
     assert reclaimed.entry_id == taken.entry_id
     assert reclaimed.attempts == 2
@@ -96,16 +99,23 @@ async def test_a_worker_that_crashes_on_an_entry_every_time_dead_letters_it(
     for n in range(3):
         worker = store.group("writers", f"crashing-{n}")
         await worker.ensure()
-        assert len(await worker.read(count=1, block_ms=10)) == 1  # ... and it crashes
-        await anyio.sleep(0.25)
+        if n == 0:
+            assert len(await worker.read(count=1, block_ms=10)) == 1  # ... and it crashes
+        else:  # the next worker takes it over once it has been idle long enough
+            assert len(await eventually(partial(worker.read, count=1, block_ms=10))) == 1
 
     told: list[tuple[AgentEvent, str]] = []
 
     async def give_up(event: AgentEvent, reason: str) -> None:
         told.append((event, reason))
 
-    assert await store.group("writers", "next-1", on_give_up=give_up).read(block_ms=10) == []
-    [letter] = await store.dead_letters()
+    following = store.group("writers", "next-1", on_give_up=give_up)
+
+    async def dead_lettered() -> list[DeadLetter]:
+        assert await following.read(block_ms=10) == []  # never handed out again
+        return await store.dead_letters()
+
+    [letter] = await eventually(dead_lettered)  # once the third delivery has been idle
     assert "never acknowledged" in letter.reason
     [(event, reason)] = told
     assert (event.payload, reason) == ({"n": 1}, letter.reason)
@@ -173,8 +183,8 @@ async def test_an_entry_its_live_worker_keeps_touching_is_not_reclaimed(
         await busy.touch(delivery)
         assert await other.read(count=1, block_ms=10) == []
 
-    await anyio.sleep(0.25)  # it stops touching (it died): now the entry moves on
-    [reclaimed] = await other.read(count=1, block_ms=10)
+    # it stops touching (it died): now the entry moves on
+    [reclaimed] = await eventually(lambda: other.read(count=1, block_ms=10))
     assert reclaimed.entry_id == delivery.entry_id
     assert reclaimed.attempts == 2
 

@@ -233,7 +233,7 @@ async def test_store_facts_stores_all_and_reads_back_or_raises_ours_and_stores_n
     payload=payloads,
     idempotency_key=st.none() | hostile_id,
 )
-async def test_publish_appends_the_event_or_raises_ours_and_appends_nothing(  # noqa: PLR0917
+async def test_publish_appends_the_event_or_raises_ours_and_appends_nothing(
     redis_client: redis.Redis,
     namespace: str,
     event_type: Any,
@@ -275,7 +275,7 @@ async def test_publish_appends_the_event_or_raises_ours_and_appends_nothing(  # 
     expected_version=st.none() | st.just(0) | st.integers(min_value=-(2**70), max_value=2**70),
     fencing_token=st.none() | st.integers(min_value=-(2**70), max_value=2**70),
 )
-async def test_write_appends_a_version_or_raises_ours_and_writes_nothing(  # noqa: PLR0917
+async def test_write_appends_a_version_or_raises_ours_and_writes_nothing(
     migrated: asyncpg.Pool,
     namespace: str,
     key: Any,
@@ -301,7 +301,7 @@ async def test_write_appends_a_version_or_raises_ours_and_writes_nothing(  # noq
 
 @FUZZ
 @given(resource=hostile_id, agent_id=hostile_id, ttl=ttls)
-async def test_acquire_lock_grants_a_lease_or_raises_ours_and_locks_nothing(  # noqa: PLR0917
+async def test_acquire_lock_grants_a_lease_or_raises_ours_and_locks_nothing(
     redis_client: redis.Redis,
     migrated: asyncpg.Pool,
     namespace: str,
@@ -332,7 +332,7 @@ async def test_acquire_lock_grants_a_lease_or_raises_ours_and_locks_nothing(  # 
     detail=mostly(st.text(), hostile_text),
     ttl=ttls,
 )
-async def test_set_agent_status_publishes_or_raises_ours_and_sets_nothing(  # noqa: PLR0917
+async def test_set_agent_status_publishes_or_raises_ours_and_sets_nothing(
     redis_client: redis.Redis, namespace: str, agent_id: Any, status: Any, detail: Any, ttl: Any
 ) -> None:
     """set_agent_status never raises another error; a status set reads back and is listed."""

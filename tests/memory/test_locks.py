@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from memory.agent_memory import RedisAgentMemory
 from memory.errors import LockLostError, LockTimeoutError
 from memory.shared_db import SharedAgentDB
+from tests.conditions import eventually, until
 
 pytestmark = pytest.mark.anyio
 
@@ -74,8 +75,7 @@ async def test_a_non_holder_cannot_release_or_extend_the_lock(memory: RedisAgent
     """Releasing with an expired lease leaves the new holder's lock in place."""
     old = await memory.acquire_lock("doc", "a-1", ttl_seconds=0.1)
     assert old
-    await anyio.sleep(0.2)
-    new = await memory.acquire_lock("doc", "a-2", ttl_seconds=10)
+    new = await eventually(lambda: memory.acquire_lock("doc", "a-2", ttl_seconds=10))
     assert new
 
     assert not await memory.release_lock(old)
@@ -117,8 +117,7 @@ async def test_the_lock_block_reports_a_lease_taken_behind_its_back(
         assert thief.fencing_token is not None
         assert held.fencing_token is not None
         assert thief.fencing_token > held.fencing_token
-        await anyio.sleep(0.3)
-        assert held.lost
+        await until(lambda: held.lost)  # the next renewal finds the thief's lease
         with pytest.raises(LockLostError, match="was lost"):
             held.check()
 
@@ -171,7 +170,6 @@ async def test_a_lease_lost_while_held_still_ends_the_block_cleanly(
     """A renewal that finds the lease gone marks it lost; leaving the block raises nothing."""
     async with memory.lock("doc", "a-1", ttl_seconds=0.3) as held:
         await redis_client.delete(memory.keys.lock("doc"))
-        await anyio.sleep(0.25)  # the first renewal is due after 0.1 s
-        assert held.lost
+        await until(lambda: held.lost)  # the first renewal finds the lease gone
 
     assert await memory.acquire_lock("doc", "a-2")

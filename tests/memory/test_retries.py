@@ -117,7 +117,7 @@ async def test_a_cancelled_acquire_leaves_no_permit_behind(
 
             tg.start_soon(acquire)
             with anyio.fail_after(10):
-                while await ours.holders() != ["writer-1"]:  # noqa: ASYNC110 - the server, polled
+                while await ours.holders() != ["writer-1"]:
                     await anyio.sleep(0.01)  # (granted there, the reply awaited here)
             tg.cancel_scope.cancel()
 

@@ -7,6 +7,7 @@ import pytest
 import redis.asyncio as redis
 
 from memory.agent_memory import RedisAgentMemory
+from tests.conditions import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -35,9 +36,10 @@ async def test_a_status_not_refreshed_expires_and_leaves_the_live_list(
     await memory.set_agent_status("alive-1", "idle", ttl_seconds=10)
     assert [s.agent_id for s in await memory.list_live_agents()] == ["alive-1", "crashed-1"]
 
-    await anyio.sleep(0.5)
+    async def expired() -> bool:
+        return await memory.get_agent_status("crashed-1") is None
 
-    assert await memory.get_agent_status("crashed-1") is None
+    await eventually(expired)
     assert [s.agent_id for s in await memory.list_live_agents()] == ["alive-1"]
 
 

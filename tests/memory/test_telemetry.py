@@ -147,7 +147,7 @@ import sys
 import redis.asyncio
 def otel(): return {name for name in sys.modules if name.startswith("opentelemetry")}
 before = otel()
-import agents.__main__, orchestrator.run
+import agents.__main__, orchestrator.lifecycle
 from memory import AgentEvent, telemetry
 with telemetry.span("x"):
     AgentEvent(event_type="t", agent_id="a").to_fields()

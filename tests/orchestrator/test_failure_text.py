@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from orchestrator.run import RunFailedError
-from orchestrator.runs import failure_text
+from orchestrator.lifecycle import RunFailedError
+from orchestrator.run_entries import failure_text
 from orchestrator.supervisor import AgentCrashedError
 
 pytestmark = pytest.mark.anyio  # failure_text asks the running event loop for its Cancelled

@@ -230,7 +230,7 @@ async def test_a_run_whose_zygote_is_killed_completes_and_its_agents_survive(
     ]
     zygote.send_signal(signal.SIGKILL)
     with anyio.fail_after(30):  # re-parented to the orchestrator, alive
-        while {p.pid for p in psutil.Process(process.pid).children()} < agents:  # noqa: ASYNC110
+        while {p.pid for p in psutil.Process(process.pid).children()} < agents:
             await anyio.sleep(0.05)
     assert {p.pid for p in agent_processes(rid)} >= agents
     [writer] = agent_processes(rid, "writer")

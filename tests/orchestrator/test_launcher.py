@@ -39,7 +39,7 @@ def gone(pid: int) -> bool:
 async def wait_ready(log: Path) -> None:
     path = anyio.Path(log)
     with anyio.fail_after(60):
-        while not await path.exists() or b"ready on run" not in await path.read_bytes():  # noqa: ASYNC110 - a file, polled
+        while not await path.exists() or b"ready on run" not in await path.read_bytes():
             await anyio.sleep(0.05)
 
 
@@ -91,7 +91,7 @@ async def test_closing_the_launcher_stops_the_agents_it_forked(
     with anyio.fail_after(30):
         assert await children[0].wait() == 0  # stopped cleanly, reaped here: its zygote is gone
     with anyio.fail_after(30):
-        while not gone(pid):  # noqa: ASYNC110 - another process, polled
+        while not gone(pid):
             await anyio.sleep(0.05)
     assert "stopping" in log.read_text()
 
@@ -109,7 +109,7 @@ async def test_agents_outlive_a_killed_zygote_and_the_next_comes_from_a_new_one(
         zygote = launcher.pid
         os.kill(zygote, signal.SIGKILL)
         with anyio.fail_after(30):
-            while psutil.Process(first.pid).ppid() != os.getpid():  # noqa: ASYNC110 - polled
+            while psutil.Process(first.pid).ppid() != os.getpid():
                 await anyio.sleep(0.05)
         assert psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE  # it survived
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.documents import Draft
-from agents.models import Paragraph
+from agents.llm_output import Paragraph
 from agents.protocol import SectionPlan
 from agents.sentences import numbered
 from agents.sentences import sentences as split_sentences

@@ -11,10 +11,9 @@ import anyio
 import pytest
 
 from agents.roles import Role
-from memory import RedisAgentMemory
+from memory import AgentStatus, RedisAgentMemory
 from memory.connections import RedisClient
-from orchestrator import run
-from orchestrator.run import agent_specs, start_in_stages
+from orchestrator.lifecycle import agent_specs, start_in_stages
 from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
@@ -66,15 +65,37 @@ class Recording(Supervisor):
                 await self._changed.wait()
 
 
+class Watched(RedisAgentMemory):
+    """Memory that counts the status reads finding no status, so a test can wait for them."""
+
+    def __init__(self, client: RedisClient, namespace: str) -> None:
+        super().__init__(client, namespace)
+        self.misses = 0
+        self._missed = anyio.Event()
+
+    async def get_agent_status(self, agent_id: str) -> AgentStatus | None:
+        status = await super().get_agent_status(agent_id)
+        if status is None:
+            self.misses += 1
+            self._missed.set()
+        return status
+
+    async def until_missed(self, count: int) -> None:
+        with anyio.fail_after(5):
+            while self.misses < count:
+                self._missed = anyio.Event()
+                await self._missed.wait()
+
+
 async def test_writers_and_reviewers_start_once_the_researcher_is_ready(
     tmp_path: Path, redis_client: RedisClient, namespace: str
 ) -> None:
     """The researcher starts first; the others only once its status shows it is ready."""
-    memory = RedisAgentMemory(redis_client, namespace)
+    memory = Watched(redis_client, namespace)
     supervisor = Recording(tmp_path)
     async with anyio.create_task_group() as tg:
         tg.start_soon(start_in_stages, supervisor, memory, agent_specs(2, 1))
-        await anyio.sleep(0.3)
+        await memory.until_missed(2)  # the stager looked, found no status, and looked again
         assert supervisor.started == ["research-1"]
         await memory.set_agent_status("research-1", "idle", "waiting for work")
         await supervisor.until_started(4)
@@ -83,15 +104,13 @@ async def test_writers_and_reviewers_start_once_the_researcher_is_ready(
 
 
 async def test_the_others_start_anyway_when_the_researcher_is_slow_to_be_ready(
-    tmp_path: Path, redis_client: RedisClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, redis_client: RedisClient, namespace: str
 ) -> None:
     """A researcher that never reports ready delays the others by the bound, no longer."""
-    monkeypatch.setattr(run, "STAGE_WAIT_SECONDS", 0.2)
     supervisor = Recording(tmp_path)
+    memory = RedisAgentMemory(redis_client, namespace)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            start_in_stages, supervisor, RedisAgentMemory(redis_client, namespace), agent_specs()
-        )
+        tg.start_soon(start_in_stages, supervisor, memory, agent_specs(), 0.2)
         await supervisor.until_started(3)
         tg.cancel_scope.cancel()
     assert supervisor.started == ["research-1", "writer-1", "review-1"]

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from agents import Settings
 from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
-from agents.models import Paragraph
+from agents.llm_output import Paragraph
 from agents.protocol import (
     ROUTES,
     RUN_STREAM,

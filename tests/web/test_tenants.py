@@ -336,11 +336,11 @@ async def test_a_tenant_over_its_rate_or_a_body_over_the_size_is_refused(
 
 def mcp_tools(url: str, key: str) -> Any:
     """An MCP session with ``url``/mcp sending ``key`` as a bearer token."""
-    from contextlib import asynccontextmanager  # noqa: PLC0415
+    from contextlib import asynccontextmanager
 
-    from mcp import ClientSession  # noqa: PLC0415
-    from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
-    from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: PLC0415
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
 
     @asynccontextmanager
     async def session() -> AsyncIterator[Tools]:

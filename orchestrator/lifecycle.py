@@ -23,7 +23,7 @@ import anyio
 from pydantic import SecretStr
 
 from agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
-from agents.keys import orchestrator_key
+from agents.idempotency import orchestrator_key
 from agents.llm_calls import LLM_SLOTS
 from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from memory import (
@@ -49,7 +49,7 @@ from orchestrator.report import (
     run_record,
     section_histories,
 )
-from orchestrator.runs import close_entry, failure_text, open_entry
+from orchestrator.run_entries import close_entry, failure_text, open_entry
 from orchestrator.supervisor import AgentSpec, Restart, Supervisor
 from orchestrator.timeline import timeline_html
 from orchestrator.tracker import RunState, RunTracker
@@ -146,7 +146,7 @@ async def run_report(
             try:
                 m = await stack.enter_async_context(open_memory(config, run_id))
             except ServerUnavailableError as exc:  # said at once, then waited for
-                from rich.markup import escape  # noqa: PLC0415 - a quiet run imports no rich
+                from rich.markup import escape  # a quiet run imports no rich
 
                 progress.message(
                     f"[yellow]{escape(str(exc))}[/]; waiting up to {CONNECT_WAIT_SECONDS:.0f} s"
@@ -278,17 +278,20 @@ async def _follow(
 
 
 async def start_in_stages(
-    supervisor: Supervisor, memory: RedisAgentMemory, specs: Sequence[AgentSpec]
+    supervisor: Supervisor,
+    memory: RedisAgentMemory,
+    specs: Sequence[AgentSpec],
+    wait_seconds: float = STAGE_WAIT_SECONDS,
 ) -> None:
     """Start the research agents, then the others once those are ready (or after
-    :data:`STAGE_WAIT_SECONDS`). Research is the first work of a run and nothing else can
+    ``wait_seconds``). Research is the first work of a run and nothing else can
     begin before it; agent processes starting at once share the CPUs, so the researcher gets
     them first and the writers and reviewers start while it plans and extracts."""
     first = [spec for spec in specs if spec.role == Role.RESEARCH]
     rest = [spec for spec in specs if spec.role != Role.RESEARCH]
     async with anyio.create_task_group() as tg:
         tg.start_soon(supervisor.run, first)
-        with anyio.move_on_after(STAGE_WAIT_SECONDS):
+        with anyio.move_on_after(wait_seconds):
             for spec in first:  # polled: readiness is a status key in Redis, set by the agent
                 while True:
                     if await _status_or_none(memory, spec.name) is not None:

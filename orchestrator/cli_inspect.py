@@ -38,9 +38,9 @@ def runs(
     ] = False,
 ) -> None:
     """List the runs, newest first: id, topic, state, sections, duration, start time."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
+    from memory import open_memory
 
     settings = settings_from_env()
 
@@ -67,7 +67,7 @@ def _run_list(entries: list[RunEntry]) -> None:
     """One line per run, in columns. Run ids are never wrapped or cut, whatever the width (a
     pipe is 80 columns): the topic is the column that gives way, and a line longer than the
     terminal is left to it, never folded."""
-    from rich.text import Text  # noqa: PLC0415 - deferred, as every import of a command
+    from rich.text import Text
 
     id_width = max(len("run"), *(len(e.run_id) for e in entries))
     fixed = id_width + 9 + 5 + 7 + 19 + 5 * 2  # the other columns and the gaps between all six
@@ -117,9 +117,9 @@ def inspect(
     ] = False,
 ) -> None:
     """Show a run: its sections, why it failed if it did, and on request more detail."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from orchestrator.inspection import run_json, show_run  # noqa: PLC0415
+    from orchestrator.inspection import run_json, show_run
 
     settings = settings_from_env()
     with servers(settings, quiet=as_json) as ready:
@@ -161,10 +161,10 @@ def dead_letters(
     ] = False,
 ) -> None:
     """List the handoffs the agents of a run gave up on, and why."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from orchestrator.inspection import dead_letter_json, show_dead_letters  # noqa: PLC0415
-    from orchestrator.inspection import dead_letters as read_dead_letters  # noqa: PLC0415
+    from orchestrator.inspection import dead_letter_json, show_dead_letters
+    from orchestrator.inspection import dead_letters as read_dead_letters
 
     settings = settings_from_env()
     with servers(settings, quiet=as_json) as ready:
@@ -190,10 +190,10 @@ def requeue(
     ],
 ) -> None:
     """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from agents import RUN_STREAM  # noqa: PLC0415
-    from memory import open_memory  # noqa: PLC0415
+    from agents import RUN_STREAM
+    from memory import open_memory
 
     settings = settings_from_env()
 
@@ -228,12 +228,12 @@ def forget(
     the run's tenant's audit log records it."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
+    import anyio
 
-    from memory import open_memory  # noqa: PLC0415
-    from memory.admission import Submissions  # noqa: PLC0415
-    from memory.audit import AuditLog, AuditRecord  # noqa: PLC0415
-    from orchestrator.cli_tenants import OPERATOR  # noqa: PLC0415
+    from memory import open_memory
+    from memory.admission import Submissions
+    from memory.audit import AuditLog, AuditRecord
+    from orchestrator.cli_tenants import OPERATOR
 
     settings = settings_from_env()
 
@@ -282,12 +282,12 @@ def serve(
     facts, timeline and dead letters, updated live while a run goes on; the service's API and
     the MCP endpoint. Once a tenant has a key (`agentmem tenants add`), every request needs one
     and sees only its tenant's runs; without keys it serves loopback only, to one local user."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of a command
-    import uvicorn  # noqa: PLC0415
+    import anyio
+    import uvicorn
 
-    from memory import open_memory  # noqa: PLC0415
-    from memory.tenants import TenantKeys  # noqa: PLC0415
-    from web import create_app  # noqa: PLC0415
+    from memory import open_memory
+    from memory.tenants import TenantKeys
+    from web import create_app
 
     settings = settings_from_env()
 
@@ -347,7 +347,7 @@ WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})  # every interface: not a name 
 
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
-    import ipaddress  # noqa: PLC0415
+    import ipaddress
 
     if host.lower() == "localhost":
         return True

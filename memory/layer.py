@@ -1,4 +1,4 @@
-"""``open_memory``: the one way a process opens the memory layer.
+"""``open_memory`` and :class:`Memory`: the one way a process opens the memory layer.
 
 It creates **one** Redis client and **one** PostgreSQL pool, hands them to every store of a
 namespace (facts, status and locks; the event streams; the versioned documents), migrates the

@@ -55,13 +55,13 @@ def run(
     ] = False,
 ) -> None:
     """Run the research, writing and review agents on the sources and write the report."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of the run (see above)
+    import anyio
 
-    from memory import AgentMemoryError  # noqa: PLC0415
-    from orchestrator.launcher import AgentLauncher  # noqa: PLC0415
-    from orchestrator.progress import Progress  # noqa: PLC0415
-    from orchestrator.run import new_run_id, run_report  # noqa: PLC0415
-    from orchestrator.sources import load_sources  # noqa: PLC0415
+    from memory import AgentMemoryError
+    from orchestrator.launcher import AgentLauncher
+    from orchestrator.lifecycle import new_run_id, run_report
+    from orchestrator.progress import Progress
+    from orchestrator.sources import load_sources
 
     updates: dict[str, object] = {}
     if llm is not None:
@@ -145,7 +145,7 @@ def agent(
         )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
-    from agents.__main__ import serve_agent  # noqa: PLC0415 - deferred: not needed by --help
+    from agents.__main__ import serve_agent
 
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
 
@@ -154,7 +154,7 @@ async def _interruptible(main: Callable[[], Awaitable[_T]]) -> _T:
     """``main()``, cancelled by Ctrl-C (SIGINT), which then ends in ``KeyboardInterrupt``
     once ``main`` has cleaned up, even if its clean-up ended normally: an interrupted run
     never looks completed (exit 0). ``main``'s own errors come out as they are."""
-    import anyio  # noqa: PLC0415 - deferred, as every import of the run
+    import anyio  # deferred, as every import of the run
 
     interrupted = False
     result: list[_T] = []

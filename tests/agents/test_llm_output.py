@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from agents.documents import Draft
-from agents.models import Extraction, Paragraph, PlannedSection, SectionDraft
+from agents.llm_output import Extraction, Paragraph, PlannedSection, SectionDraft
 from agents.protocol import SectionPlan
 
 
