@@ -25,6 +25,10 @@ a retry takes its ticket's idle time with it, so both become reclaimable togethe
 **Failure.** A SIGKILLed worker's tickets and handoffs stay pending; after ``reclaim_idle_ms``
 any worker of the role reclaims the ticket, and its read of the run's route reclaims the
 handoff. A poisoned handoff is dead-lettered for its run only; the worker goes on serving.
+Writes a handler made while Redis was unreachable wait in the worker's local log for the run;
+the worker flushes every open run's log that holds some each second (a run is not closed
+while its log holds writes), and their handoffs' tickets go out once they are in the stream
+(:class:`~service.routes.TicketingWriter`).
 
 **Drain.** SIGTERM (or SIGINT) stops the worker from taking tickets; it lets the handlers in
 flight finish for up to ``drain_grace_seconds``, then cancels the rest and hands back their
@@ -183,6 +187,8 @@ class Worker:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._beat)
+                if self.role.agent_role is not None:
+                    outer.start_soon(self._send_backlogs)
                 async with anyio.create_task_group() as work:
                     await self._take_while(draining, slots, work)
                     if self.busy:
@@ -379,9 +385,28 @@ class Worker:
         await self._evict()
         return run
 
+    async def _send_backlogs(self) -> None:
+        """Every :data:`_RETRY_SECONDS`, flush the local log of each open run that still holds
+        writes (Redis was unreachable when they were made): its handoffs reach the stream,
+        and get their tickets, without waiting for another of the run's tickets here."""
+        while True:
+            await anyio.sleep(_RETRY_SECONDS)
+            for run in list(self._runs.values()):
+                if run.ctx is None:
+                    continue
+                try:
+                    if await run.ctx.writer.pending():
+                        await run.ctx.writer.flush()
+                except AgentMemoryError as exc:
+                    logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
+
     async def _evict(self) -> None:
         while len(self._runs) > _RUNS_KEPT:
-            idle = next((rid for rid, r in self._runs.items() if r.users == 0), None)
+            idle = None
+            for run_id, run in self._runs.items():  # a run whose log holds writes stays open
+                if run.users == 0 and (run.ctx is None or not await run.ctx.writer.pending()):
+                    idle = run_id
+                    break
             if idle is None:
                 return
             await _close_run(self._runs.pop(idle))
