@@ -30,6 +30,11 @@ the worker flushes every open run's log that holds some each second (a run is no
 while its log holds writes), and their handoffs' tickets go out once they are in the stream
 (:class:`~service.routes.TicketingWriter`).
 
+**Ended runs.** A ticket of a run whose index entry says it ended (it timed out, or failed)
+is acknowledged without being handled: the pool's slots go to runs still running. A
+coordinator worker also sweeps the tenants' runs in flight every :data:`_SWEEP_SECONDS`
+(:func:`service.coordinator.sweep`).
+
 **Drain.** SIGTERM (or SIGINT) stops the worker from taking tickets; it lets the handlers in
 flight finish for up to ``drain_grace_seconds``, then cancels the rest and hands back their
 tickets and handoffs (their idle time set to the reclaim timeout, without counting a
@@ -72,7 +77,7 @@ from memory import (
 )
 from memory.admission import Submissions
 from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
-from service.coordinator import coordinate, run_events
+from service.coordinator import coordinate, run_events, sweep
 from service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
@@ -83,6 +88,7 @@ _WATCH_MS = 1_000  # a bell watcher's blocking read (it holds no state: cancelle
 _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
+_SWEEP_SECONDS = 2.0  # the coordinator's pass over the runs in flight
 
 
 @dataclass(slots=True)
@@ -189,6 +195,8 @@ class Worker:
                 outer.start_soon(self._beat)
                 if self.role.agent_role is not None:
                     outer.start_soon(self._send_backlogs)
+                else:
+                    outer.start_soon(self._sweep)
                 async with anyio.create_task_group() as work:
                     await self._take_while(draining, slots, work)
                     if self.busy:
@@ -284,6 +292,10 @@ class Worker:
             await group.ack(delivery)
             return
         run = await self._open(ticket.run_id)
+        known = await run.scope.runs.get(ticket.run_id)
+        if known is not None and known.state != "running":  # ended (timed out): nothing to do
+            await group.ack(delivery)
+            return
         run.users += 1
         try:
             entries = run.events.group(
@@ -384,6 +396,17 @@ class Worker:
         self._runs[run_id] = run
         await self._evict()
         return run
+
+    async def _sweep(self) -> None:
+        """The coordinator's pass over the tenants' runs in flight, every :data:`_SWEEP_SECONDS`
+        (:func:`service.coordinator.sweep`: start what was not started, free what ended, fail
+        what outlived its timeout)."""
+        while True:
+            try:
+                await sweep(self.root, self.settings, self.queues, self.name)
+            except AgentMemoryError as exc:
+                logger.warning("the sweep of runs in flight failed: %s", exc)
+            await anyio.sleep(_SWEEP_SECONDS)
 
     async def _send_backlogs(self) -> None:
         """Every :data:`_RETRY_SECONDS`, flush the local log of each open run that still holds
