@@ -375,18 +375,24 @@ class Worker:
             writer = TicketingWriter(
                 scope.memory, events, wal, self.queues, self.name, tenant=tenant
             )
-            slots = (
-                None
-                if self.settings.use_stub_llm
-                else scope.semaphore(
-                    LLM_SLOTS, self.settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
-                )
-            )
+            real = not self.settings.use_stub_llm  # the stub has no endpoint to protect
             llm = TimedLLM(
                 self._llm,
                 self.name,
                 writer,
-                slots=slots,
+                slots=scope.semaphore(
+                    LLM_SLOTS, self.settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
+                )
+                if real
+                else None,
+                tenant_slots=scope.tenant_semaphore(
+                    tenant,
+                    LLM_SLOTS,
+                    self.settings.tenant_llm_max_concurrency,
+                    ttl_seconds=SLOT_TTL_SECONDS,
+                )
+                if real
+                else None,
                 queue_timeout=self.settings.llm_queue_timeout_seconds,
             )
             ctx = Context(
