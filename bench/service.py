@@ -11,8 +11,9 @@ Two more measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairne
 - **fairness** (:func:`fairness`): three tenants submit ``AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS``
   runs each (default 2), alone and then right after one tenant submitted ten times as many;
   goal: their p95 from submission to completion at most 1.5x the same runs' p95 alone;
-- **drain and kill** (:mod:`bench.service_chaos`): ``AGENTMEM_BENCH_CHAOS_RUNS`` runs (20)
-  while ``AGENTMEM_BENCH_CHAOS_ROUNDS`` (10) random workers each get SIGTERM and SIGKILL;
+- **drain and kill** (:mod:`bench.service_chaos`): ``AGENTMEM_BENCH_CHAOS_RUNS`` runs in
+  flight (default 20) while ``AGENTMEM_BENCH_CHAOS_ROUNDS`` (10) random workers each get
+  SIGTERM and SIGKILL;
   goal: every run completes whole (:func:`chaos.invariants.run_problems`), 0 broken.
 
 The clock starts once every worker has sent its heartbeat (long-lived workers' start is not a
@@ -138,7 +139,9 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
                 runs += [(f"{tag}-{phase}-{tenant}-{n}", tenant) for tenant in lights]
             return runs
 
+        load_alone = os.getloadavg()[0]
         alone = anyio.run(submit_and_wait, env, plan("alone", 0))
+        load_shared = os.getloadavg()[0]
         shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
     finally:
         stop_workers(processes)
@@ -153,6 +156,8 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
         "light_p95_with_heavy_seconds": p95_shared,
         "heavy_p95_seconds": percentile(heavy, 95),
         "light_p95_ratio": p95_shared / p95_alone,
+        "load_average_1min_alone": load_alone,
+        "load_average_1min_shared": load_shared,
     }
 
 
@@ -275,7 +280,6 @@ def measure(ctx: Context) -> Figures:
             light = int(os.environ.get("AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS", "2"))
             ctx.say(f"service: fairness, 3 tenants x {light} runs, alone and behind {10 * light}")
             figures["fairness"] = fairness(env, light, f"{tag}-fair")
-            figures["fairness"]["load_average_1min"] = os.getloadavg()[0]
         if "chaos" in parts:
             rounds = int(os.environ.get("AGENTMEM_BENCH_CHAOS_ROUNDS", "10"))
             chaos_runs = int(os.environ.get("AGENTMEM_BENCH_CHAOS_RUNS", "20"))

@@ -410,7 +410,7 @@ class Worker:
         while True:
             try:
                 await sweep(self.root, self.settings, self.queues, self.name)
-            except AgentMemoryError as exc:
+            except Exception as exc:  # the sweep's trouble never stops the worker
                 logger.warning("the sweep of runs in flight failed: %s", exc)
             await anyio.sleep(_SWEEP_SECONDS)
 
@@ -420,14 +420,17 @@ class Worker:
         and get their tickets, without waiting for another of the run's tickets here."""
         while True:
             await anyio.sleep(_RETRY_SECONDS)
-            for run in list(self._runs.values()):
-                if run.ctx is None:
+            for run_id, run in list(self._runs.items()):
+                if run.ctx is None or self._runs.get(run_id) is not run:  # closed meanwhile
                     continue
+                run.users += 1  # not closed under the flush
                 try:
                     if await run.ctx.writer.pending():
                         await run.ctx.writer.flush()
                 except AgentMemoryError as exc:
-                    logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
+                    logger.warning("could not send %s's backlog: %s", run_id, exc)
+                finally:
+                    run.users -= 1
 
     async def _evict(self) -> None:
         while len(self._runs) > _RUNS_KEPT:
