@@ -10,6 +10,13 @@ durable writer. The orchestrator totals these events, so calls made by agents on
 count, and nobody reads log lines to find them. The stub LLM takes no permit: it has no
 endpoint to protect.
 
+In the pool (:mod:`service.worker`), each call also holds a permit of its tenant's semaphore
+``llm`` (``tenant_slots``: at most ``AGENTMEM_TENANT_LLM_MAX_CONCURRENCY`` calls in flight
+across every run of the tenant, in the tenant's own slot), taken after the run's: one tenant's
+many runs cannot take every call the endpoint can serve, and other tenants' calls never wait
+for it. Both permits are taken in the same order by everyone (run, then tenant), so no two
+callers wait on each other in a cycle, and ``queue_timeout`` bounds the wait for both.
+
 A permit whose lease ended under the agent (a stall past its TTL: others may hold its place)
 is checked twice (:meth:`memory.Permit.check`): before the call, which is then not made; and
 after it, when the answer is dropped: the call is recorded as failed (``ok=False``, with the
@@ -60,12 +67,14 @@ class TimedLLM:
         writer: DurableWriter,
         *,
         slots: Semaphore | None = None,
+        tenant_slots: Semaphore | None = None,
         queue_timeout: float = 600.0,
     ) -> None:
         self.inner = inner
         self.agent_id = agent_id
         self.writer = writer
         self.slots = slots
+        self.tenant_slots = tenant_slots
         self.queue_timeout = queue_timeout
 
     @property
@@ -85,15 +94,21 @@ class TimedLLM:
         usage = usage if usage is not None else Usage()
         queued = time.perf_counter()
         async with AsyncExitStack() as stack:
-            permit: Permit | None = None
-            if self.slots is not None:
+            permits: list[Permit] = []
+            caps = [(self.slots, "run's"), (self.tenant_slots, "tenant's")]
+            for slots, whose in caps:  # always in this order: no two callers wait in a cycle
+                if slots is None:
+                    continue
+                left = max(0.001, self.queue_timeout - (time.perf_counter() - queued))
                 try:
                     permit = await stack.enter_async_context(
-                        self.slots.hold(self.agent_id, timeout=self.queue_timeout)
+                        slots.hold(self.agent_id, timeout=left)
                     )
                 except SemaphoreTimeoutError as exc:
-                    msg = f"LLM task {task!r} got no place among the run's LLM calls: {exc}"
+                    msg = f"LLM task {task!r} got no place among the {whose} LLM calls: {exc}"
                     raise LLMError(msg) from exc
+                permits.append(permit)
+            for permit in permits:
                 permit.check()
             started = time.perf_counter()
             waited = started - queued
@@ -127,10 +142,10 @@ class TimedLLM:
             except Exception:
                 await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
                 raise
-            if permit is not None and permit.lost:  # the answer came outside the cap: dropped
+            if any(p.lost for p in permits):  # the answer came outside a cap: dropped
                 await self._record(task, time.perf_counter() - started, waited, usage, ok=False)
                 msg = (
-                    f"LLM task {task!r} outlasted its place among the run's LLM calls (its "
+                    f"LLM task {task!r} outlasted its place among the LLM calls (its "
                     "permit's lease ended); its answer is dropped, retry the task"
                 )
                 raise PermitLostError(msg)

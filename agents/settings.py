@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM: finish what is held
     tenant_max_inflight: int = Field(default=4, ge=1)  # a tenant's runs in flight at once
     tenant_max_queued: int = Field(default=100, ge=0)  # a tenant's runs waiting to start
+    # LLM calls in flight across all of a tenant's runs in the pool (beside each run's cap)
+    tenant_llm_max_concurrency: int = Field(default=8, ge=1, le=1024)
     # at the door of `agentmem serve` (web.door): each tenant's requests, and any request's size
     tenant_requests_per_second: float = Field(default=20.0, gt=0)
     tenant_request_burst: int = Field(default=60, ge=1)

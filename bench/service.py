@@ -6,6 +6,16 @@ workers per role (research, writer, review, coordinator), against the same numbe
 ``agentmem run`` processes started 4 at a time. Goal (issue 19): the pool at least 3x the
 per-run shape at equal worker count.
 
+Two more measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairness,chaos``):
+
+- **fairness** (:func:`fairness`): three tenants submit ``AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS``
+  runs each (default 2), alone and then right after one tenant submitted ten times as many;
+  goal: their p95 from submission to completion at most 1.5x the same runs' p95 alone;
+- **drain and kill** (:mod:`bench.service_chaos`): ``AGENTMEM_BENCH_CHAOS_RUNS`` runs in
+  flight (default 20) while ``AGENTMEM_BENCH_CHAOS_ROUNDS`` (10) random workers each get
+  SIGTERM and SIGKILL;
+  goal: every run completes whole (:func:`chaos.invariants.run_problems`), 0 broken.
+
 The clock starts once every worker has sent its heartbeat (long-lived workers' start is not a
 run's cost; on 2 busy cores 16 workers take tens of seconds to import, so a fixed pause let
 their start into the figure). Runs are submitted and waited for in this process through the
@@ -70,17 +80,7 @@ def per_run(env: dict[str, str], runs: int, tag: str) -> float:
 def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[float, list[float]]:
     """``runs`` submissions from ``TENANTS`` tenants to a pool of ``workers`` per role: runs per
     minute, and each run's seconds from its submission to its end."""
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "worker", role, "--concurrency", "4"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        for role in ROLES
-        for _ in range(workers)
-    ]
+    processes = [start_worker(env, role) for role in ROLES for _ in range(workers)]
     profile = os.environ.get("AGENTMEM_BENCH_PROFILE")
     spies = []
     try:
@@ -100,10 +100,65 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
             spy.send_signal(signal.SIGINT)
         for spy in spies:
             spy.wait()
-        for process in processes:
+        stop_workers(processes)
+
+
+def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
+    """An ``agentmem worker ROLE --concurrency 4`` process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "worker", role, "--concurrency", "4"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def stop_workers(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM the live ones, and wait for all."""
+    for process in processes:
+        if process.poll() is None:
             process.terminate()
-        for process in processes:
-            process.wait()
+    for process in processes:
+        process.wait()
+
+
+def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
+    """Three light tenants' runs (``light_runs`` each) on a pool of one worker per role, alone
+    and then behind a heavy tenant's ``10 * light_runs`` (submitted first); the light runs'
+    p95 seconds from submission to completion in both, and their ratio (goal: at most 1.5)."""
+    env = {**env, "AGENTMEM_TENANT_MAX_INFLIGHT": "4"}  # the default limit: part of fairness
+    processes = [start_worker(env, role) for role in ROLES]
+    try:
+        anyio.run(_until_ready, env, 1, processes)
+        lights = [f"{tag}-light-{i}" for i in range(3)]
+
+        def plan(phase: str, heavy: int) -> list[tuple[str, str]]:
+            runs = [(f"{tag}-{phase}-heavy-{n}", f"{tag}-heavy") for n in range(heavy)]
+            for n in range(light_runs):
+                runs += [(f"{tag}-{phase}-{tenant}-{n}", tenant) for tenant in lights]
+            return runs
+
+        load_alone = os.getloadavg()[0]
+        alone = anyio.run(submit_and_wait, env, plan("alone", 0))
+        load_shared = os.getloadavg()[0]
+        shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+    finally:
+        stop_workers(processes)
+    light_alone = [seconds for run_id, seconds in alone.items() if "-light-" in run_id]
+    light_shared = [seconds for run_id, seconds in shared.items() if "-light-" in run_id]
+    heavy = [seconds for run_id, seconds in shared.items() if "-heavy-" in run_id]
+    p95_alone, p95_shared = percentile(light_alone, 95), percentile(light_shared, 95)
+    return {
+        "light_runs_each": light_runs,
+        "heavy_runs": 10 * light_runs,
+        "light_p95_alone_seconds": p95_alone,
+        "light_p95_with_heavy_seconds": p95_shared,
+        "heavy_p95_seconds": percentile(heavy, 95),
+        "light_p95_ratio": p95_shared / p95_alone,
+        "load_average_1min_alone": load_alone,
+        "load_average_1min_shared": load_shared,
+    }
 
 
 def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -134,47 +189,63 @@ async def _until_ready(
 
 
 async def _submit_and_wait(env: dict[str, str], runs: int, prefix: str) -> list[float]:
-    """Submit ``runs`` runs in this process (the library, as ``POST /api/runs`` does) and wait
-    for each; returns each run's seconds from its submission to its end."""
+    """Submit ``runs`` runs in this process (the library, as ``POST /api/runs`` does) from
+    ``TENANTS`` tenants and wait for each; returns each run's seconds from its submission to
+    its end."""
+    plan = [(f"{prefix}-{n}", f"tenant-{n % TENANTS}") for n in range(runs)]
+    latencies = await submit_and_wait(env, plan)
+    return [latencies[run_id] for run_id, _tenant in plan]
 
-    settings = Settings(
+
+def bench_settings(env: dict[str, str]) -> Settings:
+    """The settings of this process (a submitter), from the workers' environment."""
+    return Settings(
         redis_url=SecretStr(env["REDIS_URL"]),
         database_url=SecretStr(env["DATABASE_URL"]),
         tenant_max_inflight=int(env["AGENTMEM_TENANT_MAX_INFLIGHT"]),
         tenant_max_queued=int(env["AGENTMEM_TENANT_MAX_QUEUED"]),
     )
+
+
+async def submit_and_wait(
+    env: dict[str, str], plan: list[tuple[str, str]], *, fail: bool = True
+) -> dict[str, float]:
+    """Submit each ``(run id, tenant)`` of ``plan`` in order and wait until every run ended;
+    returns each completed run's seconds from its submission to its end. A failed run raises
+    (``fail``), or is left out of the answer."""
+    settings = bench_settings(env)
     docs = load_sources(PROJECT_SOURCES)
     config = settings.memory_config(client_name="agentmem:bench")
     ended: dict[str, float] = {}
     submitted: dict[str, float] = {}
+    failed: set[str] = set()
     async with open_memory(config, "service", migrate=False) as root:
-        for n in range(runs):
-            run_id = f"{prefix}-{n}"
+        for run_id, tenant in plan:
             submitted[run_id] = time.monotonic()
             await submit(
-                root,
-                settings,
-                tenant=f"tenant-{n % TENANTS}",
-                topic=DEFAULT_TOPIC,
-                sources=docs,
-                run_id=run_id,
+                root, settings, tenant=tenant, topic=DEFAULT_TOPIC, sources=docs, run_id=run_id
             )
-        with anyio.fail_after(900):
-            while len(ended) < runs:
-                for run_id in submitted.keys() - ended.keys():
+        with anyio.fail_after(1800):
+            while len(ended) + len(failed) < len(plan):
+                for run_id in submitted.keys() - ended.keys() - failed:
                     status = await run_state(root, run_id)
                     if status.state == "failed":
-                        msg = f"run {run_id} failed: {status.error}"
-                        raise RuntimeError(msg)
+                        if fail:
+                            msg = f"run {run_id} failed: {status.error}"
+                            raise RuntimeError(msg)
+                        failed.add(run_id)
                     if status.state == "completed":
                         ended[run_id] = time.monotonic()
                 await anyio.sleep(0.1)
-    return [ended[r] - submitted[r] for r in submitted]
+    return {run_id: ended[run_id] - submitted[run_id] for run_id in ended}
 
 
 def measure(ctx: Context) -> Figures:
+    from bench.service_chaos import drain_and_kill  # deferred: it imports this module
+
     runs = int(os.environ.get("AGENTMEM_BENCH_SERVICE_RUNS", "40"))
     delay = os.environ.get("AGENTMEM_BENCH_SERVICE_DELAY", "0.3")
+    parts = os.environ.get("AGENTMEM_BENCH_SERVICE_PARTS", "throughput,fairness,chaos").split(",")
     tag = f"bench-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="agentmem-service-") as tmp:
         env = {
@@ -186,24 +257,35 @@ def measure(ctx: Context) -> Figures:
             "AGENTMEM_LLM": "stub",
             "AGENTMEM_STUB_DELAY_SECONDS": delay,
             "AGENTMEM_TENANT_MAX_INFLIGHT": str(runs),
-            "AGENTMEM_TENANT_MAX_QUEUED": str(runs),
+            "AGENTMEM_TENANT_MAX_QUEUED": str(max(runs, 1000)),
         }
-        ctx.say(f"service: {runs} agentmem run processes, {AT_ONCE} at a time")
         figures: Figures = {
             "runs": runs,
             "stub_delay_seconds": float(delay),
             "sources": str(PROJECT_SOURCES),
             "cpus": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0],
-            "per_run_runs_per_minute": per_run(env, runs, tag),
         }
-        for workers in (1, 2, 4):
-            ctx.say(f"service: {runs} runs on a pool of {workers} worker(s) per role")
-            rate, latencies = pooled(env, runs, workers, tag)
-            figures[f"pool_{workers}_runs_per_minute"] = rate
-            figures[f"pool_{workers}_p50_seconds"] = percentile(latencies, 50)
-            figures[f"pool_{workers}_p95_seconds"] = percentile(latencies, 95)
-            figures[f"pool_{workers}_vs_per_run"] = rate / figures["per_run_runs_per_minute"]
+        if "throughput" in parts:
+            ctx.say(f"service: {runs} agentmem run processes, {AT_ONCE} at a time")
+            figures["per_run_runs_per_minute"] = per_run(env, runs, tag)
+            for workers in (1, 2, 4):
+                ctx.say(f"service: {runs} runs on a pool of {workers} worker(s) per role")
+                rate, latencies = pooled(env, runs, workers, tag)
+                figures[f"pool_{workers}_runs_per_minute"] = rate
+                figures[f"pool_{workers}_p50_seconds"] = percentile(latencies, 50)
+                figures[f"pool_{workers}_p95_seconds"] = percentile(latencies, 95)
+                figures[f"pool_{workers}_vs_per_run"] = rate / figures["per_run_runs_per_minute"]
+        if "fairness" in parts:
+            light = int(os.environ.get("AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS", "2"))
+            ctx.say(f"service: fairness, 3 tenants x {light} runs, alone and behind {10 * light}")
+            figures["fairness"] = fairness(env, light, f"{tag}-fair")
+        if "chaos" in parts:
+            rounds = int(os.environ.get("AGENTMEM_BENCH_CHAOS_ROUNDS", "10"))
+            chaos_runs = int(os.environ.get("AGENTMEM_BENCH_CHAOS_RUNS", "20"))
+            ctx.say(f"service: {chaos_runs} runs, {rounds} SIGTERM and {rounds} SIGKILL")
+            figures["drain_and_kill"] = drain_and_kill(env, chaos_runs, rounds, f"{tag}-chaos")
+            figures["drain_and_kill"]["load_average_1min"] = os.getloadavg()[0]
     return figures
 
 

@@ -283,4 +283,18 @@ TARGETS: list[Target] = [
         _scale("joined_by_agents"),
         lambda r: scale.why_missed(r["scale"], "4", series="joined_by_agents"),
     ),
+    Target(
+        "service: 3 tenants' p95 behind a 10x tenant vs alone (x)",
+        "<= 1.5",
+        lambda r: _get(r, "service", "fairness", "light_p95_ratio"),
+    ),
+    Target(
+        lambda r: (
+            f"service: runs broken by {r['service']['drain_and_kill']['sigterm']} SIGTERM and "
+            f"{r['service']['drain_and_kill']['sigkill']} SIGKILL of workers"
+        ),
+        "== 0",
+        lambda r: _get(r, "service", "drain_and_kill", "broken_runs"),
+        lambda r: "; ".join(r["service"]["drain_and_kill"]["problems"][:3]),
+    ),
 ]

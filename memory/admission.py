@@ -8,6 +8,13 @@ then dropped). One script releases a finished run and moves the tenant's next wa
 flight, returning their requests for the caller to start. Both recognise a run they have seen
 (a retried submission, a second release), so each can be run again with the same effect.
 
+**Started, not just admitted.** A run moved in flight (admitted at once, or by a release) keeps
+its request in the tenant's requests until whoever starts it says it has
+(:meth:`Admission.started`, after the run's request and first ticket are out). A starter that
+dies in between (a submitter, a coordinator releasing) leaves the request there, and the
+coordinators' sweep (:func:`service.coordinator.sweep`) starts every run in flight that still
+has one: starting is idempotent, so a run started twice is one run.
+
 A run's submission is recorded once in the run's own namespace (:meth:`Admission.claim`, SET
 NX): the run id is the submission's idempotency key, so the same submission twice makes one
 run. A refused submission removes its record, so it can be tried again later.
@@ -35,6 +42,7 @@ if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 'known' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'known' end
 if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])  -- kept until the run has started
   return 'start'
 end
 if redis.call('LLEN', KEYS[2]) < tonumber(ARGV[3]) then
@@ -53,8 +61,7 @@ local started = {}
 while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) do
   local run = redis.call('LPOP', KEYS[2])
   if not run then break end
-  local request = redis.call('HGET', KEYS[3], run)
-  redis.call('HDEL', KEYS[3], run)
+  local request = redis.call('HGET', KEYS[3], run)  -- kept until the run has started
   if request then
     redis.call('SADD', KEYS[1], run)
     started[#started + 1] = run
@@ -62,6 +69,17 @@ while redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) do
   end
 end
 return started
+"""
+
+
+_FLIGHT = """
+-- KEYS: 1 in flight, 3 requests. Returns id, request or '', id, request or '', ...
+local out = {}
+for _, run in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = run
+  out[#out + 1] = redis.call('HGET', KEYS[3], run) or ''
+end
+return out
 """
 
 
@@ -75,6 +93,7 @@ class Admission:
         self._keys = [tenant_key(self.tenant, part) for part in ("inflight", "queue", "requests")]
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
+        self._flight = client.register_script(_FLIGHT)
 
     @idempotent  # a submission's first record wins; a repeat reads it
     async def claim(self, run_id: str) -> str | None:
@@ -110,6 +129,22 @@ class Admission:
         reply: Any = await self._release(keys=self._keys, args=[run_id, limit])
         items = [as_str(item) for item in reply]
         return list(zip(items[::2], items[1::2], strict=True))
+
+    @idempotent  # an HDEL
+    async def started(self, run_id: str) -> None:
+        """The run in flight has started (its request and first ticket are out): its request
+        is no longer kept."""
+        await self.client.hdel(self._keys[2], validate_id(run_id, "run id"))
+
+    @idempotent
+    async def in_flight(self) -> list[tuple[str, str | None]]:
+        """The tenant's runs in flight, each with its request while it has not started (a
+        starter died between admitting or releasing and starting it), else None."""
+        reply: Any = await self._flight(keys=[self._keys[0], self._keys[1], self._keys[2]])
+        items = [as_str(item) for item in reply]
+        return [
+            (run, request or None) for run, request in zip(items[::2], items[1::2], strict=True)
+        ]
 
     @idempotent
     async def counts(self) -> tuple[int, int]:

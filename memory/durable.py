@@ -267,7 +267,16 @@ class DurableWriter:
             facts = [fact for write in batch if write.facts for fact in write.facts[1]]
             await self.memory.store_facts(agent_id, facts)
             return
-        await self.events.publish_keyed([write.event for write in batch if write.event])
+        events = [write.event for write in batch if write.event]
+        await self.events.publish_keyed(events)
+        await self.on_sent([event for event, _key in events])
+
+    async def on_sent(self, events: Sequence[AgentEvent]) -> None:
+        """Called once a batch of publishes is in Redis (before it is confirmed), from the
+        log or fresh: a subclass announces them here (the pool's tickets). An error raised
+        here (a :class:`~memory.errors.ServerUnavailableError`) leaves the batch unsent: it
+        goes again on the next flush (a no-op by its keys) and this is called again, so what
+        it does must be idempotent or harmless twice."""
 
     async def _confirm(self) -> bool:
         """Drop the batch in flight from the log once it is safe; if Redis lacks any of it (a

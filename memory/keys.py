@@ -234,6 +234,18 @@ def tenant_key(tenant: str, part: str) -> str:
     return f"agentmem-tenant:{{{encode_part(tenant, 'tenant')}}}:{part}"
 
 
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    """A tenant's shared keys outside any run: its semaphores (a cap across all its runs),
+    in the tenant's own slot, beside its admission keys."""
+
+    tenant: str
+
+    def semaphore(self, name: str) -> str:
+        """Sorted set of a tenant-wide semaphore's permits (see :mod:`memory.semaphore`)."""
+        return tenant_key(self.tenant, f"semaphore:{encode_part(name, 'semaphore')}")
+
+
 TENANTS = "agentmem-tenants:{tenants}:all"  # the set of tenants that ever submitted (metrics)
 
 

@@ -28,7 +28,7 @@ from memory.agent_memory import RedisAgentMemory
 from memory.connections import MemoryConfig, RedisClient, connect_redis, postgres_pool
 from memory.errors import AgentMemoryError, ServerUnavailableError
 from memory.events import EventStore
-from memory.keys import validate_id
+from memory.keys import TenantKeys, validate_id
 from memory.limits import Limits
 from memory.namespace import drop_redis_namespace
 from memory.retry import retrying
@@ -95,6 +95,14 @@ class Memory(AsyncResource):
         """At most ``limit`` holders of ``name`` at once across every client of this
         namespace (a run-wide cap), on the shared client."""
         return Semaphore(self._client, self.memory.keys, name, limit, ttl_seconds=ttl_seconds)
+
+    def tenant_semaphore(
+        self, tenant: str, name: str, limit: int, *, ttl_seconds: float = 30.0
+    ) -> Semaphore:
+        """At most ``limit`` holders of ``name`` at once across every run of ``tenant`` (a
+        tenant-wide cap, in the tenant's slot), on the shared client."""
+        keys = TenantKeys(validate_id(tenant, "tenant"))
+        return Semaphore(self._client, keys, name, limit, ttl_seconds=ttl_seconds)
 
     def scope(self, namespace: str) -> Memory:
         """The stores of another namespace on this one's Redis client and PostgreSQL pools.

@@ -79,6 +79,15 @@ class RunIndex:
         return None if raw is None else RunEntry.model_validate_json(as_str(raw))
 
     @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
+    async def get_many(self, run_ids: list[str]) -> list[RunEntry]:
+        """The entries of ``run_ids`` that the index has (one HMGET)."""
+        if not run_ids:
+            return []
+        ids = [validate_id(run_id, "run id") for run_id in run_ids]
+        raws = await self.client.hmget(RUN_INDEX_RECORDS, ids)
+        return [RunEntry.model_validate_json(as_str(raw)) for raw in raws if raw is not None]
+
+    @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def newest(self, count: int = 50, *, tenant: str | None = None) -> list[RunEntry]:
         """The ``count`` most recently started runs (of ``tenant``), newest first."""
         order = RUN_INDEX_ORDER if tenant is None else run_index_tenant_order(tenant)

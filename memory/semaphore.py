@@ -34,7 +34,9 @@ returns the permit it took instead of refusing it and leaving it held. An acquir
 or is cancelled while waiting for its reply removes its member (shielded, for at most 5 s),
 so a grant that never reached its caller does not hold a place until its lease ends.
 
-The key is in its namespace's hash tag (:mod:`memory.keys`), so it works on Redis Cluster.
+The key is in its namespace's hash tag (:mod:`memory.keys`), so it works on Redis Cluster; a
+tenant-wide semaphore (:class:`~memory.keys.TenantKeys`, a cap across all of a tenant's runs)
+is in the tenant's own slot instead.
 Waiting is polling with jittered backoff, bounded by ``timeout``; it is not first come,
 first served.
 """
@@ -60,7 +62,7 @@ from memory.errors import (
     ServerUnavailableError,
     StoreError,
 )
-from memory.keys import Keyspace, validate_id
+from memory.keys import Keyspace, TenantKeys, validate_id
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ class Semaphore:
     def __init__(
         self,
         client: RedisClient,
-        keys: Keyspace,
+        keys: Keyspace | TenantKeys,
         name: str,
         limit: int,
         *,

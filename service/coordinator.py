@@ -9,6 +9,24 @@ publishes ``run.completed`` or ``run.failed`` (once, by key), closes the run's i
 releases the run's place among its tenant's runs in flight, starting the tenant's next waiting
 runs. Every step is idempotent, so two coordinators that see the same last event both finish
 the run with one effect (the same files, one end event).
+
+**The sweep.** Each coordinator worker also makes a pass over every tenant's runs in flight
+every few seconds (:func:`sweep`); it repairs what a process that died between two steps
+left, and enforces the run timeout:
+
+- a run in flight whose request is still kept was admitted or released but not started (the
+  starter died in between): it is started (idempotent: a run started twice is one run);
+- a run in flight whose index entry says it ended (a coordinator died between closing it and
+  releasing its place): its place is freed;
+- a run that has run longer than ``run_timeout_seconds`` (from its start, not its submission)
+  fails: ``run.failed`` with a one-line reason, its index entry closed as failed, its place
+  freed and the tenant's next run started. Workers then acknowledge its remaining tickets
+  without handling them. A run settling in the same instant may also publish
+  ``run.completed``; the index keeps whichever closed it last.
+
+A sweep reads the tenants' set, one script per tenant (its runs in flight with their kept
+requests) and one HMGET of their index entries: a few round trips per tenant, whatever the
+number of runs.
 """
 
 from __future__ import annotations
@@ -71,6 +89,7 @@ async def start_run(
     event = new_event(EventType.RUN_REQUESTED, ORCHESTRATOR, request)
     await events.publish(event, idempotency_key=orchestrator_key(EventType.RUN_REQUESTED))
     await ticket(queues, events, [event], issuer, tenant)
+    await Admission(scope.client, tenant).started(run_id)
 
 
 async def coordinate(
@@ -89,6 +108,8 @@ async def coordinate(
     if state.report_path is not None:
         return "completed"
     entry = await scope.runs.get(scope.namespace)
+    if entry is not None and entry.state != "running":
+        return entry.state  # it ended already (timed out, or failed)
     if state.failures:
         reason = f"the run cannot finish: {state.failures[0]}"
         failed = new_event(EventType.RUN_FAILED, ORCHESTRATOR, RunFailed(reason=reason[:4000]))
@@ -169,3 +190,63 @@ async def release(
             issuer,
             tenant=tenant,
         )
+
+
+async def sweep(
+    root: Memory, settings: Settings, queues: Mapping[str, WorkQueue], issuer: str
+) -> int:
+    """One pass over every tenant's runs in flight (see the module's notes); returns how many
+    runs it started, ended or released."""
+    acted = 0
+    now = datetime.now(UTC)
+    for tenant in await Submissions(root.client).tenants():
+        flight = await Admission(root.client, tenant).in_flight()
+        for run_id, request in flight:
+            if request is not None:
+                logger.info(
+                    "run %s of tenant %s is in flight, not started: starting it", run_id, tenant
+                )
+                await start_run(
+                    root.scope(run_id),
+                    settings,
+                    queues,
+                    RunRequested.model_validate_json(request),
+                    issuer,
+                    tenant=tenant,
+                )
+                acted += 1
+        started = [run_id for run_id, request in flight if request is None]
+        for entry in await root.runs.get_many(started):
+            scope = root.scope(entry.run_id)
+            if entry.state != "running":  # ended, and its place not yet freed
+                await release(scope, settings, queues, issuer)
+                acted += 1
+            elif (now - entry.started_at).total_seconds() > settings.run_timeout_seconds:
+                await time_out(scope, settings, queues, issuer, entry)
+                acted += 1
+    return acted
+
+
+async def time_out(
+    scope: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    entry: RunEntry,
+) -> None:
+    """Fail a run that outlived ``run_timeout_seconds``: ``run.failed`` with one line, its
+    index entry closed, its place freed."""
+    reason = (
+        f"the run did not end within {settings.run_timeout_seconds:g} s "
+        "(AGENTMEM_RUN_TIMEOUT_SECONDS); submit it again, or raise the timeout"
+    )
+    logger.warning("run %s: %s", scope.namespace, reason)
+    events = run_events(scope, settings)
+    state = RunState()
+    tracker = RunTracker()
+    for event in await read_log(events):
+        tracker.apply(state, event)
+    failed = new_event(EventType.RUN_FAILED, ORCHESTRATOR, RunFailed(reason=reason))
+    await events.publish(failed, idempotency_key=orchestrator_key(EventType.RUN_FAILED))
+    await _close(scope, entry, state, error=reason)
+    await release(scope, settings, queues, issuer)

@@ -4,7 +4,7 @@ A pooled run uses the run protocol of :mod:`agents.protocol` unchanged, with one
 the events that move a run towards its end (its plan, a section settled, an agent failed) go
 to the ``coordinator`` route, which the coordinator role reads to finish runs. Every routed
 handoff is also announced on its role's :class:`~memory.work_queue.WorkQueue` by a ticket
-(:class:`TicketingWriter`), right after the handoff is published.
+(:class:`TicketingWriter`), once the handoff is in the run's stream.
 """
 
 from __future__ import annotations
@@ -52,14 +52,19 @@ POOL_ROLES = frozenset(role.value for role in PoolRole)
 
 
 class TicketingWriter(DurableWriter):
-    """A durable writer that, after publishing handoffs, puts a ticket for each on its role's
-    queue (one per handoff, so as many workers as handoffs can take them at once).
+    """A durable writer that puts a ticket on its role's queue for each handoff once the
+    handoff is in the run's stream (one per handoff, so as many workers as handoffs can take
+    them at once).
 
-    A ticket goes out after its handoff's publish returned: a worker that dies in between
-    leaves its own handoff pending, and its redelivery publishes again (a no-op, by key) and
-    tickets again. A handoff that the writer had to keep in its local log (Redis unreachable)
-    is ticketed now, before it reaches the stream: a worker that takes that ticket first finds
-    nothing and acknowledges it (a known gap, see docs/service.md).
+    Tickets go out from :meth:`~memory.durable.DurableWriter.on_sent`, after the batch that
+    holds their handoffs reached Redis, whether it was sent at once or later from the local
+    log (Redis was unreachable; a restarted worker's log). A ticket is therefore never ahead
+    of its handoff: a worker that takes it finds the handoff (or a duplicate's nothing). This
+    is simpler than a sweep that re-tickets runs with undelivered handoffs, which could not
+    see them anyway: they are in one worker's local log, not in Redis. A push that fails
+    leaves the batch unsent; the next flush sends it again (a no-op by its keys) with its
+    tickets. A worker that dies between the send and the push has not acknowledged the
+    delivery that made the handoff: its redelivery publishes again and tickets again.
     """
 
     def __init__(
@@ -77,11 +82,8 @@ class TicketingWriter(DurableWriter):
         self.issuer = issuer
         self.tenant = tenant
 
-    async def publish_many(self, events: Sequence[tuple[AgentEvent, str]]) -> bool:
-        sent = await super().publish_many(events)
-        published = [event for event, _key in events]
-        await ticket(self.queues, self.events, published, self.issuer, self.tenant)
-        return sent
+    async def on_sent(self, events: Sequence[AgentEvent]) -> None:
+        await ticket(self.queues, self.events, events, self.issuer, self.tenant)
 
 
 async def ticket(

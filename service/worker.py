@@ -25,6 +25,15 @@ a retry takes its ticket's idle time with it, so both become reclaimable togethe
 **Failure.** A SIGKILLed worker's tickets and handoffs stay pending; after ``reclaim_idle_ms``
 any worker of the role reclaims the ticket, and its read of the run's route reclaims the
 handoff. A poisoned handoff is dead-lettered for its run only; the worker goes on serving.
+Writes a handler made while Redis was unreachable wait in the worker's local log for the run;
+the worker flushes every open run's log that holds some each second (a run is not closed
+while its log holds writes), and their handoffs' tickets go out once they are in the stream
+(:class:`~service.routes.TicketingWriter`).
+
+**Ended runs.** A ticket of a run whose index entry says it ended (it timed out, or failed)
+is acknowledged without being handled: the pool's slots go to runs still running. A
+coordinator worker also sweeps the tenants' runs in flight every :data:`_SWEEP_SECONDS`
+(:func:`service.coordinator.sweep`).
 
 **Drain.** SIGTERM (or SIGINT) stops the worker from taking tickets; it lets the handlers in
 flight finish for up to ``drain_grace_seconds``, then cancels the rest and hands back their
@@ -68,7 +77,7 @@ from memory import (
 )
 from memory.admission import Submissions
 from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
-from service.coordinator import coordinate, run_events
+from service.coordinator import coordinate, run_events, sweep
 from service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
@@ -79,6 +88,7 @@ _WATCH_MS = 1_000  # a bell watcher's blocking read (it holds no state: cancelle
 _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
+_SWEEP_SECONDS = 2.0  # the coordinator's pass over the runs in flight
 
 
 @dataclass(slots=True)
@@ -183,6 +193,10 @@ class Worker:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._beat)
+                if self.role.agent_role is not None:
+                    outer.start_soon(self._send_backlogs)
+                else:
+                    outer.start_soon(self._sweep)
                 async with anyio.create_task_group() as work:
                     await self._take_while(draining, slots, work)
                     if self.busy:
@@ -278,6 +292,10 @@ class Worker:
             await group.ack(delivery)
             return
         run = await self._open(ticket.run_id)
+        known = await run.scope.runs.get(ticket.run_id)
+        if known is not None and known.state != "running":  # ended (timed out): nothing to do
+            await group.ack(delivery)
+            return
         run.users += 1
         try:
             entries = run.events.group(
@@ -357,18 +375,24 @@ class Worker:
             writer = TicketingWriter(
                 scope.memory, events, wal, self.queues, self.name, tenant=tenant
             )
-            slots = (
-                None
-                if self.settings.use_stub_llm
-                else scope.semaphore(
-                    LLM_SLOTS, self.settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
-                )
-            )
+            real = not self.settings.use_stub_llm  # the stub has no endpoint to protect
             llm = TimedLLM(
                 self._llm,
                 self.name,
                 writer,
-                slots=slots,
+                slots=scope.semaphore(
+                    LLM_SLOTS, self.settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
+                )
+                if real
+                else None,
+                tenant_slots=scope.tenant_semaphore(
+                    tenant,
+                    LLM_SLOTS,
+                    self.settings.tenant_llm_max_concurrency,
+                    ttl_seconds=SLOT_TTL_SECONDS,
+                )
+                if real
+                else None,
                 queue_timeout=self.settings.llm_queue_timeout_seconds,
             )
             ctx = Context(
@@ -379,9 +403,42 @@ class Worker:
         await self._evict()
         return run
 
+    async def _sweep(self) -> None:
+        """The coordinator's pass over the tenants' runs in flight, every :data:`_SWEEP_SECONDS`
+        (:func:`service.coordinator.sweep`: start what was not started, free what ended, fail
+        what outlived its timeout)."""
+        while True:
+            try:
+                await sweep(self.root, self.settings, self.queues, self.name)
+            except Exception as exc:  # the sweep's trouble never stops the worker
+                logger.warning("the sweep of runs in flight failed: %s", exc)
+            await anyio.sleep(_SWEEP_SECONDS)
+
+    async def _send_backlogs(self) -> None:
+        """Every :data:`_RETRY_SECONDS`, flush the local log of each open run that still holds
+        writes (Redis was unreachable when they were made): its handoffs reach the stream,
+        and get their tickets, without waiting for another of the run's tickets here."""
+        while True:
+            await anyio.sleep(_RETRY_SECONDS)
+            for run_id, run in list(self._runs.items()):
+                if run.ctx is None or self._runs.get(run_id) is not run:  # closed meanwhile
+                    continue
+                run.users += 1  # not closed under the flush
+                try:
+                    if await run.ctx.durable.pending():
+                        await run.ctx.durable.flush()
+                except AgentMemoryError as exc:
+                    logger.warning("could not send %s's backlog: %s", run_id, exc)
+                finally:
+                    run.users -= 1
+
     async def _evict(self) -> None:
         while len(self._runs) > _RUNS_KEPT:
-            idle = next((rid for rid, r in self._runs.items() if r.users == 0), None)
+            idle = None
+            for run_id, run in self._runs.items():  # a run whose log holds writes stays open
+                if run.users == 0 and (run.ctx is None or not await run.ctx.durable.pending()):
+                    idle = run_id
+                    break
             if idle is None:
                 return
             await _close_run(self._runs.pop(idle))

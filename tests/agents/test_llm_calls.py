@@ -24,7 +24,7 @@ from memory import PermitLostError, Semaphore
 from memory.agent_memory import RedisAgentMemory
 from memory.durable import DurableWriter
 from memory.events import EventStore
-from memory.keys import Keyspace
+from memory.keys import Keyspace, TenantKeys
 from memory.wal import WriteAheadLog
 from tests.agents.fake_openai_server import Script, completion, fake_openai
 
@@ -212,3 +212,79 @@ async def test_an_answer_that_came_after_the_permit_was_lost_is_dropped(
     [call] = [parse_payload(e) for e in await events.read_events()]
     assert isinstance(call, LLMCalled)
     assert not call.ok
+
+
+class GatedLLM:
+    """An LLM whose calls wait for a gate, counting those in flight and, inside each, the
+    holders of the tenant's semaphore as Redis sees them."""
+
+    model = "gated"
+
+    def __init__(self, tenant_slots: Semaphore) -> None:
+        self.tenant_slots = tenant_slots
+        self.gate = anyio.Event()
+        self.full = anyio.Event()  # set once as many calls are in flight as the tenant's cap
+        self.in_flight = 0
+        self.most = 0
+        self.most_held = 0
+
+    async def generate(
+        self,
+        *,
+        task: str,
+        instructions: str,
+        payload: Mapping[str, Any],
+        output: type[T],
+        usage: Usage | None = None,
+        bounds: Bounds | None = None,
+    ) -> T:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.most_held = max(self.most_held, len(await self.tenant_slots.holders()))
+        if self.in_flight >= self.tenant_slots.limit:
+            self.full.set()
+        await self.gate.wait()
+        self.in_flight -= 1
+        return output.model_validate({"approved": True})
+
+
+async def test_a_tenants_runs_share_its_llm_cap_and_other_tenants_do_not_wait_for_it(
+    redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """Two runs of one tenant, three calls each, tenant cap 2 (run caps 4): two in flight at
+    most, the rest waiting; meanwhile another tenant's call is answered."""
+    heavy_slots = Semaphore(redis_client, TenantKeys(f"heavy-{namespace}"), "llm", 2)
+    light_slots = Semaphore(redis_client, TenantKeys(f"light-{namespace}"), "llm", 2)
+    inner = GatedLLM(heavy_slots)
+    async with WriteAheadLog(tmp_path / "wal.db") as wal:
+        writer = DurableWriter(
+            RedisAgentMemory(redis_client, namespace),
+            EventStore(redis_client, namespace, RUN_STREAM),
+            wal,
+        )
+
+        def llm(inner: Any, run: str, tenant_slots: Semaphore) -> TimedLLM:
+            run_slots = Semaphore(redis_client, Keyspace(f"{namespace}-{run}"), "llm", 4)
+            return TimedLLM(
+                inner, f"writer-{run}", writer, slots=run_slots, tenant_slots=tenant_slots
+            )
+
+        heavy = [llm(inner, run, heavy_slots) for run in ("a", "b")]
+        light = llm(CountingLLM(), "c", light_slots)
+
+        async def call(timed: TimedLLM) -> None:
+            await timed.generate(task="review", instructions="", payload={}, output=Review)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for timed in heavy:
+                    for _ in range(3):
+                        tg.start_soon(call, timed)
+                await inner.full.wait()
+                await call(light)  # answered while the heavy tenant holds its every place
+                assert inner.in_flight == 2
+                inner.gate.set()
+
+    assert inner.most == 2
+    assert inner.most_held == 2
+    assert await heavy_slots.holders() == []
