@@ -44,7 +44,7 @@ async def test_two_runs_of_a_tenant_never_hold_more_llm_calls_than_its_cap(
         with lock:
             seen.append(held)
         answer = weak_model(request)
-        return Answer(answer.status, answer.body, delay=0.2)
+        return Answer(answer.status, answer.body, delay=0.5)  # long enough for the runs to overlap
 
     with fake_openai(Script([], respond=respond)) as url:
         env = cli_env(
