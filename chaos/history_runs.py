@@ -28,7 +28,7 @@ from typing import Protocol
 import anyio
 from rich.console import Console
 
-from chaos.checker import check
+from chaos.checker import ACKS_LOST, check
 from chaos.failover import ClusterServers
 from chaos.history import Op, read_history
 from chaos.session import ChaosServers
@@ -59,6 +59,7 @@ class Verdict:
     anomalies: list[str]
     summary: str = ""
     undetermined: bool = False
+    acks_lost: int = 0  # entries delivered again after an ok ack: Redis lost the ack
 
     @property
     def ok(self) -> bool:
@@ -70,7 +71,10 @@ def check_history(ops: list[Op]) -> Verdict:
     completed = Counter(op.f for op in ops if op.type != "invoke")
     report = check(ops)
     found = [f"{a.kind}: {a.description}" for a in report.anomalies]
-    return Verdict(completed, found, report.summary(), undetermined=report.valid is None)
+    lost = report.subjects.get(ACKS_LOST, 0)
+    return Verdict(
+        completed, found, report.summary(), undetermined=report.valid is None, acks_lost=lost
+    )
 
 
 def check_folder(folder: Path) -> Verdict:
@@ -230,6 +234,8 @@ def describe_verdict(verdict: Verdict, folder: Path) -> str:
     kinds = ", ".join(f"{f} {n}" for f, n in sorted(verdict.ops.items()))
     found = f"{len(verdict.anomalies)} anomalies"
     found += " (some document undetermined)" if verdict.undetermined else ""
+    if verdict.acks_lost:
+        found += f"; {verdict.acks_lost} acks lost by Redis, their entries delivered again"
     lines = [f"  {verdict.ops.total()} ops ({kinds}); {found}"]
     lines += [f"  ! {anomaly}" for anomaly in verdict.anomalies[:20]]
     if verdict.anomalies:
