@@ -30,8 +30,9 @@ whether any legal execution explains it. :func:`check` pairs each invoke with it
   owner: an ok ack whose process had, when it invoked it, been superseded (another process
   was delivered the same entry after this one's delivery completed and before the ack's
   invoke) was *stolen*, and so are two ok acks of one entry by different processes, unless
-  the second process was delivered the entry again after the first ack completed. That one
-  is *redelivered*: Redis lost the first ack (a failover to a replica that lacked it, a
+  the second process was delivered the entry again after the first ack completed (the
+  deliver's invoke is when its read was sent, so the entry was handed out after that ack).
+  That one is *redelivered*: Redis lost the first ack (a failover to a replica that lacked it, a
   restart on older files) and handed the entry out again, which at-least-once delivery
   allows; it is counted in the summary, not reported. Effects are not held to ownership:
   their own conditional write makes them once-only, and a slow owner may apply one legally
