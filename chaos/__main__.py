@@ -18,9 +18,9 @@ from rich.console import Console
 
 from agents import Settings
 from chaos.history_runs import (
-    HISTORIES,
     check_folder,
     describe_verdict,
+    history_root,
     history_session,
 )
 from chaos.session import chaos_session, fault_counts, outcomes_table
@@ -46,7 +46,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "semaphores, handoffs) under faults and check each run's history",
     )
     parser.add_argument(
-        "--seconds", type=float, default=8.0, help="work time of a history run (default 8)"
+        "--cluster",
+        action="store_true",
+        help="with --history: Redis is a local 3-primary + 3-replica Redis Cluster, and every "
+        "run fails the namespace's primary over to a replica that missed its last writes",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="work time of a history run (default 8, 12 with --cluster)",
+    )
+    parser.add_argument(
+        "--unsafe",
+        choices=("nofence", "nolock", "steal"),
+        default="",
+        help="with --history, to see the checker catch it: clients write without fencing "
+        "(nofence) or record leases they never took (nolock), or consumers take reclaimed "
+        "entries back and ack them (steal); such runs are expected to have anomalies",
     )
     parser.add_argument(
         "--fault",
@@ -62,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--runs must be 1 to 100, got {args.runs}")
     if not 1 <= args.writers <= 8:
         parser.error(f"--writers must be 1 to 8, got {args.writers}")
+    if args.fault and not args.cluster and HistoryFault.CLUSTER_FAILOVER in args.fault:
+        parser.error("--fault 'cluster failover' needs --cluster")
     return args
 
 
@@ -128,18 +146,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def history_main(args: argparse.Namespace, console: Console) -> int:
     first = args.seed if args.seed is not None else secrets.randbelow(1_000_000)
+    where = "a local Redis Cluster" if args.cluster else "one Redis server"
+    unsafe = f", unsafe {args.unsafe}" if args.unsafe else ""
+    root = history_root(cluster=args.cluster)
     console.print(
-        f"chaos --history: {args.runs} runs, seeds {first}..{first + args.runs - 1} "
-        f"(repeat with --seed {first}); histories in {HISTORIES}/<seed>/"
+        f"chaos --history on {where}{unsafe}: {args.runs} runs, seeds {first}..."
+        f"{first + args.runs - 1} (repeat with --seed {first}); histories in {root}/<seed>/"
     )
+    seconds = args.seconds if args.seconds is not None else 12.0 if args.cluster else 8.0
     started = time.monotonic()
     outcomes = anyio.run(
         lambda: history_session(
             runs=args.runs,
             first_seed=first,
-            seconds=args.seconds,
+            seconds=seconds,
             faults=[HistoryFault(f) for f in args.fault] if args.fault else None,
             console=console,
+            cluster=args.cluster,
+            unsafe=args.unsafe,
         )
     )
     total = sum(o.verdict.ops.total() for o in outcomes if o.verdict is not None)

@@ -29,9 +29,14 @@ whether any legal execution explains it. :func:`check` pairs each invoke with it
 - **Handoff ownership** (``deliver``, ``ack``). An ack is accepted only from the entry's
   owner: an ok ack whose process had, when it invoked it, been superseded (another process
   was delivered the same entry after this one's delivery completed and before the ack's
-  invoke) was *stolen*, and so are two ok acks of one entry by different processes. Effects
-  are not held to ownership: their own conditional write makes them once-only, and a slow
-  owner may apply one legally after a reclaim (the exactly-once check above covers them).
+  invoke) was *stolen*, and so are two ok acks of one entry by different processes, unless
+  the second process was delivered the entry again after the first ack completed (the
+  deliver's invoke is when its read was sent, so the entry was handed out after that ack).
+  That one is *redelivered*: Redis lost the first ack (a failover to a replica that lacked it, a
+  restart on older files) and handed the entry out again, which at-least-once delivery
+  allows; it is counted in the summary, not reported. Effects are not held to ownership:
+  their own conditional write makes them once-only, and a slow owner may apply one legally
+  after a reclaim (the exactly-once check above covers them).
 
 A linearizability search that runs out of budget makes that key *undetermined*: neither an
 anomaly nor a pass. ``python -m chaos.checker HISTORY_FILE...`` prints the summary and each
@@ -54,6 +59,8 @@ from chaos import linearizability
 from chaos.calls import Call, pair
 from chaos.history import Op, read_history
 from chaos.models import DOCUMENT, document_operations
+
+ACKS_LOST = "entries delivered again after an ok ack (the ack lost)"  # a subject, counted
 
 
 class Kind(StrEnum):
@@ -425,19 +432,31 @@ def _handoffs(found: _Found, effects: list[Call], acks: list[Call]) -> None:
 def _handoff_owners(found: _Found, delivers: list[Call], acks: list[Call]) -> None:
     """Each ok ack came from the entry's owner, and one entry is acked ok by one process."""
     delivered = _by_key(c for c in delivers if c.type == "ok")
+    redelivered = 0
     for task, calls in _by_key(c for c in acks if c.type == "ok").items():
         by_entry: dict[object, Call] = {}
         for ack in sorted(calls, key=lambda c: c.start):
             entry = ack.field("entry")
             first = by_entry.setdefault(entry, ack)
             if first is not ack and first.process != ack.process:
-                found.add(
-                    Kind.HANDOFF_STOLEN,
-                    f"task {task}: entry {entry} acknowledged by {found.at(first)} and by "
-                    f"{found.at(ack)}",
-                    [first, ack],
-                )
-                continue
+                again = [
+                    d
+                    for d in delivered.get(task, [])
+                    if d.field("entry") == entry
+                    and d.process == ack.process
+                    and d.start > (first.completed or sys.maxsize)
+                    and (d.end or 0) <= ack.start
+                ]
+                if not again:
+                    found.add(
+                        Kind.HANDOFF_STOLEN,
+                        f"task {task}: entry {entry} acknowledged by {found.at(first)} and by "
+                        f"{found.at(ack)}",
+                        [first, ack],
+                    )
+                    continue
+                redelivered += 1  # the first ack was lost: the entry was handed out again
+                by_entry[entry] = ack
             same = [d for d in delivered.get(task, []) if d.field("entry") == entry]
             own = [d for d in same if d.process == ack.process and (d.end or 0) <= ack.start]
             if not own:
@@ -460,6 +479,7 @@ def _handoff_owners(found: _Found, delivers: list[Call], acks: list[Call]) -> No
                     f"delivered to {found.at(thief)}",
                     [mine, thief, ack],
                 )
+    found.report.subjects[ACKS_LOST] = redelivered
 
 
 def main(argv: Sequence[str] | None = None) -> int:

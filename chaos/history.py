@@ -72,8 +72,12 @@ class Recorder:
     def __post_init__(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def record(self, type_: OpType, f: str, key: str | None = None, value: Any = None) -> Op:
-        op = Op(self.process, type_, f, key, value, time.monotonic_ns())
+    def record(
+        self, type_: OpType, f: str, key: str | None = None, value: Any = None, at: int = 0
+    ) -> Op:
+        """Append one op, timed now, or at ``at`` (``time.monotonic_ns()``; never before
+        this process's previous op): an invoke recorded once its key is known."""
+        op = Op(self.process, type_, f, key, value, at or time.monotonic_ns())
         os.write(self._fd, _encoder.encode(op) + b"\n")
         return op
 

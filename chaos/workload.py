@@ -15,9 +15,11 @@ process is one single-threaded client, as in Jepsen). The roles:
   :class:`memory.DurableWriter` (its local log in ``--wal``), recorded as ``publish`` ops
   (not part of the checker's format: ok means the write is in the local log, ``sent`` whether
   it reached Redis already).
-- ``consumer``: a worker of group ``workers`` on ``tasks``: for each delivery, the effect (the
-  document ``effect-<task>`` written with ``expected_version=0``, so a second effect of one
-  task is refused), then the ack. After the end it goes on until the stream is drained.
+- ``consumer``: a worker of group ``workers`` on ``tasks``: reads one entry at a time (its
+  ``deliver`` spans that read: invoked when the read was sent, so the checker knows the
+  entry was handed out no earlier), then the effect (the document ``effect-<task>`` written
+  with ``expected_version=0``, so a second effect of one task is refused), then the ack.
+  After the end it goes on until the stream is drained.
 
 A lease's ``valid_until`` is the holder's local deadline converted to ``time.monotonic_ns()``
 by sampling both clocks when it is recorded. For :meth:`acquire_lock` and for semaphore
@@ -314,16 +316,17 @@ class Worker:
         await group.ensure()
         idle = 0  # empty reads in a row after the end: the stream is drained
         while time.monotonic_ns() < until + _DRAIN_NS and idle < 3:
+            sent = time.monotonic_ns()
             try:
-                deliveries = await group.read(count=2, block_ms=200)
+                deliveries = await group.read(count=1, block_ms=200)
             except _UNKNOWN:
                 await anyio.sleep(0.1)
                 continue
             idle = idle + 1 if not deliveries and time.monotonic_ns() >= until else 0
-            for delivery in deliveries:
+            for delivery in deliveries:  # one: its delivery spans the read that returned it
                 task = str(delivery.event.payload.get("task"))
                 entry = {"entry": delivery.entry_id}
-                self.rec.record("invoke", "deliver", task, entry)
+                self.rec.record("invoke", "deliver", task, entry, at=sent)
                 self.rec.record("ok", "deliver", task, entry)
                 if not await self.effect(task, entry):
                     continue  # unknown: left pending, to be delivered again

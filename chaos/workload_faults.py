@@ -12,9 +12,19 @@ what it did (:class:`Inflicted`), or None when there was nothing to hit:
 - ``partition``: one process cut off from Redis (or PostgreSQL) for 1.5-3.5 s.
 - ``redis rollback``: Redis's append-only files are copied, the workload goes on 1-2.5 s, then
   Redis is stopped and started again on the copy: it forgets its last writes, as a server
-  restored from a backup or a lagging disk would.
+  restored from a backup or a lagging disk would. It stays down at least a lease's TTL:
+  the leases and permits it forgets have then expired for their holders too. Exclusion
+  when Redis comes back sooner without them is not promised (docs/durability.md): a holder
+  would still hold what Redis grants again.
 - ``wal disk full``: the producer's write-ahead log is on a small tmpfs; it is filled for
   1-2.5 s, then freed. Skipped when the tmpfs could not be mounted (not root).
+- ``cluster failover`` (on a Redis Cluster only, :mod:`chaos.failover`): the primary serving
+  the run's namespace is killed after 1-2 s of writes its paused replica never got, and the
+  replica is promoted without them; the killed node is then restarted as its replica, or
+  left down until the run ends (as the seed draws).
+
+On a cluster the processes reach Redis without a relay, so ``drop reply`` and ``partition``
+hit their PostgreSQL traffic only, and ``redis rollback`` is skipped.
 """
 
 from __future__ import annotations
@@ -31,9 +41,13 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from chaos.failover import fail_over, failover_window
 from chaos.history import Op
-from chaos.workload import LOCK_TTL, RESOURCE
+from chaos.proxy import Relay
+from chaos.workload import LOCK_TTL, RESOURCE, SEM_TTL
 from chaos.workload_run import WorkloadProcess, WorkloadRun
+from devservers import EmbeddedRedis
+from devservers.cluster import LocalCluster
 
 _HOLDER_WAIT = 5.0  # seconds to find a client holding the lock
 _LAST_BYTES = 4096
@@ -45,6 +59,7 @@ class HistoryFault(StrEnum):
     PARTITION = "partition"
     REDIS_ROLLBACK = "redis rollback"
     WAL_DISK_FULL = "wal disk full"
+    CLUSTER_FAILOVER = "cluster failover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +133,7 @@ def _holding(proc: WorkloadProcess) -> int | None:
 async def drop_reply(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
     """Throw away the next reply to one process (waiting up to 3 s for one to come)."""
     proc = rng.choice(run.processes)
-    server = rng.choice(("Redis", "PostgreSQL"))
-    relay = proc.redis if server == "Redis" else proc.postgres
+    server, relay = _relay(proc, rng)
     at = run.elapsed()
     dropped = relay.dropped
     relay.drop_next_reply()
@@ -135,8 +149,7 @@ async def drop_reply(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
 
 async def partition(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
     proc = rng.choice(run.processes)
-    server = rng.choice(("Redis", "PostgreSQL"))
-    relay = proc.redis if server == "Redis" else proc.postgres
+    server, relay = _relay(proc, rng)
     seconds = rng.uniform(1.5, 3.5)
     at = run.elapsed()
     await relay.partition(seconds)
@@ -144,8 +157,18 @@ async def partition(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
     return Inflicted(HistoryFault.PARTITION, what, at, seconds, proc.name)
 
 
+def _relay(proc: WorkloadProcess, rng: random.Random) -> tuple[str, Relay]:
+    """Redis or PostgreSQL, drawn; PostgreSQL when the process reaches Redis directly."""
+    server = rng.choice(("Redis", "PostgreSQL"))
+    if server == "Redis" and proc.redis is not None:
+        return server, proc.redis
+    return "PostgreSQL", proc.postgres
+
+
 async def redis_rollback(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
     """Copy Redis's append-only files, go on, then restart Redis on the copy."""
+    if not isinstance(run.redis, EmbeddedRedis):
+        return None
     at = run.elapsed()
     live = run.redis.data_dir / "appendonlydir"
     copy = run.scratch / "appendonlydir-copy"
@@ -155,6 +178,7 @@ async def redis_rollback(run: WorkloadRun, rng: random.Random) -> Inflicted | No
     began = time.monotonic()
     await anyio.to_thread.run_sync(run.redis.stop)
     await anyio.to_thread.run_sync(_copy_tree, copy, live)
+    await anyio.sleep(max(0.0, began + max(LOCK_TTL, SEM_TTL) - time.monotonic()))
     await anyio.to_thread.run_sync(run.redis.start)
     what = f"Redis restarted on its files of {later:.1f}s before"
     return Inflicted(HistoryFault.REDIS_ROLLBACK, what, at, time.monotonic() - began)
@@ -198,10 +222,29 @@ def _fill(path: Path) -> None:
             pass
 
 
+async def cluster_failover(run: WorkloadRun, rng: random.Random) -> Inflicted | None:
+    """Fail the namespace's primary over to a replica that missed its last 1-2 s of writes."""
+    if not isinstance(run.redis, LocalCluster):
+        return None
+    window = failover_window(rng)
+    restart = rng.random() < 0.5
+    at = run.elapsed()
+    victim, replica, promoted = await fail_over(run.redis, run.namespace, window, restart=restart)
+    what = (
+        f"killed primary :{victim.port} after {window:.1f}s of writes its replica "
+        f":{replica.port} missed; replica promoted {promoted:.1f}s later"
+        + ("; old primary restarted as its replica" if restart else "; old primary left down")
+    )
+    return Inflicted(HistoryFault.CLUSTER_FAILOVER, what, at, window + promoted)
+
+
 FAULTS: dict[HistoryFault, FaultFn] = {
     HistoryFault.PAUSE_HOLDER: pause_holder,
     HistoryFault.DROP_REPLY: drop_reply,
     HistoryFault.PARTITION: partition,
     HistoryFault.REDIS_ROLLBACK: redis_rollback,
     HistoryFault.WAL_DISK_FULL: wal_disk_full,
+    HistoryFault.CLUSTER_FAILOVER: cluster_failover,
 }
+CLUSTER_ONLY = frozenset({HistoryFault.CLUSTER_FAILOVER})
+STANDALONE_ONLY = frozenset({HistoryFault.REDIS_ROLLBACK})

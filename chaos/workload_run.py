@@ -5,7 +5,10 @@
 one process off), the producer's write-ahead-log directory on a tmpfs of its own (so a fault
 can fill it; when ``mount`` is refused, a plain directory, and that fault is skipped), and the
 workload processes (:mod:`chaos.workload`): ``clients`` clients, one producer, ``consumers``
-consumers. Each writes its history to ``<folder>/<process>.jsonl``.
+consumers. Each writes its history to ``<folder>/<process>.jsonl``. On a Redis Cluster
+(``redis`` a :class:`~devservers.cluster.LocalCluster`) the processes reach Redis directly: a
+cluster client is redirected to every node, which one relay cannot stand for (``redis`` of a
+process is then None).
 
 Every process connects, says ``ready``; :meth:`WorkloadRun.go` then gives them all the same
 end time, and :meth:`WorkloadRun.wait` waits for them to finish (a process still running long
@@ -31,6 +34,7 @@ from anyio.abc import Process
 
 from chaos.proxy import Relay
 from devservers import EmbeddedPostgres, EmbeddedRedis
+from devservers.cluster import LocalCluster
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class WorkloadProcess:
     name: str
     role: str
     history: Path
-    redis: Relay
+    redis: Relay | None  # None on a cluster: the process reaches its nodes directly
     postgres: Relay
     process: Process | None = None
     closed: bool = False
@@ -61,7 +65,7 @@ class WorkloadProcess:
 class WorkloadRun:
     """The processes of one seeded run against ``redis`` and ``postgres``."""
 
-    redis: EmbeddedRedis
+    redis: EmbeddedRedis | LocalCluster
     postgres: EmbeddedPostgres
     namespace: str
     seed: int
@@ -91,7 +95,10 @@ class WorkloadRun:
             names.append(("producer-1", "producer"))
             names += [(f"consumer-{i}", "consumer") for i in range(1, self.consumers + 1)]
             for index, (name, role) in enumerate(names):
-                redis = await self._stack.enter_async_context(Relay(self.redis.port).running())
+                redis = None
+                if isinstance(self.redis, EmbeddedRedis):
+                    relay = Relay(self.redis.port)
+                    redis = await self._stack.enter_async_context(relay.running())
                 postgres = await self._stack.enter_async_context(
                     Relay(self.postgres.port).running()
                 )
@@ -147,7 +154,7 @@ class WorkloadRun:
             proc.role,
             "--process", proc.name,
             "--history", str(proc.history),
-            "--redis-url", f"redis://127.0.0.1:{proc.redis.port}/0",
+            "--redis-url", self._redis_url(proc),
             "--database-url", f"postgresql://postgres@127.0.0.1:{proc.postgres.port}/postgres",
             "--namespace", self.namespace,
             "--seed", str(seed),
@@ -161,6 +168,12 @@ class WorkloadRun:
             proc.process = await anyio.open_process(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
             )
+
+    def _redis_url(self, proc: WorkloadProcess) -> str:
+        if proc.redis is None:
+            assert isinstance(self.redis, LocalCluster)
+            return self.redis.url
+        return f"redis://127.0.0.1:{proc.redis.port}/0"
 
     async def _ready(self, proc: WorkloadProcess) -> None:
         assert proc.process is not None

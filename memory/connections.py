@@ -35,9 +35,11 @@ from urllib.parse import unquote_plus, urlsplit
 
 import asyncpg
 import redis.asyncio as redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from memory._boundary import POSTGRES_DOWN
 from memory.errors import InvalidConfigError, ServerUnavailableError
@@ -231,14 +233,29 @@ def _client_options(config: MemoryConfig, **extra: object) -> dict[str, object]:
 
 
 class _Cluster(RedisCluster):
-    """redis-py's cluster client, routing stream reads without asking a server.
+    """redis-py's cluster client, routing stream reads without asking a server, and
+    refreshing its slot map after a pipeline's connection error.
 
     ``XREAD`` and ``XREADGROUP`` have "movable" keys (after ``STREAMS``), which redis-py finds
     with ``COMMAND GETKEYS`` on the node it first connected to: one more round trip for every
     read, and, once that node is dead, a failure raised before the command reaches a node, so
     the client never learns the new slot map and every later read fails the same way (seen
     after a failover of the node named in ``REDIS_URL``). The keys are where the syntax says.
+
+    A single command that meets a connection error makes the client forget its slot map and
+    ask again before the next command; a pipeline did so only when it retried itself, which
+    it never does here (no retries). A caller that used only pipelines for a slot whose
+    primary died (a durable writer confirming its batch in flight) asked the dead node
+    forever, however long ago the replica was promoted. A pipeline's connection error now
+    makes the client ask again too.
     """
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused there, as ever
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py does
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         if command.upper() in {"XREAD", "XREADGROUP"}:
@@ -251,6 +268,19 @@ class _Cluster(RedisCluster):
                 if len(slots) == 1:
                     return slots.pop()
         return await super()._determine_slot(command, *args)
+
+
+class _ClusterPipeline(ClusterPipeline):
+    """A cluster pipeline after whose connection error the client refreshes its slot map."""
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.cluster_client.aclose()  # as redis-py after a command's: ask again
+            raise
 
 
 def redis_urls(config: MemoryConfig) -> list[str]:

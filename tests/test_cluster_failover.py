@@ -215,3 +215,46 @@ async def test_a_stream_read_recovers_once_the_node_named_in_redis_url_fails_ove
                     await anyio.sleep(0.2)
     print(f"read again {time.monotonic() - started:.1f} s after the kill")
     assert event.payload == {"n": 1}
+
+
+async def test_a_durable_writer_resumes_after_a_failover_whose_old_primary_stays_down(
+    cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """A batch in flight when its primary dies is checked with pipelines only, and redis-py's
+    cluster pipeline (its retries off) never refreshed its slot map after a connection error:
+    the writer asked the dead primary forever unless it came back. It must reach the promoted
+    replica, and send the lost batch again."""
+    victim = await owner_of(cluster, namespace)
+    async with (
+        open_memory(config_for(cluster), namespace) as m,
+        WriteAheadLog(tmp_path / "wal.db") as wal,
+    ):
+        writer = DurableWriter(m.memory, m.events("run"), wal)
+
+        async def publish(i: int) -> None:
+            event = AgentEvent(event_type="note", agent_id="w", payload={"i": i})
+            await writer.publish(event, idempotency_key=f"k{i}")
+
+        async def drain() -> None:
+            while await writer.flush():  # noqa: ASYNC110 - flush reports, it signals nothing
+                await anyio.sleep(0.2)
+
+        for i in range(5):
+            await publish(i)
+        with anyio.fail_after(30):
+            await drain()  # on the primary and its replica
+        [replica] = cluster.replicas_of(victim)
+        replica.pause()
+        try:
+            victim.disconnect_replicas()
+            for i in range(5, 10):
+                await publish(i)  # a batch goes out, and waits for a replica that cannot ack
+            victim.crash()  # and left down: its replica is promoted without that batch
+        finally:
+            replica.resume()
+        started = time.monotonic()
+        with anyio.fail_after(60):
+            await drain()
+        events = await m.events("run").read_events(count=100)
+    print(f"the writer drained {time.monotonic() - started:.1f} s after the kill")  # noqa: T201
+    assert [e.payload["i"] for e in events] == list(range(10))

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from chaos.checker import Kind, Report, check, main
+from chaos.checker import ACKS_LOST, Kind, Report, check, main
 from chaos.history import Op, OpType, write_history
 
 
@@ -285,6 +285,26 @@ def test_one_entry_acked_by_two_consumers_is_flagged() -> None:
 
     assert kinds(two.check()) == {Kind.HANDOFF_STOLEN}
     assert kinds(retried.check()) == set()
+
+
+def test_an_entry_delivered_again_after_its_ack_was_lost_is_counted_not_flagged() -> None:
+    """c1's ack completed, then c2 was delivered the entry again (Redis lost the ack in a
+    failover) and acked it: at-least-once delivery, counted in the summary; c2 acking without
+    that second delivery is still stolen."""
+    lost, stolen = History(), History()
+    for h in (lost, stolen):
+        _deliver(h, "c1", 0)
+        _handoff(h, "c1", "ok", 2)
+        _ack(h, "c1", 5)
+    _deliver(lost, "c2", 10)
+    _handoff(lost, "c2", "fail", 12)
+    _ack(lost, "c2", 15)
+    _ack(stolen, "c2", 15)
+
+    report = lost.check()
+    assert kinds(report) == set()
+    assert report.subjects[ACKS_LOST] == 1
+    assert kinds(stolen.check()) == {Kind.HANDOFF_STOLEN}
 
 
 def _linearizable_history(seed: int) -> list[Op]:
