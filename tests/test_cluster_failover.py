@@ -236,7 +236,7 @@ async def test_a_durable_writer_resumes_after_a_failover_whose_old_primary_stays
             await writer.publish(event, idempotency_key=f"k{i}")
 
         async def drain() -> None:
-            while await writer.flush():  # noqa: ASYNC110 - flush reports, it signals nothing
+            while await writer.flush():
                 await anyio.sleep(0.2)
 
         for i in range(5):
@@ -256,5 +256,5 @@ async def test_a_durable_writer_resumes_after_a_failover_whose_old_primary_stays
         with anyio.fail_after(60):
             await drain()
         events = await m.events("run").read_events(count=100)
-    print(f"the writer drained {time.monotonic() - started:.1f} s after the kill")  # noqa: T201
+    print(f"the writer drained {time.monotonic() - started:.1f} s after the kill")
     assert [e.payload["i"] for e in events] == list(range(10))
