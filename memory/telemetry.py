@@ -6,6 +6,9 @@ or unset: off; ``OTEL_SDK_DISABLED=true`` turns it off whatever it says), :func:
 one shared :class:`contextlib.nullcontext` and nothing else happens: the OpenTelemetry packages
 are not even imported. The variables are read once per process, at the first span.
 
+**Not installed.** The memory layer does not require OpenTelemetry: when an exporter is named
+but the ``otel`` extra is not installed, tracing stays off with one warning.
+
 **On.** The first span of a process builds a tracer provider (the ``otel`` extra:
 ``opentelemetry-sdk`` and the OTLP/HTTP exporter) with the exporters named: ``console``
 prints each span to standard error as it ends; ``otlp`` batches them to
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -68,7 +72,22 @@ def _wanted() -> bool:
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     names = _exporters()
-    return bool(names) and names != ["none"]
+    if not names or names == ["none"]:
+        return False
+    if not _installed("opentelemetry.sdk"):
+        logger.warning(
+            "OTEL_TRACES_EXPORTER is set but OpenTelemetry is not installed; tracing stays off "
+            "(pip install 'agentmem[otel]')"
+        )
+        return False
+    return True
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def _exporters() -> list[str]:
