@@ -36,15 +36,15 @@ test-cluster: $(STAMP)
 # that every citation is a verbatim quote. Not part of `make test` (see README, "Using a real LLM").
 # The first build needs cmake, g++ and make (installed with apt-get when run as root).
 test-llm: $(STAMP)
-	$(BIN)/python -m devservers.llm
+	$(BIN)/python -m agentmem.devservers.llm
 
 # A local Redis Cluster until Ctrl-C; prints the REDIS_URL to use.
 cluster: $(STAMP)
-	$(BIN)/python -m devservers.cluster
+	$(BIN)/python -m agentmem.devservers.cluster
 
 # A local PostgreSQL primary and streaming replica until Ctrl-C; prints DATABASE_URL and DATABASE_READ_URL.
 replica: $(STAMP)
-	$(BIN)/python -m devservers.replica
+	$(BIN)/python -m agentmem.devservers.replica
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -56,7 +56,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m agentmem.bench $(BENCH_ARGS)
 
 # The demo under faults, then the history workload under faults, each history checked
 # (HISTORY_RUNS runs of ~15-30 s each on 2 busy cores), then on a local Redis Cluster with a
@@ -65,9 +65,9 @@ bench: $(STAMP)
 HISTORY_RUNS ?= 5
 CLUSTER_RUNS ?= 3
 chaos: $(STAMP)
-	$(BIN)/python -m chaos $(CHAOS_ARGS)
-	$(BIN)/python -m chaos --history --runs $(HISTORY_RUNS) $(HISTORY_ARGS)
-	$(BIN)/python -m chaos --history --cluster --runs $(CLUSTER_RUNS) $(HISTORY_ARGS)
+	$(BIN)/python -m agentmem.chaos $(CHAOS_ARGS)
+	$(BIN)/python -m agentmem.chaos --history --runs $(HISTORY_RUNS) $(HISTORY_ARGS)
+	$(BIN)/python -m agentmem.chaos --history --cluster --runs $(CLUSTER_RUNS) $(HISTORY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .agentmem

@@ -8,7 +8,7 @@
 See docs/integrations.md for the tools and how to point a client at them.
 """
 
-from agentmem_mcp.tools import create_server
-from agentmem_mcp.transports import HttpEndpoint, serve_stdio
+from agentmem.mcp.tools import create_server
+from agentmem.mcp.transports import HttpEndpoint, serve_stdio
 
 __all__ = ["HttpEndpoint", "create_server", "serve_stdio"]

@@ -48,7 +48,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from memory import (
+from agentmem.memory import (
     AgentEvent,
     AgentMemoryError,
     AgentStatus,
@@ -58,10 +58,10 @@ from memory import (
     Memory,
     validate_id,
 )
-from memory import __version__ as VERSION
-from memory.audit import AuditLog, AuditRecord
-from memory.tenants import Principal
-from web.door import principal
+from agentmem.memory import __version__ as VERSION
+from agentmem.memory.audit import AuditLog, AuditRecord
+from agentmem.memory.tenants import Principal
+from agentmem.web.door import principal
 
 INSTRUCTIONS = """Shared memory for agents (agentmem): facts by category, leased locks with
 fencing tokens, versioned JSON documents, event streams and agent status, each in a namespace

@@ -30,9 +30,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentmem_mcp.tools import create_server
-from memory import Memory, MemoryConfig, open_memory
-from web.guard import origin_ok
+from agentmem.mcp.tools import create_server
+from agentmem.memory import Memory, MemoryConfig, open_memory
+from agentmem.web.guard import origin_ok
 
 PATH = "/mcp"
 

@@ -1,6 +1,6 @@
 """The agent processes: research, writer and review roles, the runtime they share, the LLM.
 
-Run one with ``python -m agents <role> --run-id RUN --instance N``.
+Run one with ``python -m agentmem.agents <role> --run-id RUN --instance N``.
 
 The names below are imported on first use (PEP 562), so that importing one light module of
 the package (``agents.roles`` for the ``agentmem`` command's choices) does not import
@@ -13,9 +13,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.llm import OpenAILLM, make_llm
-    from agents.llm_base import LLM, LLMError
-    from agents.protocol import (
+    from agentmem.agents.llm import OpenAILLM, make_llm
+    from agentmem.agents.llm_base import LLM, LLMError
+    from agentmem.agents.protocol import (
         ROUTES,
         RUN_STREAM,
         EventType,
@@ -23,25 +23,25 @@ if TYPE_CHECKING:
         new_event,
         parse_payload,
     )
-    from agents.roles import Role
-    from agents.settings import Settings
-    from agents.stub_llm import StubLLM
+    from agentmem.agents.roles import Role
+    from agentmem.agents.settings import Settings
+    from agentmem.agents.stub_llm import StubLLM
 
 # Where each public name lives.
 _HOMES = {
-    "LLM": "agents.llm_base",
-    "LLMError": "agents.llm_base",
-    "OpenAILLM": "agents.llm",
-    "ROUTES": "agents.protocol",
-    "RUN_STREAM": "agents.protocol",
-    "EventType": "agents.protocol",
-    "Role": "agents.roles",
-    "SectionState": "agents.protocol",
-    "Settings": "agents.settings",
-    "StubLLM": "agents.stub_llm",
-    "make_llm": "agents.llm",
-    "new_event": "agents.protocol",
-    "parse_payload": "agents.protocol",
+    "LLM": "agentmem.agents.llm_base",
+    "LLMError": "agentmem.agents.llm_base",
+    "OpenAILLM": "agentmem.agents.llm",
+    "ROUTES": "agentmem.agents.protocol",
+    "RUN_STREAM": "agentmem.agents.protocol",
+    "EventType": "agentmem.agents.protocol",
+    "Role": "agentmem.agents.roles",
+    "SectionState": "agentmem.agents.protocol",
+    "Settings": "agentmem.agents.settings",
+    "StubLLM": "agentmem.agents.stub_llm",
+    "make_llm": "agentmem.agents.llm",
+    "new_event": "agentmem.agents.protocol",
+    "parse_payload": "agentmem.agents.protocol",
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Run one agent process: ``python -m agents <role> --run-id RUN --instance N``.
+"""Run one agent process: ``python -m agentmem.agents <role> --run-id RUN --instance N``.
 
 Reads the settings once, logs JSON lines to stderr, runs the role's loop until the run ends
 (``run.completed`` or ``run.failed``), SIGTERM or SIGINT, and exits 0 on any of those or
@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 import anyio
 from pydantic import ValidationError
 
-from agents import research, reviewer, writer
-from agents.lifetime import die_with_parent
-from agents.roles import Role
-from agents.runtime import Handler, run_agent
-from agents.settings import Settings
-from memory import AgentMemoryError, InvalidIdError, leaves, telemetry, validate_id
+from agentmem.agents import research, reviewer, writer
+from agentmem.agents.lifetime import die_with_parent
+from agentmem.agents.roles import Role
+from agentmem.agents.runtime import Handler, run_agent
+from agentmem.agents.settings import Settings
+from agentmem.memory import AgentMemoryError, InvalidIdError, leaves, telemetry, validate_id
 
 HANDLERS: dict[Role, Handler] = {
     Role.RESEARCH: research.handle,
@@ -37,7 +37,7 @@ HANDLERS: dict[Role, Handler] = {
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-logger = logging.getLogger("agents")
+logger = logging.getLogger("agentmem.agents")
 
 
 class JsonLines(logging.Formatter):
@@ -62,7 +62,7 @@ class JsonLines(logging.Formatter):
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m agents",
+        prog="python -m agentmem.agents",
         description="Run one agent process of a run; it coordinates with the others only "
         "through Redis and PostgreSQL (REDIS_URL, DATABASE_URL).",
     )

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.llm_output import SectionDraft
-from agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
-from agents.support import Support
+from agentmem.agents.llm_output import SectionDraft
+from agentmem.agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
+from agentmem.agents.support import Support
 
 PLAN_KEY = "run/plan"
 

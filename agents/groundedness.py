@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agents.documents import Draft
-from agents.support import check
-from memory import Fact
+from agentmem.agents.documents import Draft
+from agentmem.agents.support import check
+from agentmem.memory import Fact
 
 
 @dataclass(frozen=True, slots=True)

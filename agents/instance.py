@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from memory import (
+from agentmem.memory import (
     AgentEvent,
     AgentMemoryError,
     Document,
@@ -51,7 +51,7 @@ from memory import (
     SharedAgentDB,
     WriteAheadLog,
 )
-from memory.wal import WalEntry
+from agentmem.memory.wal import WalEntry
 
 logger = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from agents.llm_base import LLM, Attempt, LLMError, LLMNoAnswerError, T, Usage
-from agents.schemas import Bounds, strict_schema
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
-from agents.untrusted import new_boundary, render_input
-from memory import retrying
+from agentmem.agents.llm_base import LLM, Attempt, LLMError, LLMNoAnswerError, T, Usage
+from agentmem.agents.schemas import Bounds, strict_schema
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.agents.untrusted import new_boundary, render_input
+from agentmem.memory import retrying
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from agents.schemas import Bounds
-from memory import AgentMemoryError
+from agentmem.agents.schemas import Bounds
+from agentmem.memory import AgentMemoryError
 
 T = TypeVar("T", bound=BaseModel)
 

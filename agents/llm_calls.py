@@ -34,11 +34,11 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from agents.idempotency import llm_call_key
-from agents.llm_base import LLM, LLMError, T, Usage
-from agents.protocol import EventType, LLMCalled, new_event
-from agents.schemas import Bounds
-from memory import (
+from agentmem.agents.idempotency import llm_call_key
+from agentmem.agents.llm_base import LLM, LLMError, T, Usage
+from agentmem.agents.protocol import EventType, LLMCalled, new_event
+from agentmem.agents.schemas import Bounds
+from agentmem.memory import (
     DurableWriter,
     Permit,
     PermitLostError,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.protocol import SectionPlan
+from agentmem.agents.protocol import SectionPlan
 
 FactId = Annotated[int, Field(ge=1)]
 

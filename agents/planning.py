@@ -27,10 +27,10 @@ import itertools
 import re
 from collections import Counter
 
-from agents.llm_output import Plan, PlannedSection, _slug
-from agents.protocol import SourceDoc
-from agents.sentences import sentences
-from agents.support import content_words
+from agentmem.agents.llm_output import Plan, PlannedSection, _slug
+from agentmem.agents.protocol import SourceDoc
+from agentmem.agents.sentences import sentences
+from agentmem.agents.support import content_words
 
 
 def heading(text: str) -> str | None:

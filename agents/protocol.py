@@ -17,9 +17,9 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.roles import Role
-from agents.untrusted import quote
-from memory import AgentEvent, AgentMemoryError
+from agentmem.agents.roles import Role
+from agentmem.agents.untrusted import quote
+from agentmem.memory import AgentEvent, AgentMemoryError
 
 RUN_STREAM = "run"
 

@@ -29,13 +29,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents import planning, stub_llm
-from agents.documents import PLAN_KEY, ExtractedDoc, PlanDoc, SourceExtracted, extracted_key
-from agents.idempotency import assigned_key, fact_key, planned_key, source_key
-from agents.llm_base import LLMNoAnswerError
-from agents.llm_output import Extraction, Plan
-from agents.prompts import load_prompt
-from agents.protocol import (
+from agentmem.agents import planning, stub_llm
+from agentmem.agents.documents import (
+    PLAN_KEY,
+    ExtractedDoc,
+    PlanDoc,
+    SourceExtracted,
+    extracted_key,
+)
+from agentmem.agents.idempotency import assigned_key, fact_key, planned_key, source_key
+from agentmem.agents.llm_base import LLMNoAnswerError
+from agentmem.agents.llm_output import Extraction, Plan
+from agentmem.agents.prompts import load_prompt
+from agentmem.agents.protocol import (
     EventType,
     ProtocolError,
     RunPlanned,
@@ -46,11 +52,11 @@ from agents.protocol import (
     SourceDoc,
     payload_as,
 )
-from agents.runtime import Context
-from agents.schemas import Bounds
-from agents.sentences import numbered, sentences
-from agents.untrusted import quote
-from memory import AgentEvent, ConflictError, Document, NewFact
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.untrusted import quote
+from agentmem.memory import AgentEvent, ConflictError, Document, NewFact
 
 logger = logging.getLogger(__name__)
 

@@ -26,23 +26,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
-from agents.idempotency import decision_key
-from agents.llm_base import LLMNoAnswerError
-from agents.llm_output import Review, SectionDraft
-from agents.prompts import load_prompt
-from agents.protocol import (
+from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
+from agentmem.agents.idempotency import decision_key
+from agentmem.agents.llm_base import LLMNoAnswerError
+from agentmem.agents.llm_output import Review, SectionDraft
+from agentmem.agents.prompts import load_prompt
+from agentmem.agents.protocol import (
     EventType,
     SectionApproved,
     SectionDrafted,
     SectionRevisionRequested,
     payload_as,
 )
-from agents.runtime import Context
-from agents.schemas import Bounds
-from agents.support import check, verbatim_flags
-from agents.untrusted import quote, quoted_facts
-from memory import AgentEvent, ConflictError, Document, Fact
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.support import check, verbatim_flags
+from agentmem.agents.untrusted import quote, quoted_facts
+from agentmem.memory import AgentEvent, ConflictError, Document, Fact
 
 logger = logging.getLogger(__name__)
 

@@ -31,17 +31,17 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
-from agents.idempotency import failed_key
-from agents.instance import (
+from agentmem.agents.idempotency import failed_key
+from agentmem.agents.instance import (
     InstanceLease,
     InstanceLostError,
     LeasedDB,
     LeasedWriter,
     hold_instance,
 )
-from agents.llm_base import LLM, LLMError
-from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agents.protocol import (
+from agentmem.agents.llm_base import LLM, LLMError
+from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
+from agentmem.agents.protocol import (
     END_ROUTE,
     HANDLED_BY,
     ROUTES,
@@ -55,10 +55,10 @@ from agents.protocol import (
     new_event,
     parse_payload,
 )
-from agents.roles import Role
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
-from memory import (
+from agentmem.agents.roles import Role
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.memory import (
     AgentEvent,
     ConsumerGroup,
     Delivery,
@@ -291,7 +291,7 @@ def _make_llm(settings: Settings) -> LLM:
     """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
     if settings.use_stub_llm:
         return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    from agents.llm import make_llm
+    from agentmem.agents.llm import make_llm
 
     return make_llm(settings)
 

@@ -7,7 +7,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memory import InvalidConfigError, Limits, MemoryConfig, redact
+from agentmem.memory import InvalidConfigError, Limits, MemoryConfig, redact
 
 
 class Settings(BaseSettings):

@@ -27,8 +27,8 @@ from typing import Any
 
 import anyio
 
-from agents.llm_base import LLMError, T, Usage
-from agents.llm_output import (
+from agentmem.agents.llm_base import LLMError, T, Usage
+from agentmem.agents.llm_output import (
     Extraction,
     Paragraph,
     Plan,
@@ -36,10 +36,10 @@ from agents.llm_output import (
     Review,
     SectionDraft,
 )
-from agents.planning import heading, title_from_name
-from agents.schemas import Bounds
-from agents.sentences import sentences
-from agents.untrusted import unquoted
+from agentmem.agents.planning import heading, title_from_name
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.sentences import sentences
+from agentmem.agents.untrusted import unquoted
 
 MAX_FACTS = 8
 FIRST_DRAFT_SHARE = 0.6

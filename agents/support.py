@@ -31,9 +31,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.llm_output import SectionDraft
-from agents.sentences import split
-from memory import Fact
+from agentmem.agents.llm_output import SectionDraft
+from agentmem.agents.sentences import split
+from agentmem.memory import Fact
 
 MIN_COVERAGE = 0.6  # of a sentence's content words that its cited facts must contain
 MAX_NAMED = 3  # sentences quoted per comment; the rest are counted

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory import Fact
+from agentmem.memory import Fact
 
 # Who wrote text that a person supplied when starting the run (the sources).
 OPERATOR = "orchestrator"

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agents import stub_llm
-from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
-from agents.idempotency import drafted_key
-from agents.llm_base import LLMNoAnswerError
-from agents.llm_output import Paragraph, SectionDraft
-from agents.prompts import load_prompt
-from agents.protocol import (
+from agentmem.agents import stub_llm
+from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
+from agentmem.agents.idempotency import drafted_key
+from agentmem.agents.llm_base import LLMNoAnswerError
+from agentmem.agents.llm_output import Paragraph, SectionDraft
+from agentmem.agents.prompts import load_prompt
+from agentmem.agents.protocol import (
     EventType,
     ProtocolError,
     SectionAssigned,
@@ -31,10 +31,10 @@ from agents.protocol import (
     SectionRevisionRequested,
     parse_payload,
 )
-from agents.runtime import Context
-from agents.schemas import Bounds
-from agents.untrusted import Quoted, quote, quoted_facts
-from memory import AgentEvent, Document, Fact
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.untrusted import Quoted, quote, quoted_facts
+from agentmem.memory import AgentEvent, Document, Fact
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ end of file when the orchestrator closes it or dies however it dies, and then se
 SIGTERM. (The kernel's parent-death signal cannot name a grandparent, and it fires when the
 parent dies even if the orphan is re-parented to a subreaper, so it cannot serve here.) An
 agent's
-process title is the command line that starts the same agent by hand (``python -m agents
+process title is the command line that starts the same agent by hand (``python -m agentmem.agents
 writer --run-id R --instance 2 --supervised``), so ``ps``, ``pgrep`` and the chaos tool find
 agents by command line as they always did.
 """
@@ -51,7 +51,7 @@ from typing import Any, NoReturn
 
 import setproctitle
 
-from agents.roles import Role
+from agentmem.agents.roles import Role
 
 # Only light modules are imported at the top: the orchestrator imports INT from here before
 # it starts the zygote, and main() imports the rest in the zygote only.
@@ -63,32 +63,41 @@ _EXIT_ERROR = 1
 
 def agent_title(role: str, run_id: str, instance: int) -> str:
     """The process title of an agent: the command line that would start it by hand."""
-    words = ["python", "-m", "agents", role, "--run-id", run_id, "--instance", str(instance)]
+    words = [
+        "python",
+        "-m",
+        "agentmem.agents",
+        role,
+        "--run-id",
+        run_id,
+        "--instance",
+        str(instance),
+    ]
     return shlex.join([*words, "--supervised"])
 
 
 def become_forked_zygote(parent: int) -> None:
     """Set up a zygote forked from an orchestrator (pid ``parent``): SIGTERM when it dies, and
     a title of its own (it would show the orchestrator's command line)."""
-    from agents.lifetime import die_with_parent
+    from agentmem.agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if os.getppid() != parent:  # the orchestrator died before the request took effect
         os._exit(_EXIT_ERROR)
-    setproctitle.setproctitle(f"python -m agents.zygote --parent {parent}")
+    setproctitle.setproctitle(f"python -m agentmem.agents.zygote --parent {parent}")
 
 
 def main(argv: list[str]) -> int:  # noqa: RET503 - serve() exits the process
     """Serve requests until standard input ends; ``argv`` may name the orchestrator's pid
     (``--parent PID``): if it is gone already, stop at once."""
-    from agents.lifetime import die_with_parent
+    from agentmem.agents.lifetime import die_with_parent
 
     die_with_parent(signal.SIGTERM)()
     if len(argv) == 2 and argv[0] == "--parent" and os.getppid() != int(argv[1]):
         return _EXIT_ERROR  # the orchestrator died while this process was starting
     # The import this server exists for: every role and everything they use (agents.__main__
     # imports them), done once here instead of in every agent process.
-    importlib.import_module("agents.__main__")
+    importlib.import_module("agentmem.agents.__main__")
     serve(socket.socket(fileno=os.dup(0)))  # never returns
 
 
@@ -228,7 +237,7 @@ def _serve(request: dict[str, Any]) -> int:
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     sys.argv = shlex.split(title)[2:]
-    from agents.__main__ import serve_agent
+    from agentmem.agents.__main__ import serve_agent
 
     return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))
 

@@ -1,6 +1,6 @@
 """``make bench``: the memory layer against the naive approach and the floor, in one run.
 
-    python -m bench [--quick] [--only NAME ...] [--repeat N] [--out DIR]
+    python -m agentmem.bench [--quick] [--only NAME ...] [--repeat N] [--out DIR]
 
 Uses REDIS_URL / DATABASE_URL when set, else starts local servers. Prints a table, checks
 the targets (``bench/targets.py``: each met, or missed with its reason), and writes
@@ -26,10 +26,20 @@ import redis.asyncio as redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench import documents, facts, floor, handoffs, locks, pipeline, scale, service, startup
-from bench.harness import Context, Figures, Sizes
-from bench.report import chart, print_tables, targets
-from devservers import local_servers
+from agentmem.bench import (
+    documents,
+    facts,
+    floor,
+    handoffs,
+    locks,
+    pipeline,
+    scale,
+    service,
+    startup,
+)
+from agentmem.bench.harness import Context, Figures, Sizes
+from agentmem.bench.report import chart, print_tables, targets
+from agentmem.devservers import local_servers
 
 DESCRIPTION = "Benchmark the memory layer against the naive approach and the round-trip floor."
 Suite = Callable[[Context], Awaitable[Figures]]
@@ -51,7 +61,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="python -m agentmem.bench", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument("--only", nargs="+", choices=NAMES, metavar="NAME", help=str(NAMES))
     parser.add_argument("--repeat", type=int, help="repetitions per measurement")

@@ -1,4 +1,4 @@
-"""The other process of the handoff benchmark (``python -m bench.consumer MODE ...``).
+"""The other process of the handoff benchmark (``python -m agentmem.bench.consumer MODE ...``).
 
 ``consume URL NS GROUP N``: reads ``N`` events through a consumer group and prints, as JSON,
 the latency of each from its publish (``sent_ns`` in the payload, CLOCK_MONOTONIC, which every
@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import redis.asyncio as redis
 
-from memory import EventStore
+from agentmem.memory import EventStore
 
 
 def ping_key(namespace: str) -> str:

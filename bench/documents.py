@@ -14,9 +14,9 @@ import uuid
 
 import anyio
 
-from bench.facts import fact_text
-from bench.harness import Context, Figures, compare, namespace, timed
-from memory import SharedAgentDB
+from agentmem.bench.facts import fact_text
+from agentmem.bench.harness import Context, Figures, compare, namespace, timed
+from agentmem.memory import SharedAgentDB
 
 READS = 500
 BARE_TABLE = "bench_bare_inserts"

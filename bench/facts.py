@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bench.harness import Context, Figures, Work, compare, namespace
-from bench.naive import NaiveMemory
-from memory import NewFact, RedisAgentMemory
-from memory.facts import parse_records
+from agentmem.bench.harness import Context, Figures, Work, compare, namespace
+from agentmem.bench.naive import NaiveMemory
+from agentmem.memory import NewFact, RedisAgentMemory
+from agentmem.memory.facts import parse_records
 
 CATEGORY = "c"
 LOAD_CHUNK = 5000

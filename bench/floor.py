@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.harness import Context, Figures, compare
+from agentmem.bench.harness import Context, Figures, compare
 
 PINGS = 200
 

@@ -20,9 +20,9 @@ import anyio
 import anyio.abc
 import redis.asyncio as redis
 
-from bench.consumer import bare_stream_key, ping_key, pong_key
-from bench.harness import Context, Figures, latency_summary, namespace
-from memory import AgentEvent, EventStore
+from agentmem.bench.consumer import bare_stream_key, ping_key, pong_key
+from agentmem.bench.harness import Context, Figures, latency_summary, namespace
+from agentmem.memory import AgentEvent, EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PACE_SECONDS = 0.0005  # producers pause between publishes: this measures latency, not saturation
@@ -57,7 +57,7 @@ async def handoffs(ctx: Context) -> Figures:
 
 async def _start(args: list[str]) -> anyio.abc.Process:
     process = await anyio.open_process(
-        [sys.executable, "-m", "bench.consumer", *args], cwd=ROOT, env=dict(os.environ)
+        [sys.executable, "-m", "agentmem.bench.consumer", *args], cwd=ROOT, env=dict(os.environ)
     )
     assert process.stdout is not None
     line = await process.stdout.receive()

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import anyio
 
-from bench.harness import Context, Figures, compare, namespace
-from bench.naive import NaiveMemory
-from memory import RedisAgentMemory, SharedAgentDB
+from agentmem.bench.harness import Context, Figures, compare, namespace
+from agentmem.bench.naive import NaiveMemory
+from agentmem.memory import RedisAgentMemory, SharedAgentDB
 
 CONTENDERS = 8
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio as redis
 
-from memory._codec import as_str
+from agentmem.memory._codec import as_str
 
 
 class NaiveMemory:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Figures, Sample
+from agentmem.bench.harness import Figures, Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 RESPONSES = {
@@ -35,12 +35,12 @@ def _command() -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
     if script.exists():
         return [str(script), "run", "--llm", "stub", "--quiet"]
-    return [sys.executable, "-m", "orchestrator.cli", "run", "--llm", "stub", "--quiet"]
+    return [sys.executable, "-m", "agentmem.orchestrator.cli", "run", "--llm", "stub", "--quiet"]
 
 
 def demo(redis_url: str, database_url: str, out: Path, runs: int) -> Figures:
     """Run the demo ``runs`` times; wall time and per-handoff step time (non-LLM)."""
-    if importlib.util.find_spec("orchestrator.cli") is None:
+    if importlib.util.find_spec("agentmem.orchestrator.cli") is None:
         return {"skipped": "orchestrator/cli.py is not there yet: no demo to run"}
     env = {
         **os.environ,

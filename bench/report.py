@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import startup
-from bench.targets import TARGETS
+from agentmem.bench import startup
+from agentmem.bench.targets import TARGETS
 
 Figures = dict[str, Any]
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import anyio
 
-from bench.harness import Context, Figures, Sample
-from bench.startup import READY, start_agent
-from devservers.cluster import LocalCluster
+from agentmem.bench.harness import Context, Figures, Sample
+from agentmem.bench.startup import READY, start_agent
+from agentmem.devservers.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "sources"
@@ -56,7 +56,7 @@ def make_sources(folder: Path, count: int) -> list[Path]:
 
 def _command(sources: Path, agents: int) -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "orchestrator.cli"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.orchestrator.cli"]
     options = ["--llm", "stub", "--quiet", "--sources", str(sources)]
     return [*base, "run", *options, "--writers", str(agents), "--reviewers", str(agents)]
 

@@ -38,14 +38,14 @@ from pathlib import Path
 import anyio
 from pydantic import SecretStr
 
-from agents.settings import Settings
-from bench.harness import Context, Figures, percentile
-from memory import MemoryConfig, open_memory
-from memory.connections import connect_redis
-from memory.work_queue import WorkQueue
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
-from orchestrator.sources import load_sources
-from service.submit import run_state, submit
+from agentmem.agents.settings import Settings
+from agentmem.bench.harness import Context, Figures, percentile
+from agentmem.memory import MemoryConfig, open_memory
+from agentmem.memory.connections import connect_redis
+from agentmem.memory.work_queue import WorkQueue
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.sources import load_sources
+from agentmem.service.submit import run_state, submit
 
 ROLES = ("research", "writer", "review", "coordinator")
 TENANTS = 4
@@ -54,7 +54,7 @@ AT_ONCE = 4  # agentmem run processes at a time
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -106,7 +106,7 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
 def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
     """An ``agentmem worker ROLE --concurrency 4`` process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "worker", role, "--concurrency", "4"],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role, "--concurrency", "4"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -241,7 +241,7 @@ async def submit_and_wait(
 
 
 def measure(ctx: Context) -> Figures:
-    from bench.service_chaos import drain_and_kill  # deferred: it imports this module
+    from agentmem.bench.service_chaos import drain_and_kill  # deferred: it imports this module
 
     runs = int(os.environ.get("AGENTMEM_BENCH_SERVICE_RUNS", "40"))
     delay = os.environ.get("AGENTMEM_BENCH_SERVICE_DELAY", "0.3")

@@ -24,23 +24,23 @@ import time
 
 import anyio
 
-from agents.sentences import numbered, sentences
-from agents.stub_llm import extract
-from bench.harness import Figures
-from bench.service import (
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.stub_llm import extract
+from agentmem.bench.harness import Figures
+from agentmem.bench.service import (
     ROLES,
     TENANTS,
     bench_settings,
     start_worker,
     stop_workers,
 )
-from chaos.invariants import run_problems
-from memory import MemoryConfig, open_memory
-from memory.connections import connect_redis
-from memory.work_queue import WorkQueue
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
-from orchestrator.sources import load_sources
-from service.submit import run_state, submit
+from agentmem.chaos.invariants import run_problems
+from agentmem.memory import MemoryConfig, open_memory
+from agentmem.memory.connections import connect_redis
+from agentmem.memory.work_queue import WorkQueue
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.sources import load_sources
+from agentmem.service.submit import run_state, submit
 
 PER_ROLE = 2
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import anyio
 
-from agents.roles import Role
-from bench.harness import Context, Figures, Sample
-from orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.agents.roles import Role
+from agentmem.bench.harness import Context, Figures, Sample
+from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLED = {"section.approved", "section.round_limit"}
@@ -46,7 +46,7 @@ _CROWD = ((Role.RESEARCH, 1), *((r, n) for r in (Role.WRITER, Role.REVIEW) for n
 
 def _agentmem() -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "orchestrator.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.orchestrator.cli"]
 
 
 def help_seconds(repeat: int) -> Sample:
@@ -102,7 +102,7 @@ def start_agent(
     command = [
         sys.executable,
         "-m",
-        "agents",
+        "agentmem.agents",
         role,
         "--run-id",
         run_id,
@@ -116,7 +116,7 @@ def start_agent(
 
 
 def _spawned(env: dict[str, str], logs: Path, agents: tuple[tuple[Role, int], ...]) -> float:
-    """Seconds until the last of ``agents`` started as ``python -m agents`` is ready."""
+    """Seconds until the last of ``agents`` started as ``python -m agentmem.agents`` is ready."""
     run_id = f"startup-{uuid.uuid4().hex[:8]}"
     processes: list[subprocess.Popen[bytes]] = []
     asked = time.time()

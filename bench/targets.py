@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import scale
+from agentmem.bench import scale
 
 Figures = dict[str, Any]
 Measure = Callable[[Figures], float | None]

@@ -1,4 +1,4 @@
-"""``python -m chaos``: seeded chaos runs of the demo, checked against the run invariants;
+"""``python -m agentmem.chaos``: seeded chaos runs of the demo, checked against the run invariants;
 ``--history``: seeded runs of the history workload under faults, each history checked."""
 
 from __future__ import annotations
@@ -16,22 +16,22 @@ import anyio
 from pydantic import ValidationError
 from rich.console import Console
 
-from agents import Settings
-from chaos.history_runs import (
+from agentmem.agents import Settings
+from agentmem.chaos.history_runs import (
     check_folder,
     describe_verdict,
     history_root,
     history_session,
 )
-from chaos.session import chaos_session, fault_counts, outcomes_table
-from chaos.workload_faults import HistoryFault
-from memory import AgentMemoryError, leaves
-from orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
+from agentmem.chaos.session import chaos_session, fault_counts, outcomes_table
+from agentmem.chaos.workload_faults import HistoryFault
+from agentmem.memory import AgentMemoryError, leaves
+from agentmem.orchestrator.sources import DEFAULT_TOPIC, PROJECT_SOURCES, load_sources
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m chaos",
+        prog="python -m agentmem.chaos",
         description="Run the demo repeatedly while killing agents and stopping or crashing "
         "Redis and PostgreSQL; check every run against the invariants and a clean run. Uses "
         "local servers of its own (it must stop and start them) and the stub LLM.",

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from chaos.history import Op, OpType
+from agentmem.chaos.history import Op, OpType
 
 
 @dataclass(frozen=True)

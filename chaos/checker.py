@@ -39,7 +39,7 @@ whether any legal execution explains it. :func:`check` pairs each invoke with it
   after a reclaim (the exactly-once check above covers them).
 
 A linearizability search that runs out of budget makes that key *undetermined*: neither an
-anomaly nor a pass. ``python -m chaos.checker HISTORY_FILE...`` prints the summary and each
+anomaly nor a pass. ``python -m agentmem.chaos.checker HISTORY_FILE...`` prints the summary and each
 anomaly; it exits 0 when the history is valid, 1 on anomalies, 2 when nothing was found wrong
 but a search was undetermined.
 """
@@ -55,10 +55,10 @@ from pathlib import Path
 
 import msgspec
 
-from chaos import linearizability
-from chaos.calls import Call, pair
-from chaos.history import Op, read_history
-from chaos.models import DOCUMENT, document_operations
+from agentmem.chaos import linearizability
+from agentmem.chaos.calls import Call, pair
+from agentmem.chaos.history import Op, read_history
+from agentmem.chaos.models import DOCUMENT, document_operations
 
 ACKS_LOST = "entries delivered again after an ok ack (the ack lost)"  # a subject, counted
 
@@ -484,7 +484,7 @@ def _handoff_owners(found: _Found, delivers: list[Call], acks: list[Call]) -> No
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m chaos.checker",
+        prog="python -m agentmem.chaos.checker",
         description="Check a chaos history (JSON lines of chaos.history.Op) for anomalies.",
     )
     parser.add_argument("files", nargs="+", type=Path, help="history files, merged by time")

@@ -36,10 +36,10 @@ from pathlib import Path
 import anyio
 from redis.asyncio.cluster import RedisCluster
 
-from devservers import EmbeddedPostgres
-from devservers.cluster import ClusterNode, LocalCluster
-from memory.connections import MemoryConfig, connect_redis
-from memory.keys import Keyspace
+from agentmem.devservers import EmbeddedPostgres
+from agentmem.devservers.cluster import ClusterNode, LocalCluster
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.keys import Keyspace
 
 _PROMOTION_WAIT = 30.0  # seconds for the cluster to promote the replica
 

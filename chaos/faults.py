@@ -6,7 +6,7 @@
 - ``postgres crash``: an immediate stop (SIGQUIT to the postmaster: no checkpoint, clients cut
   off), down 1-3 s; it restarts with crash recovery from its WAL.
 
-Agent processes are found by their command line, ``python -m agents <role> --run-id R
+Agent processes are found by their command line, ``python -m agentmem.agents <role> --run-id R
 --instance N``, parsed by option name (not by position), so other interpreter flags or a
 different option order do not confuse it. An agent forked by the orchestrator's zygote shows
 the same command line as its process title, one shell-quoted string (``setproctitle``).
@@ -25,7 +25,7 @@ from enum import StrEnum
 import anyio
 import psutil
 
-from devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
 
 
 class Fault(StrEnum):
@@ -103,7 +103,7 @@ def agent_identity(cmdline: list[str]) -> tuple[str, str, int] | None:
             return None
     cmdline = words
     for i in range(len(cmdline) - 1):
-        if cmdline[i] == "-m" and cmdline[i + 1] == "agents":
+        if cmdline[i] == "-m" and cmdline[i + 1] == "agentmem.agents":
             rest = cmdline[i + 2 :]
             break
     else:

@@ -1,11 +1,11 @@
-"""``python -m chaos --history``: seeded workload runs under faults, each history checked.
+"""``python -m agentmem.chaos --history``: seeded workload runs under faults, each history checked.
 
 Each run (:func:`history_run`) starts the workload (:mod:`chaos.workload_run`), injects one or
 more faults (:mod:`chaos.workload_faults`) at moments drawn from its seed, waits for the work
 to end, and hands the merged history to the checker (:func:`check_history`, the one place it
 is called). The histories stay in ``.agentmem/chaos/<seed>/`` (``.agentmem/chaos/cluster/``
 on a cluster; one file per process, and ``run.json`` saying what was injected), so
-``python -m chaos --check .agentmem/chaos/<seed>`` checks a run again. Redis and PostgreSQL
+``python -m agentmem.chaos --check .agentmem/chaos/<seed>`` checks a run again. Redis and PostgreSQL
 are local servers started for the session (a fault must be able to restart Redis); each run
 works in a namespace of its own. With ``cluster`` Redis is a local Redis Cluster
 (:mod:`chaos.failover`): every run fails the namespace's primary over to a replica that missed
@@ -28,15 +28,21 @@ from typing import Protocol
 import anyio
 from rich.console import Console
 
-from chaos.checker import ACKS_LOST, check
-from chaos.failover import ClusterServers
-from chaos.history import Op, read_history
-from chaos.session import ChaosServers
-from chaos.workload_faults import CLUSTER_ONLY, FAULTS, STANDALONE_ONLY, HistoryFault, Inflicted
-from chaos.workload_run import WorkloadRun
-from devservers import EmbeddedPostgres, EmbeddedRedis
-from devservers.cluster import LocalCluster
-from memory import MemoryConfig, open_memory
+from agentmem.chaos.checker import ACKS_LOST, check
+from agentmem.chaos.failover import ClusterServers
+from agentmem.chaos.history import Op, read_history
+from agentmem.chaos.session import ChaosServers
+from agentmem.chaos.workload_faults import (
+    CLUSTER_ONLY,
+    FAULTS,
+    STANDALONE_ONLY,
+    HistoryFault,
+    Inflicted,
+)
+from agentmem.chaos.workload_run import WorkloadRun
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.devservers.cluster import LocalCluster
+from agentmem.memory import MemoryConfig, open_memory
 
 HISTORIES = Path(".agentmem") / "chaos"
 

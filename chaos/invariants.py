@@ -1,6 +1,6 @@
 """The invariants a finished run must keep, however much broke while it ran.
 
-Used by ``python -m chaos`` (``make chaos``) after each run, and by the fault-injection
+Used by ``python -m agentmem.chaos`` (``make chaos``) after each run, and by the fault-injection
 tests: every planned section appears in the report exactly once and is settled; every fact
 its settled draft cites (read from the draft's data) exists and quotes its source; the run
 holds exactly the facts a clean run holds, none twice; every handoff was published once; every
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from agents import SectionState
-from agents.documents import Draft, draft_key
-from agents.protocol import SourceDoc
-from memory import RedisAgentMemory, SharedAgentDB
+from agentmem.agents import SectionState
+from agentmem.agents.documents import Draft, draft_key
+from agentmem.agents.protocol import SourceDoc
+from agentmem.memory import RedisAgentMemory, SharedAgentDB
 
 
 async def run_problems(

@@ -6,7 +6,7 @@ Porcupine checks its implementation against 102 logs of Jepsen's etcd test (line
 :class:`chaos.history.Op` on the register ``r``, its time the line's number; the values are
 the register model's (see :mod:`chaos.models`): ``nil`` is None, ``[a b]`` a list.
 
-``python -m chaos.jepsen LOG...`` prints each log's verdict, search steps and time.
+``python -m agentmem.chaos.jepsen LOG...`` prints each log's verdict, search steps and time.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from chaos import linearizability
-from chaos.calls import pair
-from chaos.history import Op, OpType
-from chaos.models import REGISTER, register_operations
+from agentmem.chaos import linearizability
+from agentmem.chaos.calls import pair
+from agentmem.chaos.history import Op, OpType
+from agentmem.chaos.models import REGISTER, register_operations
 
 _LINE = re.compile(
     r"^INFO\s+jepsen\.util\s+-\s+(\d+)\s+:(invoke|ok|fail|info)\s+:(read|write|cas)\s+(.*?)\s*$"

@@ -25,8 +25,8 @@ from typing import Any
 
 import msgspec
 
-from chaos.calls import Call
-from chaos.linearizability import UNKNOWN, Model, Operation, Unknown
+from agentmem.chaos.calls import Call
+from agentmem.chaos.linearizability import UNKNOWN, Model, Operation, Unknown
 
 # -- the register ----------------------------------------------------------------------------
 

@@ -25,14 +25,14 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from agents import Settings
-from agents.protocol import SourceDoc
-from chaos.faults import Fault, Injection, agent_processes, inject
-from chaos.invariants import run_problems
-from devservers import EmbeddedPostgres, EmbeddedRedis
-from memory import leaves, open_memory
-from orchestrator import RunResult, run_report
-from orchestrator.progress import Progress
+from agentmem.agents import Settings
+from agentmem.agents.protocol import SourceDoc
+from agentmem.chaos.faults import Fault, Injection, agent_processes, inject
+from agentmem.chaos.invariants import run_problems
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.memory import leaves, open_memory
+from agentmem.orchestrator import RunResult, run_report
+from agentmem.orchestrator.progress import Progress
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The history workload: processes that use the public memory API and record what they were told.
 
-``python -m chaos.workload ROLE --process NAME --history FILE ...`` is one process of a run
+``python -m agentmem.chaos.workload ROLE --process NAME --history FILE ...`` is one process of a run
 (:mod:`chaos.history_runs` starts them). Each connects with :func:`memory.open_memory`, prints
 ``ready``, waits for ``go <until>`` on stdin (``until`` in ``time.monotonic_ns()``), works until
 then, and records every operation with :class:`chaos.history.Recorder`, one op at a time (one
@@ -48,9 +48,9 @@ from pathlib import Path
 
 import anyio
 
-from agents.lifetime import die_with_parent
-from chaos.history import Recorder
-from memory import (
+from agentmem.agents.lifetime import die_with_parent
+from agentmem.chaos.history import Recorder
+from agentmem.memory import (
     AgentEvent,
     ConflictError,
     ConsumerGroup,
@@ -376,7 +376,7 @@ class Worker:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m chaos.workload")
+    parser = argparse.ArgumentParser(prog="python -m agentmem.chaos.workload")
     parser.add_argument("role", choices=("client", "producer", "consumer"))
     parser.add_argument("--process", required=True, help="this process's name in the history")
     parser.add_argument("--history", type=Path, required=True)

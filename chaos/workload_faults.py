@@ -41,13 +41,13 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from chaos.failover import fail_over, failover_window
-from chaos.history import Op
-from chaos.proxy import Relay
-from chaos.workload import LOCK_TTL, RESOURCE, SEM_TTL
-from chaos.workload_run import WorkloadProcess, WorkloadRun
-from devservers import EmbeddedRedis
-from devservers.cluster import LocalCluster
+from agentmem.chaos.failover import fail_over, failover_window
+from agentmem.chaos.history import Op
+from agentmem.chaos.proxy import Relay
+from agentmem.chaos.workload import LOCK_TTL, RESOURCE, SEM_TTL
+from agentmem.chaos.workload_run import WorkloadProcess, WorkloadRun
+from agentmem.devservers import EmbeddedRedis
+from agentmem.devservers.cluster import LocalCluster
 
 _HOLDER_WAIT = 5.0  # seconds to find a client holding the lock
 _LAST_BYTES = 4096

@@ -32,9 +32,9 @@ from typing import Self
 import anyio
 from anyio.abc import Process
 
-from chaos.proxy import Relay
-from devservers import EmbeddedPostgres, EmbeddedRedis
-from devservers.cluster import LocalCluster
+from agentmem.chaos.proxy import Relay
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.devservers.cluster import LocalCluster
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class WorkloadRun:
         command = [
             sys.executable,
             "-m",
-            "chaos.workload",
+            "agentmem.chaos.workload",
             proc.role,
             "--process", proc.name,
             "--history", str(proc.history),

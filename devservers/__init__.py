@@ -6,16 +6,16 @@ to the checkout's set, shared by every command (:mod:`devservers.shared`). The m
 never starts servers; it only connects to the URLs it is given.
 """
 
-from devservers.errors import ServerStartError
-from devservers.ports import free_port
-from devservers.servers import (
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.ports import free_port
+from agentmem.devservers.servers import (
     APPENDFSYNC_POLICIES,
     EmbeddedPostgres,
     EmbeddedRedis,
     ServerUrls,
     local_servers,
 )
-from devservers.shared import SharedServers, shared_servers
+from agentmem.devservers.shared import SharedServers, shared_servers
 
 __all__ = [
     "APPENDFSYNC_POLICIES",

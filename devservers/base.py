@@ -18,9 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from agents.lifetime import die_with_parent
-from devservers.errors import ServerStartError
-from devservers.ports import free_port
+from agentmem.agents.lifetime import die_with_parent
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.ports import free_port
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A local Redis Cluster: three primaries and three replicas of the wheel's ``valkey-server``.
 
 For tests (``AGENTMEM_TEST_REDIS=cluster``, ``make test-cluster``) and for trying the
-application on a cluster (``python -m devservers.cluster``). Each node is an
+application on a cluster (``python -m agentmem.devservers.cluster``). Each node is an
 :class:`~devservers.servers.EmbeddedRedis` with cluster mode on and its append-only file;
 ``valkey-cli --cluster create`` (shipped beside the server) assigns the slots and the replicas.
 Nodes time out after ``node_timeout_ms``, so that a killed primary's replica takes over
@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devservers.base import StartStop
-from devservers.errors import ServerStartError
-from devservers.servers import EmbeddedRedis, find_redis_server
+from agentmem.devservers.base import StartStop
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.servers import EmbeddedRedis, find_redis_server
 
 logger = logging.getLogger(__name__)
 

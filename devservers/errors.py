@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memory import AgentMemoryError
+from agentmem.memory import AgentMemoryError
 
 
 class ServerStartError(AgentMemoryError, RuntimeError):

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from devservers.base import Server, start_together, stop_together
-from devservers.postgres_server import EmbeddedPostgres
-from devservers.redis_server import EmbeddedRedis
-from devservers.shared import (
+from agentmem.devservers.base import Server, start_together, stop_together
+from agentmem.devservers.postgres_server import EmbeddedPostgres
+from agentmem.devservers.redis_server import EmbeddedRedis
+from agentmem.devservers.shared import (
     ERROR,
     STATE,
     SharedState,
@@ -29,7 +29,7 @@ from devservers.shared import (
     write_state,
 )
 
-logger = logging.getLogger("devservers.keeper")
+logger = logging.getLogger("agentmem.devservers.keeper")
 
 POLL_SECONDS = 0.2  # how often the leases are looked at
 

@@ -1,6 +1,6 @@
 """A real LLM on loopback: llama.cpp's ``llama-server`` serving SmolLM2-135M-Instruct.
 
-``make test-llm`` runs ``python -m devservers.llm``, which
+``make test-llm`` runs ``python -m agentmem.devservers.llm``, which
 
 1. obtains ``llama-server``: built once with the system's cmake and C++ compiler (installed
    with apt-get when running as root and missing) from the llama.cpp sources in the
@@ -40,10 +40,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agents.lifetime import die_with_parent
-from agents.sentences import sentences
-from devservers.errors import ServerStartError
-from devservers.ports import free_port
+from agentmem.agents.lifetime import die_with_parent
+from agentmem.agents.sentences import sentences
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.ports import free_port
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from devservers.base import RunAs, Server, package_dir
-from devservers.errors import ServerStartError
-from devservers.unprivileged import (
+from agentmem.devservers.base import RunAs, Server, package_dir
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.unprivileged import (
     cluster_home,
     cluster_home_if_any,
     reachable_binaries,

@@ -8,9 +8,9 @@ import shutil
 import socket
 from pathlib import Path
 
-from devservers.base import Server, package_dir
-from devservers.errors import ServerStartError
-from memory import InvalidValueError
+from agentmem.devservers.base import Server, package_dir
+from agentmem.devservers.errors import ServerStartError
+from agentmem.memory import InvalidValueError
 
 logger = logging.getLogger(__name__)
 

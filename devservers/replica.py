@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devservers.errors import ServerStartError
-from devservers.servers import EmbeddedPostgres
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.servers import EmbeddedPostgres
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devservers.base import Server, start_together, stop_together
-from devservers.postgres_server import EmbeddedPostgres, find_postgres_bin
-from devservers.redis_server import APPENDFSYNC_POLICIES, EmbeddedRedis, find_redis_server
+from agentmem.devservers.base import Server, start_together, stop_together
+from agentmem.devservers.postgres_server import EmbeddedPostgres, find_postgres_bin
+from agentmem.devservers.redis_server import APPENDFSYNC_POLICIES, EmbeddedRedis, find_redis_server
 
 logger = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from devservers.errors import ServerStartError
-from devservers.servers import ServerUrls
+from agentmem.devservers.errors import ServerStartError
+from agentmem.devservers.servers import ServerUrls
 
 __all__ = [
     "SharedServers",
@@ -188,7 +188,7 @@ def _start_keeper(directory: Path, appendfsync: str) -> SharedState:
     (directory / ERROR).unlink(missing_ok=True)
     with (directory / "keeper.log").open("ab") as log:
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "devservers.keeper", str(directory), appendfsync],
+            [sys.executable, "-m", "agentmem.devservers.keeper", str(directory), appendfsync],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

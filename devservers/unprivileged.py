@@ -21,7 +21,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from devservers.errors import ServerStartError
+from agentmem.devservers.errors import ServerStartError
 
 _MARKER = "cluster-id"
 

@@ -12,13 +12,13 @@
 - :mod:`telemetry`: OpenTelemetry spans, off unless ``OTEL_TRACES_EXPORTER`` is set.
 """
 
-from memory import telemetry
-from memory.agent_event import AgentEvent
-from memory.agent_memory import RedisAgentMemory
-from memory.connections import MemoryConfig, redact
-from memory.consumer import ConsumerGroup, DeadLetter, Delivery, PendingSummary
-from memory.durable import DurableWriter
-from memory.errors import (
+from agentmem.memory import telemetry
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.connections import MemoryConfig, redact
+from agentmem.memory.consumer import ConsumerGroup, DeadLetter, Delivery, PendingSummary
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.errors import (
     AgentMemoryError,
     ConflictError,
     DeliveryLostError,
@@ -38,20 +38,20 @@ from memory.errors import (
     WalFullError,
     leaves,
 )
-from memory.events import EventStore
-from memory.facts import Fact, NewFact
-from memory.keys import path_part, validate_id
-from memory.layer import Memory, open_memory
-from memory.limits import Limits
-from memory.locks import HeldLock, Lease
-from memory.namespace import drop_redis_namespace
-from memory.projection import CountByType, Projection
-from memory.retry import retrying
-from memory.run_index import RunEntry, RunIndex
-from memory.semaphore import Permit, Semaphore
-from memory.shared_db import Document, SharedAgentDB
-from memory.status import AgentStatus
-from memory.wal import WriteAheadLog
+from agentmem.memory.events import EventStore
+from agentmem.memory.facts import Fact, NewFact
+from agentmem.memory.keys import path_part, validate_id
+from agentmem.memory.layer import Memory, open_memory
+from agentmem.memory.limits import Limits
+from agentmem.memory.locks import HeldLock, Lease
+from agentmem.memory.namespace import drop_redis_namespace
+from agentmem.memory.projection import CountByType, Projection
+from agentmem.memory.retry import retrying
+from agentmem.memory.run_index import RunEntry, RunIndex
+from agentmem.memory.semaphore import Permit, Semaphore
+from agentmem.memory.shared_db import Document, SharedAgentDB
+from agentmem.memory.status import AgentStatus
+from agentmem.memory.wal import WriteAheadLog
 
 __all__ = [
     "AgentEvent",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from memory.connections import RedisClient
+from agentmem.memory.connections import RedisClient
 
 
 def longest_block_ms(client: RedisClient) -> int | None:

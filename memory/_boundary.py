@@ -42,7 +42,7 @@ import anyio
 import asyncpg
 import redis.exceptions as redis_errors
 
-from memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
+from agentmem.memory.errors import AgentMemoryError, ServerUnavailableError, StoreError
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from memory.errors import InvalidValueError
+from agentmem.memory.errors import InvalidValueError
 
 INT32_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1

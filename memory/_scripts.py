@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from memory.connections import RedisClient
+from agentmem.memory.connections import RedisClient
 
 
 class LuaScript:

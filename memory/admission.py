@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str
-from memory.connections import RedisClient
-from memory.keys import TENANTS, Keyspace, tenant_key, validate_id
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.keys import TENANTS, Keyspace, tenant_key, validate_id
 
 Admitted = Literal["start", "queued", "known", "full"]
 

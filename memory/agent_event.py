@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from memory import telemetry
-from memory._codec import as_str, check_text, encode_json, utc_now
-from memory.errors import InvalidValueError, PoisonMessageError
-from memory.keys import validate_id
-from memory.limits import Limits
+from agentmem.memory import telemetry
+from agentmem.memory._codec import as_str, check_text, encode_json, utc_now
+from agentmem.memory.errors import InvalidValueError, PoisonMessageError
+from agentmem.memory.keys import validate_id
+from agentmem.memory.limits import Limits
 
 _DEFAULT_LIMITS = Limits()
 _MAX_EVENT_TYPE = 200

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from memory._resource import AsyncResource
-from memory.connections import RedisClient
-from memory.facts import Fact, FactStore, NewFact
-from memory.keys import Keyspace
-from memory.limits import Limits
-from memory.locks import HeldLock, Lease, LockManager, TokenIssuer
-from memory.status import AgentStatus, StatusBoard
+from agentmem.memory._resource import AsyncResource
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.facts import Fact, FactStore, NewFact
+from agentmem.memory.keys import Keyspace
+from agentmem.memory.limits import Limits
+from agentmem.memory.locks import HeldLock, Lease, LockManager, TokenIssuer
+from agentmem.memory.status import AgentStatus, StatusBoard
 
 
 class RedisAgentMemory(AsyncResource):

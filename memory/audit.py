@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from memory._boundary import translate_errors
+from agentmem.memory._boundary import translate_errors
 
 
 @dataclass(frozen=True, slots=True)

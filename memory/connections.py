@@ -41,9 +41,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from memory._boundary import POSTGRES_DOWN
-from memory.errors import InvalidConfigError, ServerUnavailableError
-from memory.limits import Limits
+from agentmem.memory._boundary import POSTGRES_DOWN
+from agentmem.memory.errors import InvalidConfigError, ServerUnavailableError
+from agentmem.memory.limits import Limits
 
 # Every store takes either: one client of a standalone server, or one of a Redis Cluster.
 RedisClient = redis.Redis | RedisCluster

@@ -59,15 +59,15 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from memory import telemetry
-from memory._blocking import block_slices
-from memory._boundary import translate_errors
-from memory._codec import as_str, utc_now
-from memory._scripts import LuaScript
-from memory.agent_event import AgentEvent
-from memory.connections import RedisClient
-from memory.errors import DeliveryLostError, PoisonMessageError, StoreError
-from memory.keys import validate_id
+from agentmem.memory import telemetry
+from agentmem.memory._blocking import block_slices
+from agentmem.memory._boundary import translate_errors
+from agentmem.memory._codec import as_str, utc_now
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import DeliveryLostError, PoisonMessageError, StoreError
+from agentmem.memory.keys import validate_id
 
 logger = logging.getLogger(__name__)
 

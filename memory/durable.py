@@ -68,13 +68,13 @@ from typing import Any
 
 import anyio
 
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import InvalidIdError, ServerUnavailableError, WalFullError
-from memory.events import AgentEvent, EventStore
-from memory.facts import NewFact
-from memory.keys import validate_id
-from memory.replication import Mark, Position, Replication, check_replicated
-from memory.wal import WalEntry, WriteAheadLog
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.errors import InvalidIdError, ServerUnavailableError, WalFullError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.keys import validate_id
+from agentmem.memory.replication import Mark, Position, Replication, check_replicated
+from agentmem.memory.wal import WalEntry, WriteAheadLog
 
 logger = logging.getLogger(__name__)
 

@@ -25,19 +25,19 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from memory import telemetry
-from memory._blocking import longest_block_ms
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str
-from memory._resource import AsyncResource
-from memory._scripts import LuaScript
-from memory.agent_event import AgentEvent
-from memory.connections import RedisClient
-from memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
-from memory.errors import AgentMemoryError, PoisonMessageError
-from memory.keys import Keyspace, validate_id
-from memory.limits import Limits
-from memory.projection import Projection
+from agentmem.memory import telemetry
+from agentmem.memory._blocking import longest_block_ms
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str
+from agentmem.memory._resource import AsyncResource
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.consumer import ORIGINAL_FIELDS, ConsumerGroup, DeadLetter, GiveUp
+from agentmem.memory.errors import AgentMemoryError, PoisonMessageError
+from agentmem.memory.keys import Keyspace, validate_id
+from agentmem.memory.limits import Limits
+from agentmem.memory.projection import Projection
 
 __all__ = ["AgentEvent", "DeadLetter", "EventStore"]
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import msgspec
 
-from memory import telemetry
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str, check_text, encode_json_bytes, json_text, utc_now
-from memory._scripts import LuaScript
-from memory.connections import RedisClient
-from memory.errors import InvalidValueError, StoreError
-from memory.keys import Keyspace, validate_id
-from memory.limits import Limits
+from agentmem.memory import telemetry
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str, check_text, encode_json_bytes, json_text, utc_now
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import InvalidValueError, StoreError
+from agentmem.memory.keys import Keyspace, validate_id
+from agentmem.memory.limits import Limits
 
 _STORE = """
 -- KEYS: 1 id counter, 2 records hash, 3 idempotency hash, 4 categories set, 5.. category sets

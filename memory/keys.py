@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from memory.errors import InvalidIdError
+from agentmem.memory.errors import InvalidIdError
 
 MAX_ID_LENGTH = 256
 

@@ -23,18 +23,18 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from memory._resource import AsyncResource
-from memory.agent_memory import RedisAgentMemory
-from memory.connections import MemoryConfig, RedisClient, connect_redis, postgres_pool
-from memory.errors import AgentMemoryError, ServerUnavailableError
-from memory.events import EventStore
-from memory.keys import TenantKeys, validate_id
-from memory.limits import Limits
-from memory.namespace import drop_redis_namespace
-from memory.retry import retrying
-from memory.run_index import RunIndex
-from memory.semaphore import Semaphore
-from memory.shared_db import SharedAgentDB
+from agentmem.memory._resource import AsyncResource
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.connections import MemoryConfig, RedisClient, connect_redis, postgres_pool
+from agentmem.memory.errors import AgentMemoryError, ServerUnavailableError
+from agentmem.memory.events import EventStore
+from agentmem.memory.keys import TenantKeys, validate_id
+from agentmem.memory.limits import Limits
+from agentmem.memory.namespace import drop_redis_namespace
+from agentmem.memory.retry import retrying
+from agentmem.memory.run_index import RunIndex
+from agentmem.memory.semaphore import Semaphore
+from agentmem.memory.shared_db import SharedAgentDB
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from memory.errors import InvalidValueError
+from agentmem.memory.errors import InvalidValueError
 
 MB = 1024 * 1024
 

@@ -73,13 +73,18 @@ from dataclasses import dataclass
 
 import anyio
 
-from memory import _clock, telemetry
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str, ttl_ms
-from memory._scripts import LuaScript
-from memory.connections import RedisClient
-from memory.errors import LockLostError, LockTimeoutError, ServerUnavailableError, StoreError
-from memory.keys import Keyspace, validate_id
+from agentmem.memory import _clock, telemetry
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str, ttl_ms
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import (
+    LockLostError,
+    LockTimeoutError,
+    ServerUnavailableError,
+    StoreError,
+)
+from agentmem.memory.keys import Keyspace, validate_id
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ its own keys and no other run's.
 
 from __future__ import annotations
 
-from memory._boundary import translated
-from memory.connections import RedisClient
-from memory.keys import Keyspace
+from agentmem.memory._boundary import translated
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.keys import Keyspace
 
 _BATCH = 500
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Protocol, TypeVar
 
-from memory.agent_event import AgentEvent
+from agentmem.memory.agent_event import AgentEvent
 
 S = TypeVar("S")
 

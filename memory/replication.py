@@ -37,9 +37,9 @@ from typing import Any
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 
-from memory._boundary import translated
-from memory.connections import RedisClient
-from memory.errors import ServerUnavailableError
+from agentmem.memory._boundary import translated
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import ServerUnavailableError
 
 # The slot is moving (a failover or resharding): try again once the cluster has settled.
 _MOVING = (

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str
-from memory.connections import RedisClient
-from memory.keys import (
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.keys import (
     RUN_INDEX_ORDER,
     RUN_INDEX_RECORDS,
     run_index_tenant_order,

@@ -51,18 +51,18 @@ from contextlib import asynccontextmanager
 import anyio
 from redis.exceptions import RedisError
 
-from memory import _clock
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str, ttl_ms
-from memory.connections import RedisClient
-from memory.errors import (
+from agentmem.memory import _clock
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str, ttl_ms
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import (
     InvalidValueError,
     PermitLostError,
     SemaphoreTimeoutError,
     ServerUnavailableError,
     StoreError,
 )
-from memory.keys import Keyspace, TenantKeys, validate_id
+from agentmem.memory.keys import Keyspace, TenantKeys, validate_id
 
 logger = logging.getLogger(__name__)
 

@@ -47,16 +47,16 @@ from typing import Any, Self
 import anyio
 import asyncpg
 
-from memory import telemetry
-from memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
-from memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
-from memory._resource import AsyncResource
-from memory.connections import MemoryConfig, postgres_pool
-from memory.errors import ConflictError, StaleFencingTokenError, UnfencedWriteError
-from memory.keys import validate_id
-from memory.limits import Limits
-from memory.migrate import migrate
-from memory.retry import retrying
+from agentmem.memory import telemetry
+from agentmem.memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
+from agentmem.memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
+from agentmem.memory._resource import AsyncResource
+from agentmem.memory.connections import MemoryConfig, postgres_pool
+from agentmem.memory.errors import ConflictError, StaleFencingTokenError, UnfencedWriteError
+from agentmem.memory.keys import validate_id
+from agentmem.memory.limits import Limits
+from agentmem.memory.migrate import migrate
+from agentmem.memory.retry import retrying
 
 logger = logging.getLogger(__name__)
 

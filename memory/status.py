@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str, check_text, ttl_ms
-from memory._scripts import LuaScript
-from memory.connections import RedisClient
-from memory.keys import Keyspace, decode_part, encode_part
-from memory.limits import Limits
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str, check_text, ttl_ms
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.keys import Keyspace, decode_part, encode_part
+from agentmem.memory.limits import Limits
 
 _SET = """
 -- KEYS: 1 status key, 2 live-agents zset. ARGV: 1 encoded agent id, 2 ttl ms, 3 status, 4 detail

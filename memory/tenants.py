@@ -26,8 +26,8 @@ from datetime import datetime
 
 import asyncpg
 
-from memory._boundary import translate_errors
-from memory.errors import InvalidIdError
+from agentmem.memory._boundary import translate_errors
+from agentmem.memory.errors import InvalidIdError
 
 KEY_PREFIX = "am"
 _KEY_ID_BYTES = 6

@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from memory._resource import AsyncResource
-from memory.errors import WalFullError
+from agentmem.memory._resource import AsyncResource
+from agentmem.memory.errors import WalFullError
 
 logger = logging.getLogger(__name__)
 

@@ -45,14 +45,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from memory._blocking import block_slices
-from memory._boundary import idempotent, translate_errors
-from memory._codec import as_str
-from memory.agent_event import AgentEvent
-from memory.connections import RedisClient
-from memory.consumer import ConsumerGroup, Delivery, GiveUp
-from memory.errors import InvalidValueError
-from memory.keys import (
+from agentmem.memory._blocking import block_slices
+from agentmem.memory._boundary import idempotent, translate_errors
+from agentmem.memory._codec import as_str
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.consumer import ConsumerGroup, Delivery, GiveUp
+from agentmem.memory.errors import InvalidValueError
+from agentmem.memory.keys import (
     validate_id,
     work_bell,
     work_dead_letters,

@@ -11,21 +11,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.launcher import AgentLauncher
-    from orchestrator.lifecycle import RunFailedError, RunResult, run_report
-    from orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
-    from orchestrator.tracker import RunState, RunTracker
+    from agentmem.orchestrator.launcher import AgentLauncher
+    from agentmem.orchestrator.lifecycle import RunFailedError, RunResult, run_report
+    from agentmem.orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
+    from agentmem.orchestrator.tracker import RunState, RunTracker
 
 _HOMES = {
-    "AgentCrashedError": "orchestrator.supervisor",
-    "AgentLauncher": "orchestrator.launcher",
-    "AgentSpec": "orchestrator.supervisor",
-    "RunFailedError": "orchestrator.lifecycle",
-    "RunResult": "orchestrator.lifecycle",
-    "RunState": "orchestrator.tracker",
-    "RunTracker": "orchestrator.tracker",
-    "Supervisor": "orchestrator.supervisor",
-    "run_report": "orchestrator.lifecycle",
+    "AgentCrashedError": "agentmem.orchestrator.supervisor",
+    "AgentLauncher": "agentmem.orchestrator.launcher",
+    "AgentSpec": "agentmem.orchestrator.supervisor",
+    "RunFailedError": "agentmem.orchestrator.lifecycle",
+    "RunResult": "agentmem.orchestrator.lifecycle",
+    "RunState": "agentmem.orchestrator.tracker",
+    "RunTracker": "agentmem.orchestrator.tracker",
+    "Supervisor": "agentmem.orchestrator.supervisor",
+    "run_report": "agentmem.orchestrator.lifecycle",
 }
 
 __all__ = [

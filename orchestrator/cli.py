@@ -15,12 +15,12 @@ import os
 import sys
 from typing import NoReturn
 
-from orchestrator.cli_common import app
-from orchestrator.cli_servers import servers_app
+from agentmem.orchestrator.cli_common import app
+from agentmem.orchestrator.cli_servers import servers_app
 
 # Each module registers its commands on ``app`` when imported: this order is ``--help``'s.
 # isort: off
-from orchestrator import cli_mcp, cli_start, cli_inspect, cli_service, cli_tenants
+from agentmem.orchestrator import cli_mcp, cli_start, cli_inspect, cli_service, cli_tenants
 # isort: on
 
 app.add_typer(servers_app, name="servers")
@@ -32,7 +32,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)  # reconnects after an outage
     # The supervisor tells the person about each restart itself; its log line would repeat it.
-    logging.getLogger("orchestrator.supervisor").setLevel(logging.ERROR)
+    logging.getLogger("agentmem.orchestrator.supervisor").setLevel(logging.ERROR)
     try:
         app()
     except SystemExit as exc:
@@ -54,7 +54,7 @@ def end_now(code: str | int | None) -> NoReturn:
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    telemetry = sys.modules.get("memory.telemetry")  # not imported: no span was recorded
+    telemetry = sys.modules.get("agentmem.memory.telemetry")  # not imported: no span was recorded
     if telemetry is not None:
         telemetry.shutdown()
     logging.shutdown()

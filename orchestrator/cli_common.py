@@ -20,7 +20,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agents import Settings
+    from agentmem.agents import Settings
 
 P = ParamSpec("P")
 
@@ -69,8 +69,8 @@ def settings_from_env(**overrides: object) -> Settings:
     """The settings from the environment, with this command's options applied and checked."""
     from pydantic import ValidationError
 
-    from agents import Settings
-    from memory import InvalidConfigError
+    from agentmem.agents import Settings
+    from agentmem.memory import InvalidConfigError
 
     try:
         settings = Settings().model_copy(update=overrides)
@@ -107,7 +107,7 @@ def one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
         except BrokenPipeError:
             stdout_closed()
         except Exception as exc:
-            from memory import AgentMemoryError, leaves
+            from agentmem.memory import AgentMemoryError, leaves
 
             inside = leaves(exc)
             known = all(isinstance(e, AgentMemoryError | OSError) for e in inside)
@@ -133,7 +133,7 @@ def stdout_closed() -> NoReturn:
 
 
 def _one_line(exc: BaseException) -> str:
-    from memory import AgentMemoryError
+    from agentmem.memory import AgentMemoryError
 
     text = " ".join(str(exc).split())
     if isinstance(exc, AgentMemoryError):
@@ -142,7 +142,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def checked_run_id(value: str) -> str:
-    from memory import InvalidIdError, validate_id
+    from agentmem.memory import InvalidIdError, validate_id
 
     try:
         return validate_id(value, "run id")
@@ -162,7 +162,7 @@ def servers(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
     if redis_url and database_url:
         yield settings
         return
-    from devservers.shared import shared_servers
+    from agentmem.devservers.shared import shared_servers
 
     missing = [
         name for name, url in (("Redis", redis_url), ("PostgreSQL", database_url)) if not url

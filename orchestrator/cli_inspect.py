@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from orchestrator.cli_common import (
+from agentmem.orchestrator.cli_common import (
     app,
     checked_run_id,
     console,
@@ -19,12 +19,12 @@ from orchestrator.cli_common import (
     servers,
     settings_from_env,
 )
-from web import DEFAULT_PORT, HOST
+from agentmem.web import DEFAULT_PORT, HOST
 
 # The commands import what they run when they run (see orchestrator.cli_common).
 if TYPE_CHECKING:
-    from agents import Settings
-    from memory import RunEntry
+    from agentmem.agents import Settings
+    from agentmem.memory import RunEntry
 
 
 @app.command(short_help="List the runs, newest first.")
@@ -40,7 +40,7 @@ def runs(
     """List the runs, newest first: id, topic, state, sections, duration, start time."""
     import anyio
 
-    from memory import open_memory
+    from agentmem.memory import open_memory
 
     settings = settings_from_env()
 
@@ -119,7 +119,7 @@ def inspect(
     """Show a run: its sections, why it failed if it did, and on request more detail."""
     import anyio
 
-    from orchestrator.inspection import run_json, show_run
+    from agentmem.orchestrator.inspection import run_json, show_run
 
     settings = settings_from_env()
     with servers(settings, quiet=as_json) as ready:
@@ -163,8 +163,8 @@ def dead_letters(
     """List the handoffs the agents of a run gave up on, and why."""
     import anyio
 
-    from orchestrator.inspection import dead_letter_json, show_dead_letters
-    from orchestrator.inspection import dead_letters as read_dead_letters
+    from agentmem.orchestrator.inspection import dead_letter_json, show_dead_letters
+    from agentmem.orchestrator.inspection import dead_letters as read_dead_letters
 
     settings = settings_from_env()
     with servers(settings, quiet=as_json) as ready:
@@ -192,8 +192,8 @@ def requeue(
     """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
     import anyio
 
-    from agents import RUN_STREAM
-    from memory import open_memory
+    from agentmem.agents import RUN_STREAM
+    from agentmem.memory import open_memory
 
     settings = settings_from_env()
 
@@ -230,10 +230,10 @@ def forget(
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     import anyio
 
-    from memory import open_memory
-    from memory.admission import Submissions
-    from memory.audit import AuditLog, AuditRecord
-    from orchestrator.cli_tenants import OPERATOR
+    from agentmem.memory import open_memory
+    from agentmem.memory.admission import Submissions
+    from agentmem.memory.audit import AuditLog, AuditRecord
+    from agentmem.orchestrator.cli_tenants import OPERATOR
 
     settings = settings_from_env()
 
@@ -285,9 +285,9 @@ def serve(
     import anyio
     import uvicorn
 
-    from memory import open_memory
-    from memory.tenants import TenantKeys
-    from web import create_app
+    from agentmem.memory import open_memory
+    from agentmem.memory.tenants import TenantKeys
+    from agentmem.web import create_app
 
     settings = settings_from_env()
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_common import app, fail, one_line_errors, servers, settings_from_env
+from agentmem.orchestrator.cli_common import app, fail, one_line_errors, servers, settings_from_env
 
 
 @app.command(short_help="Serve the memory layer to an MCP client on stdin/stdout.")
@@ -26,10 +26,10 @@ def mcp(
     docs/integrations.md."""
     import anyio
 
-    from memory import validate_id
+    from agentmem.memory import validate_id
 
     try:
-        from agentmem_mcp import serve_stdio
+        from agentmem.mcp import serve_stdio
     except ImportError as exc:
         fail(f"the MCP server needs the mcp extra ({exc}): pip install 'agentmem[mcp]'", code=2)
     allowed = None if not namespace else frozenset(validate_id(n, "namespace") for n in namespace)

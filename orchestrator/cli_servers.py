@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_common import (
+from agentmem.orchestrator.cli_common import (
     console,
     errors,
     one_line_errors,
@@ -35,7 +35,7 @@ def up() -> None:
 
     Prints REDIS_URL=... and DATABASE_URL=... on stdout: `export $(agentmem servers up)`.
     """
-    from devservers.shared import pin
+    from agentmem.devservers.shared import pin
 
     settings = settings_from_env()
     shared = pin(servers_dir(settings), appendfsync=settings.redis_appendfsync)
@@ -53,7 +53,7 @@ def down(
     ] = False,
 ) -> None:
     """Let the local servers stop: now if no command uses them, else when the last one ends."""
-    from devservers.shared import read_state, stop_shared, unpin
+    from agentmem.devservers.shared import read_state, stop_shared, unpin
 
     directory = servers_dir(settings_from_env())
     if read_state(directory.resolve()) is None:
@@ -77,7 +77,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Show whether the local servers run, their URLs and pids, and who uses them."""
-    from devservers.shared import read_state, users
+    from agentmem.devservers.shared import read_state, users
 
     directory = servers_dir(settings_from_env()).resolve()
     state = read_state(directory)

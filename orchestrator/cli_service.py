@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli_common import (
+from agentmem.orchestrator.cli_common import (
     app,
     checked_run_id,
     console,
@@ -23,7 +23,7 @@ from orchestrator.cli_common import (
     one_line_errors,
     settings_from_env,
 )
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 
 # The commands import what they run when they run (see orchestrator.cli_common).
 
@@ -62,10 +62,10 @@ def worker(
     _servers_given()
     import anyio
 
-    from agents.__main__ import HANDLERS, setup_logging
-    from memory import AgentMemoryError, leaves
-    from service.routes import PoolRole
-    from service.worker import serve_worker
+    from agentmem.agents.__main__ import HANDLERS, setup_logging
+    from agentmem.memory import AgentMemoryError, leaves
+    from agentmem.service.routes import PoolRole
+    from agentmem.service.worker import serve_worker
 
     pool_role = PoolRole(role)
     setup_logging(f"{role}-pool", log_level.upper())
@@ -103,9 +103,9 @@ def submit(
     _servers_given()
     import anyio
 
-    from memory import open_memory
-    from orchestrator.sources import load_sources
-    from service.submit import submit as submit_run
+    from agentmem.memory import open_memory
+    from agentmem.orchestrator.sources import load_sources
+    from agentmem.service.submit import submit as submit_run
 
     docs = load_sources(sources)
 
@@ -131,8 +131,8 @@ def wait(
     _servers_given()
     import anyio
 
-    from memory import open_memory
-    from service.submit import RunStatus, run_state
+    from agentmem.memory import open_memory
+    from agentmem.service.submit import RunStatus, run_state
 
     async def go() -> RunStatus | None:
         config = settings.memory_config(client_name="agentmem:wait")
@@ -167,8 +167,8 @@ def status(
     _servers_given()
     import anyio
 
-    from memory import open_memory
-    from service.metrics import Snapshot, snapshot, status_json, status_lines
+    from agentmem.memory import open_memory
+    from agentmem.service.metrics import Snapshot, snapshot, status_json, status_lines
 
     async def go() -> Snapshot:
         config = settings.memory_config(client_name="agentmem:status")

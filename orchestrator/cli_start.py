@@ -10,8 +10,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agents.roles import Role
-from orchestrator.cli_common import (
+from agentmem.agents.roles import Role
+from agentmem.orchestrator.cli_common import (
     LLMChoice,
     app,
     checked_run_id,
@@ -21,7 +21,7 @@ from orchestrator.cli_common import (
     servers,
     settings_from_env,
 )
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 
 # The commands import what they run when they run (see orchestrator.cli_common).
 
@@ -57,11 +57,11 @@ def run(
     """Run the research, writing and review agents on the sources and write the report."""
     import anyio
 
-    from memory import AgentMemoryError
-    from orchestrator.launcher import AgentLauncher
-    from orchestrator.lifecycle import new_run_id, run_report
-    from orchestrator.progress import Progress
-    from orchestrator.sources import load_sources
+    from agentmem.memory import AgentMemoryError
+    from agentmem.orchestrator.launcher import AgentLauncher
+    from agentmem.orchestrator.lifecycle import new_run_id, run_report
+    from agentmem.orchestrator.progress import Progress
+    from agentmem.orchestrator.sources import load_sources
 
     updates: dict[str, object] = {}
     if llm is not None:
@@ -145,7 +145,7 @@ def agent(
         )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
-    from agents.__main__ import serve_agent
+    from agentmem.agents.__main__ import serve_agent
 
     raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
 

@@ -12,10 +12,17 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from orchestrator.cli_common import app, console, fail, one_line_errors, servers, settings_from_env
+from agentmem.orchestrator.cli_common import (
+    app,
+    console,
+    fail,
+    one_line_errors,
+    servers,
+    settings_from_env,
+)
 
 if TYPE_CHECKING:
-    from memory import Memory
+    from agentmem.memory import Memory
 
 T = TypeVar("T")
 OPERATOR = "operator"  # the key id the audit log shows for what the CLI did
@@ -32,7 +39,7 @@ def _with_memory(go: Callable[[Memory], Awaitable[T]]) -> T:
     """Run ``go`` on the memory layer of the configured (or local) servers."""
     import anyio
 
-    from memory import open_memory
+    from agentmem.memory import open_memory
 
     settings = settings_from_env()
 
@@ -50,8 +57,8 @@ def add(
     name: Annotated[str, typer.Argument(help="The tenant's name.", metavar="NAME")],
 ) -> None:
     """Make an API key for tenant NAME and print it once (it is stored only as a hash)."""
-    from memory.audit import AuditLog, AuditRecord
-    from memory.tenants import TenantKeys, validate_tenant
+    from agentmem.memory.audit import AuditLog, AuditRecord
+    from agentmem.memory.tenants import TenantKeys, validate_tenant
 
     validate_tenant(name)
 
@@ -76,7 +83,7 @@ def list_keys(
     """List the keys: tenant, key id, created, revoked (never a key itself)."""
     from rich.table import Table
 
-    from memory.tenants import KeyInfo, TenantKeys
+    from agentmem.memory.tenants import KeyInfo, TenantKeys
 
     async def go(memory: Memory) -> list[KeyInfo]:
         return await TenantKeys(memory.db.pool).list(tenant)
@@ -100,8 +107,8 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key id `tenants list` shows.", metavar="ID")],
 ) -> None:
     """Revoke a key: the next request that carries it is refused."""
-    from memory.audit import AuditLog, AuditRecord
-    from memory.tenants import TenantKeys
+    from agentmem.memory.audit import AuditLog, AuditRecord
+    from agentmem.memory.tenants import TenantKeys
 
     async def go(memory: Memory) -> str | None:
         tenant = await TenantKeys(memory.db.pool).revoke(key_id)
@@ -130,7 +137,7 @@ def audit(
     """Show the audit log, oldest first: when, tenant, key id, action, target."""
     from rich.table import Table
 
-    from memory.audit import AuditLog, AuditRecord
+    from agentmem.memory.audit import AuditLog, AuditRecord
 
     async def go(memory: Memory) -> list[AuditRecord]:
         return await AuditLog(memory.db.pool).read(tenant, limit)

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agents.documents import Draft, ReviewRecord
-from agents.llm_output import citation, citation_label
-from memory import Document, Fact
-from orchestrator.tracker import LLMTotals
+from agentmem.agents.documents import Draft, ReviewRecord
+from agentmem.agents.llm_output import citation, citation_label
+from agentmem.memory import Document, Fact
+from agentmem.orchestrator.tracker import LLMTotals
 
 _NAME_RUN = re.compile(r"(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z0-9-]+|[A-Z]\.))*")
 _MONTHS = frozenset(

@@ -14,7 +14,7 @@ _OURS = {"agentmem", "tests"}  # a missing module of ours is a bug, not a missin
 
 def main() -> None:
     try:
-        from orchestrator.cli import main as cli_main  # noqa: PLC0415 - after the check
+        from agentmem.orchestrator.cli import main as cli_main  # after the check
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing in _OURS:

@@ -11,5 +11,5 @@ from pathlib import Path
 
 # The demo's notes ship inside the package (``sources/`` at the top of the checkout links here),
 # so ``agentmem run`` works from an installed wheel; a wheel is always unpacked on disk.
-PROJECT_SOURCES = Path(str(resources.files("orchestrator") / "demo_sources"))
+PROJECT_SOURCES = Path(str(resources.files("agentmem.orchestrator") / "demo_sources"))
 DEFAULT_TOPIC = "Shared memory for multi-agent systems: streams, locks, versions and recovery"

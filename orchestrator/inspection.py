@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agents import RUN_STREAM, Settings, groundedness
-from agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
-from agents.llm_output import citation
-from memory import DeadLetter, Memory, RunEntry, open_memory
-from orchestrator.tracker import RunState, RunTracker
+from agentmem.agents import RUN_STREAM, Settings, groundedness
+from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
+from agentmem.agents.llm_output import citation
+from agentmem.memory import DeadLetter, Memory, RunEntry, open_memory
+from agentmem.orchestrator.tracker import RunState, RunTracker
 
 PAYLOAD_CHARS = 160
 

@@ -49,9 +49,9 @@ from pathlib import Path
 
 import anyio
 
-from agents import zygote
-from agents.roles import Role
-from agents.zygote import INT
+from agentmem.agents import zygote
+from agentmem.agents.roles import Role
+from agentmem.agents.zygote import INT
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class AgentLauncher:
         an orchestrator has imported already): no second interpreter imports it all again.
         This process must have no thread and no event loop yet (checked: it is a
         :class:`LauncherError` otherwise); :meth:`start` has no such condition."""
-        importlib.import_module("agents.__main__")
+        importlib.import_module("agentmem.agents.__main__")
         if threading.active_count() > 1 or _loop_running():
             msg = "AgentLauncher.fork() needs a process without threads or a running event loop"
             raise LauncherError(msg)
@@ -311,7 +311,7 @@ def _spawn_zygote(
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agents.zygote", "--parent", str(os.getpid())],
+            [sys.executable, "-m", "agentmem.agents.zygote", "--parent", str(os.getpid())],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"},

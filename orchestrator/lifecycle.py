@@ -22,11 +22,11 @@ from typing import TypeVar
 import anyio
 from pydantic import SecretStr
 
-from agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
-from agents.idempotency import orchestrator_key
-from agents.llm_calls import LLM_SLOTS
-from agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
-from memory import (
+from agentmem.agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
+from agentmem.agents.idempotency import orchestrator_key
+from agentmem.agents.llm_calls import LLM_SLOTS
+from agentmem.agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
+from agentmem.memory import (
     AgentMemoryError,
     AgentStatus,
     EventStore,
@@ -40,19 +40,19 @@ from memory import (
     retrying,
     telemetry,
 )
-from orchestrator.launcher import AgentLauncher
-from orchestrator.progress import Progress
-from orchestrator.report import (
+from agentmem.orchestrator.launcher import AgentLauncher
+from agentmem.orchestrator.progress import Progress
+from agentmem.orchestrator.report import (
     dump_json,
     read_run,
     render_markdown,
     run_record,
     section_histories,
 )
-from orchestrator.run_entries import close_entry, failure_text, open_entry
-from orchestrator.supervisor import AgentSpec, Restart, Supervisor
-from orchestrator.timeline import timeline_html
-from orchestrator.tracker import RunState, RunTracker
+from agentmem.orchestrator.run_entries import close_entry, failure_text, open_entry
+from agentmem.orchestrator.supervisor import AgentSpec, Restart, Supervisor
+from agentmem.orchestrator.timeline import timeline_html
+from agentmem.orchestrator.tracker import RunState, RunTracker
 
 logger = logging.getLogger(__name__)
 

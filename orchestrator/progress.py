@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import anyio
 from pydantic import ValidationError
 
-from agents import SectionState, parse_payload
-from agents.protocol import (
+from agentmem.agents import SectionState, parse_payload
+from agentmem.agents.protocol import (
     AgentFailed,
     LLMCalled,
     ProtocolError,
@@ -28,8 +28,14 @@ from agents.protocol import (
     SectionDrafted,
     SectionRevisionRequested,
 )
-from memory import AgentEvent, AgentStatus, RedisAgentMemory, Semaphore, ServerUnavailableError
-from orchestrator.tracker import RunState
+from agentmem.memory import (
+    AgentEvent,
+    AgentStatus,
+    RedisAgentMemory,
+    Semaphore,
+    ServerUnavailableError,
+)
+from agentmem.orchestrator.tracker import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console, Group

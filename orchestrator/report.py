@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from agents import groundedness
-from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from memory import (
+from agentmem.agents import groundedness
+from agentmem.agents.documents import Draft, ReviewRecord, draft_key, review_key
+from agentmem.memory import (
     AgentEvent,
     DeadLetter,
     Document,
@@ -21,7 +21,7 @@ from memory import (
     RedisAgentMemory,
     SharedAgentDB,
 )
-from orchestrator.compose import (
+from agentmem.orchestrator.compose import (
     SectionHistory,
     cited_facts,
     introduction,
@@ -32,8 +32,8 @@ from orchestrator.compose import (
     summary,
     without_facts,
 )
-from orchestrator.supervisor import Restart
-from orchestrator.tracker import RunState
+from agentmem.orchestrator.supervisor import Restart
+from agentmem.orchestrator.tracker import RunState
 
 
 async def final_drafts(db: SharedAgentDB, state: RunState) -> dict[str, Document]:

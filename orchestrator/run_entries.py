@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import anyio
 
-from memory import AgentMemoryError, EventStore, RunEntry, RunIndex, leaves
-from orchestrator.tracker import RunState
+from agentmem.memory import AgentMemoryError, EventStore, RunEntry, RunIndex, leaves
+from agentmem.orchestrator.tracker import RunState
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Launch agent processes and keep them running until the run is over.
 
-Each agent is a separate OS process, ``python -m agents <role> --run-id R --instance N``,
+Each agent is a separate OS process, ``python -m agentmem.agents <role> --run-id R --instance N``,
 with its settings in its environment and its JSON log lines in a file of its own. Given an
 :class:`~orchestrator.launcher.AgentLauncher`, the supervisor forks each agent from its zygote
 (the same agent, without a new interpreter's imports; the orchestrator does so); without one
@@ -34,9 +34,9 @@ from typing import Protocol
 
 import anyio
 
-from agents.roles import Role
-from memory import AgentMemoryError
-from orchestrator.launcher import AgentLauncher
+from agentmem.agents.roles import Role
+from agentmem.memory import AgentMemoryError
+from agentmem.orchestrator.launcher import AgentLauncher
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Supervisor:
         return [
             sys.executable,
             "-m",
-            "agents",
+            "agentmem.agents",
             spec.role.value,
             "--run-id",
             self.run_id,

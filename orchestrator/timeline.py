@@ -16,8 +16,8 @@ from html import escape
 
 from pydantic import ValidationError
 
-from agents import EventType, parse_payload
-from agents.protocol import (
+from agentmem.agents import EventType, parse_payload
+from agentmem.agents.protocol import (
     AgentFailed,
     EventPayload,
     LLMCalled,
@@ -28,8 +28,8 @@ from agents.protocol import (
     SectionDrafted,
     SectionRevisionRequested,
 )
-from memory import AgentEvent, DeadLetter
-from orchestrator.supervisor import Restart
+from agentmem.memory import AgentEvent, DeadLetter
+from agentmem.orchestrator.supervisor import Restart
 
 LEFT, RIGHT, TOP, LANE, AXIS = 150, 30, 40, 56, 30
 WIDTH = 1200

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from agents import EventType, SectionState, parse_payload
-from agents.protocol import (
+from agentmem.agents import EventType, SectionState, parse_payload
+from agentmem.agents.protocol import (
     AgentFailed,
     LLMCalled,
     ProtocolError,
@@ -31,7 +31,7 @@ from agents.protocol import (
     SectionPlan,
     SectionRevisionRequested,
 )
-from memory import AgentEvent
+from agentmem.memory import AgentEvent
 
 
 @dataclass

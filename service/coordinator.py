@@ -36,8 +36,8 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from agents.idempotency import orchestrator_key
-from agents.protocol import (
+from agentmem.agents.idempotency import orchestrator_key
+from agentmem.agents.protocol import (
     RUN_STREAM,
     EventType,
     RunCompleted,
@@ -45,14 +45,14 @@ from agents.protocol import (
     RunRequested,
     new_event,
 )
-from agents.settings import Settings
-from memory import EventStore, Memory, RunEntry
-from memory.admission import Admission, Submissions
-from memory.work_queue import WorkQueue
-from orchestrator.lifecycle import ORCHESTRATOR, write_outputs
-from orchestrator.report import read_log
-from orchestrator.tracker import RunState, RunTracker
-from service.routes import POOL_ROUTES, ticket
+from agentmem.agents.settings import Settings
+from agentmem.memory import EventStore, Memory, RunEntry
+from agentmem.memory.admission import Admission, Submissions
+from agentmem.memory.work_queue import WorkQueue
+from agentmem.orchestrator.lifecycle import ORCHESTRATOR, write_outputs
+from agentmem.orchestrator.report import read_log
+from agentmem.orchestrator.tracker import RunState, RunTracker
+from agentmem.service.routes import POOL_ROUTES, ticket
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from agents.settings import Settings
-from memory import Memory
-from memory.admission import Admission, Submissions
-from service.routes import PoolRole
-from service.submit import queues_of
+from agentmem.agents.settings import Settings
+from agentmem.memory import Memory
+from agentmem.memory.admission import Admission, Submissions
+from agentmem.service.routes import PoolRole
+from agentmem.service.submit import queues_of
 
 RUNS_COUNTED = 1000
 

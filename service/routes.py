@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from agents.protocol import ROUTES, EventType
-from agents.roles import Role
-from memory import AgentEvent, DurableWriter, EventStore, RedisAgentMemory, WriteAheadLog
-from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
+from agentmem.agents.protocol import ROUTES, EventType
+from agentmem.agents.roles import Role
+from agentmem.memory import AgentEvent, DurableWriter, EventStore, RedisAgentMemory, WriteAheadLog
+from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 
 
 class PoolRole(StrEnum):

@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agents.protocol import RunRequested, SourceDoc
-from agents.settings import Settings
-from memory import Memory, QueueFullError, validate_id
-from memory.admission import Admission, Submissions
-from memory.work_queue import WorkQueue
-from service.coordinator import start_run
-from service.routes import PoolRole
+from agentmem.agents.protocol import RunRequested, SourceDoc
+from agentmem.agents.settings import Settings
+from agentmem.memory import Memory, QueueFullError, validate_id
+from agentmem.memory.admission import Admission, Submissions
+from agentmem.memory.work_queue import WorkQueue
+from agentmem.service.coordinator import start_run
+from agentmem.service.routes import PoolRole
 
 RunPhase = Literal["unknown", "queued", "running", "completed", "failed"]
 SUBMITTER = "submitter"

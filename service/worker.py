@@ -56,13 +56,13 @@ from pathlib import Path
 
 import anyio
 
-from agents.idempotency import failed_key
-from agents.llm_base import LLM
-from agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agents.protocol import AgentFailed, EventType
-from agents.runtime import Context, Handler, _make_llm, agent_memory_config, process
-from agents.settings import Settings
-from memory import (
+from agentmem.agents.idempotency import failed_key
+from agentmem.agents.llm_base import LLM
+from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
+from agentmem.agents.protocol import AgentFailed, EventType
+from agentmem.agents.runtime import Context, Handler, _make_llm, agent_memory_config, process
+from agentmem.agents.settings import Settings
+from agentmem.memory import (
     AgentEvent,
     AgentMemoryError,
     ConsumerGroup,
@@ -75,10 +75,10 @@ from memory import (
     path_part,
     retrying,
 )
-from memory.admission import Submissions
-from memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
-from service.coordinator import coordinate, run_events, sweep
-from service.routes import PoolRole, TicketingWriter
+from agentmem.memory.admission import Submissions
+from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
+from agentmem.service.coordinator import coordinate, run_events, sweep
+from agentmem.service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from redis.asyncio.cluster import RedisCluster
 
-from devservers.cluster import ClusterNode, LocalCluster
-from memory.connections import MemoryConfig, connect_redis
-from memory.keys import Keyspace
+from agentmem.devservers.cluster import ClusterNode, LocalCluster
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.keys import Keyspace
 
 
 async def owner_of(cluster: LocalCluster, namespace: str) -> ClusterNode:

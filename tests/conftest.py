@@ -19,10 +19,10 @@ import asyncpg
 import pytest
 import redis as sync_redis
 
-from devservers import ServerUrls, local_servers
-from devservers.cluster import local_cluster
-from memory.connections import MemoryConfig, RedisClient, connect_redis
-from memory.retry import set_testing
+from agentmem.devservers import ServerUrls, local_servers
+from agentmem.devservers.cluster import local_cluster
+from agentmem.memory.connections import MemoryConfig, RedisClient, connect_redis
+from agentmem.memory.retry import set_testing
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {
@@ -35,7 +35,7 @@ def test_the_quick_bench_writes_every_section_and_a_chart(
     if os.environ.get("AGENTMEM_TEST_REDIS") == "cluster":
         del env["REDIS_URL"]  # the naive baseline is a standalone client: the bench starts one
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "agentmem.bench", "--quick", "--out", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -19,14 +19,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from devservers.cluster import ClusterNode, LocalCluster
-from memory import open_memory
-from memory.agent_event import AgentEvent
-from memory.connections import MemoryConfig
-from memory.durable import DurableWriter
-from memory.errors import ServerUnavailableError
-from memory.facts import NewFact
-from memory.wal import WriteAheadLog
+from agentmem.devservers.cluster import ClusterNode, LocalCluster
+from agentmem.memory import open_memory
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.connections import MemoryConfig
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.errors import ServerUnavailableError
+from agentmem.memory.facts import NewFact
+from agentmem.memory.wal import WriteAheadLog
 from tests.clusters import owner_of
 
 pytestmark = pytest.mark.anyio

@@ -14,14 +14,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from chaos.invariants import run_problems
-from devservers.cluster import LocalCluster
-from devservers.replica import ReplicatedPostgres, local_replicated_postgres
-from memory import open_memory
-from memory.agent_event import AgentEvent
-from memory.connections import MemoryConfig
-from memory.errors import ServerUnavailableError
-from orchestrator.sources import load_sources
+from agentmem.chaos.invariants import run_problems
+from agentmem.devservers.cluster import LocalCluster
+from agentmem.devservers.replica import ReplicatedPostgres, local_replicated_postgres
+from agentmem.memory import open_memory
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.connections import MemoryConfig
+from agentmem.memory.errors import ServerUnavailableError
+from agentmem.orchestrator.sources import load_sources
 from tests.clusters import owner_of
 from tests.orchestrator.runs import (
     SOURCES,

@@ -21,14 +21,14 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from devservers import EmbeddedPostgres, EmbeddedRedis
-from memory import MemoryConfig, ServerUnavailableError, open_memory
-from memory.agent_memory import RedisAgentMemory
-from memory.durable import DurableWriter
-from memory.events import EventStore
-from memory.facts import NewFact
-from memory.shared_db import SharedAgentDB
-from memory.wal import WriteAheadLog
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.memory import MemoryConfig, ServerUnavailableError, open_memory
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.events import EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.shared_db import SharedAgentDB
+from agentmem.memory.wal import WriteAheadLog
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 

@@ -18,14 +18,14 @@ import asyncpg
 import psutil
 import pytest
 
-from devservers import EmbeddedPostgres, EmbeddedRedis
-from devservers.servers import find_postgres_bin
-from memory.errors import InvalidValueError
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
+from agentmem.devservers.servers import find_postgres_bin
+from agentmem.memory.errors import InvalidValueError
 
 _OWNER = """
 import sys, time
 from pathlib import Path
-from devservers import local_servers
+from agentmem.devservers import local_servers
 with local_servers(data_dir=Path(sys.argv[1])) as urls:  # SIGKILLed: the test removes it
     print(urls.redis_url, urls.database_url, flush=True)
     time.sleep(600)

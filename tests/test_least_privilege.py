@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import NoPermissionError
 
-from devservers import ServerUrls
-from memory.migrate import migrate
+from agentmem.devservers import ServerUrls
+from agentmem.memory.migrate import migrate
 from tests.orchestrator.runs import cli_env, finish, outcome, start_cli
 from tests.service.pool import Pool
 from tests.service.test_api import _serve, post_json, request

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.test_readme_example import readme_example
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.runtime import agent_memory_config
-from agents.settings import Settings
+from agentmem.agents.runtime import agent_memory_config
+from agentmem.agents.settings import Settings
 
 
 def test_database_read_url_is_read_from_the_environment_into_the_memory_config(

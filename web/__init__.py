@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from web.app import create_app
+    from agentmem.web.app import create_app
 
 DEFAULT_PORT = 8765
 HOST = "127.0.0.1"
@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_PORT", "HOST", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
-        from web.app import create_app
+        from agentmem.web.app import create_app
 
         return create_app
     msg = f"module 'web' has no attribute {name!r}"

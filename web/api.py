@@ -35,13 +35,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agents.protocol import SourceDoc
-from agents.settings import Settings
-from memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
-from service.metrics import Snapshot, prometheus_text, snapshot
-from service.submit import run_state, submit
-from web.door import principal
-from web.tenancy import audited, tenant_run_id, visible
+from agentmem.agents.protocol import SourceDoc
+from agentmem.agents.settings import Settings
+from agentmem.memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
+from agentmem.service.metrics import Snapshot, prometheus_text, snapshot
+from agentmem.service.submit import run_state, submit
+from agentmem.web.door import principal
+from agentmem.web.tenancy import audited, tenant_run_id, visible
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 

@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agents import RUN_STREAM, EventType, Settings
-from memory import (
+from agentmem.agents import RUN_STREAM, EventType, Settings
+from agentmem.memory import (
     EventStore,
     InvalidIdError,
     Memory,
@@ -37,12 +37,12 @@ from memory import (
     open_memory,
     validate_id,
 )
-from memory.tenants import TenantKeys
-from web.api import api_routes
-from web.data import load_run
-from web.door import Door, DoorSettings, principal
-from web.guard import HostGuard, new_token, token_ok
-from web.pages import (
+from agentmem.memory.tenants import TenantKeys
+from agentmem.web.api import api_routes
+from agentmem.web.data import load_run
+from agentmem.web.door import Door, DoorSettings, principal
+from agentmem.web.guard import HostGuard, new_token, token_ok
+from agentmem.web.pages import (
     RUN_STATES,
     RunFilter,
     not_found,
@@ -52,10 +52,10 @@ from web.pages import (
     runs_page,
     runs_table,
 )
-from web.tenancy import audited, visible
+from agentmem.web.tenancy import audited, visible
 
 if TYPE_CHECKING:
-    from agentmem_mcp import HttpEndpoint
+    from agentmem.mcp import HttpEndpoint
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
@@ -209,7 +209,7 @@ def _door(settings: Settings | None, keys: Callable[[], TenantKeys] | None) -> D
 def _mcp_endpoint(memory: Callable[[], Memory]) -> HttpEndpoint | None:
     """The MCP endpoint over ``memory()``, or None without the ``mcp`` extra."""
     try:
-        from agentmem_mcp import HttpEndpoint  # optional: the mcp extra
+        from agentmem.mcp import HttpEndpoint  # optional: the mcp extra
     except ImportError:
         return None
     return HttpEndpoint(memory)

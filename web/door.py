@@ -39,8 +39,8 @@ from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memory import AgentMemoryError
-from memory.tenants import Principal, TenantKeys
+from agentmem.memory import AgentMemoryError
+from agentmem.memory.tenants import Principal, TenantKeys
 
 PRINCIPAL = "agentmem.principal"
 COOKIE = "agentmem_key"

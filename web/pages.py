@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote, urlencode
 
-from agents import groundedness
-from agents.llm_output import citation, citation_label
-from memory import RunEntry
-from orchestrator.timeline import LEGEND_STYLE, legend_html, timeline_svg
-from web.data import RunView, Version
-from web.guard import TOKEN_FIELD
-from web.markdown import to_html
+from agentmem.agents import groundedness
+from agentmem.agents.llm_output import citation, citation_label
+from agentmem.memory import RunEntry
+from agentmem.orchestrator.timeline import LEGEND_STYLE, legend_html, timeline_svg
+from agentmem.web.data import RunView, Version
+from agentmem.web.guard import TOKEN_FIELD
+from agentmem.web.markdown import to_html
 
 RUN_STATES = ("running", "completed", "failed")
 

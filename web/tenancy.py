@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 
-from agents import RUN_STREAM
-from agents.protocol import AuditRecorded, EventType, new_event
-from memory import Memory
-from memory.admission import Submissions
-from memory.audit import AuditLog, AuditRecord
-from memory.tenants import Principal
+from agentmem.agents import RUN_STREAM
+from agentmem.agents.protocol import AuditRecorded, EventType, new_event
+from agentmem.memory import Memory
+from agentmem.memory.admission import Submissions
+from agentmem.memory.audit import AuditLog, AuditRecord
+from agentmem.memory.tenants import Principal
 
 SERVICE = "service"  # the agent id of audit events
 

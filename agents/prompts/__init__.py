@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-from memory import AgentMemoryError
+from agentmem.memory import AgentMemoryError
 
 
 @functools.cache

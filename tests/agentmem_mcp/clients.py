@@ -45,7 +45,10 @@ class Tools:
 async def stdio_tools(env: dict[str, str], *args: str) -> AsyncIterator[Tools]:
     """``agentmem mcp`` in a process of its own, and a session with it."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "orchestrator.cli", "mcp", *args], env=env, cwd=ROOT
+        command=sys.executable,
+        args=["-m", "agentmem.orchestrator.cli", "mcp", *args],
+        env=env,
+        cwd=ROOT,
     )
     with tempfile.TemporaryFile("w+") as errlog:
         async with (
@@ -81,7 +84,7 @@ def serve_process(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "agentmem.orchestrator.cli", "serve", "--port", str(port)],
             stdout=log,
             stderr=log,
             env=env,

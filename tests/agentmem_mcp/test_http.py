@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.agentmem_mcp.clients import ToolError, http_tools, serve_process
 from tests.orchestrator.runs import cli_env
 

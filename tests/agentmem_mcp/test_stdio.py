@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.agentmem_mcp.clients import ToolError, stdio_tools
 from tests.orchestrator.runs import cli_env
 

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agents.llm_base import T, Usage
-from agents.schemas import Bounds
-from agents.stub_llm import StubLLM
-from agents.untrusted import unquoted
+from agentmem.agents.llm_base import T, Usage
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.agents.untrusted import unquoted
 
 Answer = Callable[[Mapping[str, Any]], Any]  # the task's unquoted payload -> a model or dict
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agents.protocol import RUN_STREAM
-from agents.roles import Role
-from agents.runtime import Context
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
-from devservers import ServerUrls
-from memory import DurableWriter, MemoryConfig, NewFact, WriteAheadLog, open_memory
+from agentmem.agents.protocol import RUN_STREAM
+from agentmem.agents.roles import Role
+from agentmem.agents.runtime import Context
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.devservers import ServerUrls
+from agentmem.memory import DurableWriter, MemoryConfig, NewFact, WriteAheadLog, open_memory
 from tests.conditions import until
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +40,7 @@ async def test_facts_resent_while_waiting_are_all_read(
     writer: Context, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two of three facts are there; the third arrives while it waits: all three are returned."""
-    caplog.set_level(logging.INFO, logger="agents.runtime")
+    caplog.set_level(logging.INFO, logger="agentmem.agents.runtime")
     await writer.memory.store_facts("research-1", [fact(1), fact(2)])
     got: list[int] = []
 

@@ -8,17 +8,24 @@ from typing import Any
 
 import pytest
 
-from agents import reviewer, writer
-from agents.documents import Draft, ReviewRecord, draft_key, review_key
-from agents.idempotency import fact_key
-from agents.llm_base import LLMNoAnswerError
-from agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
-from agents.roles import Role
-from agents.runtime import Context
-from agents.settings import Settings
-from agents.support import check
-from devservers import ServerUrls
-from memory import AgentEvent, DurableWriter, MemoryConfig, NewFact, WriteAheadLog, open_memory
+from agentmem.agents import reviewer, writer
+from agentmem.agents.documents import Draft, ReviewRecord, draft_key, review_key
+from agentmem.agents.idempotency import fact_key
+from agentmem.agents.llm_base import LLMNoAnswerError
+from agentmem.agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
+from agentmem.agents.roles import Role
+from agentmem.agents.runtime import Context
+from agentmem.agents.settings import Settings
+from agentmem.agents.support import check
+from agentmem.devservers import ServerUrls
+from agentmem.memory import (
+    AgentEvent,
+    DurableWriter,
+    MemoryConfig,
+    NewFact,
+    WriteAheadLog,
+    open_memory,
+)
 from tests.agents.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.anyio

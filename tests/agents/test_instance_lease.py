@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agents.instance import holder_id, instance_resource
-from agents.protocol import ROUTES, RUN_STREAM, EventType
-from devservers import ServerUrls
-from memory import AgentEvent, Delivery, MemoryConfig, open_memory
+from agentmem.agents.instance import holder_id, instance_resource
+from agentmem.agents.protocol import ROUTES, RUN_STREAM, EventType
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, Delivery, MemoryConfig, open_memory
 from tests.orchestrator.runs import ROOT, cli_env
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +33,19 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes], within
 
 
 def start_writer(run_id: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m agents writer`` (instance 1) of ``run_id``, its output in ``log``."""
+    """``python -m agentmem.agents writer`` (instance 1) of ``run_id``, its output in ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "agents", "writer", "--run-id", run_id, "--instance", "1"],
+            [
+                sys.executable,
+                "-m",
+                "agentmem.agents",
+                "writer",
+                "--run-id",
+                run_id,
+                "--instance",
+                "1",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

@@ -12,20 +12,20 @@ import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
-from agents.llm import OpenAILLM
-from agents.llm_base import LLMError, T, Usage
-from agents.llm_calls import TimedLLM
-from agents.llm_output import Review
-from agents.protocol import RUN_STREAM, LLMCalled, parse_payload
-from agents.schemas import Bounds
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
-from memory import PermitLostError, Semaphore
-from memory.agent_memory import RedisAgentMemory
-from memory.durable import DurableWriter
-from memory.events import EventStore
-from memory.keys import Keyspace, TenantKeys
-from memory.wal import WriteAheadLog
+from agentmem.agents.llm import OpenAILLM
+from agentmem.agents.llm_base import LLMError, T, Usage
+from agentmem.agents.llm_calls import TimedLLM
+from agentmem.agents.llm_output import Review
+from agentmem.agents.protocol import RUN_STREAM, LLMCalled, parse_payload
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.memory import PermitLostError, Semaphore
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.events import EventStore
+from agentmem.memory.keys import Keyspace, TenantKeys
+from agentmem.memory.wal import WriteAheadLog
 from tests.agents.fake_openai_server import Script, completion, fake_openai
 
 pytestmark = pytest.mark.anyio

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agents.documents import Draft
-from agents.llm_output import Extraction, Paragraph, PlannedSection, SectionDraft
-from agents.protocol import SectionPlan
+from agentmem.agents.documents import Draft
+from agentmem.agents.llm_output import Extraction, Paragraph, PlannedSection, SectionDraft
+from agentmem.agents.protocol import SectionPlan
 
 
 def test_a_draft_renders_as_markdown_with_its_citations() -> None:

@@ -7,12 +7,12 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from agents.llm import BUDGETS, OpenAILLM, make_llm
-from agents.llm_base import LLMError, LLMNoAnswerError, Usage
-from agents.llm_output import Review, SectionDraft
-from agents.schemas import Bounds
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
+from agentmem.agents.llm import BUDGETS, OpenAILLM, make_llm
+from agentmem.agents.llm_base import LLMError, LLMNoAnswerError, Usage
+from agentmem.agents.llm_output import Review, SectionDraft
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
 from tests.agents.fake_openai_server import (
     Script,
     completion,

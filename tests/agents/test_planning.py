@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 
-from agents import research
-from agents.documents import PLAN_KEY, PlanDoc
-from agents.llm_base import LLMNoAnswerError
-from agents.llm_output import Plan
-from agents.planning import repair
-from agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
-from agents.roles import Role
-from agents.runtime import Context
-from agents.settings import Settings
-from agents.stub_llm import plan
-from devservers import ServerUrls
-from memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
+from agentmem.agents import research
+from agentmem.agents.documents import PLAN_KEY, PlanDoc
+from agentmem.agents.llm_base import LLMNoAnswerError
+from agentmem.agents.llm_output import Plan
+from agentmem.agents.planning import repair
+from agentmem.agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agentmem.agents.roles import Role
+from agentmem.agents.runtime import Context
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import plan
+from agentmem.devservers import ServerUrls
+from agentmem.memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
 from tests.agents.scripted_llm import ScriptedLLM
 
 SOURCES = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agents.protocol import (
+from agentmem.agents.protocol import (
     EventType,
     ProtocolError,
     SectionApproved,
@@ -15,7 +15,7 @@ from agents.protocol import (
     parse_payload,
     payload_as,
 )
-from memory.agent_event import AgentEvent
+from agentmem.memory.agent_event import AgentEvent
 
 
 def test_an_event_reads_back_as_the_payload_model_of_its_type() -> None:

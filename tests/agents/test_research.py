@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from agents import research
-from agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
-from agents.roles import Role
-from agents.runtime import Context
-from agents.settings import Settings
-from agents.stub_llm import StubLLM
-from devservers import ServerUrls
-from memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
+from agentmem.agents import research
+from agentmem.agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agentmem.agents.roles import Role
+from agentmem.agents.runtime import Context
+from agentmem.agents.settings import Settings
+from agentmem.agents.stub_llm import StubLLM
+from agentmem.devservers import ServerUrls
+from agentmem.memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
 
 pytestmark = pytest.mark.anyio
 

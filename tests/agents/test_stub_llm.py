@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agents.llm_base import LLMError
-from agents.llm_output import Extraction, Plan, Review, SectionDraft
-from agents.sentences import numbered, sentences
-from agents.stub_llm import StubLLM
+from agentmem.agents.llm_base import LLMError
+from agentmem.agents.llm_output import Extraction, Plan, Review, SectionDraft
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.stub_llm import StubLLM
 
 pytestmark = pytest.mark.anyio
 

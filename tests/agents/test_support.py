@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.llm_output import SectionDraft
-from agents.support import check, verbatim_flags
-from memory import Fact
+from agentmem.agents.llm_output import SectionDraft
+from agentmem.agents.support import check, verbatim_flags
+from agentmem.memory import Fact
 
 SET_NX = (
     "A single Redis server can implement a lock with one command: SET with the NX and PX "

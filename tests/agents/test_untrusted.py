@@ -8,16 +8,16 @@ import pytest
 import redis.asyncio as redis
 from pydantic import SecretStr
 
-from agents.llm import OpenAILLM
-from agents.llm_output import Extraction, SectionDraft
-from agents.prompts import load_prompt
-from agents.protocol import RunRequested, SectionPlan, SourceDoc
-from agents.research import extract_request
-from agents.sentences import numbered, sentences
-from agents.settings import Settings
-from agents.untrusted import OPERATOR, quote
-from agents.writer import write_request
-from memory.agent_memory import RedisAgentMemory
+from agentmem.agents.llm import OpenAILLM
+from agentmem.agents.llm_output import Extraction, SectionDraft
+from agentmem.agents.prompts import load_prompt
+from agentmem.agents.protocol import RunRequested, SectionPlan, SourceDoc
+from agentmem.agents.research import extract_request
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.settings import Settings
+from agentmem.agents.untrusted import OPERATOR, quote
+from agentmem.agents.writer import write_request
+from agentmem.memory.agent_memory import RedisAgentMemory
 from tests.agents.fake_openai_server import Script, completion, fake_openai, sent_input
 
 pytestmark = pytest.mark.anyio

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agents.llm_output import Extraction, Plan
-from agents.protocol import SectionPlan
-from agents.writer import facts_draft
-from memory.facts import Fact
+from agentmem.agents.llm_output import Extraction, Plan
+from agentmem.agents.protocol import SectionPlan
+from agentmem.agents.writer import facts_draft
+from agentmem.memory.facts import Fact
 
 SECTION = SectionPlan(section_id="locks", title="Locks")
 

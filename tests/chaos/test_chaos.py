@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_a_seeded_chaos_run_injects_faults_and_finds_the_run_whole() -> None:
     """Seed 5 stops and crashes Redis, crashes PostgreSQL, kills a writer; the run stays whole."""
     result = subprocess.run(
-        [sys.executable, "-m", "chaos", "--runs", "1", "--seed", "5"],
+        [sys.executable, "-m", "agentmem.chaos", "--runs", "1", "--seed", "5"],
         capture_output=True,
         text=True,
         cwd=ROOT,

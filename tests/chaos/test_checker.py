@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from chaos.checker import ACKS_LOST, Kind, Report, check, main
-from chaos.history import Op, OpType, write_history
+from agentmem.chaos.checker import ACKS_LOST, Kind, Report, check, main
+from agentmem.chaos.history import Op, OpType, write_history
 
 
 class History:
@@ -355,7 +355,7 @@ def test_a_generated_linearizable_history_has_no_anomalies(seed: int) -> None:
 def test_the_cli_exits_1_on_anomalies_and_prints_the_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``python -m chaos.checker`` prints one line per anomaly after the summary."""
+    """``python -m agentmem.chaos.checker`` prints one line per anomaly after the summary."""
     bad, good = tmp_path / "bad.jsonl", tmp_path / "good.jsonl"
     write_history(bad, History().write("p1", "x", (0, 10), 1).read("p2", (20, 30), 0, None).ops)
     write_history(good, History().write("p1", "x", (0, 10), 1).read("p2", (20, 30), 1, "x").ops)

@@ -15,12 +15,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from chaos.__main__ import parse_args
-from chaos.failover import ClusterServers, owner_of
-from chaos.history import read_history
-from chaos.history_runs import check_folder, draw_faults, history_run
-from chaos.workload_faults import HistoryFault
-from memory import MemoryConfig, open_memory
+from agentmem.chaos.__main__ import parse_args
+from agentmem.chaos.failover import ClusterServers, owner_of
+from agentmem.chaos.history import read_history
+from agentmem.chaos.history_runs import check_folder, draw_faults, history_run
+from agentmem.chaos.workload_faults import HistoryFault
+from agentmem.memory import MemoryConfig, open_memory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
-from agents.zygote import agent_title
-from chaos.faults import agent_identity
+from agentmem.agents.zygote import agent_title
+from agentmem.chaos.faults import agent_identity
 
 
 def test_an_agent_is_identified_by_its_named_arguments() -> None:
-    """Role, run id and instance come from ``-m agents`` arguments, in any order."""
+    """Role, run id and instance come from ``-m agentmem.agents`` arguments, in any order."""
     python = "/venv/bin/python"
-    cmdline = [python, "-m", "agents", "writer", "--run-id", "r-1", "--instance", "2"]
+    cmdline = [python, "-m", "agentmem.agents", "writer", "--run-id", "r-1", "--instance", "2"]
     assert agent_identity(cmdline) == ("writer", "r-1", 2)
-    reordered = [python, "-X", "dev", "-m", "agents", "--instance=3", "--run-id=r-1", "review"]
+    reordered = [
+        python,
+        "-X",
+        "dev",
+        "-m",
+        "agentmem.agents",
+        "--instance=3",
+        "--run-id=r-1",
+        "review",
+    ]
     assert agent_identity(reordered) == ("review", "r-1", 3)
-    with_more = [python, "-m", "agents", "research", "--run-id", "r-1", "--log-level", "DEBUG"]
+    with_more = [
+        python,
+        "-m",
+        "agentmem.agents",
+        "research",
+        "--run-id",
+        "r-1",
+        "--log-level",
+        "DEBUG",
+    ]
     assert agent_identity(with_more) == ("research", "r-1", 1)
 
 
 def test_other_processes_are_not_taken_for_agents() -> None:
     """A command line that is not ``python -m agents <role> --run-id R`` identifies no agent."""
-    assert agent_identity(["/venv/bin/python", "-m", "orchestrator.cli", "run"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agentmem.orchestrator.cli", "run"]) is None
     assert agent_identity(["grep", "agents", "--run-id", "r-1"]) is None
-    assert agent_identity(["/venv/bin/python", "-m", "agents", "writer"]) is None
-    assert agent_identity(["/venv/bin/python", "-m", "agents", "--instance", "x"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agentmem.agents", "writer"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agentmem.agents", "--instance", "x"]) is None
 
 
 def test_an_agent_forked_by_the_zygote_is_found_by_its_process_title() -> None:
@@ -30,4 +48,4 @@ def test_an_agent_forked_by_the_zygote_is_found_by_its_process_title() -> None:
     title = agent_title("writer", "run a/1", 2)
     assert agent_identity([title, "", "", ""]) == ("writer", "run a/1", 2)
     assert agent_identity([title]) == ("writer", "run a/1", 2)
-    assert agent_identity(["python -m orchestrator.cli run", "", ""]) is None
+    assert agent_identity(["python -m agentmem.orchestrator.cli run", "", ""]) is None

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from chaos.history import Op, read_history
-from chaos.history_runs import HistoryOutcome, check_folder, history_run
-from chaos.session import ChaosServers
-from chaos.workload_faults import HistoryFault
-from memory import MemoryConfig, open_memory
+from agentmem.chaos.history import Op, read_history
+from agentmem.chaos.history_runs import HistoryOutcome, check_folder, history_run
+from agentmem.chaos.session import ChaosServers
+from agentmem.chaos.workload_faults import HistoryFault
+from agentmem.memory import MemoryConfig, open_memory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos import linearizability
-from chaos.calls import pair
-from chaos.history import Op, OpType
-from chaos.jepsen import check_log, parse_log
-from chaos.models import REGISTER, register_operations
+from agentmem.chaos import linearizability
+from agentmem.chaos.calls import pair
+from agentmem.chaos.history import Op, OpType
+from agentmem.chaos.jepsen import check_log, parse_log
+from agentmem.chaos.models import REGISTER, register_operations
 
 LOGS = Path(__file__).parent / "porcupine"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from devservers import EmbeddedRedis, ServerStartError
-from devservers.shared import process_start, read_state, shared_servers, users
+from agentmem.devservers import EmbeddedRedis, ServerStartError
+from agentmem.devservers.shared import process_start, read_state, shared_servers, users
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import Connection
 
-from memory.connections import MemoryConfig, RedisClient, connect_redis
+from agentmem.memory.connections import MemoryConfig, RedisClient, connect_redis
 
 
 class CountingConnection(Connection):

@@ -15,7 +15,7 @@ import time
 
 import anyio
 
-from memory import MemoryConfig, PermitLostError, Semaphore, open_memory
+from agentmem.memory import MemoryConfig, PermitLostError, Semaphore, open_memory
 
 
 async def stalled(semaphore: Semaphore) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from memory.errors import WalFullError
-from memory.wal import WriteAheadLog
+from agentmem.memory.errors import WalFullError
+from agentmem.memory.wal import WriteAheadLog
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import sys
 
 import anyio
 
-from memory import MemoryConfig, StaleFencingTokenError, open_memory
+from agentmem.memory import MemoryConfig, StaleFencingTokenError, open_memory
 
 
 async def main(redis_url: str, database_url: str, namespace: str) -> None:

@@ -9,12 +9,12 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import InvalidIdError, InvalidValueError
-from memory.events import AgentEvent, EventStore
-from memory.facts import NewFact
-from memory.limits import Limits
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.errors import InvalidIdError, InvalidValueError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.limits import Limits
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

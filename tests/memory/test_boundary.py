@@ -10,8 +10,8 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from devservers import ServerUrls
-from memory import (
+from agentmem.devservers import ServerUrls
+from agentmem.memory import (
     InvalidConfigError,
     MemoryConfig,
     ServerUnavailableError,

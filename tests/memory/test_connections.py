@@ -7,9 +7,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from devservers import ServerUrls
-from memory.connections import MemoryConfig, postgres_pool, redact, redis_client, redis_urls
-from memory.errors import InvalidConfigError
+from agentmem.devservers import ServerUrls
+from agentmem.memory.connections import (
+    MemoryConfig,
+    postgres_pool,
+    redact,
+    redis_client,
+    redis_urls,
+)
+from agentmem.memory.errors import InvalidConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +74,7 @@ async def test_a_refused_password_given_in_the_query_string_stays_out_of_the_err
 
 def test_from_env_reads_the_documented_variables_as_the_application_does() -> None:
     """MemoryConfig.from_env() and the application's settings read one environment alike."""
-    from agents import Settings  # the application, compared with the library
+    from agentmem.agents import Settings  # the application, compared with the library
 
     env = {
         "REDIS_URL": "redis://127.0.0.1:1/0",

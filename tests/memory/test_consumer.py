@@ -8,10 +8,10 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from memory._codec import as_str
-from memory.consumer import DeadLetter
-from memory.errors import AgentMemoryError
-from memory.events import AgentEvent, EventStore
+from agentmem.memory._codec import as_str
+from agentmem.memory.consumer import DeadLetter
+from agentmem.memory.errors import AgentMemoryError
+from agentmem.memory.events import AgentEvent, EventStore
 from tests.conditions import eventually
 
 pytestmark = pytest.mark.anyio

@@ -13,12 +13,12 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from devservers import ServerUrls
-from memory._codec import as_str
-from memory.connections import MemoryConfig, connect_redis
-from memory.consumer import ConsumerGroup, Delivery
-from memory.errors import DeliveryLostError, ServerUnavailableError
-from memory.events import AgentEvent, EventStore
+from agentmem.devservers import ServerUrls
+from agentmem.memory._codec import as_str
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.consumer import ConsumerGroup, Delivery
+from agentmem.memory.errors import DeliveryLostError, ServerUnavailableError
+from agentmem.memory.events import AgentEvent, EventStore
 from tests.memory.blackhole import BlackholeProxy
 
 pytestmark = pytest.mark.anyio

@@ -11,14 +11,14 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from devservers import EmbeddedRedis
-from memory.agent_memory import RedisAgentMemory
-from memory.connections import RedisClient
-from memory.durable import DurableWriter
-from memory.errors import InvalidIdError, WalFullError
-from memory.events import AgentEvent, EventStore
-from memory.facts import NewFact
-from memory.wal import WriteAheadLog
+from agentmem.devservers import EmbeddedRedis
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.errors import InvalidIdError, WalFullError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.wal import WriteAheadLog
 from tests.memory.small_disk import fill, small_disk
 
 pytestmark = pytest.mark.anyio

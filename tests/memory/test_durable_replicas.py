@@ -9,12 +9,12 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from devservers import EmbeddedRedis
-from memory.agent_memory import RedisAgentMemory
-from memory.durable import DurableWriter
-from memory.events import AgentEvent, EventStore
-from memory.facts import NewFact
-from memory.wal import WriteAheadLog
+from agentmem.devservers import EmbeddedRedis
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.durable import DurableWriter
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.wal import WriteAheadLog
 
 pytestmark = pytest.mark.anyio
 

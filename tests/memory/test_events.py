@@ -9,8 +9,8 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from memory.events import AgentEvent, EventStore
-from memory.projection import CountByType
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.projection import CountByType
 
 pytestmark = pytest.mark.anyio
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio as redis
 
-from devservers import ServerUrls
-from memory.agent_memory import RedisAgentMemory
-from memory.connections import MemoryConfig, connect_redis
-from memory.errors import InvalidIdError, InvalidValueError
-from memory.facts import NewFact
+from agentmem.devservers import ServerUrls
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.errors import InvalidIdError, InvalidValueError
+from agentmem.memory.facts import NewFact
 from tests.memory.roundtrips import CountingConnection, counting_client, standalone_only
 
 pytestmark = pytest.mark.anyio

@@ -10,19 +10,19 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from memory import _clock
-from memory._scripts import LuaScript
-from memory.errors import (
+from agentmem.memory import _clock
+from agentmem.memory._scripts import LuaScript
+from agentmem.memory.errors import (
     LockLostError,
     LockTimeoutError,
     ServerUnavailableError,
     StaleFencingTokenError,
     UnfencedWriteError,
 )
-from memory.keys import Keyspace
-from memory.locks import _ACQUIRE, LockManager, default_wait
-from memory.namespace import drop_redis_namespace
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.keys import Keyspace
+from agentmem.memory.locks import _ACQUIRE, LockManager, default_wait
+from agentmem.memory.namespace import drop_redis_namespace
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import AgentMemoryError
-from memory.events import AgentEvent, EventStore
-from memory.facts import NewFact
-from memory.keys import encode_part
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.errors import AgentMemoryError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.facts import NewFact
+from agentmem.memory.keys import encode_part
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 logger = logging.getLogger(__name__)

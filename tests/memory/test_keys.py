@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memory.errors import InvalidIdError
-from memory.keys import (
+from agentmem.memory.errors import InvalidIdError
+from agentmem.memory.keys import (
     MAX_ID_LENGTH,
     Keyspace,
     decode_part,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devservers import ServerUrls
-from memory import (
+from agentmem.devservers import ServerUrls
+from agentmem.memory import (
     AgentEvent,
     AgentMemoryError,
     InvalidIdError,

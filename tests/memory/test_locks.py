@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from memory.agent_memory import RedisAgentMemory
-from memory.errors import LockLostError, LockTimeoutError
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.errors import LockLostError, LockTimeoutError
+from agentmem.memory.shared_db import SharedAgentDB
 from tests.conditions import eventually, until
 
 pytestmark = pytest.mark.anyio

@@ -10,9 +10,9 @@ import anyio
 import asyncpg
 import pytest
 
-from devservers import ServerUrls
-from memory.migrate import _BOOTSTRAP, _LOCK_ID, migrate, migrations
-from memory.shared_db import SharedAgentDB
+from agentmem.devservers import ServerUrls
+from agentmem.memory.migrate import _BOOTSTRAP, _LOCK_ID, migrate, migrations
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

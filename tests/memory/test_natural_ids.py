@@ -6,11 +6,11 @@ import asyncpg
 import pytest
 import redis.asyncio as redis
 
-from memory.agent_memory import RedisAgentMemory
-from memory.events import AgentEvent, EventStore
-from memory.keys import encode_part
-from memory.namespace import drop_redis_namespace
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.keys import encode_part
+from agentmem.memory.namespace import drop_redis_namespace
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

@@ -9,11 +9,11 @@ import anyio
 import asyncpg
 import pytest
 
-from devservers import ServerUrls
-from devservers.replica import ReplicatedPostgres, local_replicated_postgres
-from memory import open_memory
-from memory.connections import MemoryConfig
-from memory.shared_db import SharedAgentDB
+from agentmem.devservers import ServerUrls
+from agentmem.devservers.replica import ReplicatedPostgres, local_replicated_postgres
+from agentmem.memory import open_memory
+from agentmem.memory.connections import MemoryConfig
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from devservers import ServerUrls
-from memory import AgentEvent, EventStore, MemoryConfig, Semaphore
-from memory.connections import RedisClient, connect_redis
-from memory.facts import FactStore
-from memory.keys import Keyspace
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, EventStore, MemoryConfig, Semaphore
+from agentmem.memory.connections import RedisClient, connect_redis
+from agentmem.memory.facts import FactStore
+from agentmem.memory.keys import Keyspace
 from tests.memory.blackhole import BlackholeProxy
 from tests.memory.test_boundary import port_of, via
 

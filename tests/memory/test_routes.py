@@ -9,9 +9,9 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from memory.errors import InvalidIdError
-from memory.events import AgentEvent, EventStore
-from memory.keys import Keyspace
+from agentmem.memory.errors import InvalidIdError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.keys import Keyspace
 
 pytestmark = pytest.mark.anyio
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from memory import RunEntry, RunIndex
-from memory.connections import RedisClient
-from memory.namespace import drop_redis_namespace
+from agentmem.memory import RunEntry, RunIndex
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.namespace import drop_redis_namespace
 
 pytestmark = pytest.mark.anyio
 

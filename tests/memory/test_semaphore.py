@@ -11,16 +11,16 @@ import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from devservers import ServerUrls
-from memory import (
+from agentmem.devservers import ServerUrls
+from agentmem.memory import (
     InvalidValueError,
     MemoryConfig,
     PermitLostError,
     Semaphore,
     SemaphoreTimeoutError,
 )
-from memory.connections import RedisClient, connect_redis
-from memory.keys import Keyspace
+from agentmem.memory.connections import RedisClient, connect_redis
+from agentmem.memory.keys import Keyspace
 from tests.conditions import eventually
 from tests.memory.blackhole import BlackholeProxy
 from tests.memory.test_boundary import port_of, via

@@ -9,8 +9,13 @@ import anyio
 import asyncpg
 import pytest
 
-from memory.errors import ConflictError, InvalidIdError, InvalidValueError, StaleFencingTokenError
-from memory.shared_db import SharedAgentDB
+from agentmem.memory.errors import (
+    ConflictError,
+    InvalidIdError,
+    InvalidValueError,
+    StaleFencingTokenError,
+)
+from agentmem.memory.shared_db import SharedAgentDB
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,9 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from devservers import ServerUrls
-from memory.agent_memory import RedisAgentMemory
-from memory.shared_db import SharedAgentDB
+from agentmem.devservers import ServerUrls
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.shared_db import SharedAgentDB
 from tests.conditions import eventually
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import anyio
 import pytest
 import redis.asyncio as redis
 
-from memory.agent_memory import RedisAgentMemory
+from agentmem.memory.agent_memory import RedisAgentMemory
 from tests.conditions import eventually
 
 pytestmark = pytest.mark.anyio

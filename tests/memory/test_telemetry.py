@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
-from agents.llm_base import Usage
-from agents.llm_calls import TimedLLM
-from devservers import ServerUrls
-from memory import AgentEvent, DurableWriter, MemoryConfig, open_memory, telemetry
+from agentmem.agents.llm_base import Usage
+from agentmem.agents.llm_calls import TimedLLM
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, DurableWriter, MemoryConfig, open_memory, telemetry
 
 pytestmark = pytest.mark.anyio
 
@@ -147,8 +147,8 @@ import sys
 import redis.asyncio
 def otel(): return {name for name in sys.modules if name.startswith("opentelemetry")}
 before = otel()
-import agents.__main__, orchestrator.lifecycle
-from memory import AgentEvent, telemetry
+import agentmem.agents.__main__, agentmem.orchestrator.lifecycle
+from agentmem.memory import AgentEvent, telemetry
 with telemetry.span("x"):
     AgentEvent(event_type="t", agent_id="a").to_fields()
 print(sorted(otel() - before) != [], telemetry.enabled())

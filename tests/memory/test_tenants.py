@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from memory.migrate import migrate
-from memory.tenants import Principal, TenantKeys
+from agentmem.memory.migrate import migrate
+from agentmem.memory.tenants import Principal, TenantKeys
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from memory.wal import WriteAheadLog
+from agentmem.memory.wal import WriteAheadLog
 from tests.memory.small_disk import fill, small_disk
 
 pytestmark = pytest.mark.anyio

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from memory.connections import RedisClient
-from memory.work_queue import Ticket, WorkQueue
+from agentmem.memory.connections import RedisClient
+from agentmem.memory.work_queue import Ticket, WorkQueue
 
 pytestmark = pytest.mark.anyio
 

@@ -16,16 +16,16 @@ from typing import Any
 import anyio
 import psutil
 
-from agents.sentences import numbered, sentences
-from agents.stub_llm import extract
-from chaos.faults import agent_identity
-from chaos.invariants import run_problems
-from memory.agent_memory import RedisAgentMemory
-from memory.connections import MemoryConfig, connect_redis
-from memory.errors import StoreError
-from memory.events import AgentEvent, EventStore
-from memory.shared_db import SharedAgentDB
-from orchestrator.sources import load_sources
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.stub_llm import extract
+from agentmem.chaos.faults import agent_identity
+from agentmem.chaos.invariants import run_problems
+from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.errors import StoreError
+from agentmem.memory.events import AgentEvent, EventStore
+from agentmem.memory.shared_db import SharedAgentDB
+from agentmem.orchestrator.sources import load_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "sources"
@@ -58,7 +58,7 @@ def default_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def agentmem(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``agentmem ARGS`` in a process of its own; stdout and stderr captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -70,7 +70,7 @@ def agentmem(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``agentmem`` in a process of its own; stdout and stderr captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

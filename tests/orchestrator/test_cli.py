@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from devservers import ServerUrls
-from orchestrator.cli import app
+from agentmem.devservers import ServerUrls
+from agentmem.orchestrator.cli import app
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import cli_env, start_cli
 from tests.service.test_pool import cli
 from tests.web.conftest import free_port

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.documents import draft_key
-from devservers import ServerUrls
-from memory.shared_db import SharedAgentDB
+from agentmem.agents.documents import draft_key
+from agentmem.devservers import ServerUrls
+from agentmem.memory.shared_db import SharedAgentDB
 from tests.orchestrator.runs import (
     assert_run_is_whole,
     cli_env,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from orchestrator.lifecycle import RunFailedError
-from orchestrator.run_entries import failure_text
-from orchestrator.supervisor import AgentCrashedError
+from agentmem.orchestrator.lifecycle import RunFailedError
+from agentmem.orchestrator.run_entries import failure_text
+from agentmem.orchestrator.supervisor import AgentCrashedError
 
 pytestmark = pytest.mark.anyio  # failure_text asks the running event loop for its Cancelled
 

@@ -18,10 +18,10 @@ import anyio
 import psutil
 import pytest
 
-from agents.roles import Role
-from devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
-from memory.connections import MemoryConfig, connect_redis
-from memory.keys import Keyspace
+from agentmem.agents.roles import Role
+from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
+from agentmem.memory.connections import MemoryConfig, connect_redis
+from agentmem.memory.keys import Keyspace
 from tests.agents.fake_openai_server import Script, error, fake_openai
 from tests.orchestrator.runs import (
     agent_processes,
@@ -226,7 +226,7 @@ async def test_a_run_whose_zygote_is_killed_completes_and_its_agents_survive(
     [zygote] = [
         p
         for p in psutil.Process(process.pid).children()
-        if "agents.zygote" in " ".join(p.cmdline())
+        if "agentmem.agents.zygote" in " ".join(p.cmdline())
     ]
     zygote.send_signal(signal.SIGKILL)
     with anyio.fail_after(30):  # re-parented to the orchestrator, alive

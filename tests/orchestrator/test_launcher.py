@@ -11,10 +11,10 @@ import anyio
 import psutil
 import pytest
 
-from agents.roles import Role
-from chaos.faults import agent_identity
-from devservers import ServerUrls
-from orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.agents.roles import Role
+from agentmem.chaos.faults import agent_identity
+from agentmem.devservers import ServerUrls
+from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import cli_env, finish, start_cli, wait_for_event
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(200)]

@@ -7,8 +7,8 @@ import sys
 
 PROGRAM = """
 import sys
-import agents.__main__, orchestrator.cli_start, orchestrator.lifecycle
-from orchestrator.progress import Progress
+import agentmem.agents.__main__, agentmem.orchestrator.cli_start, agentmem.orchestrator.lifecycle
+from agentmem.orchestrator.progress import Progress
 progress = Progress(None, quiet=True)
 progress.message("not shown")
 print("rich" in sys.modules)

@@ -7,22 +7,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.documents import Draft
-from agents.llm_output import Paragraph
-from agents.protocol import SectionPlan
-from agents.sentences import numbered
-from agents.sentences import sentences as split_sentences
-from agents.stub_llm import extract, write
-from memory.facts import Fact
-from orchestrator.compose import (
+from agentmem.agents.documents import Draft
+from agentmem.agents.llm_output import Paragraph
+from agentmem.agents.protocol import SectionPlan
+from agentmem.agents.sentences import numbered
+from agentmem.agents.sentences import sentences as split_sentences
+from agentmem.agents.stub_llm import extract, write
+from agentmem.memory.facts import Fact
+from agentmem.orchestrator.compose import (
     cited_facts,
     llm_use,
     section_markdown,
     sources_table,
     summary,
 )
-from orchestrator.report import render_markdown
-from orchestrator.tracker import LLMTotals, RunState
+from agentmem.orchestrator.report import render_markdown
+from agentmem.orchestrator.tracker import LLMTotals, RunState
 
 SOURCES = Path(__file__).resolve().parents[2] / "sources"
 

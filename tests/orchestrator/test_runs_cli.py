@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import cli_env, finish, start_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

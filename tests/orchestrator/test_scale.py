@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import (
     ROOT,
     agent_processes,
@@ -46,7 +46,7 @@ def join(
     """``agentmem agent ROLE --run RID --instance N``, started in another directory."""
     command = ["agent", role, "--run", rid, "--instance", str(instance)]
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *command],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sources import MAX_FILE_BYTES, SourceError, load_sources
+from agentmem.orchestrator.sources import MAX_FILE_BYTES, SourceError, load_sources
 
 
 def test_markdown_and_text_files_load_in_name_order(tmp_path: Path) -> None:

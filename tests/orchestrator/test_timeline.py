@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agents.protocol import (
+from agentmem.agents.protocol import (
     AgentFailed,
     EventPayload,
     EventType,
@@ -16,12 +16,12 @@ from agents.protocol import (
     SectionPlan,
     SectionRevisionRequested,
 )
-from agents.protocol import new_event as typed_event
-from agents.roles import Role
-from memory.agent_event import AgentEvent
-from memory.consumer import DeadLetter
-from orchestrator.supervisor import Restart
-from orchestrator.timeline import lanes, timeline_html
+from agentmem.agents.protocol import new_event as typed_event
+from agentmem.agents.roles import Role
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.consumer import DeadLetter
+from agentmem.orchestrator.supervisor import Restart
+from agentmem.orchestrator.timeline import lanes, timeline_html
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LOCKS = SectionPlan(section_id="locks", title="Locks")

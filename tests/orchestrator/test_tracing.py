@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import cli_env, finish, start_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

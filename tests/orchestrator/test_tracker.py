@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.protocol import (
+from agentmem.agents.protocol import (
     EventPayload,
     EventType,
     LLMCalled,
@@ -15,9 +15,9 @@ from agents.protocol import (
     SectionState,
     new_event,
 )
-from memory.agent_event import AgentEvent
-from orchestrator.progress import InFlight, llm_line
-from orchestrator.tracker import RunTracker
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.orchestrator.progress import InFlight, llm_line
+from agentmem.orchestrator.tracker import RunTracker
 
 LOCKS = SectionPlan(section_id="locks", title="Locks")
 STREAMS = SectionPlan(section_id="streams", title="Streams")

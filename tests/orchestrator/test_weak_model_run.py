@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.agents.fake_openai_server import Answer, Script, completion, fake_openai, sent_input
 from tests.orchestrator.runs import SOURCES, cli_env, finish, outcome, start_cli, wait_until_gone
 

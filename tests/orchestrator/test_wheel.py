@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import ROOT, SOURCES, cli_env
 from tests.service.pool import Pool
 from tests.service.test_pool import cli
@@ -65,7 +65,7 @@ def _free_port() -> int:
 def _serve(env: dict[str, str]) -> Iterator[str]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", "serve", "--port", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

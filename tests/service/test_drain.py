@@ -10,10 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from devservers import ServerUrls
-from memory import MemoryConfig
-from memory.connections import connect_redis
-from memory.work_queue import WorkQueue
+from agentmem.devservers import ServerUrls
+from agentmem.memory import MemoryConfig
+from agentmem.memory.connections import connect_redis
+from agentmem.memory.work_queue import WorkQueue
 from tests.orchestrator.runs import assert_run_is_whole, cli_env, outcome
 from tests.service.pool import Pool
 from tests.service.test_pool import cli

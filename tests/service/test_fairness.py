@@ -8,12 +8,12 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from agents.settings import Settings
-from devservers import ServerUrls
-from memory import open_memory
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
-from orchestrator.sources import load_sources
-from service.submit import run_state, submit
+from agentmem.agents.settings import Settings
+from agentmem.devservers import ServerUrls
+from agentmem.memory import open_memory
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.sources import load_sources
+from agentmem.service.submit import run_state, submit
 from tests.orchestrator.runs import cli_env
 from tests.service.pool import Pool
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from devservers import ServerUrls
-from memory import MemoryConfig
-from memory.connections import connect_redis
+from agentmem.devservers import ServerUrls
+from agentmem.memory import MemoryConfig
+from agentmem.memory.connections import connect_redis
 from tests.orchestrator.runs import ROOT, assert_run_is_whole, cli_env, outcome
 from tests.service.pool import Pool
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -8,14 +8,14 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from agents.protocol import RunRequested
-from agents.settings import Settings
-from devservers import ServerUrls
-from memory import Memory, open_memory
-from memory.admission import Admission
-from orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
-from orchestrator.sources import load_sources
-from service.submit import RunStatus, run_state, submit
+from agentmem.agents.protocol import RunRequested
+from agentmem.agents.settings import Settings
+from agentmem.devservers import ServerUrls
+from agentmem.memory import Memory, open_memory
+from agentmem.memory.admission import Admission
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.orchestrator.sources import load_sources
+from agentmem.service.submit import RunStatus, run_state, submit
 from tests.orchestrator.runs import cli_env
 from tests.service.pool import Pool
 

@@ -11,13 +11,13 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from agents.settings import Settings
-from devservers import ServerUrls
-from memory import open_memory
-from memory.keys import TenantKeys
-from orchestrator.defaults import DEFAULT_TOPIC
-from orchestrator.sources import load_sources
-from service.submit import run_state, submit
+from agentmem.agents.settings import Settings
+from agentmem.devservers import ServerUrls
+from agentmem.memory import open_memory
+from agentmem.memory.keys import TenantKeys
+from agentmem.orchestrator.defaults import DEFAULT_TOPIC
+from agentmem.orchestrator.sources import load_sources
+from agentmem.service.submit import run_state, submit
 from tests.agents.fake_openai_server import Answer, Script, fake_openai
 from tests.orchestrator.runs import SOURCES, cli_env
 from tests.orchestrator.test_weak_model_run import weak_model

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from devservers import ServerUrls
-from memory import MemoryConfig
-from web import HOST, create_app
+from agentmem.devservers import ServerUrls
+from agentmem.memory import MemoryConfig
+from agentmem.web import HOST, create_app
 
 WEB_CLIENT = "web-view-test"  # the name the app's connections carry (CLIENT LIST, pg_stat_activity)
 

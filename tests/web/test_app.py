@@ -16,10 +16,10 @@ import pytest
 from pydantic import SecretStr
 from rich.console import Console
 
-from agents import Settings
-from agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
-from agents.llm_output import Paragraph
-from agents.protocol import (
+from agentmem.agents import Settings
+from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
+from agentmem.agents.llm_output import Paragraph
+from agentmem.agents.protocol import (
     ROUTES,
     RUN_STREAM,
     EventType,
@@ -29,10 +29,10 @@ from agents.protocol import (
     SourceDoc,
     new_event,
 )
-from devservers import ServerUrls
-from memory import AgentEvent, MemoryConfig, NewFact, RunEntry, open_memory
-from memory.connections import RedisClient
-from orchestrator.inspection import show_run
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, MemoryConfig, NewFact, RunEntry, open_memory
+from agentmem.memory.connections import RedisClient
+from agentmem.orchestrator.inspection import show_run
 from tests.web.conftest import WEB_CLIENT
 
 pytestmark = pytest.mark.anyio

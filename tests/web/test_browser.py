@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devservers import ServerUrls
+from agentmem.devservers import ServerUrls
 from tests.orchestrator.runs import cli_env, finish, start_cli
 
 CHROMIUM = os.environ.get("AGENTMEM_CHROMIUM", "/usr/bin/chromium")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from devservers import free_port
-from devservers.shared import process_start, read_state
+from agentmem.devservers import free_port
+from agentmem.devservers.shared import process_start, read_state
 from tests.orchestrator.runs import agentmem, default_env, finish
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

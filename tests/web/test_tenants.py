@@ -20,17 +20,17 @@ import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from agents import Settings
-from agents.protocol import ROUTES, RUN_STREAM, EventType
-from devservers import ServerUrls
-from memory import AgentEvent, MemoryConfig, open_memory
-from memory.admission import Admission
-from memory.audit import AuditLog
-from memory.migrate import migrate
-from memory.tenants import NewKey, TenantKeys
+from agentmem.agents import Settings
+from agentmem.agents.protocol import ROUTES, RUN_STREAM, EventType
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, MemoryConfig, open_memory
+from agentmem.memory.admission import Admission
+from agentmem.memory.audit import AuditLog
+from agentmem.memory.migrate import migrate
+from agentmem.memory.tenants import NewKey, TenantKeys
+from agentmem.web import HOST, create_app
 from tests.agentmem_mcp.clients import Tools
 from tests.web.conftest import free_port
-from web import HOST, create_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
