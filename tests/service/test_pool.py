@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -88,6 +89,10 @@ def test_wait_times_out_with_exit_2_on_a_run_nobody_serves(
     assert "did not end within" in waited.stderr
 
 
+@pytest.mark.skipif(
+    os.environ.get("AGENTMEM_TEST_REDIS") == "cluster",
+    reason="counts the blocked clients of one standalone server (CLIENT LIST is per node)",
+)
 async def test_an_idle_worker_waits_on_every_shard_of_its_role_at_once(
     servers: ServerUrls, env: dict[str, str], pool: Pool
 ) -> None:
