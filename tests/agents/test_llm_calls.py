@@ -117,9 +117,13 @@ class CountingLLM:
     ) -> T:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
-        await anyio.sleep(0.05)
+        await self.answering()
         self.in_flight -= 1
         return output.model_validate({"approved": True})
+
+    async def answering(self) -> None:
+        """What a call does while it is in flight."""
+        await anyio.sleep(0.05)
 
 
 async def test_calls_of_several_agents_share_the_runs_llm_cap(
@@ -214,38 +218,24 @@ async def test_an_answer_that_came_after_the_permit_was_lost_is_dropped(
     assert not call.ok
 
 
-class GatedLLM:
+class GatedLLM(CountingLLM):
     """An LLM whose calls wait for a gate, counting those in flight and, inside each, the
     holders of the tenant's semaphore as Redis sees them."""
 
     model = "gated"
 
     def __init__(self, tenant_slots: Semaphore) -> None:
+        super().__init__()
         self.tenant_slots = tenant_slots
         self.gate = anyio.Event()
         self.full = anyio.Event()  # set once as many calls are in flight as the tenant's cap
-        self.in_flight = 0
-        self.most = 0
         self.most_held = 0
 
-    async def generate(
-        self,
-        *,
-        task: str,
-        instructions: str,
-        payload: Mapping[str, Any],
-        output: type[T],
-        usage: Usage | None = None,
-        bounds: Bounds | None = None,
-    ) -> T:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
+    async def answering(self) -> None:
         self.most_held = max(self.most_held, len(await self.tenant_slots.holders()))
         if self.in_flight >= self.tenant_slots.limit:
             self.full.set()
         await self.gate.wait()
-        self.in_flight -= 1
-        return output.model_validate({"approved": True})
 
 
 async def test_a_tenants_runs_share_its_llm_cap_and_other_tenants_do_not_wait_for_it(
