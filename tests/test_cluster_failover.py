@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agentmem.chaos.failover import owner_of
 from agentmem.devservers.cluster import ClusterNode, LocalCluster
 from agentmem.memory import open_memory
 from agentmem.memory.agent_event import AgentEvent
@@ -27,7 +28,6 @@ from agentmem.memory.durable import DurableWriter
 from agentmem.memory.errors import ServerUnavailableError
 from agentmem.memory.facts import NewFact
 from agentmem.memory.wal import WriteAheadLog
-from tests.clusters import owner_of
 
 pytestmark = pytest.mark.anyio
 

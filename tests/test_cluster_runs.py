@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agentmem.chaos.failover import owner_of
 from agentmem.chaos.invariants import run_problems
 from agentmem.devservers.cluster import LocalCluster
 from agentmem.devservers.replica import ReplicatedPostgres, local_replicated_postgres
@@ -22,7 +23,6 @@ from agentmem.memory.agent_event import AgentEvent
 from agentmem.memory.connections import MemoryConfig
 from agentmem.memory.errors import ServerUnavailableError
 from agentmem.orchestrator.sources import load_sources
-from tests.clusters import owner_of
 from tests.orchestrator.runs import (
     SOURCES,
     cli_env,

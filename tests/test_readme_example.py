@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.runs import agentmem, default_env, finish
+from tests.orchestrator.runs import default_env, finish, start_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,7 +27,7 @@ def readme_example() -> str:
 def test_the_readme_example_runs_as_written_on_the_servers_of_servers_up(tmp_path: Path) -> None:
     """`export $(agentmem servers up)`, then the code block as it stands runs to the end."""
     env = default_env(tmp_path)
-    code, stdout, stderr = finish(agentmem(env, "servers", "up"))
+    code, stdout, stderr = finish(start_cli(env, "servers", "up"))
     assert code == 0, stderr
     exported = dict(line.split("=", 1) for line in stdout.splitlines())
     script = tmp_path / "example.py"
@@ -43,7 +43,7 @@ def test_the_readme_example_runs_as_written_on_the_servers_of_servers_up(tmp_pat
             cwd=tmp_path,
         )
     finally:
-        finish(agentmem(env, "servers", "down", "--force"))
+        finish(start_cli(env, "servers", "down", "--force"))
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("finished")

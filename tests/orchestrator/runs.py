@@ -55,18 +55,6 @@ def default_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def agentmem(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """``agentmem ARGS`` in a process of its own; stdout and stderr captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``agentmem`` in a process of its own; stdout and stderr captured."""
     return subprocess.Popen(

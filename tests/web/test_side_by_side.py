@@ -15,7 +15,7 @@ import pytest
 
 from agentmem.devservers import free_port
 from agentmem.devservers.shared import process_start, read_state
-from tests.orchestrator.runs import agentmem, default_env, finish
+from tests.orchestrator.runs import default_env, finish, start_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -38,7 +38,7 @@ def wait_for_page(url: str) -> None:
 def serving(env: dict[str, str]) -> Iterator[str]:
     """``agentmem serve`` on a free port until the block ends (Ctrl-C), then its exit checked."""
     port = free_port()
-    serve = agentmem(env, "serve", "--port", str(port))
+    serve = start_cli(env, "serve", "--port", str(port))
     try:
         wait_for_page(f"http://127.0.0.1:{port}/")
         yield f"http://127.0.0.1:{port}"
@@ -60,7 +60,7 @@ def test_serve_and_run_share_the_servers_and_the_live_page_follows_the_run(
     with serving(env) as web:
         state = read_state(directory)
         assert state is not None
-        run = agentmem(env, "run", "-q", "--run-id", run_id)
+        run = start_cli(env, "run", "-q", "--run-id", run_id)
         wait_for_page(f"{web}/runs/{run_id}")
         seen = []
         with urllib.request.urlopen(f"{web}/runs/{run_id}/stream", timeout=240) as stream:
