@@ -6,8 +6,8 @@ process on sources made from the bundled ones (copied under new names and headin
 there are ``scale_sources``), with every stub LLM call taking ``scale_delay`` seconds. The
 sizes are interleaved over the repetitions so that load on a shared machine hurts all alike.
 Each size is also run with the extra agents joined ahead, as agents on other hosts would be:
-writers and reviewers 2..N are started with ``python -m agents`` and are ready before the run
-starts its own research-1, writer-1 and review-1, so the run starts as many processes as 1+1.
+writers and reviewers 2..N are started with ``python -m agentmem.agents`` and are ready before the
+run starts its own research-1, writer-1 and review-1, so the run starts as many processes as 1+1.
 The run record's events split each run into the part more agents cannot shorten (start-up,
 planning and extraction: until the first section is handed to the writers) and the part they
 share (writing and review: from the first handoff until the last section is settled).

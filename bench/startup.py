@@ -97,8 +97,8 @@ async def _forked(
 def start_agent(
     env: dict[str, str], role: str, run_id: str, instance: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    """``python -m agents ROLE --run-id RUN_ID --instance N`` as a new interpreter, its output
-    in ``log`` (as an agent joining from another host would start)."""
+    """``python -m agentmem.agents ROLE --run-id RUN_ID --instance N`` as a new interpreter, its
+    output in ``log`` (as an agent joining from another host would start)."""
     command = [
         sys.executable,
         "-m",

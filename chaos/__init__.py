@@ -1,8 +1,8 @@
 """Chaos and the run invariants: tooling around the application, beside ``bench/``.
 
-``python -m chaos`` (``make chaos``) runs the demo repeatedly while it kills agents (SIGKILL)
-and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every run
-against :mod:`chaos.invariants`, the same invariants the fault tests use.
+``python -m agentmem.chaos`` (``make chaos``) runs the demo repeatedly while it kills agents
+(SIGKILL) and stops or crashes Redis (SIGKILL) and PostgreSQL (immediate stop), then checks every
+run against :mod:`chaos.invariants`, the same invariants the fault tests use.
 
 :func:`chaos.checker.check` (``python -m agentmem.chaos.checker HISTORY...``) checks a history of
 operations (:mod:`chaos.history`) the way Jepsen does: fencing tokens, leases, semaphores,

@@ -1,7 +1,7 @@
 """The history runs on a Redis Cluster, and their own fault: a failover that loses writes.
 
-``python -m chaos --history --cluster`` runs the workload against :class:`ClusterServers`: a
-local 3-primary + 3-replica cluster (:class:`devservers.cluster.LocalCluster`) and one
+``python -m agentmem.chaos --history --cluster`` runs the workload against :class:`ClusterServers`:
+a local 3-primary + 3-replica cluster (:class:`devservers.cluster.LocalCluster`) and one
 PostgreSQL. The workload processes reach the cluster directly (a cluster client is redirected
 to every node, which one relay cannot stand for), so the faults that cut or drop a process's
 traffic hit its PostgreSQL relay only, and ``redis rollback`` does not apply.

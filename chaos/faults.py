@@ -94,7 +94,8 @@ _AGENT_ARGS = _agent_parser()
 
 
 def agent_identity(cmdline: list[str]) -> tuple[str, str, int] | None:
-    """``(role, run id, instance)`` of a ``python -m agents ...`` command line, else None."""
+    """``(role, run id, instance)`` of a ``python -m agentmem.agents ...`` command line, else
+    None."""
     words = [word for word in cmdline if word]
     if len(words) == 1:  # a process title set in one piece: the command line, shell-quoted
         try:

@@ -1,4 +1,5 @@
-"""``python -m chaos`` (``make chaos``): the demo while agents die and servers stop or crash.
+"""``python -m agentmem.chaos`` (``make chaos``): the demo while agents die and servers stop or
+crash.
 
 Each run gets its own seed (the session's seed plus the run's index), which fixes what is
 injected (the faults of :mod:`chaos.faults`) and when, so a failing run can be repeated with

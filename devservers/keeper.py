@@ -1,4 +1,6 @@
-"""The process that keeps a checkout's shared local servers: ``python -m devservers.keeper DIR``.
+"""The process that keeps a checkout's shared local servers.
+
+``python -m agentmem.devservers.keeper DIR``.
 
 Started by the first user of :func:`devservers.shared.shared_servers`, in a session of its own.
 It starts Redis and PostgreSQL in ``DIR``, writes ``shared.json``, and stops them when no

@@ -294,7 +294,8 @@ def _say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m devservers.llm [SOURCES_DIR]``: the bundled sources unless a folder is named."""
+    """``python -m agentmem.devservers.llm [SOURCES_DIR]``: the bundled sources unless a folder is
+    named."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:] if argv is None else argv
     sources = Path(args[0]).resolve() if args else ROOT / "sources"

@@ -1,8 +1,8 @@
 """A local PostgreSQL primary and a streaming read replica, from the embedded binaries.
 
-For tests and for trying ``DATABASE_READ_URL`` (``python -m devservers.replica``). The primary
-is an :class:`~devservers.servers.EmbeddedPostgres`; the replica is a base backup of it taken
-with ``pg_basebackup -R`` (which writes ``standby.signal`` and the ``primary_conninfo`` to
+For tests and for trying ``DATABASE_READ_URL`` (``python -m agentmem.devservers.replica``). The
+primary is an :class:`~devservers.servers.EmbeddedPostgres`; the replica is a base backup of it
+taken with ``pg_basebackup -R`` (which writes ``standby.signal`` and the ``primary_conninfo`` to
 follow), started as a hot standby: it replays the primary's WAL as it streams in and answers
 read-only queries. ``initdb -A trust`` already lets loopback connections replicate, and the
 default ``wal_level=replica`` / ``max_wal_senders`` are enough for one standby.

@@ -30,7 +30,8 @@ SECTIONS = {
 def test_the_quick_bench_writes_every_section_and_a_chart(
     servers: ServerUrls, tmp_path: Path
 ) -> None:
-    """``python -m bench --quick`` exits 0 and writes JSON with every section, and the chart."""
+    """``python -m agentmem.bench --quick`` exits 0 and writes JSON with every section, and the
+    chart."""
     env = {**os.environ, "REDIS_URL": servers.redis_url, "DATABASE_URL": servers.database_url}
     if os.environ.get("AGENTMEM_TEST_REDIS") == "cluster":
         del env["REDIS_URL"]  # the naive baseline is a standalone client: the bench starts one

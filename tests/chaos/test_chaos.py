@@ -1,4 +1,5 @@
-"""``python -m chaos`` itself: one seeded run with faults, checked, and nothing left behind."""
+"""``python -m agentmem.chaos`` itself: one seeded run with faults, checked, and nothing left
+behind."""
 
 from __future__ import annotations
 

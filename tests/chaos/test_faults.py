@@ -36,7 +36,8 @@ def test_an_agent_is_identified_by_its_named_arguments() -> None:
 
 
 def test_other_processes_are_not_taken_for_agents() -> None:
-    """A command line that is not ``python -m agents <role> --run-id R`` identifies no agent."""
+    """A command line that is not ``python -m agentmem.agents <role> --run-id R`` identifies no
+    agent."""
     assert agent_identity(["/venv/bin/python", "-m", "agentmem.orchestrator.cli", "run"]) is None
     assert agent_identity(["grep", "agents", "--run-id", "r-1"]) is None
     assert agent_identity(["/venv/bin/python", "-m", "agentmem.agents", "writer"]) is None
