@@ -126,14 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve_agent(Role(args.role), args.run_id, args.instance, args.log_level)
 
 
-def serve_agent(role: Role, run_id: str, instance: int, log_level: str = "INFO") -> int:
-    """Run one agent of ``run_id`` in this process until the run ends; the exit code."""
+def serve_agent(
+    role: Role,
+    run_id: str,
+    instance: int,
+    log_level: str = "INFO",
+    settings: Settings | None = None,
+) -> int:
+    """Run one agent of ``run_id`` in this process until the run ends; the exit code.
+
+    ``settings`` default to the environment's."""
     setup_logging(f"{role}-{instance}", log_level)
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        logger.error("invalid settings in the environment: %s", exc)  # noqa: TRY400
-        return EXIT_USAGE
+    if settings is None:
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            logger.error("invalid settings in the environment: %s", exc)  # noqa: TRY400
+            return EXIT_USAGE
     try:
         ended = anyio.run(run_until_signalled, settings, role, run_id, instance)
     except Exception as exc:  # the last stop: report why, in one line each, and exit non-zero

@@ -2,14 +2,14 @@
 
 A pool of long-lived workers (``agentmem worker ROLE``, one or more per role) serves every run
 submitted with ``agentmem submit`` (or ``POST /api/runs``); see :mod:`service` and
-docs/service.md. These commands start no local servers: they need ``REDIS_URL`` and
-``DATABASE_URL``, the servers the pool uses.
+docs/service.md. They use the servers named by ``REDIS_URL`` and ``DATABASE_URL``, or when
+those are unset the checkout's shared local servers (:func:`cli_common.servers`), so that a
+pool, its submissions and ``agentmem serve`` on one machine meet on the same servers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +21,7 @@ from agentmem.orchestrator.cli_common import (
     console,
     fail,
     one_line_errors,
+    servers,
     settings_from_env,
 )
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
@@ -30,16 +31,6 @@ from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 ROLES = ("research", "writer", "review", "coordinator")
 EXIT_FAILED = 1
 EXIT_TIMEOUT = 2
-
-
-def _servers_given() -> None:
-    unset = [name for name in ("REDIS_URL", "DATABASE_URL") if not os.environ.get(name)]
-    if unset:
-        fail(
-            f"{' and '.join(unset)} must be set (the servers the pool uses); "
-            "the service's commands start no local servers",
-            code=2,
-        )
 
 
 @app.command(short_help="Serve one role for every submitted run, until stopped.")
@@ -58,8 +49,6 @@ def worker(
         raise typer.BadParameter(msg, param_hint="ROLE")
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
-    settings = settings_from_env()
-    _servers_given()
     import anyio
 
     from agentmem.agents.__main__ import HANDLERS, setup_logging
@@ -71,7 +60,8 @@ def worker(
     setup_logging(f"{role}-pool", log_level.upper())
     handlers = {PoolRole(r.value): h for r, h in HANDLERS.items()}
     try:
-        anyio.run(serve_worker, settings, pool_role, concurrency, handlers)
+        with servers(settings_from_env()) as settings:
+            anyio.run(serve_worker, settings, pool_role, concurrency, handlers)
     except Exception as exc:  # the last stop: one line, exit non-zero
         inside = leaves(exc)
         fail("; ".join(str(e) if isinstance(e, AgentMemoryError) else repr(e) for e in inside))
@@ -99,8 +89,6 @@ def submit(
     The same submission twice makes one run. A tenant whose queue is full is refused at once
     (exit 1, one line); submit again later.
     """
-    settings = settings_from_env()
-    _servers_given()
     import anyio
 
     from agentmem.memory import open_memory
@@ -117,7 +105,8 @@ def submit(
             )
         return done.run_id
 
-    typer.echo(anyio.run(go))
+    with servers(settings_from_env()) as settings:
+        typer.echo(anyio.run(go))
 
 
 @app.command(short_help="Wait for a submitted run to end.")
@@ -127,8 +116,6 @@ def wait(
     timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds.")] = 600,
 ) -> None:
     """Exit 0 when the run completed, 1 if it failed (the reason in one line), 2 on timeout."""
-    settings = settings_from_env()
-    _servers_given()
     import anyio
 
     from agentmem.memory import open_memory
@@ -145,7 +132,8 @@ def wait(
                     await anyio.sleep(0.2)
         return None
 
-    status = anyio.run(go)
+    with servers(settings_from_env()) as settings:
+        status = anyio.run(go)
     if status is None:
         fail(f"run {run_id} did not end within {timeout:g} s", code=EXIT_TIMEOUT)
     if status.state == "failed":
@@ -163,8 +151,6 @@ def status(
     """Print what ``GET /metrics`` serves, for a person: each role's backlog, oldest waiting
     handoff, workers and busy/free slots; each tenant's runs in flight and waiting; runs by
     state and tenant."""
-    settings = settings_from_env()
-    _servers_given()
     import anyio
 
     from agentmem.memory import open_memory
@@ -175,7 +161,8 @@ def status(
         async with open_memory(config, "service", migrate=False) as root:
             return await snapshot(root, settings)
 
-    snap = anyio.run(go)
+    with servers(settings_from_env()) as settings:
+        snap = anyio.run(go)
     if as_json:
         typer.echo(json.dumps(status_json(snap)))
         return

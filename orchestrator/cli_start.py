@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -133,21 +132,16 @@ def agent(
 ) -> None:
     """Join a run from this host as one more agent; it stops by itself when the run ends.
 
-    Needs REDIS_URL and DATABASE_URL (the servers the run uses); no local server is started.
+    It uses the run's servers: REDIS_URL and DATABASE_URL, or when they are unset the
+    checkout's shared local servers (those `agentmem run` uses when they are unset too).
     """
-    settings_from_env()
-    unset = [name for name in ("REDIS_URL", "DATABASE_URL") if not os.environ.get(name)]
-    if unset:
-        fail(
-            f"{' and '.join(unset)} must be set to join a run (the servers the run uses); "
-            "agentmem agent starts no local servers",
-            code=2,
-        )
     if log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise typer.BadParameter(log_level, param_hint="--log-level")
     from agentmem.agents.__main__ import serve_agent
 
-    raise typer.Exit(serve_agent(role, run, instance, log_level.upper()))
+    with servers(settings_from_env()) as settings:
+        code = serve_agent(role, run, instance, log_level.upper(), settings=settings)
+    raise typer.Exit(code)
 
 
 async def _interruptible(main: Callable[[], Awaitable[_T]]) -> _T:

@@ -24,6 +24,7 @@ from tests.orchestrator.runs import (
     agent_processes,
     assert_run_is_whole,
     cli_env,
+    default_env,
     finish,
     outcome,
     start_cli,
@@ -96,6 +97,32 @@ async def test_a_joined_agent_stops_by_itself_after_the_run_completes(
     assert joined_code == 0, joined_err[-3000:]
     assert messages(joined_err)[-1].startswith(f"run {rid} completed")
     await assert_run_is_whole(servers.redis_url, servers.database_url, rid, outcome(stdout))
+
+
+def test_an_agent_joined_with_no_server_urls_uses_the_runs_local_servers(tmp_path: Path) -> None:
+    """With REDIS_URL/DATABASE_URL unset, a joined agent and the run meet on the checkout's
+    shared local servers: the joined writer sees the run complete and exits 0."""
+    rid = run_id()
+    env = default_env(tmp_path, **QUICK_LEASE)
+    up = subprocess.run(
+        [sys.executable, "-m", "agentmem.orchestrator.cli", "servers", "up"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        joined = join(env, tmp_path, "writer", rid, 2)
+        code, _, stderr = finish(start_cli(env, "run", "--run-id", rid))
+        assert code == 0, stderr[-3000:]
+
+        joined_code, _, joined_err = finish(joined, timeout=60)
+        assert joined_code == 0, joined_err[-3000:]
+        assert messages(joined_err)[-1].startswith(f"run {rid} completed")
+    finally:
+        finish(start_cli(env, "servers", "down", "--force"), timeout=60)
 
 
 async def test_a_second_process_with_the_same_instance_is_refused(

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.orchestrator.runs import ROOT
 
 ROLES = ("research", "writer", "review", "coordinator")
+AGENTMEM = (sys.executable, "-m", "agentmem.orchestrator.cli")
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Pool:
         n = len(self.workers.get(role, []))
         log = (self.log_dir / f"{role}-{n}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role],
+            [*AGENTMEM, "worker", role, "--concurrency", str(concurrency)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -34,8 +35,6 @@ class Pool:
             cwd=ROOT,
         )
         log.close()
-        process_args = ["--concurrency", str(concurrency)]
-        del process_args  # (kept simple: concurrency via the CLI default in tests)
         self.workers.setdefault(role, []).append(process)
         return process
 
