@@ -63,7 +63,7 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
     async def create(request: Request) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return _error(415, "send the run as JSON (Content-Type: application/json)")
-        raw = await request.body()
+        raw = await request.body()  # web.door refused a body over max_request_bytes
         if len(raw) > MAX_BODY_BYTES:
             return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
         try:
@@ -91,6 +91,8 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
             return _error(429, str(exc), {"Retry-After": f"{max(1, round(exc.retry_after))}"})
         except (InvalidIdError, ValidationError) as exc:
             return _error(400, _one_line(exc))
+        except AgentMemoryError as exc:  # the servers: nothing was submitted, or it was once
+            return _error(503, f"{_one_line(exc)}; submit again (the same submission is one run)")
         location = f"/api/runs/{done.run_id}"
         return JSONResponse(
             {"run_id": done.run_id, "state": done.state},

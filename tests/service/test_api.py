@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from agentmem.devservers import ServerUrls
+from tests.memory.blackhole import BlackholeProxy
+from tests.memory.test_boundary import port_of, through_proxy, via
 from tests.orchestrator.runs import ROOT, SOURCES, cli_env
 from tests.service.pool import Pool
 from tests.service.test_pool import cli
@@ -199,3 +202,29 @@ def test_metrics_and_status_show_backlog_slots_and_tenants(
     assert {"tenant": tenant, "in_flight": 1, "waiting": 1} in figures["tenants"]
     assert {"state": "queued", "tenant": tenant, "count": 1} in figures["runs"]
     assert {r["role"] for r in figures["roles"]} >= {"research", "writer", "review"}
+
+
+@through_proxy
+async def test_a_submission_while_redis_is_unreachable_gets_503_saying_to_submit_again(
+    servers: ServerUrls, tmp_path: Path
+) -> None:
+    """Redis stops answering mid-service: POST /api/runs answers 503 in one line, not a 500."""
+    async with BlackholeProxy(port_of(servers.redis_url)).running() as proxy:
+        env = cli_env(
+            via(servers.redis_url, proxy.port),
+            servers.database_url,
+            tmp_path,
+            AGENTMEM_COMMAND_TIMEOUT_SECONDS="1",
+        )
+        serving = _serve(env)
+        api = await anyio.to_thread.run_sync(next, serving)
+        try:
+            proxy.blackholed = True
+            body = {"tenant": "cut-off", "topic": "t", "sources": _sources()[:1]}
+            reply = await anyio.to_thread.run_sync(post_json, f"{api}/api/runs", body)
+        finally:
+            proxy.blackholed = False
+            await anyio.to_thread.run_sync(serving.close)
+
+    assert reply.status_code == 503, reply.text
+    assert "submit again" in reply.json()["error"]
