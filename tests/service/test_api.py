@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(env: dict[str, str]) -> Iterator[str]:
+def _serve(env: dict[str, str]) -> Generator[str, None, None]:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "agentmem.orchestrator.cli", "serve", "--port", str(port)],
