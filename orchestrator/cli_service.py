@@ -115,7 +115,8 @@ def wait(
     run_id: Annotated[str, typer.Argument(help="The run.", callback=checked_run_id)],
     timeout: Annotated[float, typer.Option(min=0, help="Give up after this many seconds.")] = 600,
 ) -> None:
-    """Exit 0 when the run completed, 1 if it failed (the reason in one line), 2 on timeout."""
+    """Exit 0 when the run completed, 1 if it failed (the reason in one line) or no such run
+    was submitted, 2 on timeout."""
     import anyio
 
     from agentmem.memory import open_memory
@@ -127,7 +128,7 @@ def wait(
             with anyio.move_on_after(timeout):
                 while True:
                     status = await run_state(root, run_id)
-                    if status.state in {"completed", "failed"}:
+                    if status.state in {"completed", "failed", "unknown"}:
                         return status
                     await anyio.sleep(0.2)
         return None
@@ -136,6 +137,8 @@ def wait(
         status = anyio.run(go)
     if status is None:
         fail(f"run {run_id} did not end within {timeout:g} s", code=EXIT_TIMEOUT)
+    if status.state == "unknown":
+        fail(f"no run {run_id} was submitted here (agentmem runs lists the runs)", code=EXIT_FAILED)
     if status.state == "failed":
         fail(f"run {run_id} failed: {status.error or 'no reason recorded'}", code=EXIT_FAILED)
     console().print(f"Report: {status.report_path}", soft_wrap=True, highlight=False)

@@ -117,3 +117,11 @@ async def test_an_idle_worker_waits_on_every_shard_of_its_role_at_once(
                 await anyio.sleep(0.02)
     finally:
         await client.aclose()
+
+
+def test_waiting_for_a_run_never_submitted_fails_at_once_naming_it(env: dict[str, str]) -> None:
+    """`agentmem wait` on an unknown id exits 1 with one line, not after its timeout."""
+    waited = cli(env, "wait", "never-submitted-run", "--timeout", "60", timeout=50)
+
+    assert waited.returncode == 1
+    assert "no run never-submitted-run was submitted" in waited.stderr
