@@ -230,9 +230,9 @@ class Run:
         )
 
     async def connect(self, stack: AsyncExitStack) -> None:
-        """Start the researchers, and open the memory (on ``stack``) while they start: they
-        connect while this process does, and wait for the request it is about to publish
-        (as agents that join ahead do)."""
+        """Start the researchers, and open the memory while they start (it stays open until
+        ``stack``, :meth:`execute`'s, closes): they connect while this process does, and wait
+        for the request it is about to publish (as agents that join ahead do)."""
         self.supervisor.start([s for s in self.specs if s.role == Role.RESEARCH])
         config = self.settings.memory_config(client_name="agentmem:orchestrator")
         try:

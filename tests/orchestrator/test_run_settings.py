@@ -126,3 +126,23 @@ async def test_an_agent_started_first_and_killed_is_forked_again_with_the_runs_s
     assert [(r.agent, r.exit_code) for r in supervisor.restart_log] == [
         ("research-1", -signal.SIGKILL)
     ]
+
+
+async def test_an_agent_started_as_a_new_interpreter_reads_its_settings_on_stdin(
+    servers: ServerUrls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a zygote the supervisor starts ``python -m agentmem.agents``: it runs with the
+    settings written to its stdin, not the dead server URLs its environment names."""
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/nothing")
+    settings = run_settings(servers, tmp_path, llm="stub")
+    logs = tmp_path / "logs"
+    async with Supervisor(f"stdin-{uuid.uuid4().hex[:8]}", settings, logs) as supervisor:
+        supervisor.start([AgentSpec(Role.REVIEW, 1)])
+        await ready_lines(logs / "review-1.log", 1)
+        supervisor.stop()
+        with anyio.fail_after(30):
+            await supervisor.wait()
+    assert supervisor.restart_log == []
+    assert settings.redis_url is not None
+    assert settings.redis_url.get_secret_value() not in (logs / "review-1.log").read_text()
