@@ -5,6 +5,10 @@ Reads the settings once, logs JSON lines to stderr, runs the role's loop until t
 non-zero (with a one-line reason) on an error it cannot recover from, such as another live
 process holding the same role and instance. It needs only ``REDIS_URL`` and ``DATABASE_URL``:
 started on another host with the same URLs, it joins the run (``agentmem agent`` does the same).
+
+Started by hand, it reads its settings from its environment. The orchestrator hands its agents
+its own settings whole instead (:meth:`Settings.handoff_json`): in the launch request of a
+forked agent (:mod:`agents.zygote`), or on standard input with ``--settings-from-stdin``.
 """
 
 from __future__ import annotations
@@ -79,6 +83,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="stop when the parent process exits (the orchestrator's supervisor passes it)",
     )
+    parser.add_argument(
+        "--settings-from-stdin",
+        action="store_true",
+        help="read the settings as one JSON object on standard input, not from the environment "
+        "(the orchestrator's supervisor passes them so)",
+    )
     args = parser.parse_args(argv)
     if args.instance < 1:
         parser.error(f"--instance must be 1 or more, got {args.instance}")
@@ -123,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent(signal.SIGTERM)()  # never outlive the orchestrator, even if it is killed
         if os.getppid() != parent:  # it died before the request took effect
             return EXIT_ERROR
-    return serve_agent(Role(args.role), args.run_id, args.instance, args.log_level)
+    handoff = sys.stdin.read() if args.settings_from_stdin else None
+    return serve_agent(Role(args.role), args.run_id, args.instance, args.log_level, handoff)
 
 
 def serve_agent(
@@ -131,18 +142,25 @@ def serve_agent(
     run_id: str,
     instance: int,
     log_level: str = "INFO",
-    settings: Settings | None = None,
+    settings: Settings | str | None = None,
 ) -> int:
     """Run one agent of ``run_id`` in this process until the run ends; the exit code.
 
-    ``settings`` default to the environment's."""
+    Its ``settings`` are given, or handed over as JSON (:meth:`Settings.handoff_json`, the
+    orchestrator's), or else (None) read from the environment."""
     setup_logging(f"{role}-{instance}", log_level)
-    if settings is None:
-        try:
+    try:
+        if settings is None:
             settings = Settings()
-        except ValidationError as exc:
-            logger.error("invalid settings in the environment: %s", exc)  # noqa: TRY400
-            return EXIT_USAGE
+        elif isinstance(settings, str):
+            settings = Settings.from_handoff(settings)
+    except ValidationError as exc:
+        where = "the environment" if settings is None else "the settings handed over"
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )  # without the input values: they may be secrets
+        logger.error("invalid settings in %s: %s", where, problems)  # noqa: TRY400 - one line
+        return EXIT_USAGE
     try:
         ended = anyio.run(run_until_signalled, settings, role, run_id, instance)
     except Exception as exc:  # the last stop: report why, in one line each, and exit non-zero

@@ -1,7 +1,15 @@
-"""All configuration, read once from the environment in an entry point and passed down."""
+"""All configuration, read once from the environment in an entry point and passed down.
+
+An agent the orchestrator starts is handed the orchestrator's :class:`Settings` whole, as one
+JSON value (:meth:`Settings.handoff_json`, read back by :meth:`Settings.from_handoff`): what it
+runs with is exactly what the orchestrator runs with, including values given as CLI flags, and
+whatever the agent's own environment says. An agent started by hand (``python -m
+agentmem.agents``, ``agentmem agent``, on any host) reads its settings from its environment.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -65,6 +73,21 @@ class Settings(BaseSettings):
     reports_dir: str = "reports"
     # local servers (devservers): the embedded Redis's append-only file fsync policy
     redis_appendfsync: str = Field(default="everysec", pattern="^(everysec|always)$")
+
+    def handoff_json(self) -> str:
+        """Every field, explicitly (``None`` included) and secrets in clear: what an agent
+        process is started with. It carries secrets: pass it over a pipe, never log it."""
+        values = {
+            name: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for name, value in self
+        }
+        return json.dumps(values)
+
+    @classmethod
+    def from_handoff(cls, data: str | bytes) -> Settings:
+        """The settings :meth:`handoff_json` wrote, exactly: every field is given, so none is
+        taken from this process's environment (explicit values win over it)."""
+        return cls.model_validate_json(data)
 
     @property
     def use_stub_llm(self) -> bool:

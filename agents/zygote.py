@@ -10,13 +10,20 @@ fork could copy.
 
 The protocol, on the ``SOCK_SEQPACKET`` socket the orchestrator passes as standard input:
 
-- a request is one message, a JSON object (``role``, ``run_id``, ``instance``, ``env``, the
-  agent's environment, and ``log``, the file its output goes to), carrying two file
+- a request is one message, a :class:`LaunchRequest` as a JSON object (``role``, ``run_id``,
+  ``instance``, ``settings``, the orchestrator's :class:`~agents.settings.Settings` whole, as
+  :meth:`~agents.settings.Settings.handoff_json` writes it, ``log``, the file its output goes
+  to, and ``traceparent``, the span the agent's own starts from), carrying two file
   descriptors: the *report socket* for that agent, and the read end of the orchestrator's
   *life pipe* (whose write end only the orchestrator holds);
 - on the report socket the zygote writes the agent's pid, then, once it has exited and been
   reaped, its exit code (negative for a signal, as :mod:`subprocess` reports it), each an 8-byte
   signed integer; it writes ``-1`` as the pid and closes the socket if it cannot fork.
+
+An agent runs with the settings its request carries, not with what the environment says (it
+keeps the zygote's environment, which may hold other values or none): the orchestrator's
+settings reach it exactly, those given as CLI flags included. The request carries secrets (the
+server URLs, the API key); nothing here logs it.
 
 The zygote stops when its standard input reaches end of file (the orchestrator closed it or
 died) or when the orchestrator dies (it asks the kernel for SIGTERM then). An agent does not
@@ -47,7 +54,8 @@ import struct
 import sys
 import threading
 import traceback
-from typing import Any, NoReturn
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Self
 
 import setproctitle
 
@@ -59,6 +67,47 @@ from agentmem.agents.roles import Role
 INT = struct.Struct("!q")  # the pid, then the exit code, on an agent's report socket
 MAX_REQUEST_BYTES = 1 << 20
 _EXIT_ERROR = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """One agent of a run, asked of the zygote: who it is, its settings, where it logs."""
+
+    role: Role
+    run_id: str
+    instance: int
+    settings: str = field(repr=False)  # Settings.handoff_json(): secrets in clear
+    log: str
+    traceparent: str | None = None  # the run's span, the parent of the agent's
+
+    def encode(self) -> bytes:
+        fields: dict[str, Any] = {
+            "role": self.role.value,
+            "run_id": self.run_id,
+            "instance": self.instance,
+            "settings": self.settings,
+            "log": self.log,
+            "traceparent": self.traceparent,
+        }
+        return json.dumps(fields).encode()
+
+    @classmethod
+    def decode(cls, message: bytes) -> Self:
+        """The request in ``message``; ``ValueError`` if it is not one (cut short, not ours)."""
+        try:
+            fields = json.loads(message)
+            traceparent = fields.get("traceparent")
+            return cls(
+                role=Role(fields["role"]),
+                run_id=str(fields["run_id"]),
+                instance=int(fields["instance"]),
+                settings=str(fields["settings"]),
+                log=str(fields["log"]),
+                traceparent=None if traceparent is None else str(traceparent),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            msg = f"not a launch request: {type(exc).__name__}"
+            raise ValueError(msg) from None
 
 
 def agent_title(role: str, run_id: str, instance: int) -> str:
@@ -137,9 +186,9 @@ def serve(control: socket.socket) -> NoReturn:
                 continue
             report, life = socket.socket(fileno=fds[0]), fds[1]
             try:
-                request = json.loads(message)
-            except ValueError:  # cut short (over MAX_REQUEST_BYTES) or not ours: refuse it
-                traceback.print_exc()
+                request: LaunchRequest | None = LaunchRequest.decode(message)
+            except ValueError as exc:  # cut short (over MAX_REQUEST_BYTES) or not ours: refuse
+                sys.stderr.write(f"refused a launch request: {exc}\n")
                 request = None
             pid = (
                 -1
@@ -172,7 +221,7 @@ def _reap(reports: dict[int, socket.socket]) -> None:
 
 
 def _fork(
-    request: dict[str, Any],
+    request: LaunchRequest,
     report: socket.socket,
     life: int,
     inherited: list[socket.socket],
@@ -225,21 +274,24 @@ def die_with_orchestrator(life: int) -> None:
     threading.Thread(target=watch, name="die-with-orchestrator", daemon=True).start()
 
 
-def _serve(request: dict[str, Any]) -> int:
+def _serve(request: LaunchRequest) -> int:
     """Become the agent ``request`` describes and run it until it stops; its exit code."""
-    role, run_id, instance = Role(request["role"]), str(request["run_id"]), int(request["instance"])
-    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    role, run_id, instance = request.role, request.run_id, request.instance
+    log = os.open(request.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
     title = agent_title(role.value, run_id, instance)
     setproctitle.setproctitle(title)  # first: it finds the argv area through the environment
-    os.environ.clear()
-    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
     sys.argv = shlex.split(title)[2:]
     from agentmem.agents.__main__ import serve_agent
+    from agentmem.memory import telemetry
 
-    return serve_agent(role, run_id, instance, str(request.get("log_level", "INFO")))
+    os.environ.pop(telemetry.TRACEPARENT_ENV, None)  # the zygote's own is not the run's
+    if request.traceparent is not None:
+        os.environ[telemetry.TRACEPARENT_ENV] = request.traceparent
+
+    return serve_agent(role, run_id, instance, settings=request.settings)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import SecretStr
 
 from agentmem.agents.roles import Role
+from agentmem.agents.settings import Settings
 from agentmem.bench.harness import Context, Figures, Sample
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
 
@@ -71,7 +73,7 @@ def _ready_at(log: Path, deadline: float) -> float:
 
 
 async def _forked(
-    launcher: AgentLauncher, env: dict[str, str], logs: Path, agents: tuple[tuple[Role, int], ...]
+    launcher: AgentLauncher, settings: Settings, logs: Path, agents: tuple[tuple[Role, int], ...]
 ) -> float:
     """Seconds until the last of ``agents`` forked from the zygote is ready."""
     run_id = f"startup-{uuid.uuid4().hex[:8]}"
@@ -80,7 +82,7 @@ async def _forked(
     try:
         for role, n in agents:
             log = logs / f"{run_id}-{role}-{n}.log"
-            children.append(await launcher.launch(role, run_id, n, env, log))
+            children.append(await launcher.launch(role, run_id, n, settings, log))
         deadline = time.monotonic() + 120
         ready = [
             await anyio.to_thread.run_sync(_ready_at, logs / f"{run_id}-{r}-{n}.log", deadline)
@@ -150,20 +152,25 @@ async def agent_ready(ctx: Context, repeat: int) -> Figures:
             "AGENTMEM_DATA_DIR": str(tmp / "data"),
             "PYTHONUNBUFFERED": "1",
         }
+        settings = Settings(
+            redis_url=SecretStr(ctx.redis_url),
+            database_url=SecretStr(ctx.database_url),
+            data_dir=str(tmp / "data"),
+        )
         logs = tmp / "logs"
         logs.mkdir()
         one = ((Role.WRITER, 1),)
         samples = {k: Sample() for k in ("forked", "interpreter", "forked_9", "interpreter_9")}
         with AgentLauncher.start(env) as launcher:
-            await _forked(launcher, env, logs, one)  # the zygote's imports: not measured
+            await _forked(launcher, settings, logs, one)  # the zygote's imports: not measured
             for _ in range(repeat):
                 ctx.say("start-up: one agent, forked and as a new interpreter")
-                samples["forked"].values.append(await _forked(launcher, env, logs, one))
+                samples["forked"].values.append(await _forked(launcher, settings, logs, one))
                 samples["interpreter"].values.append(
                     await anyio.to_thread.run_sync(_spawned, env, logs, one)
                 )
                 ctx.say("start-up: nine agents at once, forked and as new interpreters")
-                samples["forked_9"].values.append(await _forked(launcher, env, logs, _CROWD))
+                samples["forked_9"].values.append(await _forked(launcher, settings, logs, _CROWD))
                 samples["interpreter_9"].values.append(
                     await anyio.to_thread.run_sync(_spawned, env, logs, _CROWD)
                 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentmem.orchestrator.launcher import AgentLauncher
-    from agentmem.orchestrator.lifecycle import RunFailedError, RunResult, run_report
+    from agentmem.orchestrator.lifecycle import Run, RunFailedError, RunResult, run_report
     from agentmem.orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
     from agentmem.orchestrator.tracker import RunState, RunTracker
 
@@ -20,6 +20,7 @@ _HOMES = {
     "AgentCrashedError": "agentmem.orchestrator.supervisor",
     "AgentLauncher": "agentmem.orchestrator.launcher",
     "AgentSpec": "agentmem.orchestrator.supervisor",
+    "Run": "agentmem.orchestrator.lifecycle",
     "RunFailedError": "agentmem.orchestrator.lifecycle",
     "RunResult": "agentmem.orchestrator.lifecycle",
     "RunState": "agentmem.orchestrator.tracker",
@@ -32,6 +33,7 @@ __all__ = [
     "AgentCrashedError",
     "AgentLauncher",
     "AgentSpec",
+    "Run",
     "RunFailedError",
     "RunResult",
     "RunState",

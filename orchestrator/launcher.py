@@ -13,8 +13,11 @@ its start on (and which nine agents starting at once share the CPUs for; docs/pe
   (:func:`orchestrator.lifecycle.run_report` as a library call, the tests).
 
 :meth:`AgentLauncher.launch` is async and returns an :class:`AgentChild`, which the supervisor
-waits for, signals and kills like a subprocess. The zygote is a child of this process and
-stops when :meth:`AgentLauncher.close` closes its socket, or when this process dies.
+waits for, signals and kills like a subprocess. The agent runs with the
+:class:`~agents.settings.Settings` it is given, sent whole in its launch request
+(:class:`agents.zygote.LaunchRequest`), not with the zygote's environment. The zygote is a
+child of this process and stops when :meth:`AgentLauncher.close` closes its socket, or when
+this process dies.
 
 The zygote is not a single point of failure. Its agents do not die with it: they die with
 this process (each waits on the *life pipe*, whose write end only this process holds: closed
@@ -33,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib
-import json
 import logging
 import os
 import signal
@@ -46,12 +48,16 @@ import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from agentmem.agents import zygote
 from agentmem.agents.roles import Role
-from agentmem.agents.zygote import INT
+from agentmem.agents.zygote import INT, LaunchRequest
+
+if TYPE_CHECKING:  # not imported at run time: the zygote starts before the heavy imports
+    from agentmem.agents.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -236,18 +242,20 @@ class AgentLauncher:
         return self._exited
 
     async def launch(
-        self, role: Role, run_id: str, instance: int, env: Mapping[str, str], log_path: Path
+        self,
+        role: Role,
+        run_id: str,
+        instance: int,
+        settings: Settings,
+        log_path: Path,
+        *,
+        traceparent: str | None = None,
     ) -> AgentChild:
-        """Fork one agent of ``run_id`` with environment ``env``, its output appended to
-        ``log_path``; returns once it runs."""
-        request = json.dumps(
-            {
-                "role": role.value,
-                "run_id": run_id,
-                "instance": instance,
-                "env": dict(env),
-                "log": str(log_path),
-            }
+        """Fork one agent of ``run_id`` that runs with ``settings`` (exactly: not the zygote's
+        environment), its output appended to ``log_path``, its span a child of
+        ``traceparent``; returns once it runs."""
+        request = LaunchRequest(
+            role, run_id, instance, settings.handoff_json(), str(log_path), traceparent
         ).encode()
         for last in (False, True):  # a second time from a new zygote, if this one died
             async with self._sending:

@@ -1,41 +1,50 @@
 """Launch agent processes and keep them running until the run is over.
 
 Each agent is a separate OS process, ``python -m agentmem.agents <role> --run-id R --instance N``,
-with its settings in its environment and its JSON log lines in a file of its own. Given an
-:class:`~orchestrator.launcher.AgentLauncher`, the supervisor forks each agent from its zygote
-(the same agent, without a new interpreter's imports; the orchestrator does so); without one
-it starts that command line. A process
-that exits with an error is restarted with a growing backoff, a bounded number of times; one
+with its JSON log lines in a file of its own, running with the run's
+:class:`~agents.settings.Settings` (handed over whole: never rebuilt from environment
+variables). Given an :class:`~orchestrator.launcher.AgentLauncher`, the supervisor forks each
+agent from its zygote (the same agent, without a new interpreter's imports; the orchestrator
+does so) and the settings go in the launch request; without one it starts that command line
+and writes the settings to its standard input.
+
+A :class:`Supervisor` is entered once per run (``async with``) and owns every process it starts
+until it is left. Each agent has one lifecycle, whenever :meth:`Supervisor.start` is given it
+(the researchers before the run's memory is even open, so that they connect while the
+orchestrator does; the others later): it is started, watched, and, when it exits with an
+error, started again by the same path with a growing backoff, a bounded number of times. One
 that exits 0 stopped by itself (it saw the run end) and is not restarted. A restarted agent
 waits for its previous process's instance lease to expire (see :mod:`agents.instance`).
-When the supervisor is cancelled (the run finished, failed, timed out, or the user pressed
-Ctrl-C) every process gets SIGTERM, a grace period, then SIGKILL. Agents also get SIGTERM
-if the orchestrator itself dies, so none outlives it (a started agent asks the kernel; a
-forked one watches the launcher's life pipe). A zygote that dies takes no agent with it, and
-the launcher starts a new one for the next agent (see :mod:`orchestrator.launcher`).
-
-Two calls let the caller overlap its own work with the agents' start and stop:
-:meth:`Supervisor.start_early` starts the agents a run needs first before :meth:`run` is
-given them (they connect while the caller does), and :meth:`Supervisor.stop` sends every
-agent SIGTERM without waiting (the run writes its report while they exit).
+:meth:`Supervisor.stop` sends every agent SIGTERM without waiting (the run writes its report
+while they exit) and ends the restarts; leaving the supervisor gives each process still running
+SIGTERM, a grace period, then SIGKILL, whether the run finished, failed, timed out, or the user
+pressed Ctrl-C. Agents also get SIGTERM if the orchestrator itself dies, so none outlives it (a
+started agent asks the kernel; a forked one watches the launcher's life pipe). A zygote that
+dies takes no agent with it, and the launcher starts a new one for the next agent (see
+:mod:`orchestrator.launcher`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 import anyio
+import anyio.abc
 
 from agentmem.agents.roles import Role
-from agentmem.memory import AgentMemoryError
+from agentmem.agents.settings import Settings
+from agentmem.memory import AgentMemoryError, telemetry
 from agentmem.orchestrator.launcher import AgentLauncher
 
 logger = logging.getLogger(__name__)
@@ -83,71 +92,90 @@ class Restart:
 
 
 class Supervisor:
-    """Runs agent processes for one run; cancel :meth:`run` to stop them all."""
+    """The agent processes of one run: ``async with Supervisor(...) as supervisor:``, then
+    :meth:`start` them; leaving stops every one still running."""
 
     def __init__(
         self,
         run_id: str,
-        env: Mapping[str, str],
+        settings: Settings,
         log_dir: Path,
         *,
         max_restarts: int = 5,
         first_backoff: float = 0.5,
         notify: Callable[[str], None] = lambda message: None,
         launcher: AgentLauncher | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self.run_id = run_id
-        self.env = dict(env)
+        self.settings = settings
         self.log_dir = log_dir
         self.max_restarts = max_restarts
         self.first_backoff = first_backoff
         self.notify = notify
         self.launcher = launcher
+        self.traceparent = traceparent  # the run's span: each agent's parent
         self.processes: dict[str, AgentProcess] = {}
         self.restarts: dict[str, int] = {}
         self.restart_log: list[Restart] = []
-        self._early: dict[str, AgentProcess] = {}  # started by start_early, not yet run
+        self._agents: anyio.abc.TaskGroup | None = None  # one task per agent, while entered
+        self._kept: set[str] = set()  # agents given to start(), each kept by one task
+        self._running = 0  # of those tasks, the ones not returned yet
+        self._all_returned = anyio.Event()
         self._stopping = False  # stop() was called: no restarts
         self._signalled: set[int] = set()  # pids stop() sent SIGTERM
 
-    async def start_early(self, specs: Sequence[AgentSpec]) -> dict[str, int]:
-        """Start these agents' first processes now, before :meth:`run` is given them; returns
-        their pids.
-
-        For the agents a run needs first: they connect and claim their instance while the
-        caller does its own setup, and :meth:`run` adopts them as they are. Those that
-        :meth:`run` never adopts are stopped by :meth:`stop_early`; call it on the way out.
-        """
+    async def __aenter__(self) -> Self:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in specs:
-            if spec.name not in self._early:
-                self._early[spec.name] = await self._start(spec)
-        return {spec.name: self._early[spec.name].pid for spec in specs}
+        agents = anyio.create_task_group()
+        await agents.__aenter__()
+        self._agents = agents
+        return self
 
-    async def stop_early(self) -> None:
-        """Stop the processes :meth:`start_early` started that :meth:`run` did not adopt."""
-        early, self._early = list(self._early.values()), {}
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for process in early:
-                    tg.start_soon(_terminate, process)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Stop every agent still running (SIGTERM, the grace period, SIGKILL); an agent's
+        error (:class:`AgentCrashedError`) comes out here, in the task group's error."""
+        agents, self._agents = self._agents, None
+        if agents is None:  # pragma: no cover - entered once
+            msg = "Supervisor exited without being entered"
+            raise RuntimeError(msg)
+        agents.cancel_scope.cancel()
+        return await agents.__aexit__(exc_type, exc, tb)
+
+    def start(self, specs: Sequence[AgentSpec]) -> None:
+        """Start these agents and keep each alive until the supervisor is left (or
+        :meth:`stop`); an agent already started is left as it is. Returns at once."""
+        if self._agents is None:
+            msg = "start() needs the supervisor entered: async with Supervisor(...)"
+            raise RuntimeError(msg)
+        for spec in specs:
+            if spec.name not in self._kept and not self._stopping:
+                self._kept.add(spec.name)
+                if not self._running:
+                    self._all_returned = anyio.Event()
+                self._running += 1
+                self._agents.start_soon(self._keep_alive, spec, name=spec.name)
 
     def stop(self) -> None:
-        """Tell every agent to stop (SIGTERM) now, without waiting; none is restarted from now
-        on. :meth:`run` returns once they have exited; cancel it to give those still running
-        the grace period, then SIGKILL. For a caller with work to do while the agents stop."""
+        """Tell every agent to stop (SIGTERM) now, without waiting; none is restarted or
+        started from now on. :meth:`wait` returns once they have exited; leaving the
+        supervisor gives those still running the grace period, then SIGKILL. For a caller
+        with work to do while the agents stop."""
         self._stopping = True
         for process in self.processes.values():
             process.send_signal(signal.SIGTERM)
             self._signalled.add(process.pid)
 
-    async def run(self, specs: Sequence[AgentSpec]) -> None:
-        """Start every agent and keep each one alive; returns only by cancellation or error
-        (or, after :meth:`stop`, once every agent has exited)."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        async with anyio.create_task_group() as tg:
-            for spec in specs:
-                tg.start_soon(self._keep_alive, spec)
+    async def wait(self) -> None:
+        """Return once no agent is kept any more: each exited 0, or exited after
+        :meth:`stop`. (An agent that ran out of restarts raises on leaving instead.)"""
+        if self._running:
+            await self._all_returned.wait()
 
     def command(self, spec: AgentSpec) -> list[str]:
         return [
@@ -160,9 +188,19 @@ class Supervisor:
             "--instance",
             str(spec.instance),
             "--supervised",
+            "--settings-from-stdin",
         ]
 
     async def _keep_alive(self, spec: AgentSpec) -> None:
+        """The one lifecycle of an agent: start it, wait for its exit, start it again."""
+        try:
+            await self._restarting(spec)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._all_returned.set()
+
+    async def _restarting(self, spec: AgentSpec) -> None:
         restarts = 0
         while not self._stopping:
             code = await self._run_once(spec)
@@ -184,8 +222,8 @@ class Supervisor:
             await anyio.sleep(delay)
 
     async def _run_once(self, spec: AgentSpec) -> int:
-        """Run the agent until it exits (returns its code) or the supervisor is cancelled."""
-        process = self._early.pop(spec.name, None) or await self._start(spec)
+        """Run the agent until it exits (returns its code) or the supervisor is left."""
+        process = await self._start(spec)
         self.processes[spec.name] = process
         try:
             return await process.wait()
@@ -195,20 +233,32 @@ class Supervisor:
                 await _terminate(process, signalled=process.pid in self._signalled)
 
     async def _start(self, spec: AgentSpec) -> AgentProcess:
-        """A new process for ``spec``: forked from the launcher's zygote, or a new interpreter."""
+        """A new process for ``spec``, with the run's settings: forked from the launcher's
+        zygote (they go in the launch request), or a new interpreter (on its stdin)."""
         log_path = self.log_dir / f"{spec.name}.log"
         if self.launcher is not None:
             return await self.launcher.launch(
-                spec.role, self.run_id, spec.instance, self.env, log_path
+                spec.role,
+                self.run_id,
+                spec.instance,
+                self.settings,
+                log_path,
+                traceparent=self.traceparent,
             )
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop(telemetry.TRACEPARENT_ENV, None)
+        if self.traceparent is not None:
+            env[telemetry.TRACEPARENT_ENV] = self.traceparent
         with log_path.open("ab") as log:
-            return await anyio.open_process(
-                self.command(spec),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self.env,
+            process = await anyio.open_process(
+                self.command(spec), stdin=subprocess.PIPE, stdout=log, stderr=log, env=env
             )
+        if process.stdin is not None:
+            # a process that exits without reading them (a crash, a test's stand-in) is fine
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await process.stdin.send(self.settings.handoff_json().encode())
+            await process.stdin.aclose()
+        return process
 
     def pids(self) -> dict[str, int]:
         """The process id of each agent's current process."""

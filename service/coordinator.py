@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.protocol import (
@@ -49,7 +50,7 @@ from agentmem.agents.settings import Settings
 from agentmem.memory import EventStore, Memory, RunEntry
 from agentmem.memory.admission import Admission, Submissions
 from agentmem.memory.work_queue import WorkQueue
-from agentmem.orchestrator.lifecycle import ORCHESTRATOR, write_outputs
+from agentmem.orchestrator.lifecycle import ORCHESTRATOR, FinishedRun, write_outputs
 from agentmem.orchestrator.report import read_log
 from agentmem.orchestrator.tracker import RunState, RunTracker
 from agentmem.service.routes import POOL_ROUTES, ticket
@@ -121,21 +122,14 @@ async def coordinate(
         return "running"
     started_at = entry.started_at if entry is not None else datetime.now(UTC)
     elapsed = (datetime.now(UTC) - started_at).total_seconds()
-    timings = {
-        "total": elapsed,
-        "llm_by_agents": sum(state.llm_seconds.values()),
-    }
-    report_path, _record = await write_outputs(
-        settings,
+    finished = FinishedRun(
         scope.namespace,
         state,
-        scope.memory,
-        events,
-        scope.db,
-        timings,
-        time.monotonic() - elapsed,
-        [],
+        started=time.monotonic() - elapsed,
+        timings={"llm_by_agents": sum(state.llm_seconds.values())},
     )
+    outputs = await write_outputs(finished, scope, events, Path(settings.reports_dir))
+    report_path = outputs.report_path
     done = new_event(
         EventType.RUN_COMPLETED, ORCHESTRATOR, RunCompleted(report_path=str(report_path))
     )

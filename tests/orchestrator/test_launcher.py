@@ -10,8 +10,10 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from pydantic import SecretStr
 
 from agentmem.agents.roles import Role
+from agentmem.agents.settings import Settings
 from agentmem.chaos.faults import agent_identity
 from agentmem.devservers import ServerUrls
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
@@ -19,14 +21,13 @@ from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
-def agent_env(servers: ServerUrls, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "REDIS_URL": servers.redis_url,
-        "DATABASE_URL": servers.database_url,
-        "AGENTMEM_DATA_DIR": str(tmp_path / "data"),
-        "AGENTMEM_LLM": "stub",
-    }
+def agent_settings(servers: ServerUrls, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=SecretStr(servers.redis_url),
+        database_url=SecretStr(servers.database_url),
+        data_dir=str(tmp_path / "data"),
+        llm="stub",
+    )
 
 
 def gone(pid: int) -> bool:
@@ -50,7 +51,7 @@ async def test_a_forked_agent_runs_under_its_own_command_line_until_killed(
     rid = f"fork-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "writer-2.log"
     with AgentLauncher.start() as launcher:
-        child = await launcher.launch(Role.WRITER, rid, 2, agent_env(servers, tmp_path), log)
+        child = await launcher.launch(Role.WRITER, rid, 2, agent_settings(servers, tmp_path), log)
         await wait_ready(log)
         process = psutil.Process(child.pid)
         assert agent_identity(process.cmdline()) == ("writer", rid, 2)
@@ -64,11 +65,11 @@ async def test_a_forked_agent_runs_under_its_own_command_line_until_killed(
 async def test_a_forked_agent_that_cannot_start_reports_its_exit_code_and_why(
     tmp_path: Path,
 ) -> None:
-    """Without server URLs in the environment it is given, it exits 1 and its log says why."""
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL"}}
+    """Without server URLs in the settings it is given, it exits 1 and its log says why."""
+    settings = Settings(redis_url=None, database_url=None, llm="stub")
     log = tmp_path / "review-1.log"
     with AgentLauncher.start() as launcher:
-        child = await launcher.launch(Role.REVIEW, "run-x", 1, env, log)
+        child = await launcher.launch(Role.REVIEW, "run-x", 1, settings, log)
         with anyio.fail_after(60):
             assert await child.wait() == 1
     assert "REDIS_URL and DATABASE_URL must both be set" in log.read_text()
@@ -84,7 +85,7 @@ async def test_closing_the_launcher_stops_the_agents_it_forked(
     children: list[AgentChild] = []
     with AgentLauncher.start() as launcher:
         children.append(
-            await launcher.launch(Role.RESEARCH, rid, 1, agent_env(servers, tmp_path), log)
+            await launcher.launch(Role.RESEARCH, rid, 1, agent_settings(servers, tmp_path), log)
         )
         await wait_ready(log)
     pid = children[0].pid
@@ -102,9 +103,9 @@ async def test_agents_outlive_a_killed_zygote_and_the_next_comes_from_a_new_one(
     """SIGKILL of the zygote: its agent goes on (re-parented to this process), the next agent
     is forked from a new zygote, and each agent's exit code is still known."""
     rid = f"fork-{uuid.uuid4().hex[:8]}"
-    env = agent_env(servers, tmp_path)
+    settings = agent_settings(servers, tmp_path)
     with AgentLauncher.start() as launcher:
-        first = await launcher.launch(Role.WRITER, rid, 1, env, tmp_path / "writer-1.log")
+        first = await launcher.launch(Role.WRITER, rid, 1, settings, tmp_path / "writer-1.log")
         await wait_ready(tmp_path / "writer-1.log")
         zygote = launcher.pid
         os.kill(zygote, signal.SIGKILL)
@@ -113,7 +114,7 @@ async def test_agents_outlive_a_killed_zygote_and_the_next_comes_from_a_new_one(
                 await anyio.sleep(0.05)
         assert psutil.Process(first.pid).status() != psutil.STATUS_ZOMBIE  # it survived
 
-        second = await launcher.launch(Role.REVIEW, rid, 1, env, tmp_path / "review-1.log")
+        second = await launcher.launch(Role.REVIEW, rid, 1, settings, tmp_path / "review-1.log")
         await wait_ready(tmp_path / "review-1.log")
         assert launcher.pid != zygote
         assert launcher.restarts == 1

@@ -1,4 +1,5 @@
-"""The supervisor restarts an agent that exits, with backoff, and gives up after a bound."""
+"""The supervisor restarts an agent that exits, with backoff, and gives up after a bound; every
+agent it starts, early or late, has that one lifecycle."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ import anyio
 import pytest
 
 from agentmem.agents.roles import Role
+from agentmem.agents.settings import Settings
 from agentmem.memory import AgentStatus, RedisAgentMemory
 from agentmem.memory.connections import RedisClient
 from agentmem.orchestrator.lifecycle import agent_specs, start_in_stages
 from agentmem.orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
 
 pytestmark = pytest.mark.anyio
+
+SETTINGS = Settings(llm="stub")
+
+
+async def keep(supervisor: Supervisor, specs: Sequence[AgentSpec]) -> None:
+    """Enter ``supervisor`` and start ``specs``; return only by its error (or cancellation)."""
+    async with supervisor:
+        supervisor.start(specs)
+        await anyio.sleep_forever()
 
 
 class Crashing(Supervisor):
@@ -30,11 +41,11 @@ async def test_an_agent_that_keeps_exiting_is_restarted_then_reported(tmp_path: 
     """Each exit is announced and followed by a restart, until the bound makes it an error."""
     notes: list[str] = []
     supervisor = Crashing(
-        "run-1", {}, tmp_path, max_restarts=3, first_backoff=0.01, notify=notes.append
+        "run-1", SETTINGS, tmp_path, max_restarts=3, first_backoff=0.01, notify=notes.append
     )
 
     with pytest.raises(ExceptionGroup) as caught, anyio.fail_after(30):
-        await supervisor.run([AgentSpec(Role.WRITER, 2)])
+        await keep(supervisor, [AgentSpec(Role.WRITER, 2)])
 
     [error] = caught.value.exceptions
     assert isinstance(error, AgentCrashedError)
@@ -49,14 +60,13 @@ class Recording(Supervisor):
     """A supervisor that notes which agents it was asked to start, and starts none."""
 
     def __init__(self, tmp_path: Path) -> None:
-        super().__init__("run-1", {}, tmp_path)
+        super().__init__("run-1", SETTINGS, tmp_path)
         self.started: list[str] = []
         self._changed = anyio.Event()
 
-    async def run(self, specs: Sequence[AgentSpec]) -> None:
-        self.started += [spec.name for spec in specs]
+    def start(self, specs: Sequence[AgentSpec]) -> None:
+        self.started += [spec.name for spec in specs if spec.name not in self.started]
         self._changed.set()
-        await anyio.sleep_forever()
 
     async def until_started(self, count: int) -> None:
         with anyio.fail_after(5):
@@ -123,48 +133,67 @@ class Counting(Supervisor):
         return [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
 
 
-async def test_an_agent_started_early_is_adopted_by_run_not_started_again(tmp_path: Path) -> None:
-    """start_early's process is the one run() supervises: one process per agent, not two."""
-    supervisor = Counting("run-1", {}, tmp_path)
-    spec = AgentSpec(Role.RESEARCH, 1)
-    early = await supervisor.start_early([spec])
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(supervisor.run, [spec])
-            await anyio.wait_all_tasks_blocked()
-            assert supervisor.pids() == early
-            tg.cancel_scope.cancel()
-    finally:
-        await supervisor.stop_early()
-    assert supervisor.processes[spec.name].returncode is not None  # stopped with run()
-
-
-async def test_agents_started_early_but_never_run_are_stopped_on_the_way_out(
+async def test_an_agent_started_before_the_others_is_restarted_by_the_same_path(
     tmp_path: Path,
 ) -> None:
-    """stop_early ends the processes run() never adopted (the run failed before it began)."""
-    supervisor = Counting("run-1", {}, tmp_path)
-    early = await supervisor.start_early([AgentSpec(Role.RESEARCH, 1), AgentSpec(Role.RESEARCH, 2)])
-    assert len(set(early.values())) == 2
-    with anyio.fail_after(30):
-        await supervisor.stop_early()
-    for pid in early.values():
+    """An agent started first (before the run's memory is open) that exits is restarted at
+    once, with the same backoff and bound as any agent, not left dead until a later stage."""
+    notes: list[str] = []
+    supervisor = Crashing("run-1", SETTINGS, tmp_path, first_backoff=0.01, notify=notes.append)
+    with pytest.raises(ExceptionGroup) as caught, anyio.fail_after(30):
+        await keep(supervisor, [AgentSpec(Role.RESEARCH, 1)])  # nothing else is started, ever
+    [error] = caught.value.exceptions
+    assert "research-1 exited 6 times" in str(error)
+    assert len(notes) == 5
+    assert [r.agent for r in supervisor.restart_log] == ["research-1"] * 5
+
+
+async def test_an_agent_started_again_in_a_later_stage_is_one_process(tmp_path: Path) -> None:
+    """start() of an agent already started keeps its process: one process per agent, not two."""
+    async with Counting("run-1", SETTINGS, tmp_path) as supervisor:
+        spec = AgentSpec(Role.RESEARCH, 1)
+        supervisor.start([spec])
+        await anyio.wait_all_tasks_blocked()
+        first = supervisor.pids()
+        supervisor.start([spec, AgentSpec(Role.WRITER, 1)])
+        await anyio.wait_all_tasks_blocked()
+        assert supervisor.pids()[spec.name] == first[spec.name]
+        assert set(supervisor.pids()) == {"research-1", "writer-1"}
+    assert all(p.returncode is not None for p in supervisor.processes.values())
+
+
+async def test_leaving_the_supervisor_stops_every_agent_it_started(tmp_path: Path) -> None:
+    """Agents started before a run failed at its start are stopped and reaped on the way out."""
+    pids: dict[str, int] = {}
+
+    async def fail_at_the_start() -> None:
+        async with Counting("run-1", SETTINGS, tmp_path) as supervisor:
+            supervisor.start([AgentSpec(Role.RESEARCH, 1), AgentSpec(Role.RESEARCH, 2)])
+            await anyio.wait_all_tasks_blocked()
+            pids.update(supervisor.pids())
+            msg = "the run failed"
+            raise RuntimeError(msg)
+
+    with pytest.raises(ExceptionGroup, match="unhandled"), anyio.fail_after(30):
+        await fail_at_the_start()
+    assert len(set(pids.values())) == 2
+    for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # reaped: gone
 
 
-@pytest.mark.anyio
 async def test_stop_ends_every_agent_without_restarting_any(tmp_path: Path) -> None:
-    """After stop(), run() returns once the agents have exited, and none was restarted."""
+    """After stop(), wait() returns once the agents have exited, and none was restarted."""
     notes: list[str] = []
-    supervisor = Counting("run-1", {}, tmp_path, first_backoff=0.01, notify=notes.append)
-    specs = [AgentSpec(Role.WRITER, 1), AgentSpec(Role.REVIEW, 1)]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(supervisor.run, specs)
+    supervisor = Counting("run-1", SETTINGS, tmp_path, first_backoff=0.01, notify=notes.append)
+    async with supervisor:
+        supervisor.start([AgentSpec(Role.WRITER, 1), AgentSpec(Role.REVIEW, 1)])
         await anyio.wait_all_tasks_blocked()
         supervisor.stop()
         with anyio.fail_after(30):
-            await supervisor.run([])  # returns at once: nothing new is started
+            await supervisor.wait()
+        supervisor.start([AgentSpec(Role.WRITER, 2)])  # after stop(): nothing new is started
     assert notes == []
     assert supervisor.restart_log == []
+    assert set(supervisor.processes) == {"writer-1", "review-1"}
     assert all(p.returncode is not None for p in supervisor.processes.values())
