@@ -3,7 +3,7 @@
 Run one with ``python -m agentmem.agents <role> --run-id RUN --instance N``.
 
 The names below are imported on first use (PEP 562), so that importing one light module of
-the package (``agents.roles`` for the ``agentmem`` command's choices) does not import
+the package (``agents.lifetime``, which the local servers use) does not import
 pydantic, the memory layer and its drivers; ``OpenAILLM`` and ``make_llm`` import ``openai``.
 """
 
@@ -15,15 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agentmem.agents.llm import OpenAILLM, make_llm
     from agentmem.agents.llm_base import LLM, LLMError
-    from agentmem.agents.protocol import (
-        ROUTES,
-        RUN_STREAM,
-        EventType,
-        SectionState,
-        new_event,
-        parse_payload,
-    )
-    from agentmem.agents.roles import Role
     from agentmem.agents.settings import Settings
     from agentmem.agents.stub_llm import StubLLM
 
@@ -32,32 +23,18 @@ _HOMES = {
     "LLM": "agentmem.agents.llm_base",
     "LLMError": "agentmem.agents.llm_base",
     "OpenAILLM": "agentmem.agents.llm",
-    "ROUTES": "agentmem.agents.protocol",
-    "RUN_STREAM": "agentmem.agents.protocol",
-    "EventType": "agentmem.agents.protocol",
-    "Role": "agentmem.agents.roles",
-    "SectionState": "agentmem.agents.protocol",
     "Settings": "agentmem.agents.settings",
     "StubLLM": "agentmem.agents.stub_llm",
     "make_llm": "agentmem.agents.llm",
-    "new_event": "agentmem.agents.protocol",
-    "parse_payload": "agentmem.agents.protocol",
 }
 
 __all__ = [
     "LLM",
-    "ROUTES",
-    "RUN_STREAM",
-    "EventType",
     "LLMError",
     "OpenAILLM",
-    "Role",
-    "SectionState",
     "Settings",
     "StubLLM",
     "make_llm",
-    "new_event",
-    "parse_payload",
 ]
 
 

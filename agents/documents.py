@@ -19,8 +19,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmem.agents.llm_output import SectionDraft
-from agentmem.agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 from agentmem.agents.support import Support
+from agentmem.protocol.events import EventType, RunPlanned, SectionId, SectionPlan
 
 PLAN_KEY = "run/plan"
 

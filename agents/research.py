@@ -41,7 +41,12 @@ from agentmem.agents.idempotency import assigned_key, fact_key, planned_key, sou
 from agentmem.agents.llm_base import LLMNoAnswerError
 from agentmem.agents.llm_output import Extraction, Plan
 from agentmem.agents.prompts import load_prompt
-from agentmem.agents.protocol import (
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.untrusted import quote, quoted_section
+from agentmem.memory import AgentEvent, ConflictError, Document, NewFact
+from agentmem.protocol.events import (
     EventType,
     ProtocolError,
     RunPlanned,
@@ -52,11 +57,6 @@ from agentmem.agents.protocol import (
     SourceDoc,
     payload_as,
 )
-from agentmem.agents.runtime import Context
-from agentmem.agents.schemas import Bounds
-from agentmem.agents.sentences import numbered, sentences
-from agentmem.agents.untrusted import quote
-from agentmem.memory import AgentEvent, ConflictError, Document, NewFact
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def extract_request(
     prose = numbered(sentences(source.text))
     return {
         "topic": topic,
-        "sections": [s.quoted(planned_by) for s in sections],
+        "sections": [quoted_section(s, written_by=planned_by) for s in sections],
         "section_id": section_id,
         "source": {
             "name": source.name,

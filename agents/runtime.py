@@ -41,21 +41,6 @@ from agentmem.agents.instance import (
 )
 from agentmem.agents.llm_base import LLM, LLMError
 from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agentmem.agents.protocol import (
-    END_ROUTE,
-    HANDLED_BY,
-    ROUTES,
-    RUN_ENDS,
-    RUN_STREAM,
-    AgentFailed,
-    EventPayload,
-    EventType,
-    RunCompleted,
-    RunFailed,
-    new_event,
-    parse_payload,
-)
-from agentmem.agents.roles import Role
 from agentmem.agents.settings import Settings
 from agentmem.agents.stub_llm import StubLLM
 from agentmem.memory import (
@@ -76,6 +61,21 @@ from agentmem.memory import (
     retrying,
     telemetry,
 )
+from agentmem.protocol.events import (
+    END_ROUTE,
+    HANDLED_BY,
+    ROUTES,
+    RUN_ENDS,
+    RUN_STREAM,
+    AgentFailed,
+    EventPayload,
+    EventType,
+    RunCompleted,
+    RunFailed,
+    new_event,
+    parse_payload,
+)
+from agentmem.protocol.roles import Role
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import anyio
 
-from agentmem.agents.roles import Role
 from agentmem.bench.harness import Context, Figures, Sample
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.protocol.roles import Role
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLED = {"section.approved", "section.round_limit"}

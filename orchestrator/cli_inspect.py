@@ -192,8 +192,8 @@ def requeue(
     """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
     import anyio
 
-    from agentmem.agents import RUN_STREAM
     from agentmem.memory import open_memory
+    from agentmem.protocol import RUN_STREAM
 
     settings = settings_from_env()
 

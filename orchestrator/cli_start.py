@@ -10,7 +10,6 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agentmem.agents.roles import Role
 from agentmem.orchestrator.cli_common import (
     LLMChoice,
     app,
@@ -22,6 +21,7 @@ from agentmem.orchestrator.cli_common import (
     settings_from_env,
 )
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.protocol.roles import Role
 
 # The commands import what they run when they run (see orchestrator.cli_common).
 

@@ -50,8 +50,8 @@ from pathlib import Path
 import anyio
 
 from agentmem.agents import zygote
-from agentmem.agents.roles import Role
 from agentmem.agents.zygote import INT
+from agentmem.protocol.roles import Role
 
 logger = logging.getLogger(__name__)
 

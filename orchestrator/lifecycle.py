@@ -22,10 +22,9 @@ from typing import TypeVar
 import anyio
 from pydantic import SecretStr
 
-from agentmem.agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
+from agentmem.agents import Settings
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.llm_calls import LLM_SLOTS
-from agentmem.agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 from agentmem.memory import (
     AgentMemoryError,
     AgentStatus,
@@ -53,6 +52,8 @@ from agentmem.orchestrator.run_entries import close_entry, failure_text, open_en
 from agentmem.orchestrator.supervisor import AgentSpec, Restart, Supervisor
 from agentmem.orchestrator.timeline import timeline_html
 from agentmem.orchestrator.tracker import RunState, RunTracker
+from agentmem.protocol import ROUTES, RUN_STREAM, EventType, Role, new_event
+from agentmem.protocol.events import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 
 logger = logging.getLogger(__name__)
 

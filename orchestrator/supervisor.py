@@ -34,9 +34,9 @@ from typing import Protocol
 
 import anyio
 
-from agentmem.agents.roles import Role
 from agentmem.memory import AgentMemoryError
 from agentmem.orchestrator.launcher import AgentLauncher
+from agentmem.protocol.roles import Role
 
 logger = logging.getLogger(__name__)
 

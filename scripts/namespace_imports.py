@@ -45,6 +45,7 @@ from pathlib import Path
 # Old top-level name -> name under agentmem.
 PACKAGES = {
     "memory": "memory",
+    "protocol": "protocol",
     "agents": "agents",
     "orchestrator": "orchestrator",
     "web": "web",

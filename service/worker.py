@@ -59,7 +59,6 @@ import anyio
 from agentmem.agents.idempotency import failed_key
 from agentmem.agents.llm_base import LLM
 from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agentmem.agents.protocol import AgentFailed, EventType
 from agentmem.agents.runtime import Context, Handler, _make_llm, agent_memory_config, process
 from agentmem.agents.settings import Settings
 from agentmem.memory import (
@@ -77,6 +76,7 @@ from agentmem.memory import (
 )
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
+from agentmem.protocol.events import AgentFailed, EventType
 from agentmem.service.coordinator import coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 

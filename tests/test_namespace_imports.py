@@ -18,7 +18,7 @@ import agents.__main__, orchestrator.run
 
     from web.door import principal  # indented, as under TYPE_CHECKING
 logger = logging.getLogger("agents")
-HOME = {"Role": "agents.roles", "patch": "memory.retry.set_testing:x"}
+HOME = {"Role": "protocol.roles", "patch": "memory.retry.set_testing:x"}
 command = [sys.executable, "-m", "orchestrator.cli", "run"]
 title = ["python", "-m", "agents", role]
 found = cmdline[i + 1] == "agents"
@@ -35,7 +35,7 @@ import agentmem.agents.__main__, agentmem.orchestrator.run
 
     from agentmem.web.door import principal  # indented, as under TYPE_CHECKING
 logger = logging.getLogger("agentmem.agents")
-HOME = {"Role": "agentmem.agents.roles", "patch": "agentmem.memory.retry.set_testing:x"}
+HOME = {"Role": "agentmem.protocol.roles", "patch": "agentmem.memory.retry.set_testing:x"}
 command = [sys.executable, "-m", "agentmem.orchestrator.cli", "run"]
 title = ["python", "-m", "agentmem.agents", role]
 found = cmdline[i + 1] == "agentmem.agents"

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentmem.agents import RUN_STREAM, EventType, Settings
+from agentmem.agents import Settings
 from agentmem.memory import (
     EventStore,
     InvalidIdError,
@@ -38,6 +38,7 @@ from agentmem.memory import (
     validate_id,
 )
 from agentmem.memory.tenants import TenantKeys
+from agentmem.protocol import RUN_STREAM, EventType
 from agentmem.web.api import api_routes
 from agentmem.web.data import load_run
 from agentmem.web.door import Door, DoorSettings, principal

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from agentmem.agents import research
-from agentmem.agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
-from agentmem.agents.roles import Role
 from agentmem.agents.runtime import Context
 from agentmem.agents.settings import Settings
 from agentmem.agents.stub_llm import StubLLM
 from agentmem.devservers import ServerUrls
 from agentmem.memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
+from agentmem.protocol.events import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agentmem.protocol.roles import Role
 
 pytestmark = pytest.mark.anyio
 

@@ -11,10 +11,10 @@ import anyio
 import psutil
 import pytest
 
-from agentmem.agents.roles import Role
 from agentmem.chaos.faults import agent_identity
 from agentmem.devservers import ServerUrls
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.protocol.roles import Role
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

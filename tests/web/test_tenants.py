@@ -21,13 +21,13 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from agentmem.agents import Settings
-from agentmem.agents.protocol import ROUTES, RUN_STREAM, EventType
 from agentmem.devservers import ServerUrls
 from agentmem.memory import AgentEvent, MemoryConfig, open_memory
 from agentmem.memory.admission import Admission
 from agentmem.memory.audit import AuditLog
 from agentmem.memory.migrate import migrate
 from agentmem.memory.tenants import NewKey, TenantKeys
+from agentmem.protocol.events import ROUTES, RUN_STREAM, EventType
 from agentmem.web import HOST, create_app
 from tests.agentmem_mcp.clients import Tools
 from tests.web.conftest import free_port
