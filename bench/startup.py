@@ -46,7 +46,7 @@ _CROWD = ((Role.RESEARCH, 1), *((r, n) for r in (Role.WRITER, Role.REVIEW) for n
 
 def _agentmem() -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.orchestrator.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.cli.main"]
 
 
 def help_seconds(repeat: int) -> Sample:

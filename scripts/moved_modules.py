@@ -42,6 +42,13 @@ from pathlib import Path
 MODULES = {
     "agentmem.agents.protocol": "agentmem.protocol.events",
     "agentmem.agents.roles": "agentmem.protocol.roles",
+    # The command line, the top layer, out of the orchestrator that it drives.
+    "agentmem.orchestrator.cli": "agentmem.cli.main",
+    "agentmem.orchestrator.console": "agentmem.cli.console",
+    **{
+        f"agentmem.orchestrator.cli_{name}": f"agentmem.cli.{name}"
+        for name in ("common", "inspect", "mcp", "servers", "service", "start", "tenants")
+    },
 }
 # Package -> {name it re-exported: the package that exports the name now}.
 NAMES = {

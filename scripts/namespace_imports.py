@@ -53,6 +53,7 @@ PACKAGES = {
     "devservers": "devservers",
     "chaos": "chaos",
     "bench": "bench",
+    "cli": "cli",
     "agentmem_mcp": "mcp",
 }
 _NAMES = "|".join(sorted(PACKAGES, key=len, reverse=True))

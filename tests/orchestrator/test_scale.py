@@ -46,7 +46,7 @@ def join(
     """``agentmem agent ROLE --run RID --instance N``, started in another directory."""
     command = ["agent", role, "--run", rid, "--instance", str(instance)]
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *command],
+        [sys.executable, "-m", "agentmem.cli.main", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -26,7 +26,7 @@ class Pool:
         n = len(self.workers.get(role, []))
         log = (self.log_dir / f"{role}-{n}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role],
+            [sys.executable, "-m", "agentmem.cli.main", "worker", role],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

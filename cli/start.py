@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     LLMChoice,
     app,
     checked_run_id,
@@ -23,7 +23,7 @@ from agentmem.orchestrator.cli_common import (
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 from agentmem.protocol.roles import Role
 
-# The commands import what they run when they run (see orchestrator.cli_common).
+# The commands import what they run when they run (see cli.common).
 
 _T = TypeVar("_T")
 
