@@ -4,7 +4,7 @@ Run one with ``python -m agentmem.agents <role> --run-id RUN --instance N``.
 
 The names below are imported on first use (PEP 562), so that importing one light module of
 the package (``agents.lifetime``, which the local servers use) does not import
-pydantic, the memory layer and its drivers; ``OpenAILLM`` and ``make_llm`` import ``openai``.
+pydantic, the memory layer and its drivers; ``OpenAILLM`` imports ``openai``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentmem.agents.llm import OpenAILLM, make_llm
+    from agentmem.agents.llm import OpenAILLM
     from agentmem.agents.llm_base import LLM, LLMError
+    from agentmem.agents.llm_choice import make_llm
     from agentmem.agents.settings import Settings
     from agentmem.agents.stub_llm import StubLLM
 
@@ -25,7 +26,7 @@ _HOMES = {
     "OpenAILLM": "agentmem.agents.llm",
     "Settings": "agentmem.agents.settings",
     "StubLLM": "agentmem.agents.stub_llm",
-    "make_llm": "agentmem.agents.llm",
+    "make_llm": "agentmem.agents.llm_choice",
 }
 
 __all__ = [

@@ -41,8 +41,8 @@ from agentmem.agents.instance import (
 )
 from agentmem.agents.llm_base import LLM, LLMError
 from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
+from agentmem.agents.llm_choice import make_llm, uses_stub
 from agentmem.agents.settings import Settings
-from agentmem.agents.stub_llm import StubLLM
 from agentmem.memory import (
     AgentEvent,
     ConsumerGroup,
@@ -208,11 +208,11 @@ async def run_agent(
             stack.callback(wal.close)
             writer = LeasedWriter(lease, m.memory, events, wal)
             llm = TimedLLM(
-                _make_llm(settings),
+                make_llm(settings),
                 agent_id,
                 writer,
                 slots=None  # the stub has no endpoint to protect
-                if settings.use_stub_llm
+                if uses_stub(settings)
                 else m.semaphore(
                     LLM_SLOTS, settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
                 ),
@@ -285,15 +285,6 @@ def _ending(run_id: str, event: AgentEvent) -> str:
     if isinstance(payload, RunFailed):
         return f"run {run_id} failed ({payload.reason}); stopping"
     return f"run {run_id} ended ({event.event_type}); stopping"
-
-
-def _make_llm(settings: Settings) -> LLM:
-    """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
-    if settings.use_stub_llm:
-        return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    from agentmem.agents.llm import make_llm
-
-    return make_llm(settings)
 
 
 async def serve_while_held(

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from agentmem.agents import Settings
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.llm_calls import LLM_SLOTS
+from agentmem.agents.llm_choice import uses_stub
 from agentmem.memory import (
     AgentMemoryError,
     AgentStatus,
@@ -203,7 +204,7 @@ async def run_report(
                 progress=progress,
                 specs=specs,
                 llm_slots=None
-                if settings.use_stub_llm
+                if uses_stub(settings)
                 else m.semaphore(LLM_SLOTS, settings.llm_max_concurrency),
                 settled=finish,
             )

@@ -50,7 +50,7 @@ MODULES = {
         for name in ("common", "inspect", "mcp", "servers", "service", "start", "tenants")
     },
 }
-# Package -> {name it re-exported: the package that exports the name now}.
+# Module -> {name it defined or re-exported: the module that exports the name now}.
 NAMES = {
     "agentmem.agents": {
         name: "agentmem.protocol"
@@ -64,6 +64,7 @@ NAMES = {
             "parse_payload",
         )
     },
+    "agentmem.agents.llm": {"make_llm": "agentmem.agents.llm_choice"},
 }
 SKIP_MARK = "moved_modules: skip"
 _SKIP_DIRS = {".git", ".venv", "build", "dist", "node_modules", "agentmem", "__pycache__"}
