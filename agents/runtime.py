@@ -48,6 +48,7 @@ from agentmem.memory import (
     ConsumerGroup,
     Delivery,
     DeliveryLostError,
+    Document,
     DurableWriter,
     EventStore,
     Fact,
@@ -111,6 +112,9 @@ class Context:
     detail: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
     lease: InstanceLease | None = None  # None: no lease to check (a handler run by a test)
+    # The run's state a handler keeps between events (one context per run, never shared by
+    # runs): the research plan as last read or written (agents.research).
+    plan: Document | None = None
 
     def check_lease(self) -> None:
         """Raise :class:`~agents.instance.InstanceLostError` unless this process holds its

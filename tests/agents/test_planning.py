@@ -129,4 +129,3 @@ async def test_a_weak_models_plan_is_repaired_stored_and_every_source_gives_fact
     assert {f.metadata["source"] for f in facts} == set(NAMES)
     assert isinstance(ctx.llm, ScriptedLLM)
     assert ctx.llm.calls["extract"] == len(SOURCES)
-    research.forget_plans()
