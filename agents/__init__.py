@@ -3,8 +3,8 @@
 Run one with ``python -m agentmem.agents <role> --run-id RUN --instance N``.
 
 The names below are imported on first use (PEP 562), so that importing one light module of
-the package (``agents.roles`` for the ``agentmem`` command's choices) does not import
-pydantic, the memory layer and its drivers; ``OpenAILLM`` and ``make_llm`` import ``openai``.
+the package (``agents.lifetime``, which the local servers use) does not import
+pydantic, the memory layer and its drivers; ``OpenAILLM`` imports ``openai``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentmem.agents.llm import OpenAILLM, make_llm
+    from agentmem.agents.llm import OpenAILLM
     from agentmem.agents.llm_base import LLM, LLMError
-    from agentmem.agents.protocol import (
-        ROUTES,
-        RUN_STREAM,
-        EventType,
-        SectionState,
-        new_event,
-        parse_payload,
-    )
-    from agentmem.agents.roles import Role
+    from agentmem.agents.llm_choice import make_llm
     from agentmem.agents.settings import Settings
     from agentmem.agents.stub_llm import StubLLM
 
@@ -32,32 +24,18 @@ _HOMES = {
     "LLM": "agentmem.agents.llm_base",
     "LLMError": "agentmem.agents.llm_base",
     "OpenAILLM": "agentmem.agents.llm",
-    "ROUTES": "agentmem.agents.protocol",
-    "RUN_STREAM": "agentmem.agents.protocol",
-    "EventType": "agentmem.agents.protocol",
-    "Role": "agentmem.agents.roles",
-    "SectionState": "agentmem.agents.protocol",
     "Settings": "agentmem.agents.settings",
     "StubLLM": "agentmem.agents.stub_llm",
-    "make_llm": "agentmem.agents.llm",
-    "new_event": "agentmem.agents.protocol",
-    "parse_payload": "agentmem.agents.protocol",
+    "make_llm": "agentmem.agents.llm_choice",
 }
 
 __all__ = [
     "LLM",
-    "ROUTES",
-    "RUN_STREAM",
-    "EventType",
     "LLMError",
     "OpenAILLM",
-    "Role",
-    "SectionState",
     "Settings",
     "StubLLM",
     "make_llm",
-    "new_event",
-    "parse_payload",
 ]
 
 

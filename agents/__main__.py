@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from agentmem.agents import research, reviewer, writer
 from agentmem.agents.lifetime import die_with_parent
-from agentmem.agents.roles import Role
 from agentmem.agents.runtime import Handler, run_agent
 from agentmem.agents.settings import Settings
 from agentmem.memory import AgentMemoryError, InvalidIdError, leaves, telemetry, validate_id
+from agentmem.protocol.roles import Role
 
 HANDLERS: dict[Role, Handler] = {
     Role.RESEARCH: research.handle,

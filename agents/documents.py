@@ -3,8 +3,9 @@
 - ``run/plan`` (:class:`PlanDoc`): the research agent's plan: topic, sections, which section
   each source feeds, and whether the sections were handed off.
 - ``run/extracted/<n>`` (:class:`SourceExtracted`): the facts stored from the plan's n-th
-  source, their keys per section, written once; the researcher whose record completes the set
-  hands the sections to the writers (:class:`ExtractedDoc` gathers the set).
+  source (in the order of their names: :meth:`PlanDoc.records`), their keys per section,
+  written once; the researcher whose record completes the set hands the sections to the
+  writers (:class:`ExtractedDoc` gathers the set).
 - ``section/<id>`` (:class:`Draft`): a section's draft; every write is a new version. Its
   paragraphs carry the ids of the facts they cite, as data: the report and the run checks
   read the citations from here, never from rendered text.
@@ -19,14 +20,14 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmem.agents.llm_output import SectionDraft
-from agentmem.agents.protocol import EventType, RunPlanned, SectionId, SectionPlan
 from agentmem.agents.support import Support
+from agentmem.protocol.events import EventType, RunPlanned, SectionId, SectionPlan
 
 PLAN_KEY = "run/plan"
 
 
 def extracted_key(index: int) -> str:
-    """The record of the plan's ``index``-th source (in the order the plan lists them)."""
+    """The record of the plan's ``index``-th source (see :meth:`PlanDoc.records`)."""
     return f"run/extracted/{index}"
 
 
@@ -57,6 +58,13 @@ class PlanDoc(_Document):
     repairs: list[str] = Field(
         default_factory=list, description="what was repaired in the model's plan, and why"
     )
+
+    def records(self) -> dict[str, str]:
+        """Each source's extraction record key, by source name, numbered in the order of the
+        names: never in the order of ``source_sections``, which a jsonb round trip does not keep
+        (PostgreSQL stores an object's keys shortest first, then bytewise), so the plan as its
+        writer holds it and as every other researcher reads it back number them alike."""
+        return {name: extracted_key(i) for i, name in enumerate(sorted(self.source_sections))}
 
 
 class SourceExtracted(_Document):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-from agentmem.agents.protocol import EventType
-from agentmem.agents.roles import Role
+from agentmem.protocol.events import EventType
+from agentmem.protocol.roles import Role
 
 
 def source_key(source_name: str) -> str:

@@ -17,8 +17,8 @@ backoff. Retries are logged at INFO; every attempt's tokens and outcome go into 
 :class:`~agents.llm_base.Usage`. When the attempts are spent the call raises
 :class:`LLMError` saying why; it never hangs.
 
-Without an API key or endpoint, :func:`make_llm` returns the deterministic stub
-(:mod:`agents.stub_llm`). The protocol both implement is in :mod:`agents.llm_base`.
+Without an API key or endpoint, :func:`agents.llm_choice.make_llm` returns the deterministic
+stub (:mod:`agents.stub_llm`) instead. The protocol both implement is in :mod:`agents.llm_base`.
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ import openai
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from agentmem.agents.llm_base import LLM, Attempt, LLMError, LLMNoAnswerError, T, Usage
+from agentmem.agents.llm_base import Attempt, LLMError, LLMNoAnswerError, T, Usage
 from agentmem.agents.schemas import Bounds, strict_schema
 from agentmem.agents.settings import Settings
-from agentmem.agents.stub_llm import StubLLM
 from agentmem.agents.untrusted import new_boundary, render_input
 from agentmem.memory import retrying
 
@@ -376,13 +375,3 @@ def _summary(exc: ValidationError, limit: int = 3) -> str:
     ]
     more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more
-
-
-def make_llm(settings: Settings) -> LLM:
-    """The stub when no key or endpoint is set (or ``AGENTMEM_LLM=stub``), else the endpoint."""
-    if settings.use_stub_llm:
-        return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    if settings.openai_api_key is None and settings.openai_base_url is None:
-        msg = "AGENTMEM_LLM=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local endpoint)"
-        raise LLMError(msg)
-    return OpenAILLM.from_settings(settings)

@@ -2,7 +2,7 @@
 
 The implementations are :class:`agents.llm.OpenAILLM` (any OpenAI-compatible endpoint) and
 :class:`agents.stub_llm.StubLLM` (deterministic, for the demo and tests); both import only
-this module, and :func:`agents.llm.make_llm` chooses between them.
+this module, and :func:`agents.llm_choice.make_llm` chooses between them.
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from typing import Any
 
 from agentmem.agents.idempotency import llm_call_key
 from agentmem.agents.llm_base import LLM, LLMError, T, Usage
-from agentmem.agents.protocol import EventType, LLMCalled, new_event
 from agentmem.agents.schemas import Bounds
 from agentmem.memory import (
     DurableWriter,
@@ -46,6 +45,7 @@ from agentmem.memory import (
     SemaphoreTimeoutError,
     telemetry,
 )
+from agentmem.protocol.events import EventType, LLMCalled, new_event
 
 logger = logging.getLogger(__name__)
 

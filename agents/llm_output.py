@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentmem.agents.protocol import SectionPlan
+from agentmem.protocol.events import SectionPlan
 
 FactId = Annotated[int, Field(ge=1)]
 

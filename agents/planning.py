@@ -28,9 +28,9 @@ import re
 from collections import Counter
 
 from agentmem.agents.llm_output import Plan, PlannedSection, _slug
-from agentmem.agents.protocol import SourceDoc
 from agentmem.agents.sentences import sentences
 from agentmem.agents.support import content_words
+from agentmem.protocol.events import SourceDoc
 
 
 def heading(text: str) -> str | None:

@@ -35,13 +35,17 @@ from agentmem.agents.documents import (
     ExtractedDoc,
     PlanDoc,
     SourceExtracted,
-    extracted_key,
 )
 from agentmem.agents.idempotency import assigned_key, fact_key, planned_key, source_key
 from agentmem.agents.llm_base import LLMNoAnswerError
 from agentmem.agents.llm_output import Extraction, Plan
 from agentmem.agents.prompts import load_prompt
-from agentmem.agents.protocol import (
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.sentences import numbered, sentences
+from agentmem.agents.untrusted import quote, quoted_section
+from agentmem.memory import AgentEvent, ConflictError, Document, NewFact
+from agentmem.protocol.events import (
     EventType,
     ProtocolError,
     RunPlanned,
@@ -52,11 +56,6 @@ from agentmem.agents.protocol import (
     SourceDoc,
     payload_as,
 )
-from agentmem.agents.runtime import Context
-from agentmem.agents.schemas import Bounds
-from agentmem.agents.sentences import numbered, sentences
-from agentmem.agents.untrusted import quote
-from agentmem.memory import AgentEvent, ConflictError, Document, NewFact
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +110,17 @@ async def extract_source(ctx: Context, event: AgentEvent) -> None:
         raise ProtocolError(msg)
     plan = PlanDoc.model_validate(stored.value)
     name = assigned.source.name
-    names = list(plan.source_sections)
-    if name not in plan.source_sections:
+    records = plan.records()
+    if name not in records:
         msg = f"source {name!r} was handed out but is not in the run's plan"
         raise ProtocolError(msg)
-    records = [extracted_key(i) for i in range(len(names))]
-    mine = records[names.index(name)]
+    mine = records[name]
     if await ctx.db.read(mine) is not None:
         logger.info("facts from %s already stored; not extracting again", name)
     else:
         keys = await _extract(ctx, plan, assigned, planned_by=stored.agent_id)
         await _record(ctx, mine, name, keys)
-    found = await ctx.db.read_many(records)  # after this one's record: the last sees them all
+    found = await ctx.db.read_many(list(records.values()))  # after this one's: the last sees all
     if len(found) < len(records):
         await ctx.status(f"{len(records) - len(found)} sources still to extract")
         return
@@ -183,43 +181,24 @@ async def _record(ctx: Context, key: str, source_name: str, keys: dict[str, set[
         logger.info("source %s was recorded by another delivery first", source_name)
 
 
-# The run's plan as this process last read or wrote it, by namespace. What extraction uses
-# (topic, sections, which source feeds which) never changes once stored; only ``published``
-# does, and a stale copy of it costs a repeated, idempotent hand-off at most. Twenty sources
-# extracted at once otherwise read it twenty times, each on a pooled connection of its own.
-_PLANS: dict[str, Document] = {}
-_PLANS_KEPT = 16  # namespaces: one agent process serves one run
-
-
 async def _plan(ctx: Context) -> Document | None:
-    """The run's stored plan (read once per process), or None if there is none yet."""
-    stored = _PLANS.get(ctx.db.namespace)
-    if stored is None:
-        stored = await ctx.db.read(PLAN_KEY)
-        if stored is not None:
-            _remember(ctx, stored)
-    return stored
+    """The run's stored plan, or None if there is none yet.
 
-
-def _remember(ctx: Context, stored: Document) -> None:
-    """Keep ``stored``, a plan as read back from the database: only then are its mappings in
-    the order every researcher sees (PostgreSQL's jsonb orders an object's keys its own way),
-    which numbers the sources' extraction records."""
-    if len(_PLANS) >= _PLANS_KEPT:
-        _PLANS.clear()
-    _PLANS[ctx.db.namespace] = stored
-
-
-def forget_plans() -> None:
-    """Drop every kept plan (for tests that play several research processes in one)."""
-    _PLANS.clear()
+    Kept on the run's context (``ctx.plan``) once read or written: what extraction uses (topic,
+    sections, which source feeds which) never changes once stored; only ``published`` does,
+    and a stale copy of it costs a repeated, idempotent hand-off at most. Twenty sources
+    extracted at once otherwise read it twenty times, each on a pooled connection of its own.
+    """
+    if ctx.plan is None:
+        ctx.plan = await ctx.db.read(PLAN_KEY)
+    return ctx.plan
 
 
 async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -> Document:
     """The run's plan: the stored one if there is one, else a new one from the LLM, stored."""
     existing = await ctx.db.read(PLAN_KEY)
     if existing is not None:
-        _remember(ctx, existing)
+        ctx.plan = existing
         return existing
     await ctx.status("planning sections")
     plan = await ctx.llm.generate(
@@ -239,16 +218,17 @@ async def _stored_plan(ctx: Context, request: RunRequested, requested_by: str) -
         repairs=repairs,
     )
     try:
-        # Not kept (see _remember): its ``source_sections`` is in the LLM's order, while every
-        # reader of the stored plan, whose order numbers the extraction records, sees jsonb's.
-        return await ctx.db.write(
+        # Kept as written: its ``source_sections`` is in the LLM's order, not jsonb's, which
+        # does not matter (PlanDoc.records numbers the sources by name).
+        stored = await ctx.db.write(
             PLAN_KEY, value.model_dump(mode="json"), ctx.agent_id, expected_version=0
         )
     except ConflictError:  # another research instance stored its plan first: use that one
-        stored = await ctx.db.read(PLAN_KEY)
-        assert stored is not None
-        _remember(ctx, stored)
-        return stored
+        read = await ctx.db.read(PLAN_KEY)
+        assert read is not None
+        stored = read
+    ctx.plan = stored
+    return stored
 
 
 def plan_request(request: RunRequested, requested_by: str) -> dict[str, Any]:
@@ -290,7 +270,7 @@ def extract_request(
     prose = numbered(sentences(source.text))
     return {
         "topic": topic,
-        "sections": [s.quoted(planned_by) for s in sections],
+        "sections": [quoted_section(s, written_by=planned_by) for s in sections],
         "section_id": section_id,
         "source": {
             "name": source.name,

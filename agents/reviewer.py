@@ -31,18 +31,18 @@ from agentmem.agents.idempotency import decision_key
 from agentmem.agents.llm_base import LLMNoAnswerError
 from agentmem.agents.llm_output import Review, SectionDraft
 from agentmem.agents.prompts import load_prompt
-from agentmem.agents.protocol import (
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.support import check, verbatim_flags
+from agentmem.agents.untrusted import quote, quoted_facts, quoted_section
+from agentmem.memory import AgentEvent, ConflictError, Document, Fact
+from agentmem.protocol.events import (
     EventType,
     SectionApproved,
     SectionDrafted,
     SectionRevisionRequested,
     payload_as,
 )
-from agentmem.agents.runtime import Context
-from agentmem.agents.schemas import Bounds
-from agentmem.agents.support import check, verbatim_flags
-from agentmem.agents.untrusted import quote, quoted_facts
-from agentmem.memory import AgentEvent, ConflictError, Document, Fact
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ async def _model_review(
     """The review model's verdict on a draft the checks passed (approval when it gives none)."""
     request = review_request(
         topic,
-        draft.section.quoted(planned_by),
+        quoted_section(draft.section, written_by=planned_by),
         facts,
         draft=draft,
         written_by=written_by,

@@ -41,28 +41,14 @@ from agentmem.agents.instance import (
 )
 from agentmem.agents.llm_base import LLM, LLMError
 from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agentmem.agents.protocol import (
-    END_ROUTE,
-    HANDLED_BY,
-    ROUTES,
-    RUN_ENDS,
-    RUN_STREAM,
-    AgentFailed,
-    EventPayload,
-    EventType,
-    RunCompleted,
-    RunFailed,
-    new_event,
-    parse_payload,
-)
-from agentmem.agents.roles import Role
+from agentmem.agents.llm_choice import make_llm, uses_stub
 from agentmem.agents.settings import Settings
-from agentmem.agents.stub_llm import StubLLM
 from agentmem.memory import (
     AgentEvent,
     ConsumerGroup,
     Delivery,
     DeliveryLostError,
+    Document,
     DurableWriter,
     EventStore,
     Fact,
@@ -76,6 +62,21 @@ from agentmem.memory import (
     retrying,
     telemetry,
 )
+from agentmem.protocol.events import (
+    END_ROUTE,
+    HANDLED_BY,
+    ROUTES,
+    RUN_ENDS,
+    RUN_STREAM,
+    AgentFailed,
+    EventPayload,
+    EventType,
+    RunCompleted,
+    RunFailed,
+    new_event,
+    parse_payload,
+)
+from agentmem.protocol.roles import Role
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ class Context:
     detail: str = ""
     changed: anyio.Event = field(default_factory=anyio.Event)
     lease: InstanceLease | None = None  # None: no lease to check (a handler run by a test)
+    # The run's state a handler keeps between events (one context per run, never shared by
+    # runs): the research plan as last read or written (agents.research).
+    plan: Document | None = None
 
     def check_lease(self) -> None:
         """Raise :class:`~agents.instance.InstanceLostError` unless this process holds its
@@ -208,11 +212,11 @@ async def run_agent(
             stack.callback(wal.close)
             writer = LeasedWriter(lease, m.memory, events, wal)
             llm = TimedLLM(
-                _make_llm(settings),
+                make_llm(settings),
                 agent_id,
                 writer,
                 slots=None  # the stub has no endpoint to protect
-                if settings.use_stub_llm
+                if uses_stub(settings)
                 else m.semaphore(
                     LLM_SLOTS, settings.llm_max_concurrency, ttl_seconds=SLOT_TTL_SECONDS
                 ),
@@ -285,15 +289,6 @@ def _ending(run_id: str, event: AgentEvent) -> str:
     if isinstance(payload, RunFailed):
         return f"run {run_id} failed ({payload.reason}); stopping"
     return f"run {run_id} ended ({event.event_type}); stopping"
-
-
-def _make_llm(settings: Settings) -> LLM:
-    """The configured LLM; ``openai`` (seconds to import) is imported only for a real one."""
-    if settings.use_stub_llm:
-        return StubLLM(delay_seconds=settings.stub_delay_seconds)
-    from agentmem.agents.llm import make_llm
-
-    return make_llm(settings)
 
 
 async def serve_while_held(

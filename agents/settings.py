@@ -89,12 +89,6 @@ class Settings(BaseSettings):
         taken from this process's environment (explicit values win over it)."""
         return cls.model_validate_json(data)
 
-    @property
-    def use_stub_llm(self) -> bool:
-        """The stub when chosen, or on ``auto`` with neither an API key nor an endpoint set."""
-        no_endpoint = self.openai_api_key is None and self.openai_base_url is None
-        return self.llm == "stub" or (self.llm == "auto" and no_endpoint)
-
     @model_validator(mode="after")
     def _llm_is_usable(self) -> Self:
         self.check_llm()

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentmem.memory import Fact
+from agentmem.protocol.events import SectionPlan
 
 # Who wrote text that a person supplied when starting the run (the sources).
 OPERATOR = "orchestrator"
@@ -49,6 +50,15 @@ def quoted_facts(facts: Sequence[Fact]) -> list[dict[str, Any]]:
         {"id": f.id, "fact": quote(f.fact, written_by=f.agent_id, source=f.metadata.get("source"))}
         for f in facts
     ]
+
+
+def quoted_section(section: SectionPlan, *, written_by: str) -> dict[str, Any]:
+    """A planned section as LLM input: its title and description are text ``written_by`` wrote."""
+    return {
+        "section_id": section.section_id,
+        "title": quote(section.title, written_by=written_by),
+        "description": quote(section.description, written_by=written_by),
+    }
 
 
 def unquoted(value: Any) -> Any:

@@ -22,7 +22,11 @@ from agentmem.agents.idempotency import drafted_key
 from agentmem.agents.llm_base import LLMNoAnswerError
 from agentmem.agents.llm_output import Paragraph, SectionDraft
 from agentmem.agents.prompts import load_prompt
-from agentmem.agents.protocol import (
+from agentmem.agents.runtime import Context
+from agentmem.agents.schemas import Bounds
+from agentmem.agents.untrusted import Quoted, quote, quoted_facts, quoted_section
+from agentmem.memory import AgentEvent, Document, Fact
+from agentmem.protocol.events import (
     EventType,
     ProtocolError,
     SectionAssigned,
@@ -31,10 +35,6 @@ from agentmem.agents.protocol import (
     SectionRevisionRequested,
     parse_payload,
 )
-from agentmem.agents.runtime import Context
-from agentmem.agents.schemas import Bounds
-from agentmem.agents.untrusted import Quoted, quote, quoted_facts
-from agentmem.memory import AgentEvent, Document, Fact
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,11 @@ async def handle(ctx: Context, event: AgentEvent) -> None:
             value = await _write(
                 ctx,
                 write_request(
-                    topic, section.quoted(planned_by), facts, previous=current, comments=comments
+                    topic,
+                    quoted_section(section, written_by=planned_by),
+                    facts,
+                    previous=current,
+                    comments=comments,
                 ),
                 section=section,
                 facts=facts,

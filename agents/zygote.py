@@ -59,7 +59,7 @@ from typing import Any, NoReturn, Self
 
 import setproctitle
 
-from agentmem.agents.roles import Role
+from agentmem.protocol.roles import Role
 
 # Only light modules are imported at the top: the orchestrator imports INT from here before
 # it starts the zygote, and main() imports the rest in the zygote only.

@@ -35,13 +35,13 @@ def _command() -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
     if script.exists():
         return [str(script), "run", "--llm", "stub", "--quiet"]
-    return [sys.executable, "-m", "agentmem.orchestrator.cli", "run", "--llm", "stub", "--quiet"]
+    return [sys.executable, "-m", "agentmem.cli.main", "run", "--llm", "stub", "--quiet"]
 
 
 def demo(redis_url: str, database_url: str, out: Path, runs: int) -> Figures:
     """Run the demo ``runs`` times; wall time and per-handoff step time (non-LLM)."""
-    if importlib.util.find_spec("agentmem.orchestrator.cli") is None:
-        return {"skipped": "orchestrator/cli.py is not there yet: no demo to run"}
+    if importlib.util.find_spec("agentmem.cli.main") is None:
+        return {"skipped": "cli/main.py is not there yet: no demo to run"}
     env = {
         **os.environ,
         "REDIS_URL": redis_url,

@@ -56,7 +56,7 @@ def make_sources(folder: Path, count: int) -> list[Path]:
 
 def _command(sources: Path, agents: int) -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.orchestrator.cli"]
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.cli.main"]
     options = ["--llm", "stub", "--quiet", "--sources", str(sources)]
     return [*base, "run", *options, "--writers", str(agents), "--reviewers", str(agents)]
 

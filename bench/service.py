@@ -54,7 +54,7 @@ AT_ONCE = 4  # agentmem run processes at a time
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -106,7 +106,7 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
 def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
     """An ``agentmem worker ROLE --concurrency 4`` process."""
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role, "--concurrency", "4"],
+        [sys.executable, "-m", "agentmem.cli.main", "worker", role, "--concurrency", "4"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

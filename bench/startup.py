@@ -34,10 +34,10 @@ from typing import Any
 import anyio
 from pydantic import SecretStr
 
-from agentmem.agents.roles import Role
 from agentmem.agents.settings import Settings
 from agentmem.bench.harness import Context, Figures, Sample
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.protocol.roles import Role
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTLED = {"section.approved", "section.round_limit"}
@@ -48,7 +48,7 @@ _CROWD = ((Role.RESEARCH, 1), *((r, n) for r in (Role.WRITER, Role.REVIEW) for n
 
 def _agentmem() -> list[str]:
     script = Path(sys.executable).with_name("agentmem")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.orchestrator.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentmem.cli.main"]
 
 
 def help_seconds(repeat: int) -> Sample:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from agentmem.agents import SectionState
 from agentmem.agents.documents import Draft, draft_key
-from agentmem.agents.protocol import SourceDoc
 from agentmem.memory import RedisAgentMemory, SharedAgentDB
+from agentmem.protocol import SectionState
+from agentmem.protocol.events import SourceDoc
 
 
 async def run_problems(

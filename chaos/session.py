@@ -27,13 +27,13 @@ from rich.console import Console
 from rich.table import Table
 
 from agentmem.agents import Settings
-from agentmem.agents.protocol import SourceDoc
 from agentmem.chaos.faults import Fault, Injection, agent_processes, inject
 from agentmem.chaos.invariants import run_problems
 from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis
 from agentmem.memory import leaves, open_memory
 from agentmem.orchestrator import RunResult, run_report
 from agentmem.orchestrator.progress import Progress
+from agentmem.protocol.events import SourceDoc
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The orchestrator: launches and supervises agent processes, shows progress, writes the report.
 
-The ``agentmem`` command is :mod:`orchestrator.cli`; :func:`run_report` is the same run as a
+The ``agentmem`` command is :mod:`cli.main`; :func:`run_report` is the same run as a
 library call, for embedding in another program. The names below are imported on first use
 (PEP 562): ``agentmem --help`` imports none of the agents or the memory layer.
 """

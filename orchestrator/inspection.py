@@ -20,11 +20,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agentmem.agents import RUN_STREAM, Settings, groundedness
+from agentmem.agents import Settings, groundedness
 from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, ReviewRecord, draft_key, review_key
 from agentmem.agents.llm_output import citation
 from agentmem.memory import DeadLetter, Memory, RunEntry, open_memory
 from agentmem.orchestrator.tracker import RunState, RunTracker
+from agentmem.protocol import RUN_STREAM
 
 PAYLOAD_CHARS = 160
 

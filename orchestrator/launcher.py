@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from agentmem.agents import zygote
-from agentmem.agents.roles import Role
 from agentmem.agents.zygote import INT, LaunchRequest
+from agentmem.protocol.roles import Role
 
 if TYPE_CHECKING:  # not imported at run time: the zygote starts before the heavy imports
     from agentmem.agents.settings import Settings

@@ -30,10 +30,10 @@ from typing import NoReturn, TypeVar
 
 import anyio
 
-from agentmem.agents import ROUTES, RUN_STREAM, EventType, Role, Settings, new_event
+from agentmem.agents import Settings
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.llm_calls import LLM_SLOTS
-from agentmem.agents.protocol import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
+from agentmem.agents.llm_choice import uses_stub
 from agentmem.memory import (
     AgentMemoryError,
     AgentStatus,
@@ -61,6 +61,8 @@ from agentmem.orchestrator.run_entries import close_entry, failure_text, open_en
 from agentmem.orchestrator.supervisor import AgentSpec, Restart, Supervisor
 from agentmem.orchestrator.timeline import timeline_html
 from agentmem.orchestrator.tracker import RunState, RunTracker
+from agentmem.protocol import ROUTES, RUN_STREAM, EventType, Role, new_event
+from agentmem.protocol.events import EventPayload, RunCompleted, RunFailed, RunRequested, SourceDoc
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +278,7 @@ class Run:
         m = self.memory
         slots = (
             None
-            if self.settings.use_stub_llm
+            if uses_stub(self.settings)
             else m.semaphore(LLM_SLOTS, self.settings.llm_max_concurrency)
         )
         outputs: RunOutputs | None = None

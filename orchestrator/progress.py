@@ -17,8 +17,16 @@ from typing import TYPE_CHECKING
 import anyio
 from pydantic import ValidationError
 
-from agentmem.agents import SectionState, parse_payload
-from agentmem.agents.protocol import (
+from agentmem.memory import (
+    AgentEvent,
+    AgentStatus,
+    RedisAgentMemory,
+    Semaphore,
+    ServerUnavailableError,
+)
+from agentmem.orchestrator.tracker import RunState
+from agentmem.protocol import SectionState, parse_payload
+from agentmem.protocol.events import (
     AgentFailed,
     LLMCalled,
     ProtocolError,
@@ -28,14 +36,6 @@ from agentmem.agents.protocol import (
     SectionDrafted,
     SectionRevisionRequested,
 )
-from agentmem.memory import (
-    AgentEvent,
-    AgentStatus,
-    RedisAgentMemory,
-    Semaphore,
-    ServerUnavailableError,
-)
-from agentmem.orchestrator.tracker import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console, Group

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentmem.agents.protocol import SourceDoc
 from agentmem.memory import AgentMemoryError
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.protocol.events import SourceDoc
 
 SUFFIXES = (".md", ".markdown", ".txt")
 MAX_FILE_BYTES = 1_000_000

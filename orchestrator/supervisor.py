@@ -42,10 +42,10 @@ from typing import Protocol, Self
 import anyio
 import anyio.abc
 
-from agentmem.agents.roles import Role
 from agentmem.agents.settings import Settings
 from agentmem.memory import AgentMemoryError, telemetry
 from agentmem.orchestrator.launcher import AgentLauncher
+from agentmem.protocol.roles import Role
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ One lane per agent instance. LLM calls are bars (from ``llm.called``: the call e
 event's time and took ``seconds``); draft versions and review decisions are marks; handoffs are
 arrows from the agent that published them to the agent that acted next on the same section;
 restarts, failures and dead letters are drawn in red. Everything is read from the run's typed
-events (:func:`agents.protocol.parse_payload`), the dead letters and the supervisor's restarts.
+events (:func:`protocol.events.parse_payload`), the dead letters and the supervisor's restarts.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from html import escape
 
 from pydantic import ValidationError
 
-from agentmem.agents import EventType, parse_payload
-from agentmem.agents.protocol import (
+from agentmem.memory import AgentEvent, DeadLetter
+from agentmem.orchestrator.supervisor import Restart
+from agentmem.protocol import EventType, parse_payload
+from agentmem.protocol.events import (
     AgentFailed,
     EventPayload,
     LLMCalled,
@@ -28,8 +30,6 @@ from agentmem.agents.protocol import (
     SectionDrafted,
     SectionRevisionRequested,
 )
-from agentmem.memory import AgentEvent, DeadLetter
-from agentmem.orchestrator.supervisor import Restart
 
 LEFT, RIGHT, TOP, LANE, AXIS = 150, 30, 40, 56, 30
 WIDTH = 1200

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from agentmem.agents import EventType, SectionState, parse_payload
-from agentmem.agents.protocol import (
+from agentmem.memory import AgentEvent
+from agentmem.protocol import EventType, SectionState, parse_payload
+from agentmem.protocol.events import (
     AgentFailed,
     LLMCalled,
     ProtocolError,
@@ -31,7 +32,6 @@ from agentmem.agents.protocol import (
     SectionPlan,
     SectionRevisionRequested,
 )
-from agentmem.memory import AgentEvent
 
 
 @dataclass

@@ -45,6 +45,7 @@ from pathlib import Path
 # Old top-level name -> name under agentmem.
 PACKAGES = {
     "memory": "memory",
+    "protocol": "protocol",
     "agents": "agents",
     "orchestrator": "orchestrator",
     "web": "web",
@@ -52,6 +53,7 @@ PACKAGES = {
     "devservers": "devservers",
     "chaos": "chaos",
     "bench": "bench",
+    "cli": "cli",
     "agentmem_mcp": "mcp",
 }
 _NAMES = "|".join(sorted(PACKAGES, key=len, reverse=True))

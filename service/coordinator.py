@@ -38,14 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agentmem.agents.idempotency import orchestrator_key
-from agentmem.agents.protocol import (
-    RUN_STREAM,
-    EventType,
-    RunCompleted,
-    RunFailed,
-    RunRequested,
-    new_event,
-)
 from agentmem.agents.settings import Settings
 from agentmem.memory import EventStore, Memory, RunEntry
 from agentmem.memory.admission import Admission, Submissions
@@ -53,6 +45,14 @@ from agentmem.memory.work_queue import WorkQueue
 from agentmem.orchestrator.lifecycle import ORCHESTRATOR, FinishedRun, write_outputs
 from agentmem.orchestrator.report import read_log
 from agentmem.orchestrator.tracker import RunState, RunTracker
+from agentmem.protocol.events import (
+    RUN_STREAM,
+    EventType,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    new_event,
+)
 from agentmem.service.routes import POOL_ROUTES, ticket
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The pool's roles and routes, and the writer that hands each handoff to its role's queue.
 
-A pooled run uses the run protocol of :mod:`agents.protocol` unchanged, with one more route:
+A pooled run uses the run protocol of :mod:`protocol.events` unchanged, with one more route:
 the events that move a run towards its end (its plan, a section settled, an agent failed) go
 to the ``coordinator`` route, which the coordinator role reads to finish runs. Every routed
 handoff is also announced on its role's :class:`~memory.work_queue.WorkQueue` by a ticket
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from agentmem.agents.protocol import ROUTES, EventType
-from agentmem.agents.roles import Role
 from agentmem.memory import AgentEvent, DurableWriter, EventStore, RedisAgentMemory, WriteAheadLog
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
+from agentmem.protocol.events import ROUTES, EventType
+from agentmem.protocol.roles import Role
 
 
 class PoolRole(StrEnum):

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agentmem.agents.protocol import RunRequested, SourceDoc
 from agentmem.agents.settings import Settings
 from agentmem.memory import Memory, QueueFullError, validate_id
 from agentmem.memory.admission import Admission, Submissions
 from agentmem.memory.work_queue import WorkQueue
+from agentmem.protocol.events import RunRequested, SourceDoc
 from agentmem.service.coordinator import start_run
 from agentmem.service.routes import PoolRole
 

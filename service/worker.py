@@ -59,8 +59,8 @@ import anyio
 from agentmem.agents.idempotency import failed_key
 from agentmem.agents.llm_base import LLM
 from agentmem.agents.llm_calls import LLM_SLOTS, SLOT_TTL_SECONDS, TimedLLM
-from agentmem.agents.protocol import AgentFailed, EventType
-from agentmem.agents.runtime import Context, Handler, _make_llm, agent_memory_config, process
+from agentmem.agents.llm_choice import make_llm, uses_stub
+from agentmem.agents.runtime import Context, Handler, agent_memory_config, process
 from agentmem.agents.settings import Settings
 from agentmem.memory import (
     AgentEvent,
@@ -77,6 +77,7 @@ from agentmem.memory import (
 )
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
+from agentmem.protocol.events import AgentFailed, EventType
 from agentmem.service.coordinator import coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 
@@ -187,7 +188,7 @@ class Worker:
             with attempt:
                 await self.queue.lanes()
         if self.role.agent_role is not None:
-            self._llm = _make_llm(self.settings)
+            self._llm = make_llm(self.settings)
         logger.info("%s serving %d shards of %s", self.name, self.queue.shards, self.role)
         slots = Slots(self.concurrency)
         try:
@@ -375,7 +376,7 @@ class Worker:
             writer = TicketingWriter(
                 scope.memory, events, wal, self.queues, self.name, tenant=tenant
             )
-            real = not self.settings.use_stub_llm  # the stub has no endpoint to protect
+            real = not uses_stub(self.settings)  # the stub has no endpoint to protect
             llm = TimedLLM(
                 self._llm,
                 self.name,

@@ -18,8 +18,8 @@ import agents.__main__, orchestrator.run
 
     from web.door import principal  # indented, as under TYPE_CHECKING
 logger = logging.getLogger("agents")
-HOME = {"Role": "agents.roles", "patch": "memory.retry.set_testing:x"}
-command = [sys.executable, "-m", "orchestrator.cli", "run"]
+HOME = {"Role": "protocol.roles", "patch": "memory.retry.set_testing:x"}
+command = [sys.executable, "-m", "cli.main", "run"]
 title = ["python", "-m", "agents", role]
 found = cmdline[i + 1] == "agents"
 data = resources.files("orchestrator")
@@ -35,8 +35,8 @@ import agentmem.agents.__main__, agentmem.orchestrator.run
 
     from agentmem.web.door import principal  # indented, as under TYPE_CHECKING
 logger = logging.getLogger("agentmem.agents")
-HOME = {"Role": "agentmem.agents.roles", "patch": "agentmem.memory.retry.set_testing:x"}
-command = [sys.executable, "-m", "agentmem.orchestrator.cli", "run"]
+HOME = {"Role": "agentmem.protocol.roles", "patch": "agentmem.memory.retry.set_testing:x"}
+command = [sys.executable, "-m", "agentmem.cli.main", "run"]
 title = ["python", "-m", "agentmem.agents", role]
 found = cmdline[i + 1] == "agentmem.agents"
 data = resources.files("agentmem.orchestrator")

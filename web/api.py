@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agentmem.agents.protocol import SourceDoc
 from agentmem.agents.settings import Settings
 from agentmem.memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
+from agentmem.protocol.events import SourceDoc
 from agentmem.service.metrics import Snapshot, prometheus_text, snapshot
 from agentmem.service.submit import run_state, submit
 from agentmem.web.door import principal

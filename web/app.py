@@ -6,28 +6,30 @@ page; ``/runs/<id>/report`` its report, rendered; ``/runs/<id>/body`` the part o
 that live updates fetch again; ``/runs/<id>/stream`` the run's events as server-sent events;
 ``POST /runs/<id>/dead-letters/<dl>/requeue`` (with ``confirm=yes``) hands a dead letter to the
 agents again; ``/mcp`` is the MCP endpoint (streamable HTTP, :mod:`agentmem_mcp`) when the
-``mcp`` extra is installed; with the service's settings, ``/api/runs`` (:mod:`web.api`). It
-answers only requests that name it as their host, and refuses a POST from another origin or
-without its token (:mod:`web.guard`). With ``auth``, every route needs a tenant's key and
-shows only that tenant's runs (:mod:`web.door`, :mod:`web.tenancy`): a run of another tenant
-is answered as a run that does not exist.
+caller mounts it (``agentmem serve`` does when the ``mcp`` extra is installed: the MCP server
+sits above the web view, whose door it uses, so the view never imports it); with the
+service's settings, ``/api/runs`` (:mod:`web.api`). It answers only requests that name it as
+their host, and refuses a POST from another origin or without its token (:mod:`web.guard`).
+With ``auth``, every route needs a tenant's key and shows only that tenant's runs
+(:mod:`web.door`, :mod:`web.tenancy`): a run of another tenant is answered as a run that does
+not exist.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from typing import Protocol
 from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from agentmem.agents import RUN_STREAM, EventType, Settings
+from agentmem.agents import Settings
 from agentmem.memory import (
     EventStore,
     InvalidIdError,
@@ -38,6 +40,7 @@ from agentmem.memory import (
     validate_id,
 )
 from agentmem.memory.tenants import TenantKeys
+from agentmem.protocol import RUN_STREAM, EventType
 from agentmem.web.api import api_routes
 from agentmem.web.data import load_run
 from agentmem.web.door import Door, DoorSettings, principal
@@ -54,8 +57,15 @@ from agentmem.web.pages import (
 )
 from agentmem.web.tenancy import audited, visible
 
-if TYPE_CHECKING:
-    from agentmem.mcp import HttpEndpoint
+
+class Mounted(Protocol):
+    """Routes served beside the view's, and what must run while the app serves them (the MCP
+    endpoint, :class:`agentmem_mcp.HttpEndpoint`)."""
+
+    routes: list[BaseRoute]
+
+    def run(self) -> AbstractAsyncContextManager[None]: ...
+
 
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
@@ -66,6 +76,7 @@ def create_app(
     *,
     auth: bool = False,
     hosts: frozenset[str] = frozenset(),
+    mount: Callable[[Callable[[], Memory]], Mounted] | None = None,
 ) -> Starlette:
     """The web view over the stores ``config`` points at.
 
@@ -75,11 +86,12 @@ def create_app(
     live stream the browser leaves is cancelled while it waits and holds nothing of its own.
     With ``settings``, the service's API is served too (:mod:`web.api`). With ``auth``, every
     request needs a tenant's key; ``hosts`` are host names to answer besides the address the
-    connection reached (:class:`~web.guard.HostGuard`).
+    connection reached (:class:`~web.guard.HostGuard`). ``mount`` builds more routes over the
+    app's memory (``agentmem serve``: the MCP endpoint).
     """
     opened: list[Memory] = []
     token = new_token()  # what a POST must carry: in this server's pages only
-    mcp = _mcp_endpoint(lambda: opened[0])
+    mounted = None if mount is None else mount(lambda: opened[0])
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -87,8 +99,8 @@ def create_app(
             # MCP clients write documents, and keys are checked: the schema must be there.
             memory = open_memory(config, "web")
             opened.append(await stack.enter_async_context(memory))
-            if mcp is not None:
-                await stack.enter_async_context(mcp.run())
+            if mounted is not None:
+                await stack.enter_async_context(mounted.run())
             yield
 
     async def runs(request: Request) -> Response:
@@ -171,7 +183,7 @@ def create_app(
             Route("/runs/{run_id}/body", body),
             Route("/runs/{run_id}/stream", stream),
             Route("/runs/{run_id}/dead-letters/{letter}/requeue", requeue, methods=["POST"]),
-            *(mcp.routes if mcp is not None else []),
+            *(mounted.routes if mounted is not None else []),
             *([] if settings is None else api_routes(lambda: opened[0], settings)),
         ],
     )
@@ -204,15 +216,6 @@ def _door(settings: Settings | None, keys: Callable[[], TenantKeys] | None) -> D
         request_burst=limits.tenant_request_burst,
         max_request_bytes=limits.max_request_bytes,
     )
-
-
-def _mcp_endpoint(memory: Callable[[], Memory]) -> HttpEndpoint | None:
-    """The MCP endpoint over ``memory()``, or None without the ``mcp`` extra."""
-    try:
-        from agentmem.mcp import HttpEndpoint  # optional: the mcp extra
-    except ImportError:
-        return None
-    return HttpEndpoint(memory)
 
 
 def _run_id(request: Request) -> str | None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 
-from agentmem.agents import RUN_STREAM
 from agentmem.agents.documents import Draft, ReviewRecord, draft_key, review_key
 from agentmem.memory import AgentEvent, DeadLetter, Document, Fact, Memory, RunEntry, path_part
 from agentmem.orchestrator import RunState, RunTracker
 from agentmem.orchestrator.report import read_log
+from agentmem.protocol import RUN_STREAM
 
 
 @dataclass

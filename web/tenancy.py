@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 
-from agentmem.agents import RUN_STREAM
-from agentmem.agents.protocol import AuditRecorded, EventType, new_event
 from agentmem.memory import Memory
 from agentmem.memory.admission import Submissions
 from agentmem.memory.audit import AuditLog, AuditRecord
 from agentmem.memory.tenants import Principal
+from agentmem.protocol import RUN_STREAM
+from agentmem.protocol.events import AuditRecorded, EventType, new_event
 
 SERVICE = "service"  # the agent id of audit events
 

@@ -46,7 +46,7 @@ async def stdio_tools(env: dict[str, str], *args: str) -> AsyncIterator[Tools]:
     """``agentmem mcp`` in a process of its own, and a session with it."""
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "agentmem.orchestrator.cli", "mcp", *args],
+        args=["-m", "agentmem.cli.main", "mcp", *args],
         env=env,
         cwd=ROOT,
     )
@@ -84,7 +84,7 @@ def serve_process(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentmem.orchestrator.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "agentmem.cli.main", "serve", "--port", str(port)],
             stdout=log,
             stderr=log,
             env=env,

@@ -10,13 +10,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentmem.agents.protocol import RUN_STREAM
-from agentmem.agents.roles import Role
 from agentmem.agents.runtime import Context
 from agentmem.agents.settings import Settings
 from agentmem.agents.stub_llm import StubLLM
 from agentmem.devservers import ServerUrls
 from agentmem.memory import DurableWriter, MemoryConfig, NewFact, WriteAheadLog, open_memory
+from agentmem.protocol.events import RUN_STREAM
+from agentmem.protocol.roles import Role
 from tests.conditions import until
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,6 @@ from agentmem.agents import reviewer, writer
 from agentmem.agents.documents import Draft, ReviewRecord, draft_key, review_key
 from agentmem.agents.idempotency import fact_key
 from agentmem.agents.llm_base import LLMNoAnswerError
-from agentmem.agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
-from agentmem.agents.roles import Role
 from agentmem.agents.runtime import Context
 from agentmem.agents.settings import Settings
 from agentmem.agents.support import check
@@ -26,6 +24,8 @@ from agentmem.memory import (
     WriteAheadLog,
     open_memory,
 )
+from agentmem.protocol.events import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
+from agentmem.protocol.roles import Role
 from tests.agents.scripted_llm import ScriptedLLM
 
 pytestmark = pytest.mark.anyio

@@ -14,9 +14,9 @@ import anyio
 import pytest
 
 from agentmem.agents.instance import holder_id, instance_resource
-from agentmem.agents.protocol import ROUTES, RUN_STREAM, EventType
 from agentmem.devservers import ServerUrls
 from agentmem.memory import AgentEvent, Delivery, MemoryConfig, open_memory
+from agentmem.protocol.events import ROUTES, RUN_STREAM, EventType
 from tests.orchestrator.runs import ROOT, cli_env
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,6 @@ from agentmem.agents.llm import OpenAILLM
 from agentmem.agents.llm_base import LLMError, T, Usage
 from agentmem.agents.llm_calls import TimedLLM
 from agentmem.agents.llm_output import Review
-from agentmem.agents.protocol import RUN_STREAM, LLMCalled, parse_payload
 from agentmem.agents.schemas import Bounds
 from agentmem.agents.settings import Settings
 from agentmem.agents.stub_llm import StubLLM
@@ -26,6 +25,7 @@ from agentmem.memory.durable import DurableWriter
 from agentmem.memory.events import EventStore
 from agentmem.memory.keys import Keyspace, TenantKeys
 from agentmem.memory.wal import WriteAheadLog
+from agentmem.protocol.events import RUN_STREAM, LLMCalled, parse_payload
 from tests.agents.fake_openai_server import Script, completion, fake_openai
 
 pytestmark = pytest.mark.anyio

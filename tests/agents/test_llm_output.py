@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from agentmem.agents.documents import Draft
 from agentmem.agents.llm_output import Extraction, Paragraph, PlannedSection, SectionDraft
-from agentmem.agents.protocol import SectionPlan
+from agentmem.protocol.events import SectionPlan
 
 
 def test_a_draft_renders_as_markdown_with_its_citations() -> None:

@@ -7,8 +7,9 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from agentmem.agents.llm import BUDGETS, OpenAILLM, make_llm
+from agentmem.agents.llm import BUDGETS, OpenAILLM
 from agentmem.agents.llm_base import LLMError, LLMNoAnswerError, Usage
+from agentmem.agents.llm_choice import make_llm
 from agentmem.agents.llm_output import Review, SectionDraft
 from agentmem.agents.schemas import Bounds
 from agentmem.agents.settings import Settings

@@ -13,13 +13,13 @@ from agentmem.agents.documents import PLAN_KEY, PlanDoc
 from agentmem.agents.llm_base import LLMNoAnswerError
 from agentmem.agents.llm_output import Plan
 from agentmem.agents.planning import repair
-from agentmem.agents.protocol import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
-from agentmem.agents.roles import Role
 from agentmem.agents.runtime import Context
 from agentmem.agents.settings import Settings
 from agentmem.agents.stub_llm import plan
 from agentmem.devservers import ServerUrls
 from agentmem.memory import DurableWriter, MemoryConfig, WriteAheadLog, open_memory
+from agentmem.protocol.events import RUN_STREAM, EventType, RunRequested, SourceDoc, new_event
+from agentmem.protocol.roles import Role
 from tests.agents.scripted_llm import ScriptedLLM
 
 SOURCES = [
@@ -129,4 +129,3 @@ async def test_a_weak_models_plan_is_repaired_stored_and_every_source_gives_fact
     assert {f.metadata["source"] for f in facts} == set(NAMES)
     assert isinstance(ctx.llm, ScriptedLLM)
     assert ctx.llm.calls["extract"] == len(SOURCES)
-    research.forget_plans()

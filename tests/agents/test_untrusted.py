@@ -11,13 +11,13 @@ from pydantic import SecretStr
 from agentmem.agents.llm import OpenAILLM
 from agentmem.agents.llm_output import Extraction, SectionDraft
 from agentmem.agents.prompts import load_prompt
-from agentmem.agents.protocol import RunRequested, SectionPlan, SourceDoc
 from agentmem.agents.research import extract_request
 from agentmem.agents.sentences import numbered, sentences
 from agentmem.agents.settings import Settings
-from agentmem.agents.untrusted import OPERATOR, quote
+from agentmem.agents.untrusted import OPERATOR, quote, quoted_section
 from agentmem.agents.writer import write_request
 from agentmem.memory.agent_memory import RedisAgentMemory
+from agentmem.protocol.events import RunRequested, SectionPlan, SourceDoc
 from tests.agents.fake_openai_server import Script, completion, fake_openai, sent_input
 
 pytestmark = pytest.mark.anyio
@@ -89,7 +89,7 @@ async def test_facts_and_comments_reach_the_writer_with_the_agent_that_wrote_the
     facts = await memory.get_facts_by_category("locks")
     payload = write_request(
         "Locks",
-        SECTION.quoted("research-1"),
+        quoted_section(SECTION, written_by="research-1"),
         facts,
         previous=None,
         comments=[quote(INJECTION, written_by="review-1")],

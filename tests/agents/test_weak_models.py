@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agentmem.agents.llm_output import Extraction, Plan
-from agentmem.agents.protocol import SectionPlan
 from agentmem.agents.writer import facts_draft
 from agentmem.memory.facts import Fact
+from agentmem.protocol.events import SectionPlan
 
 SECTION = SectionPlan(section_id="locks", title="Locks")
 

@@ -38,7 +38,7 @@ def test_an_agent_is_identified_by_its_named_arguments() -> None:
 def test_other_processes_are_not_taken_for_agents() -> None:
     """A command line that is not ``python -m agentmem.agents <role> --run-id R`` identifies no
     agent."""
-    assert agent_identity(["/venv/bin/python", "-m", "agentmem.orchestrator.cli", "run"]) is None
+    assert agent_identity(["/venv/bin/python", "-m", "agentmem.cli.main", "run"]) is None
     assert agent_identity(["grep", "agents", "--run-id", "r-1"]) is None
     assert agent_identity(["/venv/bin/python", "-m", "agentmem.agents", "writer"]) is None
     assert agent_identity(["/venv/bin/python", "-m", "agentmem.agents", "--instance", "x"]) is None
@@ -49,4 +49,4 @@ def test_an_agent_forked_by_the_zygote_is_found_by_its_process_title() -> None:
     title = agent_title("writer", "run a/1", 2)
     assert agent_identity([title, "", "", ""]) == ("writer", "run a/1", 2)
     assert agent_identity([title]) == ("writer", "run a/1", 2)
-    assert agent_identity(["python -m agentmem.orchestrator.cli run", "", ""]) is None
+    assert agent_identity(["python -m agentmem.cli.main run", "", ""]) is None

@@ -58,7 +58,7 @@ def default_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``agentmem`` in a process of its own; stdout and stderr captured."""
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.cli.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

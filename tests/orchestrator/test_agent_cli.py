@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from agentmem.orchestrator.cli import app
+from agentmem.cli.main import app
 from tests.orchestrator.test_cli import text
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from agentmem.cli.main import app
 from agentmem.devservers import ServerUrls
-from agentmem.orchestrator.cli import app
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 async def agentmem(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
     """Run the real CLI in a process of its own; its exit code, stdout and stderr."""
     result = await anyio.run_process(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.cli.main", *args],
         env={
             **os.environ,
             "AGENTMEM_DATA_DIR": str(tmp_path / "data"),
@@ -110,7 +110,7 @@ async def test_openai_without_a_key_is_refused_before_anything_starts(tmp_path: 
     """--llm openai with no OPENAI_API_KEY: exit 2 at once, no server or agent started."""
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     result = await anyio.run_process(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", "run", "--llm", "openai"],
+        [sys.executable, "-m", "agentmem.cli.main", "run", "--llm", "openai"],
         env={**env, "AGENTMEM_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "300"},
         cwd=ROOT,
         check=False,

@@ -9,7 +9,7 @@ _PROGRAM = """
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from agentmem.memory import telemetry
-from agentmem.orchestrator.cli import end_now
+from agentmem.cli.main import end_now
 
 provider = TracerProvider(shutdown_on_exit=False)
 provider.add_span_processor(

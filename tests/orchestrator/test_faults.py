@@ -18,10 +18,10 @@ import anyio
 import psutil
 import pytest
 
-from agentmem.agents.roles import Role
 from agentmem.devservers import EmbeddedPostgres, EmbeddedRedis, ServerUrls
 from agentmem.memory.connections import MemoryConfig, connect_redis
 from agentmem.memory.keys import Keyspace
+from agentmem.protocol.roles import Role
 from tests.agents.fake_openai_server import Script, error, fake_openai
 from tests.orchestrator.runs import (
     agent_processes,
@@ -143,7 +143,7 @@ async def test_poison_handoffs_are_dead_lettered_listed_and_requeueable(
     them."""
     rid = run_id()
     client = await connect_redis(MemoryConfig(redis_url=servers.redis_url))
-    for role in Role:  # the route each role's consumer group reads (agents.protocol.ROUTES)
+    for role in Role:  # the route each role's consumer group reads (protocol.events.ROUTES)
         stream = Keyspace(rid).route("run", role.value)
         await client.xadd(stream, {"garbage": "yes"})
         await client.xadd(

@@ -12,11 +12,11 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
-from agentmem.agents.roles import Role
 from agentmem.agents.settings import Settings
 from agentmem.chaos.faults import agent_identity
 from agentmem.devservers import ServerUrls
 from agentmem.orchestrator.launcher import AgentChild, AgentLauncher
+from agentmem.protocol.roles import Role
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

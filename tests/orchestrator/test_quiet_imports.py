@@ -7,7 +7,7 @@ import sys
 
 PROGRAM = """
 import sys
-import agentmem.agents.__main__, agentmem.orchestrator.cli_start, agentmem.orchestrator.lifecycle
+import agentmem.agents.__main__, agentmem.cli.start, agentmem.orchestrator.lifecycle
 from agentmem.orchestrator.progress import Progress
 progress = Progress(None, quiet=True)
 progress.message("not shown")

@@ -9,7 +9,6 @@ from typing import Any
 
 from agentmem.agents.documents import Draft
 from agentmem.agents.llm_output import Paragraph
-from agentmem.agents.protocol import SectionPlan
 from agentmem.agents.sentences import numbered
 from agentmem.agents.sentences import sentences as split_sentences
 from agentmem.agents.stub_llm import extract, write
@@ -23,6 +22,7 @@ from agentmem.orchestrator.compose import (
 )
 from agentmem.orchestrator.report import render_markdown
 from agentmem.orchestrator.tracker import LLMTotals, RunState
+from agentmem.protocol.events import SectionPlan
 
 SOURCES = Path(__file__).resolve().parents[2] / "sources"
 

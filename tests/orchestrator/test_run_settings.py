@@ -14,7 +14,7 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
-from agentmem.agents.roles import Role
+from agentmem.agents.llm_choice import uses_stub
 from agentmem.agents.settings import Settings
 from agentmem.devservers import ServerUrls
 from agentmem.orchestrator.launcher import AgentLauncher
@@ -22,6 +22,7 @@ from agentmem.orchestrator.lifecycle import run_report
 from agentmem.orchestrator.progress import Progress
 from agentmem.orchestrator.sources import load_sources
 from agentmem.orchestrator.supervisor import AgentSpec, Supervisor
+from agentmem.protocol.roles import Role
 from tests.orchestrator.runs import SOURCES
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
@@ -67,7 +68,7 @@ async def test_a_runs_agents_use_its_settings_even_where_the_environment_differs
         llm_max_attempts=1,
         run_timeout_seconds=120,
     )
-    assert settings.use_stub_llm
+    assert uses_stub(settings)
 
     result = await run_report(
         settings,

@@ -47,7 +47,7 @@ def join(
     """``agentmem agent ROLE --run RID --instance N``, started in another directory."""
     command = ["agent", role, "--run", rid, "--instance", str(instance)]
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *command],
+        [sys.executable, "-m", "agentmem.cli.main", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -105,7 +105,7 @@ def test_an_agent_joined_with_no_server_urls_uses_the_runs_local_servers(tmp_pat
     rid = run_id()
     env = default_env(tmp_path, **QUICK_LEASE)
     up = subprocess.run(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", "servers", "up"],
+        [sys.executable, "-m", "agentmem.cli.main", "servers", "up"],
         capture_output=True,
         text=True,
         env=env,

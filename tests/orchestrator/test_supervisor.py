@@ -11,12 +11,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agentmem.agents.roles import Role
 from agentmem.agents.settings import Settings
 from agentmem.memory import AgentStatus, RedisAgentMemory
 from agentmem.memory.connections import RedisClient
 from agentmem.orchestrator.lifecycle import agent_specs, start_in_stages
 from agentmem.orchestrator.supervisor import AgentCrashedError, AgentSpec, Supervisor
+from agentmem.protocol.roles import Role
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agentmem.agents.protocol import (
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.memory.consumer import DeadLetter
+from agentmem.orchestrator.supervisor import Restart
+from agentmem.orchestrator.timeline import lanes, timeline_html
+from agentmem.protocol.events import (
     AgentFailed,
     EventPayload,
     EventType,
@@ -16,12 +20,8 @@ from agentmem.agents.protocol import (
     SectionPlan,
     SectionRevisionRequested,
 )
-from agentmem.agents.protocol import new_event as typed_event
-from agentmem.agents.roles import Role
-from agentmem.memory.agent_event import AgentEvent
-from agentmem.memory.consumer import DeadLetter
-from agentmem.orchestrator.supervisor import Restart
-from agentmem.orchestrator.timeline import lanes, timeline_html
+from agentmem.protocol.events import new_event as typed_event
+from agentmem.protocol.roles import Role
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 LOCKS = SectionPlan(section_id="locks", title="Locks")

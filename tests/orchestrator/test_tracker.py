@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from agentmem.agents.protocol import (
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.orchestrator.progress import InFlight, llm_line
+from agentmem.orchestrator.tracker import RunTracker
+from agentmem.protocol.events import (
     EventPayload,
     EventType,
     LLMCalled,
@@ -15,9 +18,6 @@ from agentmem.agents.protocol import (
     SectionState,
     new_event,
 )
-from agentmem.memory.agent_event import AgentEvent
-from agentmem.orchestrator.progress import InFlight, llm_line
-from agentmem.orchestrator.tracker import RunTracker
 
 LOCKS = SectionPlan(section_id="locks", title="Locks")
 STREAMS = SectionPlan(section_id="streams", title="Streams")

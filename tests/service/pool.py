@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.orchestrator.runs import ROOT
 
 ROLES = ("research", "writer", "review", "coordinator")
-AGENTMEM = (sys.executable, "-m", "agentmem.orchestrator.cli")
+AGENTMEM = (sys.executable, "-m", "agentmem.cli.main")
 
 
 @dataclass

@@ -68,7 +68,7 @@ def _free_port() -> int:
 def _serve(env: dict[str, str]) -> Generator[str, None, None]:
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "agentmem.cli.main", "serve", "--port", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(240)
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", *args],
+        [sys.executable, "-m", "agentmem.cli.main", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -8,13 +8,13 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from agentmem.agents.protocol import RunRequested
 from agentmem.agents.settings import Settings
 from agentmem.devservers import ServerUrls
 from agentmem.memory import Memory, open_memory
 from agentmem.memory.admission import Admission
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 from agentmem.orchestrator.sources import load_sources
+from agentmem.protocol.events import RunRequested
 from agentmem.service.submit import RunStatus, run_state, submit
 from tests.orchestrator.runs import cli_env
 from tests.service.pool import Pool

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from agentmem.agents.protocol import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
 from agentmem.memory import EventStore, RedisAgentMemory, WriteAheadLog
 from agentmem.memory.connections import RedisClient
 from agentmem.memory.keys import work_lane
 from agentmem.memory.work_queue import WorkQueue
+from agentmem.protocol.events import RUN_STREAM, EventType, SectionAssigned, SectionPlan, new_event
 from agentmem.service.routes import POOL_ROUTES, TicketingWriter
 
 pytestmark = pytest.mark.anyio

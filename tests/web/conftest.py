@@ -11,6 +11,7 @@ import pytest
 import uvicorn
 
 from agentmem.devservers import ServerUrls
+from agentmem.mcp import HttpEndpoint
 from agentmem.memory import MemoryConfig
 from agentmem.web import HOST, create_app
 
@@ -26,13 +27,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def web_url(servers: ServerUrls) -> Iterator[str]:
-    """The base URL of ``agentmem serve``'s app, running in a thread until the module ends."""
+    """The base URL of ``agentmem serve``'s app (with ``/mcp``, as ``serve`` mounts it), running
+    in a thread until the module ends."""
     config = MemoryConfig(
         redis_url=servers.redis_url, database_url=servers.database_url, client_name=WEB_CLIENT
     )
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host=HOST, port=port, log_level="warning")
+        uvicorn.Config(
+            create_app(config, mount=HttpEndpoint), host=HOST, port=port, log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -19,7 +19,11 @@ from rich.console import Console
 from agentmem.agents import Settings
 from agentmem.agents.documents import PLAN_KEY, Draft, PlanDoc, draft_key
 from agentmem.agents.llm_output import Paragraph
-from agentmem.agents.protocol import (
+from agentmem.devservers import ServerUrls
+from agentmem.memory import AgentEvent, MemoryConfig, NewFact, RunEntry, open_memory
+from agentmem.memory.connections import RedisClient
+from agentmem.orchestrator.inspection import show_run
+from agentmem.protocol.events import (
     ROUTES,
     RUN_STREAM,
     EventType,
@@ -29,10 +33,6 @@ from agentmem.agents.protocol import (
     SourceDoc,
     new_event,
 )
-from agentmem.devservers import ServerUrls
-from agentmem.memory import AgentEvent, MemoryConfig, NewFact, RunEntry, open_memory
-from agentmem.memory.connections import RedisClient
-from agentmem.orchestrator.inspection import show_run
 from tests.web.conftest import WEB_CLIENT
 
 pytestmark = pytest.mark.anyio

@@ -21,13 +21,14 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from agentmem.agents import Settings
-from agentmem.agents.protocol import ROUTES, RUN_STREAM, EventType
 from agentmem.devservers import ServerUrls
+from agentmem.mcp import HttpEndpoint
 from agentmem.memory import AgentEvent, MemoryConfig, open_memory
 from agentmem.memory.admission import Admission
 from agentmem.memory.audit import AuditLog
 from agentmem.memory.migrate import migrate
 from agentmem.memory.tenants import NewKey, TenantKeys
+from agentmem.protocol.events import ROUTES, RUN_STREAM, EventType
 from agentmem.web import HOST, create_app
 from tests.agentmem_mcp.clients import Tools
 from tests.web.conftest import free_port
@@ -120,7 +121,7 @@ async def keys(servers: ServerUrls, namespace: str) -> AsyncIterator[dict[str, N
 @pytest.fixture
 def app_url(servers: ServerUrls, keys: dict[str, NewKey]) -> Iterator[str]:
     config = MemoryConfig(redis_url=servers.redis_url, database_url=servers.database_url)
-    with serving(create_app(config, settings_for(servers), auth=True)) as url:
+    with serving(create_app(config, settings_for(servers), auth=True, mount=HttpEndpoint)) as url:
         yield url
 
 
@@ -321,7 +322,7 @@ async def test_a_tenant_over_its_rate_or_a_body_over_the_size_is_refused(
     settings = settings_for(
         servers, tenant_requests_per_second=0.01, tenant_request_burst=2, max_request_bytes=2048
     )
-    with serving(create_app(config, settings, auth=True)) as url:
+    with serving(create_app(config, settings, auth=True, mount=HttpEndpoint)) as url:
         a, b = keys["A"].key, keys["B"].key
         assert [(await ask("GET", f"{url}/", a)).status for _ in range(2)] == [200, 200]
         refused = await ask("GET", f"{url}/", a)

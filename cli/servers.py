@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     console,
     errors,
     one_line_errors,

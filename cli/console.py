@@ -14,12 +14,12 @@ _OURS = {"agentmem", "tests"}  # a missing module of ours is a bug, not a missin
 
 def main() -> None:
     try:
-        from agentmem.orchestrator.cli import main as cli_main  # after the check
+        from agentmem.cli.main import main as cli_main  # after the check
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing in _OURS:
             raise
-        print(  # noqa: T201 - the command's own output
+        print(  # the command's own output
             f"agentmem: the command line needs the app extra ({missing} is not installed): "
             "pip install 'agentmem[app]'",
             file=sys.stderr,

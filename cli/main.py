@@ -3,8 +3,8 @@
 Configuration comes from the environment (see ``agents/settings.py`` and the README); the
 options here are per run. Without ``REDIS_URL`` / ``DATABASE_URL`` the commands start local
 Redis and PostgreSQL servers in the data directory and stop them when they exit. The commands
-live in :mod:`orchestrator.cli_start` and :mod:`orchestrator.cli_inspect`; importing them here
-registers them on :data:`app`.
+live in the modules of this package (:mod:`cli.start`, :mod:`cli.inspect`...); importing them
+here registers them on :data:`app`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import os
 import sys
 from typing import NoReturn
 
-from agentmem.orchestrator.cli_common import app
-from agentmem.orchestrator.cli_servers import servers_app
+from agentmem.cli.common import app
+from agentmem.cli.servers import servers_app
 
 # Each module registers its commands on ``app`` when imported: this order is ``--help``'s.
 # isort: off
-from agentmem.orchestrator import cli_mcp, cli_start, cli_inspect, cli_service, cli_tenants
+from agentmem.cli import mcp, start, inspect, service, tenants
 # isort: on
 
 app.add_typer(servers_app, name="servers")
 
-__all__ = ["app", "cli_inspect", "cli_mcp", "cli_service", "cli_start", "cli_tenants", "main"]
+__all__ = ["app", "inspect", "main", "mcp", "service", "start", "tenants"]
 
 
 def main() -> None:

@@ -13,13 +13,12 @@ a :class:`SectionState`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentmem.agents.roles import Role
-from agentmem.agents.untrusted import quote
 from agentmem.memory import AgentEvent, AgentMemoryError
+from agentmem.protocol.roles import Role
 
 RUN_STREAM = "run"
 
@@ -126,14 +125,6 @@ class SectionPlan(_Model):
         """The shared-fact category holding this section's facts."""
         return self.section_id
 
-    def quoted(self, written_by: str) -> dict[str, Any]:
-        """The section as LLM input: its title and description are text ``written_by`` wrote."""
-        return {
-            "section_id": self.section_id,
-            "title": quote(self.title, written_by=written_by),
-            "description": quote(self.description, written_by=written_by),
-        }
-
 
 class RunPlanned(EventPayload):
     topic: str
@@ -238,7 +229,7 @@ def new_event(event_type: EventType, agent_id: str, payload: EventPayload) -> Ag
     if type(payload) is not expected:
         msg = (
             f"a {event_type} event carries {expected.__name__}, not {type(payload).__name__}; "
-            "see agents.protocol.PAYLOADS"
+            "see protocol.events.PAYLOADS"
         )
         raise ProtocolError(msg)
     return AgentEvent(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentmem.orchestrator.cli_common import app, fail, one_line_errors, servers, settings_from_env
+from agentmem.cli.common import app, fail, one_line_errors, servers, settings_from_env
 
 
 @app.command(short_help="Serve the memory layer to an MCP client on stdin/stdout.")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     app,
     checked_run_id,
     console,
@@ -21,10 +21,11 @@ from agentmem.orchestrator.cli_common import (
 )
 from agentmem.web import DEFAULT_PORT, HOST
 
-# The commands import what they run when they run (see orchestrator.cli_common).
+# The commands import what they run when they run (see cli.common).
 if TYPE_CHECKING:
     from agentmem.agents import Settings
-    from agentmem.memory import RunEntry
+    from agentmem.memory import Memory, RunEntry
+    from agentmem.web.app import Mounted
 
 
 @app.command(short_help="List the runs, newest first.")
@@ -192,8 +193,8 @@ def requeue(
     """Hand a handoff the agents gave up on to them again (after fixing its cause)."""
     import anyio
 
-    from agentmem.agents import RUN_STREAM
     from agentmem.memory import open_memory
+    from agentmem.protocol import RUN_STREAM
 
     settings = settings_from_env()
 
@@ -230,10 +231,10 @@ def forget(
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     import anyio
 
+    from agentmem.cli.tenants import OPERATOR
     from agentmem.memory import open_memory
     from agentmem.memory.admission import Submissions
     from agentmem.memory.audit import AuditLog, AuditRecord
-    from agentmem.orchestrator.cli_tenants import OPERATOR
 
     settings = settings_from_env()
 
@@ -320,10 +321,20 @@ def serve(
                 settings=ready,
                 auth=auth,
                 hosts=frozenset([host, *(allow_host or [])]) - WILDCARDS,
+                mount=_mcp_endpoint(),
             ),
             log_level="warning",
         )
         uvicorn.Server(config).run(sockets=[sock])  # stops on Ctrl-C, then the servers' lease
+
+
+def _mcp_endpoint() -> Callable[[Callable[[], Memory]], Mounted] | None:
+    """What serves ``/mcp`` over the view's memory, or None without the ``mcp`` extra."""
+    try:
+        from agentmem.mcp import HttpEndpoint  # optional: the mcp extra
+    except ImportError:
+        return None
+    return HttpEndpoint
 
 
 @contextmanager

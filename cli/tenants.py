@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     app,
     console,
     fail,

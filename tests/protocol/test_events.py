@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agentmem.agents.protocol import (
+from agentmem.memory.agent_event import AgentEvent
+from agentmem.protocol.events import (
     EventType,
     ProtocolError,
     SectionApproved,
@@ -15,7 +16,6 @@ from agentmem.agents.protocol import (
     parse_payload,
     payload_as,
 )
-from agentmem.memory.agent_event import AgentEvent
 
 
 def test_an_event_reads_back_as_the_payload_model_of_its_type() -> None:

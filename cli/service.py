@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     app,
     checked_run_id,
     console,
@@ -26,7 +26,7 @@ from agentmem.orchestrator.cli_common import (
 )
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 
-# The commands import what they run when they run (see orchestrator.cli_common).
+# The commands import what they run when they run (see cli.common).
 
 ROLES = ("research", "writer", "review", "coordinator")
 EXIT_FAILED = 1

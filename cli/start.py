@@ -9,8 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from agentmem.agents.roles import Role
-from agentmem.orchestrator.cli_common import (
+from agentmem.cli.common import (
     LLMChoice,
     app,
     checked_run_id,
@@ -21,8 +20,9 @@ from agentmem.orchestrator.cli_common import (
     settings_from_env,
 )
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
+from agentmem.protocol.roles import Role
 
-# The commands import what they run when they run (see orchestrator.cli_common).
+# The commands import what they run when they run (see cli.common).
 
 _T = TypeVar("_T")
 
@@ -56,6 +56,7 @@ def run(
     """Run the research, writing and review agents on the sources and write the report."""
     import anyio
 
+    from agentmem.agents.llm_choice import uses_stub
     from agentmem.memory import AgentMemoryError
     from agentmem.orchestrator.launcher import AgentLauncher
     from agentmem.orchestrator.lifecycle import new_run_id, run_report
@@ -78,7 +79,7 @@ def run(
         fail(str(exc), code=2)
     run_id = run_id or new_run_id()
     progress = Progress(None if quiet else console(), quiet=quiet)
-    llm_name = "stub LLM" if settings.use_stub_llm else f"{settings.llm_model} via OpenAI API"
+    llm_name = "stub LLM" if uses_stub(settings) else f"{settings.llm_model} via OpenAI API"
     progress.message(
         f"run [bold]{run_id}[/]: {len(docs)} sources, {researchers} researcher(s), "
         f"{writers} writer(s), {reviewers} reviewer(s), {llm_name}"
