@@ -76,13 +76,16 @@ async def adopt_orphans(
     the module's notes); returns how many logs it took."""
     wal_dir = Path(settings.data_dir) / "wal"
     taken = 0
+    tenants: dict[str, str | None] = {}
     for run_id, path in await anyio.to_thread.run_sync(orphan_candidates, wal_dir, issuer):
         scope = root.scope(run_id)
-        try:
-            tenant = await Submissions(scope.client).tenant_of(run_id)
-        except AgentMemoryError as exc:
-            logger.warning("cannot look at %s's orphaned logs now: %s", run_id, exc)
-            return taken
+        if run_id not in tenants:
+            try:
+                tenants[run_id] = await Submissions(scope.client).tenant_of(run_id)
+            except AgentMemoryError as exc:
+                logger.warning("cannot look at %s's orphaned logs now: %s", run_id, exc)
+                return taken
+        tenant = tenants[run_id]
         if tenant is None:  # not a pool run: its agents reopen their own logs
             continue
         tenant = tenant or DEFAULT_TENANT
