@@ -35,6 +35,7 @@ from agentmem.memory.errors import (
     StaleFencingTokenError,
     StoreError,
     UnfencedWriteError,
+    WalBusyError,
     WalFullError,
     leaves,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "StaleFencingTokenError",
     "StoreError",
     "UnfencedWriteError",
+    "WalBusyError",
     "WalFullError",
     "WriteAheadLog",
     "drop_redis_namespace",

@@ -95,6 +95,10 @@ class WalFullError(AgentMemoryError, OSError):
     """The local write-ahead log could not grow (its disk is full): the write was not logged."""
 
 
+class WalBusyError(AgentMemoryError, BlockingIOError):
+    """A write-ahead log file is held by another live process (its owner, or an adopter)."""
+
+
 class InvalidConfigError(AgentMemoryError, ValueError):
     """A server URL or credential is unusable (retrying will not help: fix the setting)."""
 

@@ -26,12 +26,26 @@ acknowledges what it did not record:
 - When the disk is full, an append raises :class:`~memory.errors.WalFullError` and records
   nothing of its batch: the caller is told the write was not logged, and the count is
   unchanged.
+
+**One holder, and adoption.** A log is held by one live process: opening it takes an
+exclusive ``flock`` on a sidecar file ``<name>.lock`` (a second open raises
+:class:`~memory.errors.WalBusyError`), which the OS releases when the process exits, however
+it exits (SIGKILL included). A log whose holder died is an *orphan*: :meth:`WriteAheadLog.adopt`
+takes it when, and only when, no live process holds its lock, so of two adopters racing for
+one orphan exactly one gets it, and a live owner's log is never touched. The lock is on a
+sidecar, not on the database itself: closing any descriptor of a file drops every POSIX lock
+the process holds on it, SQLite's own included. :meth:`WriteAheadLog.remove` deletes an empty
+log (lock file last, so a racing adopter that locked the old lock file sees it is gone and
+takes nothing). The lock is only as good as the file system's ``flock``: a local disk, or one
+volume mounted by one host at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +56,7 @@ import anyio
 import anyio.to_thread
 
 from agentmem.memory._resource import AsyncResource
-from agentmem.memory.errors import WalFullError
+from agentmem.memory.errors import WalBusyError, WalFullError
 
 logger = logging.getLogger(__name__)
 
@@ -88,21 +102,33 @@ class _Waiting:
 class WriteAheadLog(AsyncResource):
     """An ordered, durable queue of pending operations in one local file.
 
-    One process owns a log file (an agent claims its instance before opening its log), so the
-    log counts its own entries. Appends made at the same time are committed together (group
+    One process holds a log file (its lock; see the module's notes), so the log counts its
+    own entries. Appends made at the same time are committed together (group
     commit): the first takes the disk thread, those arriving meanwhile share the next
     transaction, one disk sync for all, each still all-or-nothing and in the order it came.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, _held: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        held = _take(path) if _held is None else _held
+        if held is None:
+            msg = (
+                f"write-ahead log {path} is held by another live process; stop that process, "
+                "or give this one a log of its own"
+            )
+            raise WalBusyError(msg)
+        self._held = held
         try:
-            self._db = self._guarded(_open, path)
-        except sqlite3.DatabaseError as exc:
-            if _code(exc) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                raise
-            self._db = self._start_over(exc)
+            try:
+                self._db = self._guarded(_open, path)
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                    raise
+                self._db = self._start_over(exc)
+        except BaseException:
+            self._release()
+            raise
         self._count = int(self._db.execute("SELECT count(*) FROM wal").fetchone()[0])
         self._lock = anyio.Lock()
         self._waiting: list[_Waiting] = []
@@ -250,11 +276,83 @@ class WriteAheadLog(AsyncResource):
         )
         return db
 
+    @classmethod
+    def adopt(cls, path: Path) -> WriteAheadLog | None:
+        """The log at ``path`` if no live process holds it (its holder died): held by this
+        process from now on. None if another process holds it, or there is no log there."""
+        held = _take(path)
+        if held is None:
+            return None
+        if not path.exists():  # nothing to adopt (a lock file left without its log)
+            _lock_path(path).unlink(missing_ok=True)
+            os.close(held)
+            return None
+        return cls(path, _held=held)
+
+    def quarantined(self) -> int:
+        """How many entries the quarantine table holds (set aside, kept in the file)."""
+        return int(self._db.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+
+    def remove(self) -> bool:
+        """Close the log and delete its files if it holds nothing (no entry, none set aside);
+        returns whether it did. A log that holds something is closed and kept."""
+        empty = self._count == 0 and self.quarantined() == 0
+        self._db.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            _lock_path(self.path).unlink(missing_ok=True)  # before the lock is released
+        self._release()
+        return empty
+
+    def set_file_aside(self, label: str) -> Path:
+        """Close the log and rename its files to ``<name>.<label>``, where no adopter looks
+        (they are kept for recovery by hand); returns the new path."""
+        self._db.close()
+        aside = self.path.with_name(f"{self.path.name}.{label}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{aside}{suffix}")
+        _lock_path(self.path).unlink(missing_ok=True)
+        self._release()
+        return aside
+
+    def _release(self) -> None:
+        if self._held >= 0:
+            os.close(self._held)  # the flock goes with the last descriptor of the lock file
+            self._held = -1
+
     def close(self) -> None:
         self._db.close()
+        self._release()
 
     async def aclose(self) -> None:
         self.close()
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.lock")
+
+
+def _take(path: Path) -> int | None:
+    """The log's lock file, open and exclusively locked by this process (None: another
+    process holds it). The OS releases the lock when the process exits, however it exits."""
+    lock = _lock_path(path)
+    while True:
+        held = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(held)
+            return None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(held).st_ino:
+            return held
+        os.close(held)  # its holder removed it meanwhile: lock the file now at that name
 
 
 def _open(path: Path) -> sqlite3.Connection:

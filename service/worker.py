@@ -28,7 +28,9 @@ handoff. A poisoned handoff is dead-lettered for its run only; the worker goes o
 Writes a handler made while Redis was unreachable wait in the worker's local log for the run;
 the worker flushes every open run's log that holds some each second (a run is not closed
 while its log holds writes), and their handoffs' tickets go out once they are in the stream
-(:class:`~service.routes.TicketingWriter`).
+(:class:`~service.routes.TicketingWriter`). A log its worker left behind (it was killed, or
+exited with Redis down) is sent by another worker on the same ``<data_dir>``, at its start and
+every reclaim interval (:mod:`service.adoption`).
 
 **Ended runs.** A ticket of a run whose index entry says it ended (it timed out, or failed)
 is acknowledged without being handled: the pool's slots go to runs still running. A
@@ -38,8 +40,10 @@ coordinator worker also sweeps the tenants' runs in flight every :data:`_SWEEP_S
 **Drain.** SIGTERM (or SIGINT) stops the worker from taking tickets; it lets the handlers in
 flight finish for up to ``drain_grace_seconds``, then cancels the rest and hands back their
 tickets and handoffs (their idle time set to the reclaim timeout, without counting a
-delivery), so another worker takes them at once; then it exits 0. Handlers are idempotent by
-their keys, so a handler cut short and run again elsewhere has its effect once.
+delivery), so another worker takes them at once; then it sends its runs' local logs for up
+to :data:`_EXIT_FLUSH_SECONDS`, and exits 0. A log it could not send (Redis down) stays on
+disk for adoption, named in one warning line. Handlers are idempotent by their keys, so a
+handler cut short and run again elsewhere has its effect once.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from agentmem.memory import (
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 from agentmem.protocol.events import AgentFailed, EventType
+from agentmem.service.adoption import adopt_orphans
 from agentmem.service.coordinator import coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 
@@ -90,6 +95,7 @@ _BEAT_SECONDS = 0.5
 _BEAT_TTL_SECONDS = 10.0
 _RETRY_SECONDS = 1.0
 _SWEEP_SECONDS = 2.0  # the coordinator's pass over the runs in flight
+_EXIT_FLUSH_SECONDS = 10.0  # what a stopping worker spends sending its runs' local logs
 
 
 @dataclass(slots=True)
@@ -196,6 +202,7 @@ class Worker:
                 outer.start_soon(self._beat)
                 if self.role.agent_role is not None:
                     outer.start_soon(self._send_backlogs)
+                    outer.start_soon(self._adopt_orphans)
                 else:
                     outer.start_soon(self._sweep)
                 async with anyio.create_task_group() as work:
@@ -212,8 +219,9 @@ class Worker:
                     work.cancel_scope.cancel()
                 outer.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True):
                 await self._close_runs()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 try:
                     await self.queue.leave(self.name)
                 except AgentMemoryError as exc:
@@ -433,6 +441,16 @@ class Worker:
                 finally:
                     run.users -= 1
 
+    async def _adopt_orphans(self) -> None:
+        """Send the local logs dead workers left on this data dir, now and every reclaim
+        interval (:func:`service.adoption.adopt_orphans`)."""
+        while True:
+            try:
+                await adopt_orphans(self.root, self.settings, self.queues, self.name)
+            except Exception as exc:  # the adopter's trouble never stops the worker
+                logger.warning("the pass over orphaned local logs failed: %s", exc)
+            await anyio.sleep(self.settings.reclaim_idle_ms / 1000)
+
     async def _evict(self) -> None:
         while len(self._runs) > _RUNS_KEPT:
             idle = None
@@ -445,9 +463,15 @@ class Worker:
             await _close_run(self._runs.pop(idle))
 
     async def _close_runs(self) -> None:
+        """Send every run's local log at once, for up to :data:`_EXIT_FLUSH_SECONDS`; then
+        close them, each one that still holds writes named in a warning line."""
         runs, self._runs = list(self._runs.values()), OrderedDict()
+        with anyio.move_on_after(_EXIT_FLUSH_SECONDS):
+            async with anyio.create_task_group() as tg:
+                for run in runs:
+                    tg.start_soon(_flush, run)
         for run in runs:
-            await _close_run(run)
+            await _put_down(run)
 
     async def _beat(self) -> None:
         """Heartbeat in Redis (for metrics) and in the file ``<data_dir>/worker.alive`` (for a
@@ -467,14 +491,35 @@ class Worker:
 
 async def _close_run(run: RunScope) -> None:
     """Send what the run's local log still holds (bounded), then close it."""
+    with anyio.move_on_after(2):
+        await _flush(run)
+    await _put_down(run)
+
+
+async def _flush(run: RunScope) -> None:
     if run.ctx is not None:
-        with anyio.move_on_after(2):
-            try:
-                await run.ctx.durable.flush()
-            except AgentMemoryError as exc:
-                logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
-    if run.wal is not None:
-        run.wal.close()
+        try:
+            await run.ctx.durable.flush()
+        except AgentMemoryError as exc:
+            logger.warning("could not send %s's backlog: %s", run.scope.namespace, exc)
+
+
+async def _put_down(run: RunScope) -> None:
+    """Close the run's local log: deleted when it holds nothing, else kept for adoption."""
+    if run.wal is None:
+        return
+    left = await run.wal.count()
+    if run.wal.remove():
+        return
+    if not left:  # only entries set aside in its quarantine table: an adopter renames it
+        return
+    logger.warning(
+        "%d writes of run %s were not sent (Redis unreachable); kept in %s, which a worker "
+        "on this data dir sends",
+        left,
+        run.scope.namespace,
+        run.wal.path,
+    )
 
 
 async def _hand_back(

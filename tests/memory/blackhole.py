@@ -6,7 +6,10 @@ answers. Tests point a client at the proxy, then switch ``blackholed`` on and of
 It can also lose exactly one reply: :meth:`BlackholeProxy.drop_next_reply` throws away the
 server's next bytes to any client (and closes that connection), :meth:`BlackholeProxy.
 drop_reply_to` the reply to the next request holding a given command. Either way the server has
-done what it was asked and the client sees only a dropped connection.
+done what it was asked and the client sees only a dropped connection. And it can cut one kind
+of request only: :attr:`BlackholeProxy.cut_requests_holding` (a script's sha, say) closes the
+connection of any request holding those bytes instead of forwarding it, so for that request
+Redis is unreachable while everything else goes through.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class BlackholeProxy:
         self._close_on_drop = True
         self.replies_dropped = 0
         self._drop_after: bytes | None = None  # the next request holding this loses its reply
+        self.cut_requests_holding: bytes | None = None  # never forwarded: connection closed
 
     @property
     def blackholed(self) -> bool:
@@ -71,6 +75,9 @@ class BlackholeProxy:
         ``marked``: shared by a connection's two pipes, set when its reply is to be lost."""
         with contextlib.suppress(OSError):
             while data := await reader.read(65536):
+                cut = self.cut_requests_holding
+                if upstream is None and cut is not None and cut in data:
+                    break  # not forwarded; both sides of the connection close
                 after = self._drop_after
                 if upstream is None and marked is not None and after is not None and after in data:
                     self._drop_after, marked[0] = None, True
