@@ -23,7 +23,8 @@ def test_every_manifest_is_a_valid_kubernetes_resource(path: Path) -> None:
 
 
 def test_every_worker_role_has_a_drained_deployment_with_probes() -> None:
-    """A Deployment per role, each with readiness and liveness probes and a preStop drain."""
+    """A Deployment per role, each with readiness and liveness probes, a preStop drain, and
+    its local logs on the one shared volume a live worker adopts a lost pod's logs from."""
     docs = [d for p in MANIFESTS for d in yaml.safe_load_all(p.read_text()) if d]
     workers = {
         d["spec"]["template"]["spec"]["containers"][0]["args"][2]: d
@@ -35,5 +36,10 @@ def test_every_worker_role_has_a_drained_deployment_with_probes() -> None:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert {"readinessProbe", "livenessProbe"} <= set(container)
         assert "kill -TERM 1" in " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes[mounts["/data/wal"]]["persistentVolumeClaim"]["claimName"] == "agentmem-wal"
+    claims = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    assert claims["agentmem-wal"]["spec"]["accessModes"] == ["ReadWriteMany"]
     kinds = {d["kind"] for d in docs}
     assert {"Service", "HorizontalPodAutoscaler"} <= kinds
