@@ -43,3 +43,15 @@ def test_every_worker_role_has_a_drained_deployment_with_probes() -> None:
     assert claims["agentmem-wal"]["spec"]["accessModes"] == ["ReadWriteMany"]
     kinds = {d["kind"] for d in docs}
     assert {"Service", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_every_compose_worker_shares_the_local_log_volume() -> None:
+    """docker-compose.yml: each worker role mounts the one named volume at /data/wal."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    workers = [s for s in services.values() if s.get("command", [])[1:2] == ["worker"]]
+
+    assert {s["command"][2] for s in workers} == {"research", "writer", "review", "coordinator"}
+    for service in workers:
+        assert "wal:/data/wal" in service["volumes"]
+    assert "wal" in compose["volumes"]
