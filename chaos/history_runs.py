@@ -111,6 +111,9 @@ def draw_faults(rng: random.Random, *, cluster: bool = False) -> list[HistoryFau
     return rng.sample(kinds, rng.choice((1, 1, 2)))
 
 
+WORK_AFTER_FAULTS = 3.0  # seconds of work every run shows after its last fault ended
+
+
 def fault_time(rng: random.Random, kind: HistoryFault, seconds: float) -> float:
     """When ``kind`` is injected: the failover early enough that work goes on after it."""
     if kind is HistoryFault.CLUSTER_FAILOVER:
@@ -154,10 +157,14 @@ async def history_run(
             stall=stall,
         ) as run:
             await run.go()
-            async with anyio.create_task_group() as tg:
-                for kind in kinds:
-                    at = fault_time(rng, kind, seconds)
-                    tg.start_soon(_inject, run, kind, at, outcome)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for kind in kinds:
+                        at = fault_time(rng, kind, seconds)
+                        tg.start_soon(_inject, run, kind, at, outcome)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await run.end(after=WORK_AFTER_FAULTS)
             await run.wait()
             outcome.seconds = run.elapsed()
     finally:

@@ -2,9 +2,11 @@
 
 ``python -m agentmem.chaos.workload ROLE --process NAME --history FILE ...`` is one process of a run
 (:mod:`chaos.history_runs` starts them). Each connects with :func:`memory.open_memory`, prints
-``ready``, waits for ``go <until>`` on stdin (``until`` in ``time.monotonic_ns()``), works until
-then, and records every operation with :class:`chaos.history.Recorder`, one op at a time (one
-process is one single-threaded client, as in Jepsen). The roles:
+``ready``, waits for ``go`` on stdin, and works until the end the driver sends later as
+``end <until>`` (``until`` in ``time.monotonic_ns()``): the driver sends it once its faults are
+over, so that every run shows work after its last fault however slow the machine. It records
+every operation with :class:`chaos.history.Recorder`, one op at a time (one process is one
+single-threaded client, as in Jepsen). The roles:
 
 - ``client``: mostly a fenced read-modify-write of document ``doc`` under lock ``res``: acquire
   (:meth:`RedisAgentMemory.lock`, or :meth:`acquire_lock` without renewal), read, write with
@@ -41,10 +43,12 @@ import argparse
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 
@@ -118,8 +122,8 @@ class Worker:
 
     # -- the client -------------------------------------------------------------------------
 
-    async def client(self, until: int) -> None:
-        while time.monotonic_ns() < until:
+    async def client(self, end: End) -> None:
+        while not end.passed():
             draw = self.rng.random()
             if draw < 0.55:
                 await self.locked_update()
@@ -283,14 +287,14 @@ class Worker:
 
     # -- the handoffs -----------------------------------------------------------------------
 
-    async def producer(self, until: int, wal_dir: Path, tasks: int) -> None:
+    async def producer(self, end: End, wal_dir: Path, tasks: int) -> None:
         events = self.m.events(STREAM)
         async with WriteAheadLog(wal_dir / f"{self.name}.wal") as wal:
             writer = DurableWriter(self.m.memory, events, wal)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer.run)
                 for i in range(tasks):
-                    if time.monotonic_ns() >= until:
+                    if end.passed():
                         break
                     await self.publish(writer, f"task-{i}")
                     await anyio.sleep(self.rng.uniform(0.01, 0.05))
@@ -309,20 +313,20 @@ class Worker:
         else:
             self.rec.record("ok", "publish", task, {"task": task, "sent": sent})
 
-    async def consumer(self, until: int) -> None:
+    async def consumer(self, end: End) -> None:
         group = self.m.events(STREAM, max_deliveries=50, reclaim_idle_ms=RECLAIM_IDLE_MS).group(
             GROUP, self.name
         )
         await group.ensure()
         idle = 0  # empty reads in a row after the end: the stream is drained
-        while time.monotonic_ns() < until + _DRAIN_NS and idle < 3:
+        while not end.passed(after=_DRAIN_NS) and idle < 3:
             sent = time.monotonic_ns()
             try:
                 deliveries = await group.read(count=1, block_ms=200)
             except _UNKNOWN:
                 await anyio.sleep(0.1)
                 continue
-            idle = idle + 1 if not deliveries and time.monotonic_ns() >= until else 0
+            idle = idle + 1 if not deliveries and end.passed() else 0
             for delivery in deliveries:  # one: its delivery spans the read that returned it
                 task = str(delivery.event.payload.get("task"))
                 entry = {"entry": delivery.entry_id}
@@ -393,6 +397,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class End:
+    """When the work ends: unknown (work on) until the driver's ``end <until>`` line arrives."""
+
+    def __init__(self) -> None:
+        self.until: int | None = None  # time.monotonic_ns(); set once, by the reading thread
+
+    def passed(self, after: int = 0) -> bool:
+        until = self.until
+        return until is not None and time.monotonic_ns() >= until + after
+
+    def follow(self, lines: TextIO) -> None:
+        """Read the driver's lines (a daemon thread: it never holds up the exit)."""
+        for line in lines:
+            word, _, value = line.partition(" ")
+            if word == "end":
+                self.until = int(value)
+                return
+
+
 async def run(args: argparse.Namespace) -> None:
     die_with_parent(signal.SIGKILL)()  # even paused (SIGSTOP) by a driver that died
     config = MemoryConfig(
@@ -407,15 +430,16 @@ async def run(args: argparse.Namespace) -> None:
         rec = Recorder(args.history, args.process)
         worker = Worker(m, rec, random.Random(args.seed), args.process, args.unsafe, args.stall)
         print("ready", flush=True)  # noqa: T201 - the driver's handshake
-        line = await anyio.to_thread.run_sync(sys.stdin.readline)
-        until = int(line.split()[1])
+        await anyio.to_thread.run_sync(sys.stdin.readline)  # go
+        end = End()
+        threading.Thread(target=end.follow, args=(sys.stdin,), daemon=True).start()
         try:
             if args.role == "client":
-                await worker.client(until)
+                await worker.client(end)
             elif args.role == "producer":
-                await worker.producer(until, args.wal, args.tasks)
+                await worker.producer(end, args.wal, args.tasks)
             else:
-                await worker.consumer(until)
+                await worker.consumer(end)
         finally:
             rec.close()
 

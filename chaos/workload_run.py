@@ -80,6 +80,7 @@ class WorkloadRun:
     wal_dir: Path = field(init=False)
     wal_mounted: bool = field(init=False, default=False)
     started: float = field(init=False, default=0.0)  # time.monotonic() at go()
+    _until: float = field(init=False, default=0.0)  # time.monotonic() when the work ends
     _stack: AsyncExitStack = field(init=False, default_factory=AsyncExitStack)
 
     async def __aenter__(self) -> Self:
@@ -127,21 +128,32 @@ class WorkloadRun:
         return [proc for proc in self.processes if proc.role == role]
 
     async def go(self) -> None:
-        """Start the work in every process; it ends ``seconds`` from now."""
+        """Start the work in every process; it goes on until :meth:`end`."""
         self.started = time.monotonic()
-        until = time.monotonic_ns() + int(self.seconds * 1e9)
-        for proc in self.processes:
-            assert proc.process is not None
-            assert proc.process.stdin is not None
-            await proc.process.stdin.send(f"go {until}\n".encode())
+        await self._tell("go")
+
+    async def end(self, *, after: float = 0.0) -> None:
+        """End the work ``seconds`` after :meth:`go`, and no sooner than ``after`` seconds from
+        now (the work a run shows after its last fault, whatever the faults took)."""
+        until = max(self.started + self.seconds, time.monotonic() + after)
+        self._until = until
+        await self._tell(f"end {int(until * 1e9)}")  # both clocks are CLOCK_MONOTONIC
 
     async def wait(self) -> None:
         """Wait for every process to finish its work (killing any that overstays)."""
-        with anyio.move_on_after(self.seconds + _END_GRACE):
+        with anyio.move_on_after(self._until - time.monotonic() + _END_GRACE):
             for proc in self.processes:
                 assert proc.process is not None
                 await proc.process.wait()
         await self._stop_all()
+
+    async def _tell(self, line: str) -> None:
+        """Send ``line`` to every process still listening (a killed one is not)."""
+        for proc in self.processes:
+            assert proc.process is not None
+            assert proc.process.stdin is not None
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await proc.process.stdin.send(f"{line}\n".encode())
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started if self.started else 0.0
