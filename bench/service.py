@@ -142,7 +142,19 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
         load_alone = os.getloadavg()[0]
         alone = anyio.run(submit_and_wait, env, plan("alone", 0))
         load_shared = os.getloadavg()[0]
-        shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+        profile = os.environ.get("AGENTMEM_BENCH_PROFILE")
+        spies = [  # the shared phase only: where the light tenants' extra time goes
+            _spy(p.pid, Path(profile) / f"{tag}-{role}.txt")
+            for role, p in zip(ROLES, processes, strict=True)
+            if profile
+        ]
+        try:
+            shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+            for spy in spies:
+                spy.wait()
     finally:
         stop_workers(processes)
     light_alone = [seconds for run_id, seconds in alone.items() if "-light-" in run_id]

@@ -77,7 +77,7 @@ from agentmem.memory import (
 )
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
-from agentmem.service.coordinator import coordinate, run_events, sweep
+from agentmem.service.coordinator import RunFold, coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class RunScope:
     ctx: Context | None  # None for the coordinator
     wal: WriteAheadLog | None
     ensured: set[str] = field(default_factory=set)  # routes whose group exists
+    fold: RunFold = field(default_factory=RunFold)  # the coordinator's state of the run
     users: int = 0
 
 
@@ -337,7 +338,7 @@ class Worker:
             await run.ctx.durable.flush()  # llm.called records go out with the handoff
             return
         try:
-            await coordinate(run.scope, self.settings, self.queues, self.name)
+            await coordinate(run.scope, self.settings, self.queues, self.name, run.fold)
         except (ServerUnavailableError, anyio.get_cancelled_exc_class()):
             raise
         except Exception as exc:  # one run's failure never stops the worker
