@@ -25,9 +25,12 @@ after ``reclaim_idle_ms``, dead letters for entries that are not tickets). A ten
 thousand tickets waiting therefore takes one turn in ``T`` (``T`` tenants with work), and
 another tenant's ticket is taken on its next turn, not after that backlog. Fairness is per
 worker: each worker applies the rule to what it takes, so the pool is fair to within what one
-worker's turn holds. Tenants have equal weight. What it costs: one round trip for the lanes,
-then one per lane tried until a ticket is found (an idle pass tries every lane: cheap for tens
-of tenants; a script that scans the lanes in one round trip would serve thousands).
+worker's turn holds. Tenants have equal weight unless given one (``AGENTMEM_TENANT_WEIGHTS``,
+``acme=2,beta=1``): a ticket counts ``1 / weight`` on its tenant's clock, so a tenant of
+weight 2 takes two turns to another's one while both have work. What it costs: one round
+trip for the lanes, then one per lane tried until a ticket is found (an idle pass tries every
+lane: cheap for tens of tenants; a script that scans the lanes in one round trip would serve
+thousands).
 
 A ticket is an :class:`~memory.agent_event.AgentEvent` of type :data:`TICKET` whose payload
 names the run and the route, so the consumer group's parsing and dead-lettering apply to it
@@ -41,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,9 +166,16 @@ class WorkQueue:
                 pipe.xadd(bell, {"rang": "1"}, maxlen=_BELL_LENGTH, approximate=True)
             await pipe.execute()
 
-    def reader(self, consumer: str, on_give_up: GiveUp | None = None) -> FairReader:
-        """What ``consumer`` takes the queue's tickets through, tenants in turn."""
-        return FairReader(self, consumer, on_give_up)
+    def reader(
+        self,
+        consumer: str,
+        on_give_up: GiveUp | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> FairReader:
+        """What ``consumer`` takes the queue's tickets through, tenants in turn (a tenant of
+        weight ``w`` takes ``w`` turns to a tenant of weight 1; not named: 1)."""
+        return FairReader(self, consumer, on_give_up, weights=weights)
 
     def lane_group(
         self, consumer: str, shard: int, tenant: str, on_give_up: GiveUp | None = None
@@ -305,12 +315,22 @@ class FairReader:
     """One worker's reader of a whole queue: the next ticket of the tenant it served least
     (see the module's notes). Not shared between tasks."""
 
-    def __init__(self, queue: WorkQueue, consumer: str, on_give_up: GiveUp | None = None) -> None:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        consumer: str,
+        on_give_up: GiveUp | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
         self.queue = queue
         self.consumer = consumer
         self.on_give_up = on_give_up
+        self.weights = dict(weights or {})
         self._groups: dict[tuple[int, str], ConsumerGroup] = {}
-        self._served: dict[str, int] = {}  # tickets taken per tenant (a virtual clock)
+        # tickets taken per tenant, each counted 1 / the tenant's weight (a virtual clock)
+        self._served: dict[str, float] = {}
+        self._turns: dict[str, int] = {}  # tickets taken per tenant (which shard goes first)
 
     async def take(self) -> tuple[ConsumerGroup, Delivery] | None:
         """A ticket of the tenant served least that has one (its own pending ones first, then
@@ -320,16 +340,18 @@ class FairReader:
         tenants = sorted({t for _s, t in lanes}, key=lambda t: (self._served.get(t, 0), t))
         if not tenants:
             return None
-        floor = self._served.get(tenants[0], 0)
+        floor = self._served.get(tenants[0], 0.0)
         for tenant in tenants:
             shards = [s for s, t in lanes if t == tenant]
-            turn = self._served.get(tenant, 0)
+            turn = self._served.get(tenant, 0.0)
+            first = self._turns.get(tenant, 0)
             for i in range(len(shards)):  # spread a tenant's turns over its shards
-                shard = shards[(turn + i) % len(shards)]
+                shard = shards[(first + i) % len(shards)]
                 group = await self._group(shard, tenant)
                 taken = await group.read(count=1, block_ms=0)
                 if taken:  # a tenant back from idle starts level with the least served
-                    self._served[tenant] = max(turn, floor) + 1
+                    self._served[tenant] = max(turn, floor) + 1 / self.weights.get(tenant, 1.0)
+                    self._turns[tenant] = first + 1
                     return group, taken[0]
         return None
 

@@ -175,6 +175,7 @@ class Worker:
             for r in PoolRole
         }
         self.queue = self.queues[role.value]
+        self.weights = settings.weights()  # a malformed AGENTMEM_TENANT_WEIGHTS stops it here
         self.busy = 0
         self.served = 0  # tickets done (for logs and tests)
         self._idle = anyio.Event()
@@ -229,7 +230,7 @@ class Worker:
         is none, wait for any shard's bell (a watcher blocked on each). Returns on
         ``draining``."""
         rung = Rung()
-        reader = self.queue.reader(self.name)
+        reader = self.queue.reader(self.name, weights=self.weights)
         async with anyio.create_task_group() as watchers:
             for shard in range(self.queue.shards):
                 watchers.start_soon(self._watch, shard, rung)

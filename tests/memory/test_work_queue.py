@@ -53,3 +53,23 @@ async def test_a_wait_on_a_shard_returns_when_a_ticket_is_pushed_to_it(
     taken = await reader.take()
     assert taken is not None
     assert Ticket.of(taken[1]) == Ticket(f"{namespace}-run", "writer", "acme")
+
+
+async def test_a_tenant_of_weight_two_takes_two_turns_to_anothers_one(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    """Six tickets each of tenants a (weight 2) and b (weight 1): of the first six taken, four
+    are a's and two b's, interleaved (a, b, a, a, b, a)."""
+    queue = WorkQueue(redis_client, f"q-{namespace}", shards=2)
+    for tenant in ("a", "b"):
+        tickets = [Ticket(f"{namespace}-{tenant}-{n}", "writer", tenant) for n in range(6)]
+        await queue.push(tickets, "test")
+    reader = queue.reader("worker-1", weights={"a": 2})
+    order = []
+    for _ in range(6):
+        taken = await reader.take()
+        assert taken is not None
+        group, delivery = taken
+        order.append(Ticket.of(delivery).tenant)
+        await group.ack(delivery)
+    assert order == ["a", "b", "a", "a", "b", "a"]
