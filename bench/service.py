@@ -32,10 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
+import redis
 from pydantic import SecretStr
 
 from agentmem.agents.settings import Settings
@@ -148,8 +150,11 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
             for role, p in zip(ROLES, processes, strict=True)
             if profile
         ]
+        calls_before, cpu_before = _redis_calls(env), [_cpu_seconds(p.pid) for p in processes]
         try:
             shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+            calls = _redis_calls(env) - calls_before
+            cpu = [_cpu_seconds(p.pid) - b for p, b in zip(processes, cpu_before, strict=True)]
         finally:
             for spy in spies:
                 spy.send_signal(signal.SIGINT)
@@ -170,7 +175,26 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
         "light_p95_ratio": p95_shared / p95_alone,
         "load_average_1min_alone": load_alone,
         "load_average_1min_shared": load_shared,
+        "redis_calls_shared": calls.total(),
+        "redis_calls_shared_top": dict(calls.most_common(8)),
+        "worker_cpu_seconds_shared": dict(zip(ROLES, cpu, strict=True)),
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_calls(env: dict[str, str]) -> Counter[str]:
+    """Redis's count of calls per command so far (``INFO commandstats``), on one server."""
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+    finally:
+        client.close()
+    return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
 
 
 def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
