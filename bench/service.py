@@ -21,7 +21,9 @@ run's cost; on 2 busy cores 16 workers take tens of seconds to import, so a fixe
 their start into the figure). Runs are submitted and waited for in this process through the
 library (:mod:`service.submit`, as ``POST /api/runs`` does), not one CLI process per call.
 ``AGENTMEM_BENCH_PROFILE=DIR`` records each worker with py-spy (``pip install py-spy``) into
-``DIR``, in its raw (collapsed stacks) format.
+``DIR``, in its raw (collapsed stacks) format (the throughput pools, and the fairness part's
+shared phase, which also reports each worker's CPU seconds and Redis's calls per command).
+``AGENTMEM_BENCH_SERVICE_SLOTS`` sets the workers' ``--concurrency`` (default 4).
 """
 
 from __future__ import annotations
@@ -106,9 +108,11 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
 
 
 def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
-    """An ``agentmem worker ROLE --concurrency 4`` process."""
+    """An ``agentmem worker ROLE --concurrency N`` process (``AGENTMEM_BENCH_SERVICE_SLOTS``,
+    default 4)."""
+    slots = env.get("AGENTMEM_BENCH_SERVICE_SLOTS", "4")
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role, "--concurrency", "4"],
+        [sys.executable, "-m", "agentmem.orchestrator.cli", "worker", role, "--concurrency", slots],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
