@@ -6,11 +6,13 @@ workers per role (research, writer, review, coordinator), against the same numbe
 ``agentmem run`` processes started 4 at a time. Goal (issue 19): the pool at least 3x the
 per-run shape at equal worker count.
 
-Two more measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairness,chaos``):
+More measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairness,fold,chaos``):
 
 - **fairness** (:func:`fairness`): three tenants submit ``AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS``
   runs each (default 2), alone and then right after one tenant submitted ten times as many;
   goal: their p95 from submission to completion at most 1.5x the same runs' p95 alone;
+- **fold** (:mod:`bench.service_fold`): the coordinator's seconds and events read over one
+  long synthetic run, its fold kept against a fold of the whole log per ticket;
 - **drain and kill** (:mod:`bench.service_chaos`): ``AGENTMEM_BENCH_CHAOS_RUNS`` runs in
   flight (default 20) while ``AGENTMEM_BENCH_CHAOS_ROUNDS`` (10) random workers each get
   SIGTERM and SIGKILL;
@@ -282,10 +284,13 @@ async def submit_and_wait(
 
 def measure(ctx: Context) -> Figures:
     from agentmem.bench.service_chaos import drain_and_kill  # deferred: it imports this module
+    from agentmem.bench.service_fold import fold_cost
 
     runs = int(os.environ.get("AGENTMEM_BENCH_SERVICE_RUNS", "40"))
     delay = os.environ.get("AGENTMEM_BENCH_SERVICE_DELAY", "0.3")
-    parts = os.environ.get("AGENTMEM_BENCH_SERVICE_PARTS", "throughput,fairness,chaos").split(",")
+    parts = os.environ.get("AGENTMEM_BENCH_SERVICE_PARTS", "throughput,fairness,fold,chaos").split(
+        ","
+    )
     tag = f"bench-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="agentmem-service-") as tmp:
         env = {
@@ -320,6 +325,9 @@ def measure(ctx: Context) -> Figures:
             light = int(os.environ.get("AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS", "2"))
             ctx.say(f"service: fairness, 3 tenants x {light} runs, alone and behind {10 * light}")
             figures["fairness"] = fairness(env, light, f"{tag}-fair")
+        if "fold" in parts:
+            ctx.say("service: the coordinator's fold, kept against the whole log per ticket")
+            figures["coordinator_fold"] = anyio.run(fold_cost, env, f"{tag}-fold")
         if "chaos" in parts:
             rounds = int(os.environ.get("AGENTMEM_BENCH_CHAOS_ROUNDS", "10"))
             chaos_runs = int(os.environ.get("AGENTMEM_BENCH_CHAOS_RUNS", "20"))
