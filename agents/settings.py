@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=20.0, ge=0)  # SIGTERM: finish what is held
     tenant_max_inflight: int = Field(default=4, ge=1)  # a tenant's runs in flight at once
     tenant_max_queued: int = Field(default=100, ge=0)  # a tenant's runs waiting to start
+    # the pool's share of turns per tenant, "acme=2,beta=1" (a tenant not named: weight 1)
+    tenant_weights: str = ""
     # LLM calls in flight across all of a tenant's runs in the pool (beside each run's cap)
     tenant_llm_max_concurrency: int = Field(default=8, ge=1, le=1024)
     # at the door of `agentmem serve` (web.door): each tenant's requests, and any request's size
@@ -93,6 +95,24 @@ class Settings(BaseSettings):
     def _llm_is_usable(self) -> Self:
         self.check_llm()
         return self
+
+    def weights(self) -> dict[str, float]:
+        """``tenant_weights`` as a mapping (InvalidConfigError when it does not parse)."""
+        weights: dict[str, float] = {}
+        for item in filter(None, (part.strip() for part in self.tenant_weights.split(","))):
+            tenant, _, raw = item.partition("=")
+            try:
+                weight = float(raw)
+            except ValueError:
+                weight = 0.0
+            if not tenant.strip() or not 0 < weight <= 1000:
+                msg = (
+                    f"AGENTMEM_TENANT_WEIGHTS: {item!r} is not tenant=weight (a number from "
+                    "0 to 1000, above 0); write e.g. acme=2,beta=1"
+                )
+                raise InvalidConfigError(msg)
+            weights[tenant.strip()] = weight
+        return weights
 
     def check_llm(self) -> None:
         """Raise :class:`InvalidConfigError` if the chosen LLM cannot work as configured."""

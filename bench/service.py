@@ -6,11 +6,13 @@ workers per role (research, writer, review, coordinator), against the same numbe
 ``agentmem run`` processes started 4 at a time. Goal (issue 19): the pool at least 3x the
 per-run shape at equal worker count.
 
-Two more measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairness,chaos``):
+More measures (``AGENTMEM_BENCH_SERVICE_PARTS``, default ``throughput,fairness,fold,chaos``):
 
 - **fairness** (:func:`fairness`): three tenants submit ``AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS``
   runs each (default 2), alone and then right after one tenant submitted ten times as many;
   goal: their p95 from submission to completion at most 1.5x the same runs' p95 alone;
+- **fold** (:mod:`bench.service_fold`): the coordinator's seconds and events read over one
+  long synthetic run, its fold kept against a fold of the whole log per ticket;
 - **drain and kill** (:mod:`bench.service_chaos`): ``AGENTMEM_BENCH_CHAOS_RUNS`` runs in
   flight (default 20) while ``AGENTMEM_BENCH_CHAOS_ROUNDS`` (10) random workers each get
   SIGTERM and SIGKILL;
@@ -21,7 +23,9 @@ run's cost; on 2 busy cores 16 workers take tens of seconds to import, so a fixe
 their start into the figure). Runs are submitted and waited for in this process through the
 library (:mod:`service.submit`, as ``POST /api/runs`` does), not one CLI process per call.
 ``AGENTMEM_BENCH_PROFILE=DIR`` records each worker with py-spy (``pip install py-spy``) into
-``DIR``, in its raw (collapsed stacks) format.
+``DIR``, in its raw (collapsed stacks) format (the throughput pools, and the fairness part's
+shared phase, which also reports each worker's CPU seconds and Redis's calls per command).
+``AGENTMEM_BENCH_SERVICE_SLOTS`` sets the workers' ``--concurrency`` (default 4).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
+import redis
 from pydantic import SecretStr
 
 from agentmem.agents.settings import Settings
@@ -104,9 +110,11 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
 
 
 def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
-    """An ``agentmem worker ROLE --concurrency 4`` process."""
+    """An ``agentmem worker ROLE --concurrency N`` process (``AGENTMEM_BENCH_SERVICE_SLOTS``,
+    default 4)."""
+    slots = env.get("AGENTMEM_BENCH_SERVICE_SLOTS", "4")
     return subprocess.Popen(
-        [sys.executable, "-m", "agentmem.cli.main", "worker", role, "--concurrency", "4"],
+        [sys.executable, "-m", "agentmem.cli.main", "worker", role, "--concurrency", slots],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -142,7 +150,22 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
         load_alone = os.getloadavg()[0]
         alone = anyio.run(submit_and_wait, env, plan("alone", 0))
         load_shared = os.getloadavg()[0]
-        shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+        profile = os.environ.get("AGENTMEM_BENCH_PROFILE")
+        spies = [  # the shared phase only: where the light tenants' extra time goes
+            _spy(p.pid, Path(profile) / f"{tag}-{role}.txt")
+            for role, p in zip(ROLES, processes, strict=True)
+            if profile
+        ]
+        calls_before, cpu_before = _redis_calls(env), [_cpu_seconds(p.pid) for p in processes]
+        try:
+            shared = anyio.run(submit_and_wait, env, plan("shared", 10 * light_runs))
+            calls = _redis_calls(env) - calls_before
+            cpu = [_cpu_seconds(p.pid) - b for p, b in zip(processes, cpu_before, strict=True)]
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+            for spy in spies:
+                spy.wait()
     finally:
         stop_workers(processes)
     light_alone = [seconds for run_id, seconds in alone.items() if "-light-" in run_id]
@@ -158,7 +181,26 @@ def fairness(env: dict[str, str], light_runs: int, tag: str) -> Figures:
         "light_p95_ratio": p95_shared / p95_alone,
         "load_average_1min_alone": load_alone,
         "load_average_1min_shared": load_shared,
+        "redis_calls_shared": calls.total(),
+        "redis_calls_shared_top": dict(calls.most_common(8)),
+        "worker_cpu_seconds_shared": dict(zip(ROLES, cpu, strict=True)),
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _redis_calls(env: dict[str, str]) -> Counter[str]:
+    """Redis's count of calls per command so far (``INFO commandstats``), on one server."""
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    try:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+    finally:
+        client.close()
+    return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
 
 
 def _spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -242,10 +284,13 @@ async def submit_and_wait(
 
 def measure(ctx: Context) -> Figures:
     from agentmem.bench.service_chaos import drain_and_kill  # deferred: it imports this module
+    from agentmem.bench.service_fold import fold_cost
 
     runs = int(os.environ.get("AGENTMEM_BENCH_SERVICE_RUNS", "40"))
     delay = os.environ.get("AGENTMEM_BENCH_SERVICE_DELAY", "0.3")
-    parts = os.environ.get("AGENTMEM_BENCH_SERVICE_PARTS", "throughput,fairness,chaos").split(",")
+    parts = os.environ.get("AGENTMEM_BENCH_SERVICE_PARTS", "throughput,fairness,fold,chaos").split(
+        ","
+    )
     tag = f"bench-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="agentmem-service-") as tmp:
         env = {
@@ -280,6 +325,9 @@ def measure(ctx: Context) -> Figures:
             light = int(os.environ.get("AGENTMEM_BENCH_FAIRNESS_LIGHT_RUNS", "2"))
             ctx.say(f"service: fairness, 3 tenants x {light} runs, alone and behind {10 * light}")
             figures["fairness"] = fairness(env, light, f"{tag}-fair")
+        if "fold" in parts:
+            ctx.say("service: the coordinator's fold, kept against the whole log per ticket")
+            figures["coordinator_fold"] = anyio.run(fold_cost, env, f"{tag}-fold")
         if "chaos" in parts:
             rounds = int(os.environ.get("AGENTMEM_BENCH_CHAOS_ROUNDS", "10"))
             chaos_runs = int(os.environ.get("AGENTMEM_BENCH_CHAOS_RUNS", "20"))

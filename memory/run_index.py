@@ -6,6 +6,12 @@ holds each run's entry as JSON; both live in one hash slot and change in one tra
 run submitted to the service records its tenant in its entry, and is also ordered in its
 tenant's own sorted set (same slot, same transaction), so a tenant's newest runs are read
 without reading anyone else's.
+
+A run ends once: :meth:`RunIndex.conclude` writes the ending entry only while the index still
+says the run is running (one script), and answers the entry that is there after it, so of two
+outcomes raced for one run (it settled as it timed out) the first is kept and the second
+learns that it lost; the caller publishes its end event only when its own entry is the one
+kept.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentmem.memory._boundary import idempotent, translate_errors
 from agentmem.memory._codec import as_str
+from agentmem.memory._scripts import LuaScript
 from agentmem.memory.connections import RedisClient
+from agentmem.memory.errors import InvalidValueError
 from agentmem.memory.keys import (
     RUN_INDEX_ORDER,
     RUN_INDEX_RECORDS,
@@ -26,6 +34,20 @@ from agentmem.memory.keys import (
 )
 
 RunOutcome = Literal["running", "completed", "failed"]
+
+# KEYS: order, records[, tenant order]; ARGV: run id, entry JSON, start score. The entry is
+# written unless the one there has ended; the reply is the entry there afterwards.
+_CONCLUDE = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if raw then
+  local ok, current = pcall(cjson.decode, raw)
+  if ok and type(current) == 'table' and current['state'] ~= 'running' then return raw end
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+if KEYS[3] then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return ARGV[2]
+"""
 
 
 class RunEntry(BaseModel):
@@ -59,6 +81,7 @@ class RunIndex:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
+        self._conclude = LuaScript(client, _CONCLUDE)
 
     @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def put(self, entry: RunEntry) -> None:
@@ -71,6 +94,22 @@ class RunIndex:
                 pipe.zadd(order, {entry.run_id: entry.started_at.timestamp()})
             pipe.hset(RUN_INDEX_RECORDS, entry.run_id, entry.model_dump_json())
             await pipe.execute()
+
+    @idempotent  # a second call finds the run ended and answers the entry it wrote
+    async def conclude(self, entry: RunEntry) -> RunEntry:
+        """End the run with ``entry`` (``completed`` or ``failed``) unless it has ended
+        already; returns the entry the index holds afterwards: ``entry`` if it was kept, else
+        the end recorded first (one script)."""
+        validate_id(entry.run_id, "run id")
+        if entry.state == "running":
+            msg = f"run {entry.run_id}: conclude takes an ending entry, not a running one"
+            raise InvalidValueError(msg)
+        keys = [RUN_INDEX_ORDER, RUN_INDEX_RECORDS]
+        if entry.tenant is not None:
+            keys.append(run_index_tenant_order(entry.tenant))
+        args = [entry.run_id, entry.model_dump_json(), str(entry.started_at.timestamp())]
+        raw = await self._conclude(keys, args)
+        return RunEntry.model_validate_json(as_str(raw))
 
     @idempotent  # a SET, a read or a DEL: running it twice changes nothing more
     async def get(self, run_id: str) -> RunEntry | None:

@@ -25,9 +25,16 @@ after ``reclaim_idle_ms``, dead letters for entries that are not tickets). A ten
 thousand tickets waiting therefore takes one turn in ``T`` (``T`` tenants with work), and
 another tenant's ticket is taken on its next turn, not after that backlog. Fairness is per
 worker: each worker applies the rule to what it takes, so the pool is fair to within what one
-worker's turn holds. Tenants have equal weight. What it costs: one round trip for the lanes,
-then one per lane tried until a ticket is found (an idle pass tries every lane: cheap for tens
-of tenants; a script that scans the lanes in one round trip would serve thousands).
+worker's turn holds. Tenants have equal weight unless given one (``AGENTMEM_TENANT_WEIGHTS``,
+``acme=2,beta=1``): a ticket counts ``1 / weight`` on its tenant's clock, so a tenant of
+weight 2 takes two turns to another's one while both have work. What it costs: one round
+trip for the lanes, one (pipelined ``XINFO GROUPS``, :meth:`WorkQueue.ready`) for which of
+them hold tickets not yet delivered, then one read per such lane tried until a ticket is
+found; lanes holding only tickets taken and not acknowledged are tried too, at most every
+quarter second (a dead worker's tickets, and those handed back on drain, are retaken by
+reading them). An idle pass therefore reads no lane; the server still looks at every lane's
+group once per pass (tens of tenants: nothing; thousands: a per-shard index of lanes with
+work would be the next step).
 
 A ticket is an :class:`~memory.agent_event.AgentEvent` of type :data:`TICKET` whose payload
 names the run and the route, so the consumer group's parsing and dead-lettering apply to it
@@ -41,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +71,9 @@ from agentmem.memory.keys import (
 TICKET = "work.ticket"
 DEFAULT_TENANT = "default"  # the lane of runs no tenant submitted
 _GROUP = "workers"
+# how often a pass also tries lanes whose tickets are all taken (as a consumer group looks
+# for idle entries): a ticket handed back on drain, or a dead worker's, is retaken this soon
+_RECLAIM_PAUSE = 0.25
 _BELL_LENGTH = 64  # the bell keeps about this many entries (it wakes; it holds nothing)
 
 
@@ -163,9 +173,16 @@ class WorkQueue:
                 pipe.xadd(bell, {"rang": "1"}, maxlen=_BELL_LENGTH, approximate=True)
             await pipe.execute()
 
-    def reader(self, consumer: str, on_give_up: GiveUp | None = None) -> FairReader:
-        """What ``consumer`` takes the queue's tickets through, tenants in turn."""
-        return FairReader(self, consumer, on_give_up)
+    def reader(
+        self,
+        consumer: str,
+        on_give_up: GiveUp | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> FairReader:
+        """What ``consumer`` takes the queue's tickets through, tenants in turn (a tenant of
+        weight ``w`` takes ``w`` turns to a tenant of weight 1; not named: 1)."""
+        return FairReader(self, consumer, on_give_up, weights=weights)
 
     def lane_group(
         self, consumer: str, shard: int, tenant: str, on_give_up: GiveUp | None = None
@@ -191,6 +208,33 @@ class WorkQueue:
                 pipe.smembers(work_lanes(self.name, shard))
             members = await pipe.execute()
         return sorted((shard, as_str(t)) for shard, ts in enumerate(members) for t in ts)
+
+    @idempotent
+    async def ready(
+        self, lanes: Sequence[tuple[int, str]], *, pending: bool
+    ) -> set[tuple[int, str]]:
+        """The lanes of ``lanes`` that may hold a ticket for the workers: entries not yet
+        delivered to the group (or no group yet), and with ``pending``, also entries taken and
+        not acknowledged (a dead worker's, to reclaim). One pipelined round trip."""
+        if not lanes:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard, tenant in lanes:
+                pipe.xinfo_groups(work_lane(self.name, shard, tenant))
+            replies = await pipe.execute(raise_on_error=False)
+        ready = set()
+        for lane, reply in zip(lanes, replies, strict=True):
+            if isinstance(reply, Exception):  # the lane is gone (or unreadable): try it
+                ready.add(lane)
+                continue
+            group = next((g for g in reply if as_str(g["name"]) == _GROUP), None)
+            if group is None or group.get("lag") is None:  # never read, or lag unknown
+                ready.add(lane)
+                continue
+            waiting = int(group["lag"]) > 0
+            if waiting or (pending and int(group.get("pending") or 0) > 0):
+                ready.add(lane)
+        return ready
 
     async def wait(self, shard: int, after: str, block_ms: int) -> str:
         """Block until the shard's bell rings after ``after`` (a bell id, or ``$``: now), or
@@ -305,31 +349,49 @@ class FairReader:
     """One worker's reader of a whole queue: the next ticket of the tenant it served least
     (see the module's notes). Not shared between tasks."""
 
-    def __init__(self, queue: WorkQueue, consumer: str, on_give_up: GiveUp | None = None) -> None:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        consumer: str,
+        on_give_up: GiveUp | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
         self.queue = queue
         self.consumer = consumer
         self.on_give_up = on_give_up
+        self.weights = dict(weights or {})
         self._groups: dict[tuple[int, str], ConsumerGroup] = {}
-        self._served: dict[str, int] = {}  # tickets taken per tenant (a virtual clock)
+        # tickets taken per tenant, each counted 1 / the tenant's weight (a virtual clock)
+        self._served: dict[str, float] = {}
+        self._turns: dict[str, int] = {}  # tickets taken per tenant (which shard goes first)
+        self._next_reclaim = 0.0  # when a pass next looks at lanes with only pending tickets
 
     async def take(self) -> tuple[ConsumerGroup, Delivery] | None:
         """A ticket of the tenant served least that has one (its own pending ones first, then
         a dead worker's, then new ones), with the group to acknowledge it through; None when
         no lane has one."""
         lanes = await self.queue.lanes()
+        now = time.monotonic()
+        reclaim = now >= self._next_reclaim  # lanes with tickets taken, not acknowledged too
+        if reclaim:
+            self._next_reclaim = now + min(_RECLAIM_PAUSE, self.queue.reclaim_idle_ms / 4000)
+        lanes = sorted(await self.queue.ready(lanes, pending=reclaim))
         tenants = sorted({t for _s, t in lanes}, key=lambda t: (self._served.get(t, 0), t))
         if not tenants:
             return None
-        floor = self._served.get(tenants[0], 0)
+        floor = self._served.get(tenants[0], 0.0)
         for tenant in tenants:
             shards = [s for s, t in lanes if t == tenant]
-            turn = self._served.get(tenant, 0)
+            turn = self._served.get(tenant, 0.0)
+            first = self._turns.get(tenant, 0)
             for i in range(len(shards)):  # spread a tenant's turns over its shards
-                shard = shards[(turn + i) % len(shards)]
+                shard = shards[(first + i) % len(shards)]
                 group = await self._group(shard, tenant)
                 taken = await group.read(count=1, block_ms=0)
                 if taken:  # a tenant back from idle starts level with the least served
-                    self._served[tenant] = max(turn, floor) + 1
+                    self._served[tenant] = max(turn, floor) + 1 / self.weights.get(tenant, 1.0)
+                    self._turns[tenant] = first + 1
                     return group, taken[0]
         return None
 

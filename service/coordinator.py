@@ -3,12 +3,29 @@
 The per-run orchestrator follows its run's log until every section is settled, then writes
 the report and announces the end. In the pool, a coordinator worker does the same on each
 ticket of the run's ``coordinator`` route (the run was planned, a section settled, an agent
-failed): it folds the run's whole log into a :class:`~orchestrator.tracker.RunState` (the same
-projection the orchestrator uses) and, once the run is settled or failed, writes the outputs,
-publishes ``run.completed`` or ``run.failed`` (once, by key), closes the run's index entry and
-releases the run's place among its tenant's runs in flight, starting the tenant's next waiting
-runs. Every step is idempotent, so two coordinators that see the same last event both finish
-the run with one effect (the same files, one end event).
+failed): it brings the run's :class:`~orchestrator.tracker.RunState` (the same projection the
+orchestrator uses) up to date and, once the run is settled or failed, writes the outputs,
+ends the run in the index, publishes ``run.completed`` or ``run.failed`` (once, by key) and
+releases the run's place among its tenant's runs in flight, starting the tenant's next
+waiting runs. Every step is idempotent, so two coordinators that see the same last event both
+finish the run with one effect (the same files, one end event).
+
+**The fold, kept.** A coordinator worker keeps each open run's state with the id of the last
+event it applied (:class:`RunFold`) and, on the run's next ticket, applies only the events
+after that id: each event is read once per worker, not once per ticket (a full replay per
+ticket is quadratic in the run's length). This stays exact when several coordinators serve
+one run: the log is append-only and ordered, so the events after the last one a worker
+applied are exactly the ones it has not seen, whoever published or handled them. A worker
+with no state for the run (it never served it, restarted, or let its scope go) folds the log
+from the start. One worker's coordinations of one run take turns (a lock per fold).
+
+**One outcome.** A run ends once: the index's :meth:`~memory.run_index.RunIndex.conclude`
+writes the ending entry only while the run is still running (one script). The coordinator
+(completed or failed) and the sweep's timeout both end the run there *first* and publish
+their end event only if their entry was kept, so a run settling in the instant it times out
+has one end event and one outcome. One that dies between the two leaves the run ended with
+its place held: the sweep publishes the end event the index records (by the same key) and
+frees the place.
 
 **The sweep.** Each coordinator worker also makes a pass over every tenant's runs in flight
 every few seconds (:func:`sweep`); it repairs what a process that died between two steps
@@ -16,13 +33,13 @@ left, and enforces the run timeout:
 
 - a run in flight whose request is still kept was admitted or released but not started (the
   starter died in between): it is started (idempotent: a run started twice is one run);
-- a run in flight whose index entry says it ended (a coordinator died between closing it and
-  releasing its place): its place is freed;
+- a run in flight whose index entry says it ended (a coordinator died between ending it and
+  releasing its place): its end event is published (a no-op by key if it was) and its place
+  freed;
 - a run that has run longer than ``run_timeout_seconds`` (from its start, not its submission)
-  fails: ``run.failed`` with a one-line reason, its index entry closed as failed, its place
-  freed and the tenant's next run started. Workers then acknowledge its remaining tickets
-  without handling them. A run settling in the same instant may also publish
-  ``run.completed``; the index keeps whichever closed it last.
+  fails, unless it ended first: ``run.failed`` with a one-line reason, its index entry
+  closed as failed, its place freed and the tenant's next run started. Workers then
+  acknowledge its remaining tickets without handling them.
 
 A sweep reads the tenants' set, one script per tenant (its runs in flight with their kept
 requests) and one HMGET of their index entries: a few round trips per tenant, whatever the
@@ -34,8 +51,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import anyio
 
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.settings import Settings
@@ -43,7 +63,6 @@ from agentmem.memory import EventStore, Memory, RunEntry
 from agentmem.memory.admission import Admission, Submissions
 from agentmem.memory.work_queue import WorkQueue
 from agentmem.orchestrator.lifecycle import ORCHESTRATOR, FinishedRun, write_outputs
-from agentmem.orchestrator.report import read_log
 from agentmem.orchestrator.tracker import RunState, RunTracker
 from agentmem.protocol.events import (
     RUN_STREAM,
@@ -93,31 +112,59 @@ async def start_run(
     await Admission(scope.client, tenant).started(run_id)
 
 
+@dataclass
+class RunFold:
+    """One run's state as a coordinator worker folded it so far, and the id of the last event
+    applied (see the module's notes)."""
+
+    state: RunState = field(default_factory=RunState)
+    last_id: str = "0-0"
+    read: int = 0  # events read from the log, in all (each once)
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _tracker: RunTracker = field(default_factory=RunTracker)
+
+    async def catch_up(self, events: EventStore) -> RunState:
+        """Apply the events after the last one applied (hold :attr:`lock`)."""
+        while page := await events.read_events(since=self.last_id, count=1000):
+            for event in page:
+                self._tracker.apply(self.state, event)
+            self.last_id = page[-1].event_id or self.last_id
+            self.read += len(page)
+        return self.state
+
+
 async def coordinate(
     scope: Memory,
     settings: Settings,
     queues: Mapping[str, WorkQueue],
     issuer: str,
+    fold: RunFold | None = None,
 ) -> str:
     """Look at the run and finish it if it is settled or failed; returns its state
-    (``running``, ``completed`` or ``failed``)."""
+    (``running``, ``completed`` or ``failed``). ``fold``: the run's state kept from its
+    earlier tickets (None: fold the log from its start)."""
+    fold = fold or RunFold()
+    async with fold.lock:
+        return await _coordinate(scope, settings, queues, issuer, fold)
+
+
+async def _coordinate(
+    scope: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    fold: RunFold,
+) -> str:
     events = run_events(scope, settings)
-    state = RunState()
-    tracker = RunTracker()
-    for event in await read_log(events):
-        tracker.apply(state, event)
+    state = await fold.catch_up(events)
     if state.report_path is not None:
         return "completed"
     entry = await scope.runs.get(scope.namespace)
     if entry is not None and entry.state != "running":
         return entry.state  # it ended already (timed out, or failed)
     if state.failures:
-        reason = f"the run cannot finish: {state.failures[0]}"
-        failed = new_event(EventType.RUN_FAILED, ORCHESTRATOR, RunFailed(reason=reason[:4000]))
-        await events.publish(failed, idempotency_key=orchestrator_key(EventType.RUN_FAILED))
-        await _close(scope, entry, state, error=reason)
-        await release(scope, settings, queues, issuer)
-        return "failed"
+        reason = f"the run cannot finish: {state.failures[0]}"[:4000]
+        return await end_run(scope, settings, queues, issuer, _ending(scope, entry, state, reason))
     if not state.done:
         return "running"
     started_at = entry.started_at if entry is not None else datetime.now(UTC)
@@ -129,28 +176,22 @@ async def coordinate(
         timings={"llm_by_agents": sum(state.llm_seconds.values())},
     )
     outputs = await write_outputs(finished, scope, events, Path(settings.reports_dir))
-    report_path = outputs.report_path
-    done = new_event(
-        EventType.RUN_COMPLETED, ORCHESTRATOR, RunCompleted(report_path=str(report_path))
-    )
-    await events.publish(done, idempotency_key=orchestrator_key(EventType.RUN_COMPLETED))
-    await _close(scope, entry, state, report_path=str(report_path))
-    await release(scope, settings, queues, issuer)
-    return "completed"
+    ending = _ending(scope, entry, state, report_path=str(outputs.report_path))
+    return await end_run(scope, settings, queues, issuer, ending)
 
 
-async def _close(
+def _ending(
     scope: Memory,
     entry: RunEntry | None,
     state: RunState,
-    *,
     error: str | None = None,
+    *,
     report_path: str | None = None,
-) -> None:
-    """Record how the run ended in the run index (as the orchestrator does)."""
+) -> RunEntry:
+    """The run's index entry as it ends (as the orchestrator records it)."""
     now = datetime.now(UTC)
     entry = entry or RunEntry(run_id=scope.namespace, topic=state.topic, started_at=now)
-    ended = entry.model_copy(
+    return entry.model_copy(
         update={
             "state": "failed" if error is not None else "completed",
             "sections": len(state.sections),
@@ -160,7 +201,39 @@ async def _close(
             "report_path": report_path,
         }
     )
-    await scope.runs.put(ended)
+
+
+async def end_run(
+    scope: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    ending: RunEntry,
+) -> str:
+    """End the run with ``ending`` unless it ended first (the index decides: one outcome);
+    then, if this one was kept, its end event and the release of its place. Returns the
+    outcome the run has."""
+    kept = await scope.runs.conclude(ending)
+    if kept != ending:
+        logger.info("run %s had ended (%s) already", scope.namespace, kept.state)
+        return kept.state
+    await announce(scope, settings, kept)
+    await release(scope, settings, queues, issuer)
+    return kept.state
+
+
+async def announce(scope: Memory, settings: Settings, entry: RunEntry) -> None:
+    """Publish the end event that ``entry`` (ended) records: ``run.completed`` or
+    ``run.failed``, once by key."""
+    events = run_events(scope, settings)
+    if entry.state == "completed":
+        payload = RunCompleted(report_path=entry.report_path or "")
+        done = new_event(EventType.RUN_COMPLETED, ORCHESTRATOR, payload)
+        await events.publish(done, idempotency_key=orchestrator_key(EventType.RUN_COMPLETED))
+    elif entry.state == "failed":
+        reason = (entry.error or "the run failed")[:4000]
+        failed = new_event(EventType.RUN_FAILED, ORCHESTRATOR, RunFailed(reason=reason))
+        await events.publish(failed, idempotency_key=orchestrator_key(EventType.RUN_FAILED))
 
 
 async def release(
@@ -213,6 +286,7 @@ async def sweep(
         for entry in await root.runs.get_many(started):
             scope = root.scope(entry.run_id)
             if entry.state != "running":  # ended, and its place not yet freed
+                await announce(scope, settings, entry)
                 await release(scope, settings, queues, issuer)
                 acted += 1
             elif (now - entry.started_at).total_seconds() > settings.run_timeout_seconds:
@@ -228,19 +302,12 @@ async def time_out(
     issuer: str,
     entry: RunEntry,
 ) -> None:
-    """Fail a run that outlived ``run_timeout_seconds``: ``run.failed`` with one line, its
-    index entry closed, its place freed."""
+    """Fail a run that outlived ``run_timeout_seconds`` unless it ended first:
+    ``run.failed`` with one line, its index entry closed, its place freed."""
     reason = (
         f"the run did not end within {settings.run_timeout_seconds:g} s "
         "(AGENTMEM_RUN_TIMEOUT_SECONDS); submit it again, or raise the timeout"
     )
     logger.warning("run %s: %s", scope.namespace, reason)
-    events = run_events(scope, settings)
-    state = RunState()
-    tracker = RunTracker()
-    for event in await read_log(events):
-        tracker.apply(state, event)
-    failed = new_event(EventType.RUN_FAILED, ORCHESTRATOR, RunFailed(reason=reason))
-    await events.publish(failed, idempotency_key=orchestrator_key(EventType.RUN_FAILED))
-    await _close(scope, entry, state, error=reason)
-    await release(scope, settings, queues, issuer)
+    state = await RunFold().catch_up(run_events(scope, settings))
+    await end_run(scope, settings, queues, issuer, _ending(scope, entry, state, reason))

@@ -83,7 +83,7 @@ from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 from agentmem.protocol.events import AgentFailed, EventType
 from agentmem.service.adoption import adopt_orphans
-from agentmem.service.coordinator import coordinate, run_events, sweep
+from agentmem.service.coordinator import RunFold, coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class RunScope:
     ctx: Context | None  # None for the coordinator
     wal: WriteAheadLog | None
     ensured: set[str] = field(default_factory=set)  # routes whose group exists
+    fold: RunFold = field(default_factory=RunFold)  # the coordinator's state of the run
     users: int = 0
 
 
@@ -181,6 +182,7 @@ class Worker:
             for r in PoolRole
         }
         self.queue = self.queues[role.value]
+        self.weights = settings.weights()  # a malformed AGENTMEM_TENANT_WEIGHTS stops it here
         self.busy = 0
         self.served = 0  # tickets done (for logs and tests)
         self._idle = anyio.Event()
@@ -237,7 +239,7 @@ class Worker:
         is none, wait for any shard's bell (a watcher blocked on each). Returns on
         ``draining``."""
         rung = Rung()
-        reader = self.queue.reader(self.name)
+        reader = self.queue.reader(self.name, weights=self.weights)
         async with anyio.create_task_group() as watchers:
             for shard in range(self.queue.shards):
                 watchers.start_soon(self._watch, shard, rung)
@@ -346,7 +348,7 @@ class Worker:
             await run.ctx.durable.flush()  # llm.called records go out with the handoff
             return
         try:
-            await coordinate(run.scope, self.settings, self.queues, self.name)
+            await coordinate(run.scope, self.settings, self.queues, self.name, run.fold)
         except (ServerUnavailableError, anyio.get_cancelled_exc_class()):
             raise
         except Exception as exc:  # one run's failure never stops the worker

@@ -35,3 +35,22 @@ async def test_runs_are_listed_newest_first_and_their_end_replaces_their_start(
     await index.remove(newer.run_id)
     await index.remove(older.run_id)
     assert await index.get(newer.run_id) is None
+
+
+async def test_a_run_ends_once_and_a_second_end_gets_the_first(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    """conclude ends a running run; a second, different end is not written and answers the
+    first, which stays in the index."""
+    index = RunIndex(redis_client)
+    now = datetime.now(UTC)
+    running = RunEntry(run_id=f"{namespace}-c", topic="c", started_at=now, tenant=f"t-{namespace}")
+    await index.put(running)
+    failed = running.model_copy(update={"state": "failed", "error": "timed out", "ended_at": now})
+    completed = running.model_copy(update={"state": "completed", "ended_at": now})
+
+    assert await index.conclude(failed) == failed
+    assert await index.conclude(completed) == failed
+    assert await index.get(running.run_id) == failed
+    assert [e.run_id for e in await index.newest(1, tenant=f"t-{namespace}")] == [running.run_id]
+    await index.remove(running.run_id)
