@@ -310,6 +310,7 @@ def measure(ctx: Context) -> Figures:
             "sources": str(PROJECT_SOURCES),
             "cpus": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0],
+            "slots_per_worker": int(env.get("AGENTMEM_BENCH_SERVICE_SLOTS", "4")),
         }
         if "throughput" in parts:
             ctx.say(f"service: {runs} agentmem run processes, {AT_ONCE} at a time")

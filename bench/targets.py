@@ -192,6 +192,19 @@ def _why_handoff(results: Figures) -> str:
     )
 
 
+# service
+
+
+def _why_pool(service: Figures) -> str:
+    rates = [service[f"pool_{n}_runs_per_minute"] for n in (1, 2, 4)]
+    return (
+        f"pool {rates[2]:.1f} runs/min against {service['per_run_runs_per_minute']:.1f}; "
+        f"1, 2, 4 workers per role gave {rates[0]:.0f}, {rates[1]:.0f}, {rates[2]:.0f}: "
+        f"x{rates[2] / rates[1]:.2f} from 2 to 4 on {service['cpus']} CPUs "
+        f"(load {service['load_average_1min']:.1f} at the start)"
+    )
+
+
 # scale
 
 
@@ -282,6 +295,12 @@ TARGETS: list[Target] = [
         ">= 2.5",
         _scale("joined_by_agents"),
         lambda r: scale.why_missed(r["scale"], "4", series="joined_by_agents"),
+    ),
+    Target(
+        "service: runs/min, pool of 4 workers per role vs `agentmem run` 4 at a time (x)",
+        ">= 3",
+        lambda r: _get(r, "service", "pool_4_vs_per_run"),
+        lambda r: _why_pool(r["service"]),
     ),
     Target(
         "service: 3 tenants' p95 behind a 10x tenant vs alone (x)",
