@@ -25,7 +25,8 @@ library (:mod:`service.submit`, as ``POST /api/runs`` does), not one CLI process
 ``AGENTMEM_BENCH_PROFILE=DIR`` records each worker with py-spy (``pip install py-spy``) into
 ``DIR``, in its raw (collapsed stacks) format (the throughput pools, and the fairness part's
 shared phase, which also reports each worker's CPU seconds and Redis's calls per command).
-``AGENTMEM_BENCH_SERVICE_SLOTS`` sets the workers' ``--concurrency`` (default 4).
+``AGENTMEM_BENCH_SERVICE_SLOTS`` sets the workers' ``--concurrency`` (default 8: with 4, the
+pool is bound by its handler slots, not by CPU; docs/service.md shows both).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from agentmem.service.submit import run_state, submit
 ROLES = ("research", "writer", "review", "coordinator")
 TENANTS = 4
 AT_ONCE = 4  # agentmem run processes at a time
+SLOTS = "8"  # each worker's --concurrency
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,8 +113,8 @@ def pooled(env: dict[str, str], runs: int, workers: int, tag: str) -> tuple[floa
 
 def start_worker(env: dict[str, str], role: str) -> subprocess.Popen[bytes]:
     """An ``agentmem worker ROLE --concurrency N`` process (``AGENTMEM_BENCH_SERVICE_SLOTS``,
-    default 4)."""
-    slots = env.get("AGENTMEM_BENCH_SERVICE_SLOTS", "4")
+    default :data:`SLOTS`)."""
+    slots = env.get("AGENTMEM_BENCH_SERVICE_SLOTS", SLOTS)
     return subprocess.Popen(
         [sys.executable, "-m", "agentmem.cli.main", "worker", role, "--concurrency", slots],
         stdin=subprocess.DEVNULL,
@@ -310,7 +312,7 @@ def measure(ctx: Context) -> Figures:
             "sources": str(PROJECT_SOURCES),
             "cpus": os.cpu_count(),
             "load_average_1min": os.getloadavg()[0],
-            "slots_per_worker": int(env.get("AGENTMEM_BENCH_SERVICE_SLOTS", "4")),
+            "slots_per_worker": int(env.get("AGENTMEM_BENCH_SERVICE_SLOTS", SLOTS)),
         }
         if "throughput" in parts:
             ctx.say(f"service: {runs} agentmem run processes, {AT_ONCE} at a time")
