@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentmem.cli.main import app
-from tests.orchestrator.test_cli import text
+from tests.cli.test_cli import text
 
 runner = CliRunner()
 
