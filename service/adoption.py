@@ -25,13 +25,16 @@ whose lock it can take:
 A log whose owner is alive is never touched (its lock is held), and of two adopters racing for
 one orphan exactly one takes it. Logs of runs the pool was never given (``agentmem run``'s
 agents, which reopen their own log by instance when their supervisor restarts them) are left
-alone. The promise holds for workers that share ``<data_dir>`` (one host, or a volume the
-replacement mounts): a log on a disk that went away with its host is beyond any adopter.
+alone. A run id too long for a folder name gets a cut, hashed folder holding the id in
+:data:`RUN_ID_FILE` (:func:`run_log_path`). The promise holds for workers that share
+``<data_dir>`` (one host, or a volume the replacement mounts): a log on a disk that went away
+with its host is beyond any adopter.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote
@@ -40,7 +43,7 @@ import anyio
 import anyio.to_thread
 
 from agentmem.agents.settings import Settings
-from agentmem.memory import AgentMemoryError, Memory, WriteAheadLog, validate_id
+from agentmem.memory import AgentMemoryError, Memory, WriteAheadLog, path_part, validate_id
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, WorkQueue
 from agentmem.service.coordinator import run_events
@@ -51,19 +54,49 @@ logger = logging.getLogger(__name__)
 _SEND_SECONDS = 10.0  # what one pass spends on one log at most
 
 
+RUN_ID_FILE = "run-id.txt"  # in a run's folder whose name was cut: the run id it stands for
+
+
+def run_log_path(wal_dir: Path, run_id: str, worker: str) -> Path:
+    """Where ``worker`` keeps its local log of ``run_id``: ``<wal_dir>/<run>/<worker>.db``.
+
+    A run id too long for a folder name gets a cut, hashed name (:func:`memory.path_part`);
+    the folder then also holds :data:`RUN_ID_FILE`, so that an adopter knows whose it is."""
+    folder = wal_dir / path_part(run_id, "run id")
+    if "~" in folder.name and not (folder / RUN_ID_FILE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fresh = folder / f".{RUN_ID_FILE}.{worker}"
+        fresh.write_text(run_id, encoding="utf-8")
+        os.replace(fresh, folder / RUN_ID_FILE)  # whole or absent; every writer writes the same
+    return folder / f"{worker}.db"
+
+
+def _run_of(folder: Path) -> str | None:
+    """The run id ``folder`` stands for, or None when it stands for no valid one."""
+    if "~" in folder.name:  # cut: the id is in the folder, and must give the folder's name
+        try:
+            run_id = (folder / RUN_ID_FILE).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    else:
+        run_id = unquote(folder.name)
+    try:
+        validate_id(run_id, "run id")
+    except AgentMemoryError:
+        return None
+    return run_id if path_part(run_id, "run id") == folder.name else None
+
+
 def orphan_candidates(wal_dir: Path, own: str) -> list[tuple[str, Path]]:
     """``(run id, path)`` of each log under ``wal_dir`` not named ``own`` (the caller's):
-    ``<run>/<name>.db``, the run id from its folder's name (a cut, hashed name is skipped)."""
+    ``<run>/<name>.db``, the run id from its folder's name (or, for a cut name, from the
+    :data:`RUN_ID_FILE` in it)."""
     found = []
     if not wal_dir.is_dir():
         return []
     for folder in sorted(wal_dir.iterdir()):
-        if not folder.is_dir() or "~" in folder.name:
-            continue
-        run_id = unquote(folder.name)
-        try:
-            validate_id(run_id, "run id")
-        except AgentMemoryError:
+        run_id = _run_of(folder) if folder.is_dir() else None
+        if run_id is None:
             continue
         found += [(run_id, path) for path in sorted(folder.glob("*.db")) if path.stem != own]
     return found

@@ -76,13 +76,12 @@ from agentmem.memory import (
     ServerUnavailableError,
     WriteAheadLog,
     open_memory,
-    path_part,
     retrying,
 )
 from agentmem.memory.admission import Submissions
 from agentmem.memory.work_queue import DEFAULT_TENANT, Ticket, WorkQueue
 from agentmem.protocol.events import AgentFailed, EventType
-from agentmem.service.adoption import adopt_orphans
+from agentmem.service.adoption import adopt_orphans, run_log_path
 from agentmem.service.coordinator import RunFold, coordinate, run_events, sweep
 from agentmem.service.routes import PoolRole, TicketingWriter
 
@@ -380,8 +379,10 @@ class Worker:
         agent_role = self.role.agent_role
         if agent_role is not None:
             assert self._llm is not None
-            wal_path = Path(self.settings.data_dir) / "wal" / path_part(run_id) / f"{self.name}.db"
-            wal = WriteAheadLog(wal_path)
+            wal_dir = Path(self.settings.data_dir) / "wal"
+            wal = WriteAheadLog(
+                await anyio.to_thread.run_sync(run_log_path, wal_dir, run_id, self.name)
+            )
             tenant = await Submissions(scope.client).tenant_of(run_id) or DEFAULT_TENANT
             writer = TicketingWriter(
                 scope.memory, events, wal, self.queues, self.name, tenant=tenant
