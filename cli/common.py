@@ -141,6 +141,22 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def checked_topic(value: str) -> str:
+    """The topic stripped: 1 to 500 characters on one line (it is the report's title)."""
+    from pydantic import ValidationError
+
+    from agentmem.protocol.events import RunRequested, SourceDoc
+
+    topic = value.strip()
+    try:
+        RunRequested(topic=topic, sources=[SourceDoc(name="-", text="-")])
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        msg = f"the topic {problem} (1 to 500 characters, one line)"
+        raise typer.BadParameter(msg) from exc
+    return topic
+
+
 def checked_run_id(value: str) -> str:
     from agentmem.memory import InvalidIdError, validate_id
 

@@ -18,6 +18,7 @@ import typer
 from agentmem.cli.common import (
     app,
     checked_run_id,
+    checked_topic,
     console,
     fail,
     one_line_errors,
@@ -82,7 +83,9 @@ def submit(
             callback=lambda v: v and checked_run_id(v),
         ),
     ] = None,
-    topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
+    topic: Annotated[
+        str, typer.Option(help="What the report is about (one line).", callback=checked_topic)
+    ] = DEFAULT_TOPIC,
 ) -> None:
     """Submit a run to the pool of workers and print its id; returns at once.
 

@@ -13,6 +13,7 @@ from agentmem.cli.common import (
     LLMChoice,
     app,
     checked_run_id,
+    checked_topic,
     console,
     fail,
     one_line_errors,
@@ -30,7 +31,9 @@ _T = TypeVar("_T")
 @app.command(short_help="Run the agents on the sources and write the report.")
 @one_line_errors
 def run(
-    topic: Annotated[str, typer.Option(help="What the report is about.")] = DEFAULT_TOPIC,
+    topic: Annotated[
+        str, typer.Option(help="What the report is about (one line).", callback=checked_topic)
+    ] = DEFAULT_TOPIC,
     sources: Annotated[
         Path, typer.Option(help="Folder of .md/.txt source files.", show_default=False)
     ] = PROJECT_SOURCES,
@@ -69,10 +72,6 @@ def run(
     if timeout is not None:
         updates["run_timeout_seconds"] = timeout
     settings = settings_from_env(**updates)
-    topic = topic.strip()
-    if not topic or len(topic) > 500:
-        msg = "the topic must be 1 to 500 characters"
-        raise typer.BadParameter(msg, param_hint="--topic")
     try:
         docs = load_sources(sources)
     except AgentMemoryError as exc:

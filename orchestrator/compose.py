@@ -56,12 +56,22 @@ def section_markdown(draft: Draft) -> str:
     return "\n\n".join([f"## {draft.title}", *body])
 
 
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|#])")
+
+
+def literal(text: str) -> str:
+    """``text`` as markdown shows it, character for character: what a submitter wrote (a
+    topic, a source's name) can make no link, tag, emphasis, heading or table cell of its own."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def introduction(topic: str, drafts: list[Draft], facts: list[Fact]) -> str:
     """What the report covers, in which order, and where its statements come from."""
     titles = [d.title for d in drafts]
     topic = topic.strip().rstrip(".")
     if topic[:1].isupper() and topic[1:2].islower():  # "Shared memory" reads on as "shared memory"
         topic = topic[0].lower() + topic[1:]
+    topic = literal(topic)
     sources = sorted({f.metadata.get("source", "unknown") for f in facts})
     listed = _join(titles)
     if not drafts:
@@ -126,7 +136,7 @@ def sources_table(facts: list[Fact], cited: Iterable[int]) -> list[str]:
             by_source.setdefault(source, []).append(fact.id)
     rows = ["| Source | Facts cited | Citations |", "|---|---:|---|"]
     for source, ids in by_source.items():  # in order of first citation
-        rows.append(f"| {source} | {len(ids)} | {ranges(sorted(ids))} |")
+        rows.append(f"| {literal(source)} | {len(ids)} | {ranges(sorted(ids))} |")
     return rows
 
 

@@ -25,6 +25,7 @@ from agentmem.orchestrator.compose import (
     SectionHistory,
     cited_facts,
     introduction,
+    literal,
     llm_use,
     provenance,
     section_markdown,
@@ -130,7 +131,7 @@ def render_markdown(
     drafts = [h.draft for h in histories.values()]
     cited = cited_facts(drafts)
     lines = [
-        f"# {state.topic}",
+        f"# {literal(state.topic)}",
         "",
         f"*Run `{run_id}`, {created}. {len(drafts)} section{'s' * (len(drafts) != 1)} "
         "written by the writing agents "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agentmem.memory import AgentMemoryError
 from agentmem.orchestrator.defaults import DEFAULT_TOPIC, PROJECT_SOURCES
 from agentmem.protocol.events import SourceDoc
@@ -58,4 +60,9 @@ def _read(path: Path) -> SourceDoc:
     if not text.strip():
         msg = f"source {path} is empty"
         raise SourceError(msg)
-    return SourceDoc(name=path.name, text=text)
+    try:
+        return SourceDoc(name=path.name, text=text)
+    except ValidationError as exc:  # the name: too long, or more than one line
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        msg = f"source {path!r} cannot be used: its name {problem}; rename it"
+        raise SourceError(msg) from exc

@@ -12,10 +12,11 @@ a :class:`SectionState`.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentmem.memory import AgentEvent, AgentMemoryError
 from agentmem.protocol.roles import Role
@@ -95,13 +96,30 @@ class EventPayload(_Model):
     """The payload of one event type (see :data:`PAYLOADS`)."""
 
 
+# One line of text: no control character (newline, tab, NUL, DEL, ...). A source's name and a
+# run's topic are shown as one line (a heading, a table cell): a newline in either would let a
+# submitter write headings or citations of their own into the report.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(value: str) -> str:
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        msg = f"must be one line with no control character; {bad.group()!r} at {bad.start()}"
+        raise ValueError(msg)
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+
+
 class SourceDoc(_Model):
-    name: str = Field(min_length=1, max_length=256)
+    name: OneLine = Field(min_length=1, max_length=256)
     text: str = Field(min_length=1)
 
 
 class RunRequested(EventPayload):
-    topic: str = Field(min_length=1, max_length=500)
+    topic: OneLine = Field(min_length=1, max_length=500)
     sources: list[SourceDoc] = Field(min_length=1)
 
 

@@ -28,6 +28,8 @@ def text(output: str) -> str:
         (["run", "--run-id", "bad\tid"], "control characters"),
         (["run", "--run-id", "x" * 300], "the limit is 256"),
         (["run", "--topic", "   "], "topic"),
+        (["run", "--topic", "Redis\n# Injected heading"], "must be one line"),
+        (["submit", "--topic", "a\tb"], "must be one line"),
         (["run", "--timeout", "0"], "--timeout"),
         (["inspect", "new\nline"], "control characters"),
     ],
@@ -38,6 +40,16 @@ def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> N
 
     assert result.exit_code == 2
     assert message in text(result.output)
+
+
+def test_a_source_file_whose_name_is_not_one_line_is_refused_naming_it(tmp_path: Path) -> None:
+    """A file name with a newline (legal on Linux) would put a line of its own in the report."""
+    (tmp_path / "evil\n# Injected.md").write_text("Redis is fast.")
+
+    result = runner.invoke(app, ["run", "--sources", str(tmp_path)])
+
+    assert result.exit_code == 2
+    assert "must be one line" in text(result.output)
 
 
 def test_an_unusable_sources_folder_exits_2_naming_it(tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from agentmem.agents.documents import Draft
 from agentmem.agents.llm_output import Paragraph
 from agentmem.agents.sentences import numbered
@@ -22,7 +25,7 @@ from agentmem.orchestrator.compose import (
 )
 from agentmem.orchestrator.report import render_markdown
 from agentmem.orchestrator.tracker import LLMTotals, RunState
-from agentmem.protocol.events import SectionPlan
+from agentmem.protocol.events import RunRequested, SectionPlan, SourceDoc
 
 SOURCES = Path(__file__).resolve().parents[2] / "sources"
 
@@ -117,3 +120,25 @@ def test_the_footer_gives_the_runs_llm_calls_retries_and_token_totals() -> None:
         "The agents made 9 LLM calls on `smollm2-135m` (4 retries, 1 without an answer), "
         "using 12,000 prompt and 3,456 completion tokens (15,456 in all)."
     )
+
+
+def test_a_submitters_topic_and_source_names_show_as_text_not_markup() -> None:
+    """A tag, a heading mark, a table bar or a bracketed citation in a topic or a source's name
+    is escaped: the report gets no raw HTML, extra table cell or forged citation from them."""
+    name = "evil</td><img src=x onerror=alert(1)>|col [F1]"
+    facts = [fact(1, "One.", name)]
+
+    [row] = sources_table(facts, [1])[2:]
+    state = RunState(topic="Redis <script>alert(1)</script> # streams")
+    title = render_markdown("run-x", state, {}, []).splitlines()[0]
+
+    assert row == r"| evil\</td\>\<img src=x onerror=alert(1)\>\|col \[F1\] | 1 | F1 |"
+    assert title == r"# Redis \<script\>alert(1)\</script\> \# streams"
+
+
+def test_a_source_name_or_topic_of_more_than_one_line_is_refused() -> None:
+    """A newline (or any control character) would let a submitter write lines of the report."""
+    with pytest.raises(ValidationError, match="one line"):
+        SourceDoc(name="a.md\n\n# Injected heading", text="Text.")
+    with pytest.raises(ValidationError, match="one line"):
+        RunRequested(topic="Redis\n[F1] forged", sources=[SourceDoc(name="a.md", text="Text.")])
