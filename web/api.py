@@ -70,6 +70,8 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
             body = RunSubmission.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             return _error(400, f"not a run submission: {_one_line(exc)}")
+        except RecursionError:  # json.loads on arrays nested a hundred thousand deep
+            return _error(400, "not a run submission: JSON nested too deeply")
         who = principal(request)
         tenant, run_id = body.tenant, body.run_id
         if who is not None:

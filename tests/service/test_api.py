@@ -228,3 +228,13 @@ async def test_a_submission_while_redis_is_unreachable_gets_503_saying_to_submit
 
     assert reply.status_code == 503, reply.text
     assert "submit again" in reply.json()["error"]
+
+
+def test_json_nested_too_deeply_is_refused_with_400(api: str) -> None:
+    """A body of arrays nested 200,000 deep is a bad submission (400), not a server error."""
+    body = b"[" * 200_000 + b"]" * 200_000
+
+    reply = request("POST", f"{api}/api/runs", body, **{"Content-Type": "application/json"})
+
+    assert reply.status_code == 400, reply.text
+    assert "nested too deeply" in reply.json()["error"]
