@@ -43,6 +43,20 @@ class StaleFencingTokenError(AgentMemoryError):
         super().__init__(msg)
 
 
+class UnissuedFencingTokenError(AgentMemoryError):
+    """A write carried a fencing token no grant was ever given: forged, or from another
+    database."""
+
+    def __init__(self, key: str, token: int) -> None:
+        self.key = key
+        self.token = token
+        msg = (
+            f"write to {key!r} rejected: fencing token {token} was never issued; pass the token "
+            "of a lock you hold (held.fencing_token)"
+        )
+        super().__init__(msg)
+
+
 class UnfencedWriteError(AgentMemoryError):
     """A write without a fencing token, to a key that earlier writes fenced with one."""
 

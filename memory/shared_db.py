@@ -52,7 +52,12 @@ from agentmem.memory._boundary import POSTGRES_DOWN, translate_errors, unbounded
 from agentmem.memory._codec import BIGINT_MAX, INT32_MAX, check_int, check_text, encode_json
 from agentmem.memory._resource import AsyncResource
 from agentmem.memory.connections import MemoryConfig, postgres_pool
-from agentmem.memory.errors import ConflictError, StaleFencingTokenError, UnfencedWriteError
+from agentmem.memory.errors import (
+    ConflictError,
+    StaleFencingTokenError,
+    UnfencedWriteError,
+    UnissuedFencingTokenError,
+)
 from agentmem.memory.keys import validate_id
 from agentmem.memory.limits import Limits
 from agentmem.memory.migrate import migrate
@@ -254,8 +259,9 @@ class SharedAgentDB(AsyncResource):
         ``expected_version``: None writes whatever the current version is; 0 only if the
         document does not exist yet; n only if n is still the latest version (else
         :class:`ConflictError`). A ``fencing_token`` lower than one this key has already
-        seen is refused with :class:`StaleFencingTokenError`; no ``fencing_token`` on a key
-        that has seen one, with :class:`UnfencedWriteError`. Nothing is written on error.
+        seen is refused with :class:`StaleFencingTokenError`; one no lock grant was given,
+        with :class:`UnissuedFencingTokenError`; no ``fencing_token`` on a key that has seen
+        one, with :class:`UnfencedWriteError`. Nothing is written on error.
         """
         _check_key(key)
         validate_id(agent_id, "agent_id")
@@ -286,6 +292,8 @@ class SharedAgentDB(AsyncResource):
             telemetry.set_attributes(
                 span, {"agentmem.outcome": row["outcome"], "agentmem.version": row["version"]}
             )
+        if row["outcome"] == "unissued":
+            raise UnissuedFencingTokenError(key, fencing_token or 0)
         if row["outcome"] == "unfenced":
             raise UnfencedWriteError(key, row["highest_token"])
         if row["outcome"] == "stale":

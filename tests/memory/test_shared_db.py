@@ -14,6 +14,7 @@ from agentmem.memory.errors import (
     InvalidIdError,
     InvalidValueError,
     StaleFencingTokenError,
+    UnissuedFencingTokenError,
 )
 from agentmem.memory.shared_db import SharedAgentDB
 
@@ -98,10 +99,17 @@ async def test_fifty_concurrent_increments_end_at_exactly_fifty(db: SharedAgentD
     assert [d.value for d in await db.history("counter")] == list(range(1, 51))
 
 
+async def issued_through(db: SharedAgentDB, token: int) -> None:
+    """Let tokens 1 to ``token`` be issued (a write may carry only an issued token)."""
+    while await db.issue_fencing_token("test-tokens") < token:
+        pass
+
+
 async def test_of_twenty_racing_writes_on_one_version_exactly_one_lands(
     db: SharedAgentDB,
 ) -> None:
     """Writers that all expect version 1 of an existing document: one wins, the rest conflict."""
+    await issued_through(db, 20)
     await db.write("doc", "v1", "a", expected_version=0)
     outcomes: list[str] = []
 
@@ -127,6 +135,7 @@ async def test_a_stale_token_on_an_existing_document_leaves_its_head_unchanged(
     db: SharedAgentDB,
 ) -> None:
     """A refused write changes neither the version nor the highest token seen."""
+    await issued_through(db, 8)
     await db.write("doc", "v1", "a", fencing_token=7)
     with pytest.raises(StaleFencingTokenError):
         await db.write("doc", "late", "b", fencing_token=6)
@@ -142,6 +151,7 @@ async def test_a_stale_token_on_an_existing_document_leaves_its_head_unchanged(
 
 async def test_a_write_with_an_older_fencing_token_is_rejected(db: SharedAgentDB) -> None:
     """Once token 8 wrote, token 7 is refused and writes nothing; 8 and 9 still pass."""
+    await issued_through(db, 9)
     await db.write("section/a", "by holder 7", "w-1", fencing_token=7)
     await db.write("section/a", "by holder 8", "w-2", fencing_token=8)
 
@@ -216,3 +226,19 @@ async def test_str_and_int_subclasses_are_stored_as_their_json_values(db: Shared
     assert stored is not None
     assert stored.value == written.value == {"c": "red", "s": 3, "l": "x"}
     assert type(stored.value["c"]) is str
+
+
+async def test_a_token_never_issued_is_refused_and_real_holders_write_after_it(
+    db: SharedAgentDB,
+) -> None:
+    """A forged token (far above any grant) writes nothing and raises no key's highest token,
+    so the next real holder is not locked out."""
+    first = await db.issue_fencing_token("doc")
+    await db.write("doc", "a", "holder-1", 0, fencing_token=first)
+
+    with pytest.raises(UnissuedFencingTokenError, match="never issued"):
+        await db.write("doc", "forged", "evil", 1, fencing_token=2**62)
+
+    second = await db.issue_fencing_token("doc")
+    written = await db.write("doc", "b", "holder-2", 1, fencing_token=second)
+    assert (written.version, [d.value for d in await db.history("doc")]) == (2, ["a", "b"])
