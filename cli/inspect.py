@@ -224,9 +224,16 @@ def forget(
         str, typer.Argument(help="The run to delete.", callback=checked_run_id, metavar="RUN_ID")
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete a run the index says is still running (its agents died)."
+        ),
+    ] = False,
 ) -> None:
     """Delete everything a run stored in Redis and PostgreSQL (its report files are kept);
-    the run's tenant's audit log records it."""
+    the run's tenant's audit log records it. A run still running is refused without --force:
+    its agents or workers would find its streams gone under them."""
     if not yes:
         typer.confirm(f"Delete everything run {run_id} stored?", abort=True)
     import anyio
@@ -235,11 +242,13 @@ def forget(
     from agentmem.memory import open_memory
     from agentmem.memory.admission import Submissions
     from agentmem.memory.audit import AuditLog, AuditRecord
-
     settings = settings_from_env()
 
-    async def go(ready: Settings) -> tuple[int, int]:
+    async def go(ready: Settings) -> tuple[int, int] | None:
         async with open_memory(ready.memory_config(), run_id) as m:
+            entry = await m.runs.get(run_id)
+            if entry is not None and entry.state == "running" and not force:
+                return None  # refused: its agents or workers are at work in it
             tenant = await Submissions(m.client).tenant_of(run_id)  # gone once dropped
             dropped = await m.drop()
             await m.runs.remove(run_id)
@@ -248,7 +257,13 @@ def forget(
             return dropped
 
     with servers(settings) as ready:
-        keys, versions = anyio.run(go, ready)
+        dropped = anyio.run(go, ready)
+    if dropped is None:
+        fail(
+            f"run {run_id} is still running; wait for it to end (agentmem wait), or pass "
+            "--force if its agents are gone"
+        )
+    keys, versions = dropped
     console().print(f"run {run_id}: deleted {keys} Redis keys and {versions} document versions")
 
 

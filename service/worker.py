@@ -75,6 +75,7 @@ from agentmem.memory import (
     Memory,
     ServerUnavailableError,
     WriteAheadLog,
+    leaves,
     open_memory,
     retrying,
 )
@@ -186,6 +187,7 @@ class Worker:
         self.served = 0  # tickets done (for logs and tests)
         self._idle = anyio.Event()
         self._runs: OrderedDict[str, RunScope] = OrderedDict()
+        self._opening: dict[str, anyio.Lock] = {}  # runs being opened, by one task each
         self._llm: LLM | None = None
         self._next_shard = 0
 
@@ -281,10 +283,16 @@ class Worker:
     async def _one(self, group: ConsumerGroup, delivery: Delivery, slots: Slots) -> None:
         try:
             await self._serve_ticket(group, delivery)
-        except ServerUnavailableError as exc:  # left pending: reclaimed once the server is back
-            logger.warning("lost a server during ticket %s: %s", delivery.entry_id, exc)
-        except AgentMemoryError as exc:  # one run's trouble never stops the worker
-            logger.warning("ticket %s failed: %s", delivery.entry_id, exc)
+        except Exception as exc:  # one run's trouble never stops the worker, however raised
+            inside = leaves(exc)  # a handler's errors come out of its task group, grouped
+            if not all(isinstance(e, AgentMemoryError) for e in inside):
+                raise
+            if all(isinstance(e, ServerUnavailableError) for e in inside):  # left pending:
+                lost = "; ".join(map(str, inside))  # reclaimed once the server is back
+                logger.warning("lost a server during ticket %s: %s", delivery.entry_id, lost)
+            else:
+                failed = "; ".join(map(str, inside))
+                logger.warning("ticket %s failed: %s", delivery.entry_id, failed)
         finally:
             slots.give()
             self.busy -= 1
@@ -368,11 +376,26 @@ class Worker:
                 logger.warning("cannot keep ticket %s claimed: %s", delivery.entry_id, exc)
 
     async def _open(self, run_id: str) -> RunScope:
-        """The run's scope, opened on first use and kept while recently used."""
+        """The run's scope, opened on first use and kept while recently used. One task opens
+        it while the run's other tickets wait: two opens would both take the run's local log,
+        whose lock the second would find held (by this very worker)."""
         run = self._runs.get(run_id)
         if run is not None:
             self._runs.move_to_end(run_id)
             return run
+        opening = self._opening.setdefault(run_id, anyio.Lock())
+        async with opening:
+            run = self._runs.get(run_id)
+            if run is None:
+                run = await self._new_run(run_id)
+                self._runs[run_id] = run
+            if self._opening.get(run_id) is opening and not opening.statistics().tasks_waiting:
+                del self._opening[run_id]
+        await self._evict()
+        return run
+
+    async def _new_run(self, run_id: str) -> RunScope:
+        """The run's scope, its agent context and its local log (closed again on failure)."""
         scope = self.root.scope(run_id)
         events = run_events(scope, self.settings)
         ctx, wal = None, None
@@ -380,10 +403,9 @@ class Worker:
         if agent_role is not None:
             assert self._llm is not None
             wal_dir = Path(self.settings.data_dir) / "wal"
-            wal = WriteAheadLog(
-                await anyio.to_thread.run_sync(run_log_path, wal_dir, run_id, self.name)
-            )
+            path = await anyio.to_thread.run_sync(run_log_path, wal_dir, run_id, self.name)
             tenant = await Submissions(scope.client).tenant_of(run_id) or DEFAULT_TENANT
+            wal = WriteAheadLog(path)  # after the last await that can fail: nothing leaks it
             writer = TicketingWriter(
                 scope.memory, events, wal, self.queues, self.name, tenant=tenant
             )
@@ -410,10 +432,7 @@ class Worker:
             ctx = Context(
                 self.name, agent_role, self.settings, scope.memory, events, scope.db, llm, writer
             )
-        run = RunScope(scope, events, ctx, wal)
-        self._runs[run_id] = run
-        await self._evict()
-        return run
+        return RunScope(scope, events, ctx, wal)
 
     async def _sweep(self) -> None:
         """The coordinator's pass over the tenants' runs in flight, every :data:`_SWEEP_SECONDS`

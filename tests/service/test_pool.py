@@ -125,3 +125,27 @@ def test_waiting_for_a_run_never_submitted_fails_at_once_naming_it(env: dict[str
 
     assert waited.returncode == 1
     assert "no run never-submitted-run was submitted" in waited.stderr
+
+
+def test_a_running_run_is_not_forgotten_and_forcing_it_stops_no_worker(
+    env: dict[str, str], pool: Pool, namespace: str
+) -> None:
+    """`forget` refuses a run in flight with one line; `--force` deletes it under the workers,
+    which log the run's trouble and go on serving: another tenant's run completes."""
+    slow = {**env, "AGENTMEM_STUB_DELAY_SECONDS": "1"}
+    pool.env = slow
+    pool.start_all()
+    doomed = f"{namespace}-doomed"
+    assert cli(slow, "submit", "--tenant", "first", "--run-id", doomed).returncode == 0
+    assert cli(slow, "wait", doomed, "--timeout", "3").returncode == 2  # running by now
+
+    refused = cli(slow, "forget", doomed, "--yes")
+    assert refused.returncode == 1
+    assert "still running" in refused.stderr
+    assert cli(slow, "forget", doomed, "--yes", "--force").returncode == 0
+
+    other = f"{namespace}-other"
+    assert cli(slow, "submit", "--tenant", "second", "--run-id", other).returncode == 0
+    waited = cli(slow, "wait", other, "--timeout", "150", timeout=170)
+    assert waited.returncode == 0, waited.stderr + pool.logs()
+    assert all(p.poll() is None for ps in pool.workers.values() for p in ps), pool.logs()
