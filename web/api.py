@@ -39,7 +39,7 @@ from agentmem.agents.settings import Settings
 from agentmem.memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
 from agentmem.protocol.events import SourceDoc
 from agentmem.service.metrics import Snapshot, prometheus_text, snapshot
-from agentmem.service.submit import run_state, submit
+from agentmem.service.submit import SubmissionTooLargeError, run_state, submit
 from agentmem.web.door import principal
 from agentmem.web.tenancy import audited, tenant_run_id, visible
 
@@ -87,6 +87,8 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
                 run_id=run_id,
             )
             await audited(memory(), who, "submit", done.run_id)
+        except SubmissionTooLargeError as exc:  # refused before anything was recorded
+            return _error(413, _one_line(exc))
         except QueueFullError as exc:
             return _error(429, str(exc), {"Retry-After": f"{max(1, round(exc.retry_after))}"})
         except (InvalidIdError, ValidationError) as exc:
