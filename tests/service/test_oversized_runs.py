@@ -3,6 +3,7 @@ meets one (or any error on one run) fails or skips that run and goes on with the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from agentmem.agents.settings import Settings
 from agentmem.devservers import ServerUrls
 from agentmem.memory import open_memory
 from agentmem.memory.admission import Admission, Submissions
+from agentmem.memory.keys import tenant_key
+from agentmem.protocol.events import RunRequested, SourceDoc
+from agentmem.service.coordinator import sweep
+from agentmem.service.submit import queues_of, run_state
 from tests.orchestrator.runs import cli_env
 from tests.service.test_api import _serve, post_json
 from tests.service.test_pool import cli
@@ -82,3 +87,43 @@ def test_the_cli_refuses_an_oversized_submission_in_one_line(
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
         assert "over the cap of 1.0 MB" in lines[0]
+
+
+async def test_a_sweep_fails_an_unstartable_run_and_goes_on_with_the_others(
+    servers: ServerUrls, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run kept in flight with a request over the event cap (tenant sorted first) fails
+    with the reason and frees its place for the tenant's next run; a tenant whose runs cannot
+    be read is skipped; a later tenant's run in flight is still started in the same pass."""
+    settings = _settings(servers)
+    bad_tenant, good_tenant = f"a-{namespace}", f"b-{namespace}"
+    bad, waiting, good = f"{namespace}-bad", f"{namespace}-waiting", f"{namespace}-good"
+    small = RunRequested(topic="T", sources=[SourceDoc(name="a", text="A small source.")])
+    big = RunRequested(topic="T", sources=[SourceDoc(name="b", text=BIG)])
+    config = settings.memory_config(client_name="agentmem:test")
+    async with open_memory(config, "service", migrate=False) as root:
+        a, b = Admission(root.client, bad_tenant), Admission(root.client, good_tenant)
+        for admission, run_id in ((a, bad), (a, waiting), (b, good)):
+            await admission.claim(run_id)
+        assert await a.admit(bad, big.model_dump_json(), limit=1, max_queued=5) == "start"
+        assert await a.admit(waiting, small.model_dump_json(), limit=1, max_queued=5) == "queued"
+        assert await b.admit(good, small.model_dump_json(), limit=1, max_queued=5) == "start"
+        broken = f"{bad_tenant}-broken"  # sorted between the two
+        await Admission(root.client, broken).claim(f"{namespace}-broken")
+        await root.client.set(tenant_key(broken, "inflight"), "not a set")
+        try:
+            with caplog.at_level(logging.WARNING, logger="agentmem.service.coordinator"):
+                await sweep(root, settings, queues_of(root, settings), "test-sweep")
+        finally:  # other tests' sweeps need not meet it
+            await root.client.delete(tenant_key(broken, "inflight"))
+        failed = await run_state(root, bad)
+        assert failed.state == "failed"
+        assert "larger than its cap" in (failed.error or "")
+        lines = [r.getMessage() for r in caplog.records]
+        assert all("\n" not in line for line in lines), lines
+        assert any(bad in line for line in lines), lines
+        assert any(broken in line for line in lines), lines
+        assert await a.in_flight() == [(waiting, None)]  # the next run took its place, started
+        assert (await run_state(root, waiting)).state == "running"
+        assert await b.in_flight() == [(good, None)]
+        assert (await run_state(root, good)).state == "running"
