@@ -3,7 +3,8 @@
 - ``POST /api/runs`` with a JSON body ``{"tenant": ..., "topic": ..., "sources": [{"name":
   ..., "text": ...}], "run_id": ... (optional)}`` submits a run to the pool and answers 202
   with ``{"run_id": ..., "state": ...}`` (the same submission twice: the same run). A tenant
-  whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400.
+  whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400, one
+  whose run request would be over the event cap (``AGENTMEM_MAX_EVENT_BYTES``) 413.
 - ``GET /metrics``: the service's signals in the Prometheus text format (:mod:`service.metrics`).
 - ``GET /api/runs/{id}``: the run's state (``queued``, ``running``, ``completed``, ``failed``)
   and, once it ended, its report's path or the reason it failed.
