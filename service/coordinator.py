@@ -41,6 +41,13 @@ left, and enforces the run timeout:
   closed as failed, its place freed and the tenant's next run started. Workers then
   acknowledge its remaining tickets without handling them.
 
+**Isolated.** An error on one tenant or one run (the servers, a bug) is logged in one line
+naming it and the pass goes on with the others; the next pass tries it again. A run whose kept
+request can never be published (it does not parse, or is over the memory's event cap: the
+submitter checks this first, but requests kept before that check, or under a lower cap, remain)
+is not retried forever: it fails with that reason, its request is dropped and its place freed.
+A release that cannot start a run it moved in flight logs it and leaves it to the sweep.
+
 A sweep reads the tenants' set, one script per tenant (its runs in flight with their kept
 requests) and one HMGET of their index entries: a few round trips per tenant, whatever the
 number of runs.
@@ -56,10 +63,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+from pydantic import ValidationError
 
 from agentmem.agents.idempotency import orchestrator_key
 from agentmem.agents.settings import Settings
-from agentmem.memory import EventStore, Memory, RunEntry
+from agentmem.memory import AgentMemoryError, EventStore, InvalidValueError, Memory, RunEntry
 from agentmem.memory.admission import Admission, Submissions
 from agentmem.memory.work_queue import WorkQueue
 from agentmem.orchestrator.lifecycle import ORCHESTRATOR, FinishedRun, write_outputs
@@ -248,43 +256,62 @@ async def release(
         scope.namespace, limit=settings.tenant_max_inflight
     ):
         logger.info("run %s of tenant %s starts (a place is free)", run_id, tenant)
-        next_scope = scope.scope(run_id)
-        await start_run(
-            next_scope,
-            settings,
-            queues,
-            RunRequested.model_validate_json(request),
-            issuer,
-            tenant=tenant,
-        )
+        try:
+            parsed = RunRequested.model_validate_json(request)
+            await start_run(scope.scope(run_id), settings, queues, parsed, issuer, tenant=tenant)
+        except Exception as exc:
+            logger.warning(
+                "run %s of tenant %s did not start (%s); the sweep starts it or fails it",
+                run_id,
+                tenant,
+                one_line(exc),
+            )
 
 
 async def sweep(
     root: Memory, settings: Settings, queues: Mapping[str, WorkQueue], issuer: str
 ) -> int:
     """One pass over every tenant's runs in flight (see the module's notes); returns how many
-    runs it started, ended or released."""
+    runs it started, ended or released. An error on one tenant or one run is logged in one
+    line naming it, and the pass goes on with the others (the next pass tries it again)."""
     acted = 0
     now = datetime.now(UTC)
     for tenant in await Submissions(root.client).tenants():
-        flight = await Admission(root.client, tenant).in_flight()
-        for run_id, request in flight:
-            if request is not None:
-                logger.info(
-                    "run %s of tenant %s is in flight, not started: starting it", run_id, tenant
-                )
-                await start_run(
-                    root.scope(run_id),
-                    settings,
-                    queues,
-                    RunRequested.model_validate_json(request),
-                    issuer,
-                    tenant=tenant,
-                )
-                acted += 1
-        started = [run_id for run_id, request in flight if request is None]
-        for entry in await root.runs.get_many(started):
-            scope = root.scope(entry.run_id)
+        try:
+            acted += await _sweep_tenant(root, settings, queues, issuer, tenant=tenant, now=now)
+        except Exception as exc:
+            logger.warning("the sweep skipped tenant %s this pass: %s", tenant, one_line(exc))
+    return acted
+
+
+async def _sweep_tenant(
+    root: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    *,
+    tenant: str,
+    now: datetime,
+) -> int:
+    acted = 0
+    flight = await Admission(root.client, tenant).in_flight()
+    for run_id, request in flight:
+        if request is None:
+            continue
+        logger.info("run %s of tenant %s is in flight, not started: starting it", run_id, tenant)
+        try:
+            await _start_kept(
+                root.scope(run_id), settings, queues, issuer, tenant=tenant, request=request
+            )
+            acted += 1
+        except Exception as exc:
+            logger.warning(
+                "the sweep could not start run %s of tenant %s: %s", run_id, tenant, one_line(exc)
+            )
+    started = [run_id for run_id, request in flight if request is None]
+    for entry in await root.runs.get_many(started):
+        scope = root.scope(entry.run_id)
+        try:
             if entry.state != "running":  # ended, and its place not yet freed
                 await announce(scope, settings, entry)
                 await release(scope, settings, queues, issuer)
@@ -292,7 +319,62 @@ async def sweep(
             elif (now - entry.started_at).total_seconds() > settings.run_timeout_seconds:
                 await time_out(scope, settings, queues, issuer, entry)
                 acted += 1
+        except Exception as exc:
+            logger.warning(
+                "the sweep could not end run %s of tenant %s: %s",
+                entry.run_id,
+                tenant,
+                one_line(exc),
+            )
     return acted
+
+
+async def _start_kept(
+    scope: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    *,
+    tenant: str,
+    request: str,
+) -> None:
+    """Start a run in flight from its kept request; one whose request can never be published
+    (it does not parse, or breaks the memory's limits) is failed for good instead."""
+    try:
+        parsed = RunRequested.model_validate_json(request)
+        await start_run(scope, settings, queues, parsed, issuer, tenant=tenant)
+    except (InvalidValueError, ValidationError) as exc:
+        reason = f"the run cannot start: {one_line(exc)}; submit it again, smaller"[:4000]
+        await fail_unstartable(scope, settings, queues, issuer, tenant=tenant, reason=reason)
+
+
+async def fail_unstartable(
+    scope: Memory,
+    settings: Settings,
+    queues: Mapping[str, WorkQueue],
+    issuer: str,
+    *,
+    tenant: str,
+    reason: str,
+) -> None:
+    """End a run in flight that can never start: its index entry closed as failed with
+    ``reason`` (unless it ended first), its end event, its kept request dropped and its place
+    freed for the tenant's next run. Each step is idempotent."""
+    logger.warning("run %s of tenant %s fails: %s", scope.namespace, tenant, reason)
+    entry = await scope.runs.get(scope.namespace) or RunEntry(
+        run_id=scope.namespace, started_at=datetime.now(UTC), tenant=tenant
+    )
+    kept = await scope.runs.conclude(_ending(scope, entry, RunState(), reason))
+    await announce(scope, settings, kept)
+    await Admission(scope.client, tenant).started(scope.namespace)  # drop its request
+    await release(scope, settings, queues, issuer)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its message with whitespace folded (a project error's message is
+    one line already; a validation error's is not), or its type when it has none."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, AgentMemoryError) else f"{type(exc).__name__}: {text}"
 
 
 async def time_out(

@@ -6,25 +6,37 @@ makes one run), asks the tenant's :class:`~memory.admission.Admission` whether i
 waits, or is refused (:class:`~memory.errors.QueueFullError`, and the record is removed so it
 can be tried again), and, when it starts, publishes its request and a ticket for research. It
 returns at once: the workers do the rest. :func:`run_state` reads where a run is.
+
+**Checked before anything.** The submission's ``run.requested`` event is built and checked
+against the memory's limits (``Limits.event_payload_bytes``, ``AGENTMEM_MAX_EVENT_BYTES``)
+before the submission is claimed or admitted: a request that could never be published is
+refused with :class:`SubmissionTooLargeError` (HTTP 413) and leaves nothing behind, so the
+same submission made smaller is a new one and is accepted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from agentmem.agents.settings import Settings
-from agentmem.memory import Memory, QueueFullError, validate_id
+from agentmem.memory import InvalidValueError, Memory, QueueFullError, validate_id
 from agentmem.memory.admission import Admission, Submissions
 from agentmem.memory.work_queue import WorkQueue
-from agentmem.protocol.events import RunRequested, SourceDoc
+from agentmem.orchestrator.lifecycle import ORCHESTRATOR
+from agentmem.protocol.events import EventType, RunRequested, SourceDoc, new_event
 from agentmem.service.coordinator import start_run
 from agentmem.service.routes import PoolRole
 
 RunPhase = Literal["unknown", "queued", "running", "completed", "failed"]
 SUBMITTER = "submitter"
+
+
+class SubmissionTooLargeError(InvalidValueError):
+    """A submission whose ``run.requested`` event would be larger than one event may be."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,7 @@ async def submit(
 ) -> Submitted:
     """Submit a run to the pool; returns at once (see the module's notes)."""
     request = RunRequested(topic=topic, sources=list(sources))  # checked before anything
+    check_publishable(root, request)
     run_id = validate_id(run_id or submission_key(tenant, topic, sources), "run id")
     admission = Admission(root.client, tenant)
     previous = await admission.claim(run_id)
@@ -101,6 +114,26 @@ async def submit(
     if previous is not None or admitted == "known":
         return Submitted(run_id, "duplicate")
     return Submitted(run_id, "started" if admitted == "start" else "queued")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1024 / 1024:.1f} MB" if nbytes >= 1024 * 1024 else f"{nbytes} bytes"
+
+
+def check_publishable(root: Memory, request: RunRequested) -> None:
+    """Raise unless ``request`` can be published as the run's ``run.requested`` event under
+    ``root``'s limits: :class:`SubmissionTooLargeError` (saying the cap and the size) if it
+    is too large, :class:`~memory.errors.InvalidValueError` for any other reason."""
+    event = new_event(EventType.RUN_REQUESTED, ORCHESTRATOR, request)
+    cap = root.limits.event_payload_bytes
+    size = len(json.dumps(event.payload, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > cap:
+        msg = (
+            f"the run's request is {_size(size)} as JSON, over the cap of {_size(cap)} on one "
+            "event (AGENTMEM_MAX_EVENT_BYTES); submit fewer or shorter sources"
+        )
+        raise SubmissionTooLargeError(msg)
+    event.to_fields(root.limits)  # the rest of what publishing checks
 
 
 async def run_state(root: Memory, run_id: str) -> RunStatus:

@@ -3,7 +3,8 @@
 - ``POST /api/runs`` with a JSON body ``{"tenant": ..., "topic": ..., "sources": [{"name":
   ..., "text": ...}], "run_id": ... (optional)}`` submits a run to the pool and answers 202
   with ``{"run_id": ..., "state": ...}`` (the same submission twice: the same run). A tenant
-  whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400.
+  whose queue is full gets 429 with ``Retry-After``; a body that does not fit gets 400, one
+  whose run request would be over the event cap (``AGENTMEM_MAX_EVENT_BYTES``) 413.
 - ``GET /metrics``: the service's signals in the Prometheus text format (:mod:`service.metrics`).
 - ``GET /api/runs/{id}``: the run's state (``queued``, ``running``, ``completed``, ``failed``)
   and, once it ended, its report's path or the reason it failed.
@@ -39,7 +40,7 @@ from agentmem.agents.settings import Settings
 from agentmem.memory import AgentMemoryError, InvalidIdError, Memory, QueueFullError, validate_id
 from agentmem.protocol.events import SourceDoc
 from agentmem.service.metrics import Snapshot, prometheus_text, snapshot
-from agentmem.service.submit import run_state, submit
+from agentmem.service.submit import SubmissionTooLargeError, run_state, submit
 from agentmem.web.door import principal
 from agentmem.web.tenancy import audited, tenant_run_id, visible
 
@@ -89,6 +90,8 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
                 run_id=run_id,
             )
             await audited(memory(), who, "submit", done.run_id)
+        except SubmissionTooLargeError as exc:  # refused before anything was recorded
+            return _error(413, _one_line(exc))
         except QueueFullError as exc:
             return _error(429, str(exc), {"Retry-After": f"{max(1, round(exc.retry_after))}"})
         except (InvalidIdError, ValidationError) as exc:
