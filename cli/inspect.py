@@ -242,6 +242,7 @@ def forget(
     from agentmem.memory import open_memory
     from agentmem.memory.admission import Submissions
     from agentmem.memory.audit import AuditLog, AuditRecord
+
     settings = settings_from_env()
 
     async def go(ready: Settings) -> tuple[int, int] | None:
