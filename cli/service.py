@@ -60,8 +60,9 @@ def worker(
     pool_role = PoolRole(role)
     setup_logging(f"{role}-pool", log_level.upper())
     handlers = {PoolRole(r.value): h for r, h in HANDLERS.items()}
+    configured = settings_from_env()  # a bad setting: its one line and exit 2, from here
     try:
-        with servers(settings_from_env()) as settings:
+        with servers(configured) as settings:
             anyio.run(serve_worker, settings, pool_role, concurrency, handlers)
     except Exception as exc:  # the last stop: one line, exit non-zero
         inside = leaves(exc)

@@ -113,9 +113,20 @@ def _one_line(value: str) -> str:
 OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
+def _no_nul(value: str) -> str:
+    at = value.find("\0")
+    if at >= 0:
+        msg = f"must not contain NUL characters (PostgreSQL cannot store them); one at {at}"
+        raise ValueError(msg)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class SourceDoc(_Model):
     name: OneLine = Field(min_length=1, max_length=256)
-    text: str = Field(min_length=1)
+    text: Text = Field(min_length=1)
 
 
 class RunRequested(EventPayload):

@@ -25,6 +25,7 @@ from typing import Literal
 from agentmem.agents.settings import Settings
 from agentmem.memory import InvalidValueError, Memory, QueueFullError, validate_id
 from agentmem.memory.admission import Admission, Submissions
+from agentmem.memory.tenants import validate_tenant
 from agentmem.memory.work_queue import WorkQueue
 from agentmem.orchestrator.lifecycle import ORCHESTRATOR
 from agentmem.protocol.events import EventType, RunRequested, SourceDoc, new_event
@@ -86,6 +87,7 @@ async def submit(
     queues: Mapping[str, WorkQueue] | None = None,
 ) -> Submitted:
     """Submit a run to the pool; returns at once (see the module's notes)."""
+    validate_tenant(tenant)  # one rule for tenants' names: those that can hold a key
     request = RunRequested(topic=topic, sources=list(sources))  # checked before anything
     check_publishable(root, request)
     run_id = validate_id(run_id or submission_key(tenant, topic, sources), "run id")

@@ -84,7 +84,7 @@ def api_routes(memory: Callable[[], Memory], settings: Settings) -> list[Route]:
             done = await submit(
                 memory(),
                 settings,
-                tenant=validate_id(tenant, "tenant"),
+                tenant=tenant,  # submit() checks the name
                 topic=body.topic.strip(),
                 sources=body.sources,
                 run_id=run_id,

@@ -103,3 +103,16 @@ def test_an_unreachable_server_fails_the_run_with_a_clear_message(
     assert result.exit_code == 1
     assert message in text(result.output)
     assert "secret" not in result.output
+
+
+def test_a_worker_with_a_bad_setting_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bad value in the environment is named once, and the exit is a usage error's."""
+    monkeypatch.setenv("AGENTMEM_RUN_TIMEOUT_SECONDS", "-1")
+
+    result = runner.invoke(app, ["worker", "writer"])
+
+    assert result.exit_code == 2
+    assert "run_timeout_seconds" in text(result.output)
+    assert "Exit(" not in result.output

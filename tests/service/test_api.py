@@ -238,3 +238,23 @@ def test_json_nested_too_deeply_is_refused_with_400(api: str) -> None:
 
     assert reply.status_code == 400, reply.text
     assert "nested too deeply" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tenant": "a/b c"}, "tenant name"),
+        ({"sources": [{"name": "a.md", "text": "Hello\u0000world."}]}, "NUL"),
+    ],
+)
+def test_a_submission_the_cli_would_refuse_is_refused_over_http_too(
+    api: str, change: dict[str, Any], message: str
+) -> None:
+    """A tenant name no key can have, or a NUL in a source, is a 400 at submission, not a
+    run that fails later."""
+    body = {"tenant": "fine", "topic": "t", "sources": _sources()[:1], **change}
+
+    reply = post_json(f"{api}/api/runs", body)
+
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()["error"]
