@@ -113,7 +113,7 @@ async def submit(
     if admitted == "start":
         queues = queues or queues_of(root, settings)
         await start_run(root.scope(run_id), settings, queues, request, SUBMITTER, tenant=tenant)
-    if previous is not None or admitted == "known":
+    if admitted == "known":  # whoever's admission landed first made the run, and says so
         return Submitted(run_id, "duplicate")
     return Submitted(run_id, "started" if admitted == "start" else "queued")
 

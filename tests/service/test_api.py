@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,18 @@ def test_a_submission_the_cli_would_refuse_is_refused_over_http_too(
 
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
+
+
+def test_of_identical_submissions_sent_at_once_exactly_one_says_it_made_the_run(
+    api: str, namespace: str
+) -> None:
+    """Twelve copies of one submission at the same time: one run, and one answer (not none)
+    says it started or queued it; the others say duplicate."""
+    body = {"tenant": "racer", "topic": f"race {namespace}", "sources": _sources()[:1]}
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda _: post_json(f"{api}/api/runs", body), range(12)))
+
+    assert {r.status_code for r in replies} == {202}
+    assert len({r.json()["run_id"] for r in replies}) == 1
+    states = sorted(r.json()["state"] for r in replies)
+    assert states.count("duplicate") == 11, states
