@@ -174,16 +174,15 @@ class Door:
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once it was refused (413 over the size, 408 too slow)."""
         limit = self.settings.max_request_bytes
-        with anyio.move_on_after(self.body_seconds):
+        body: bytes | None = None
+        with anyio.move_on_after(self.body_seconds) as deadline:
             body = await _read_body(receive, limit)
-            if body is None:
-                await _answer(
-                    send, 413, f"the request body is over {limit} bytes; send less", _CLOSE
-                )
-            return body
-        seconds = f"{self.body_seconds:g}"
-        await _answer(send, 408, f"the request body took over {seconds} s to arrive", _CLOSE)
-        return None
+        if deadline.cancelled_caught:
+            seconds = f"{self.body_seconds:g}"
+            await _answer(send, 408, f"the request body took over {seconds} s to arrive", _CLOSE)
+        elif body is None:
+            await _answer(send, 413, f"the request body is over {limit} bytes; send less", _CLOSE)
+        return body if not deadline.cancelled_caught else None
 
     async def _authenticate(self, scope: Scope, headers: Headers, send: Send) -> Principal | None:
         """The tenant of the key in the headers, or None once the request was answered."""
