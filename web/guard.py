@@ -13,10 +13,12 @@ The view listens on the loopback interface, but a page on any web site can still
   Anything else is refused with 421.
 - Cross-site request forgery: a form on another site may POST to the view (a requeue hands a
   dead letter to the agents again). An unsafe request (any method but GET, HEAD and OPTIONS)
-  whose ``Origin`` header names another origin is refused with 403 here, and one without this
-  server's token is refused with 403 by the route (:func:`token_ok`): the token is random per
-  server process, and is only in the pages this server renders, which another site's script
-  cannot read (the same-origin policy, now that the ``Host`` check stops rebinding).
+  whose ``Origin`` header names another origin is refused with 403 here (an origin is this
+  server's when its host passes the ``Host`` check above, over ``http`` or, behind a TLS
+  proxy, ``https``; ``null`` never is), and one without this server's token is refused with
+  403 by the route (:func:`token_ok`): the token is random per server process, and is only in
+  the pages this server renders, which another site's script cannot read (the same-origin
+  policy, now that the ``Host`` check stops rebinding).
 """
 
 from __future__ import annotations
@@ -80,15 +82,19 @@ def host_ok(scope: Scope, value: str | None, default_port: int) -> bool:
     return split[0] in names and (port is None or split[1] == port)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def origin_ok(scope: Scope, origin: str) -> bool:
-    """Whether an ``Origin`` header names this server (http, this host, this port)."""
+    """Whether an ``Origin`` header names this server: ``http`` or ``https`` (a TLS proxy in
+    front), and a host and port that :func:`host_ok` answers (``null`` and others: no)."""
     try:
         parts = urlsplit(origin)
     except ValueError:
         return False
-    if parts.scheme != "http" or parts.path not in ("", "/"):
+    if parts.scheme not in _DEFAULT_PORTS or parts.path not in ("", "/"):
         return False
-    return host_ok(scope, parts.netloc, 80)
+    return host_ok(scope, parts.netloc, _DEFAULT_PORTS[parts.scheme])
 
 
 class HostGuard:

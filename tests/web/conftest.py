@@ -5,14 +5,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 import uvicorn
 
 from agentmem.devservers import ServerUrls
 from agentmem.mcp import HttpEndpoint
 from agentmem.memory import MemoryConfig
+from agentmem.memory.migrate import migrate
+from agentmem.memory.tenants import NewKey, TenantKeys
 from agentmem.web import HOST, create_app
 
 WEB_CLIENT = "web-view-test"  # the name the app's connections carry (CLIENT LIST, pg_stat_activity)
@@ -48,3 +51,21 @@ def web_url(servers: ServerUrls) -> Iterator[str]:
     yield f"http://{HOST}:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+async def keys(servers: ServerUrls, namespace: str) -> AsyncIterator[dict[str, NewKey]]:
+    """Keys of two tenants, A and B (revoked at the end: other tests serve without keys)."""
+    pool = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=2)
+    await migrate(pool)
+    store = TenantKeys(pool)
+    made = {
+        "A": await store.add(f"a-{namespace[-12:]}"),
+        "B": await store.add(f"b-{namespace[-12:]}"),
+    }
+    try:
+        yield made
+    finally:
+        for key in made.values():
+            await store.revoke(key.key_id)
+        await pool.close()

@@ -26,7 +26,6 @@ from agentmem.mcp import HttpEndpoint
 from agentmem.memory import AgentEvent, MemoryConfig, open_memory
 from agentmem.memory.admission import Admission
 from agentmem.memory.audit import AuditLog
-from agentmem.memory.migrate import migrate
 from agentmem.memory.tenants import NewKey, TenantKeys
 from agentmem.protocol.events import ROUTES, RUN_STREAM, EventType
 from agentmem.web import HOST, create_app
@@ -98,24 +97,6 @@ def settings_for(servers: ServerUrls, **overrides: Any) -> Settings:
         llm="stub",
         **overrides,
     )
-
-
-@pytest.fixture
-async def keys(servers: ServerUrls, namespace: str) -> AsyncIterator[dict[str, NewKey]]:
-    """Keys of two tenants, A and B (revoked at the end: other tests serve without keys)."""
-    pool = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=2)
-    await migrate(pool)
-    store = TenantKeys(pool)
-    made = {
-        "A": await store.add(f"a-{namespace[-12:]}"),
-        "B": await store.add(f"b-{namespace[-12:]}"),
-    }
-    try:
-        yield made
-    finally:
-        for key in made.values():
-            await store.revoke(key.key_id)
-        await pool.close()
 
 
 @pytest.fixture
