@@ -104,15 +104,8 @@ def test_an_agent_joined_with_no_server_urls_uses_the_runs_local_servers(tmp_pat
     shared local servers: the joined writer sees the run complete and exits 0."""
     rid = run_id()
     env = default_env(tmp_path, **QUICK_LEASE)
-    up = subprocess.run(
-        [sys.executable, "-m", "agentmem.cli.main", "servers", "up"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
-    assert up.returncode == 0, up.stderr
+    code, _, stderr = finish(start_cli(env, "servers", "up"), timeout=60)
+    assert code == 0, stderr
     try:
         joined = join(env, tmp_path, "writer", rid, 2)
         code, _, stderr = finish(start_cli(env, "run", "--run-id", rid))

@@ -3,28 +3,15 @@ checkout's shared local servers, as ``agentmem run`` does."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.runs import ROOT, default_env
+from tests.orchestrator.runs import default_env
 from tests.service.pool import Pool
+from tests.service.test_pool import cli
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentmem.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_workers_submit_and_wait_share_the_local_servers_when_no_url_is_set(
